@@ -1,0 +1,1 @@
+//! norma-autograd (under construction)

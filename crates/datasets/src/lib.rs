@@ -1,0 +1,1 @@
+//! norma-datasets (under construction)

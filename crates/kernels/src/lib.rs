@@ -1,0 +1,1 @@
+//! norma-kernels (under construction)

@@ -1,0 +1,1 @@
+//! norma-layers (under construction)

@@ -1,0 +1,1 @@
+//! norma-optim (under construction)

@@ -1,0 +1,87 @@
+//! Elementwise loops split over rayon in fixed-size chunks.
+//!
+//! Chunk boundaries never depend on the number of threads, so any reduction built on them
+//! combines the same partial results in the same order on 1 or 64 threads.
+
+use rayon::prelude::*;
+
+/// Elements per rayon task: big enough to amortise scheduling (~10 µs of work),
+/// small enough to spread LeNet's activations over both cores.
+pub const CHUNK: usize = 1 << 15;
+
+/// `dst[i] = f(src[i])`.
+pub fn map_into(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    debug_assert_eq!(src.len(), dst.len());
+    let kernel = |(s, d): (&[f32], &mut [f32])| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = f(s);
+        }
+    };
+    if src.len() <= CHUNK {
+        kernel((src, dst));
+    } else {
+        src.par_chunks(CHUNK)
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(kernel);
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])`.
+pub fn zip_map_into(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    debug_assert!(a.len() == dst.len() && b.len() == dst.len());
+    let kernel = |((a, b), d): ((&[f32], &[f32]), &mut [f32])| {
+        for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
+            *d = f(a, b);
+        }
+    };
+    if dst.len() <= CHUNK {
+        kernel(((a, b), dst));
+    } else {
+        a.par_chunks(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(kernel);
+    }
+}
+
+/// `dst[i] = f(a[i], b[i], c[i])`.
+pub fn zip3_map_into(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    dst: &mut [f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) {
+    debug_assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len());
+    let kernel = |(((a, b), c), d): (((&[f32], &[f32]), &[f32]), &mut [f32])| {
+        for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
+            *d = f(a, b, c);
+        }
+    };
+    if dst.len() <= CHUNK {
+        kernel((((a, b), c), dst));
+    } else {
+        a.par_chunks(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .zip(c.par_chunks(CHUNK))
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(kernel);
+    }
+}
+
+/// `dst[i] = f(dst[i], src[i])`, in place.
+pub fn update_with(dst: &mut [f32], src: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    debug_assert_eq!(src.len(), dst.len());
+    let kernel = |(d, s): (&mut [f32], &[f32])| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = f(*d, s);
+        }
+    };
+    if dst.len() <= CHUNK {
+        kernel((dst, src));
+    } else {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(kernel);
+    }
+}
