@@ -82,6 +82,20 @@ impl Tensor {
         summed.reshape(shape)
     }
 
+    /// Repeats the tensor along broadcast axes up to `shape` (numpy rules): the forward of
+    /// what [`Tensor::sum_to_shape`] undoes.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        let view = self
+            .array()
+            .broadcast(ndarray::IxDyn(shape))
+            .ok_or_else(|| TensorError::Broadcast {
+                op: "broadcast_to",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            })?;
+        Ok(Tensor::from_array(view.to_owned()))
+    }
+
     /// Index of the largest value in each row of a 2-D tensor (first one on ties).
     pub fn argmax_rows(&self) -> Result<Vec<usize>> {
         self.expect_rank("argmax_rows", 2)?;
@@ -150,6 +164,15 @@ mod tests {
         assert_eq!(s.shape(), &[3, 1]);
         assert_eq!(s.as_slice(), &[8.; 3]);
         assert!(g.sum_to_shape(&[5]).is_err());
+    }
+
+    #[test]
+    fn broadcast_to_repeats_and_checks() {
+        let x = Tensor::from_vec(&[2, 1], vec![1., 2.]).unwrap();
+        let b = x.broadcast_to(&[3, 2, 2]).unwrap();
+        assert_eq!(b.shape(), &[3, 2, 2]);
+        assert_eq!(&b.as_slice()[..4], &[1., 1., 2., 2.]);
+        assert!(x.broadcast_to(&[3, 3]).is_err());
     }
 
     #[test]
