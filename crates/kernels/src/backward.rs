@@ -62,6 +62,7 @@ pub fn backward_train(
 ) -> Result<Gradients, KernelError> {
     let (shape, xs, dys) = check_pair(&x, &dy)?;
     check_channels(shape, "mean", Some(&stats.mean))?;
+    check_channels(shape, "mean_residual", Some(&stats.mean_residual))?;
     check_channels(shape, "inv_std", Some(&stats.inv_std))?;
     check_channels(shape, "gamma", gamma)?;
     let sums = dy_sums(shape, xs, dys, &stats.mean);
@@ -77,11 +78,17 @@ pub fn backward_train(
         // dx = a·(dy − mean_dy − (x − mean)·k) with k = inv_std²·Σdy(x − mean)/M.
         let a = g * inv_std;
         let k = inv_std * inv_std * dot / m;
-        consts.push([stats.mean[ch], a as f32, (sum_dy / m) as f32, k as f32]);
+        consts.push([
+            stats.mean[ch],
+            stats.mean_residual[ch],
+            a as f32,
+            (sum_dy / m) as f32,
+            k as f32,
+        ]);
     }
     let dx = fill_output(x.raw_dim(), |dxs| {
         channel_map(shape, xs, dys, dxs, &consts, |x, dy, k| {
-            k[1] * (dy - k[2] - (x - k[0]) * k[3])
+            k[2] * (dy - k[3] - ((x - k[0]) - k[1]) * k[4])
         })
     });
     Ok(Gradients { dx, dgamma, dbeta })
@@ -110,7 +117,7 @@ pub fn backward_eval(
         let inv_std = inv_std(running_var[ch] as f64, eps);
         dbeta.push(sum_dy as f32);
         dgamma.push((dot * inv_std) as f32);
-        consts.push([scale_shift[ch].0, 0.0, 0.0, 0.0]);
+        consts.push([scale_shift[ch].0]);
     }
     let dx = fill_output(x.raw_dim(), |dxs| {
         channel_map(shape, xs, dys, dxs, &consts, |_, dy, k| dy * k[0])

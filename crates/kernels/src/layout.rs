@@ -157,24 +157,24 @@ pub fn channel_sums(
     totals
 }
 
-/// Writes `out_i = f(x_i, y_i, consts[channel of i])` for every value, in parallel, and
-/// returns the now fully initialised output.
-pub fn channel_map<F>(
+/// Writes `out_i = f(x_i, y_i, consts[channel of i])` for every value, in parallel. Each channel
+/// has `K` constants.
+pub fn channel_map<const K: usize, F>(
     shape: BnShape,
     x: &[f32],
     y: &[f32],
     out: &mut [MaybeUninit<f32>],
-    consts: &[[f32; 4]],
+    consts: &[[f32; K]],
     f: F,
 ) where
-    F: Fn(f32, f32, [f32; 4]) -> f32 + Sync + Copy,
+    F: Fn(f32, f32, [f32; K]) -> f32 + Sync + Copy,
 {
     let (c, s) = (shape.channels, shape.spatial);
     assert!(x.len() == out.len() && y.len() == out.len() && out.len() == shape.len());
     if shape.is_empty() {
         return;
     }
-    let run = |out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], k: [f32; 4]| {
+    let run = |out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], k: [f32; K]| {
         for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
             o.write(f(x, y, k));
         }
@@ -195,8 +195,8 @@ pub fn channel_map<F>(
         let rows = shape.rows_per_piece();
         // Constants by kind rather than by channel, so the loop over channels reads each of
         // them contiguously (and vectorizes).
-        let by_kind: [Vec<f32>; 4] = std::array::from_fn(|j| consts.iter().map(|k| k[j]).collect());
-        let [k0, k1, k2, k3] = by_kind.each_ref().map(|v| &v[..c]);
+        let by_kind: [Vec<f32>; K] = std::array::from_fn(|j| consts.iter().map(|k| k[j]).collect());
+        let by_kind = by_kind.each_ref().map(|v| &v[..c]);
         out.par_chunks_mut(rows * row_len)
             .zip(x.par_chunks(rows * row_len))
             .zip(y.par_chunks(rows * row_len))
@@ -209,7 +209,7 @@ pub fn channel_map<F>(
                     if s == 1 {
                         let (o, xr, yr) = (&mut o[..c], &xr[..c], &yr[..c]);
                         for i in 0..c {
-                            o[i].write(f(xr[i], yr[i], [k0[i], k1[i], k2[i], k3[i]]));
+                            o[i].write(f(xr[i], yr[i], by_kind.map(|k| k[i])));
                         }
                     } else {
                         for (ch, &k) in consts.iter().enumerate() {

@@ -53,6 +53,7 @@ mod tests {
     fn momentum_update_uses_the_unbiased_variance() {
         let stats = BatchStats {
             mean: vec![2.0],
+            mean_residual: vec![0.0],
             var: vec![3.0],
             inv_std: vec![0.0],
             count: 4,
