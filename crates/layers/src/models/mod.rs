@@ -1,0 +1,195 @@
+//! d2l.ai's LeNet and LeNet with batch normalization, with PyTorch-style child names so that
+//! checkpoints line up with `state_dict()` of the same modules.
+//!
+//! | `lenet` | `lenet-bn` |
+//! | --- | --- |
+//! | conv1 Conv2d(1, 6, 5, padding 2) | conv1 Conv2d(1, 6, 5) → bn1 BatchNorm2d(6) |
+//! | act, pool 2×2 | act, pool 2×2 |
+//! | conv2 Conv2d(6, 16, 5) | conv2 Conv2d(6, 16, 5) → bn2 BatchNorm2d(16) |
+//! | act, pool 2×2, flatten (400) | act, pool 2×2, flatten (256) |
+//! | fc1 Linear(400, 120), act | fc1 Linear(256, 120) → bn3 BatchNorm1d(120), act |
+//! | fc2 Linear(120, 84), act | fc2 Linear(120, 84) → bn4 BatchNorm1d(84), act |
+//! | fc3 Linear(84, 10) | fc3 Linear(84, 10) |
+//!
+//! Batch norm sits after each convolution or linear layer and before its activation. The
+//! activation is sigmoid with average pooling (d2l) or ReLU with max pooling.
+//! Inputs are (N, 1, 28, 28); outputs are (N, 10) logits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use norma_tensor::Rng;
+
+use crate::{
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, Module,
+    Relu, Result, Sequential, Sigmoid,
+};
+
+/// The two models of the experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// Plain LeNet.
+    Lenet,
+    /// LeNet with batch normalization.
+    LenetBn,
+}
+
+impl ModelKind {
+    /// Both models, plain first.
+    pub const ALL: [ModelKind; 2] = [ModelKind::Lenet, ModelKind::LenetBn];
+
+    /// `lenet` or `lenet-bn`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Lenet => "lenet",
+            ModelKind::LenetBn => "lenet-bn",
+        }
+    }
+
+    /// Whether the model contains batch norm.
+    pub fn has_batch_norm(self) -> bool {
+        self == ModelKind::LenetBn
+    }
+
+    /// Builds the model with fresh Xavier-uniform weights drawn from `rng`.
+    pub fn build(self, activation: Activation, rng: &mut Rng) -> Result<Sequential> {
+        match self {
+            ModelKind::Lenet => lenet(activation, rng),
+            ModelKind::LenetBn => lenet_bn(activation, rng),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "lenet" => Ok(ModelKind::Lenet),
+            "lenet-bn" | "lenet_bn" => Ok(ModelKind::LenetBn),
+            other => Err(format!(
+                "unknown model '{other}' (expected lenet or lenet-bn)"
+            )),
+        }
+    }
+}
+
+/// Activation and matching pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Sigmoid with 2×2 average pooling (d2l's LeNet).
+    Sigmoid,
+    /// ReLU with 2×2 max pooling.
+    Relu,
+}
+
+impl Activation {
+    /// `sigmoid` or `relu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::Relu => "relu",
+        }
+    }
+
+    fn push(self, seq: Sequential, index: usize) -> Result<Sequential> {
+        Ok(match self {
+            Activation::Sigmoid => seq
+                .with(format!("act{index}"), Sigmoid)
+                .with(format!("pool{index}"), AvgPool2d::new(2, 2)?),
+            Activation::Relu => seq
+                .with(format!("act{index}"), Relu)
+                .with(format!("pool{index}"), MaxPool2d::new(2, 2)?),
+        })
+    }
+
+    fn push_dense(self, seq: Sequential, index: usize) -> Sequential {
+        match self {
+            Activation::Sigmoid => seq.with(format!("act{index}"), Sigmoid),
+            Activation::Relu => seq.with(format!("act{index}"), Relu),
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Activation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "relu" => Ok(Activation::Relu),
+            other => Err(format!(
+                "unknown activation '{other}' (expected sigmoid or relu)"
+            )),
+        }
+    }
+}
+
+fn conv(cin: usize, cout: usize, padding: usize, rng: &mut Rng) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        padding,
+        ..Conv2dConfig::default()
+    };
+    Conv2d::new(cin, cout, 5, config, rng)
+}
+
+/// d2l's LeNet (see the module table).
+pub fn lenet(activation: Activation, rng: &mut Rng) -> Result<Sequential> {
+    let seq = Sequential::new().with("conv1", conv(1, 6, 2, rng)?);
+    let seq = activation.push(seq, 1)?.with("conv2", conv(6, 16, 0, rng)?);
+    let seq = activation.push(seq, 2)?.with("flatten", Flatten);
+    let seq = seq.with("fc1", Linear::new(16 * 5 * 5, 120, rng)?);
+    let seq = activation
+        .push_dense(seq, 3)
+        .with("fc2", Linear::new(120, 84, rng)?);
+    Ok(activation
+        .push_dense(seq, 4)
+        .with("fc3", Linear::new(84, 10, rng)?))
+}
+
+/// d2l's LeNet with batch normalization (see the module table).
+pub fn lenet_bn(activation: Activation, rng: &mut Rng) -> Result<Sequential> {
+    let seq = Sequential::new()
+        .with("conv1", conv(1, 6, 0, rng)?)
+        .with("bn1", BatchNorm2d::new(6)?);
+    let seq = activation
+        .push(seq, 1)?
+        .with("conv2", conv(6, 16, 0, rng)?)
+        .with("bn2", BatchNorm2d::new(16)?);
+    let seq = activation.push(seq, 2)?.with("flatten", Flatten);
+    let seq = seq
+        .with("fc1", Linear::new(16 * 4 * 4, 120, rng)?)
+        .with("bn3", BatchNorm1d::new(120)?);
+    let seq = activation
+        .push_dense(seq, 3)
+        .with("fc2", Linear::new(120, 84, rng)?)
+        .with("bn4", BatchNorm1d::new(84)?);
+    Ok(activation
+        .push_dense(seq, 4)
+        .with("fc3", Linear::new(84, 10, rng)?))
+}
+
+/// The PyTorch `state_dict` names and shapes of a model's parameters and buffers, in order
+/// (handy for documentation and for checking an imported file).
+pub fn state_shapes(model: &dyn Module) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.shape()))
+        .collect();
+    for (n, b) in model.named_buffers() {
+        let shape = b.tensor().map(|t| t.shape().to_vec()).unwrap_or_default();
+        out.push((n, shape));
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! A chain of named modules.
+
+use norma_autograd::{Param, Var};
+
+use crate::module::{join_name, Buffer, Mode, Module};
+use crate::{impl_any, Result};
+
+/// `y = f_k(… f_2(f_1(x)))`, each child named. Parameters are named `<child>.<param>`
+/// (`conv1.weight`), as in a PyTorch module with those attributes.
+#[derive(Default)]
+pub struct Sequential {
+    children: Vec<(String, Box<dyn Module>)>,
+}
+
+impl Sequential {
+    /// An empty chain.
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// Appends a child under `name` (builder style).
+    pub fn with(mut self, name: impl Into<String>, module: impl Module) -> Sequential {
+        self.push(name, Box::new(module));
+        self
+    }
+
+    /// Appends a boxed child under `name`.
+    pub fn push(&mut self, name: impl Into<String>, module: Box<dyn Module>) {
+        self.children.push((name.into(), module));
+    }
+
+    /// The children in order.
+    pub fn children(&self) -> impl Iterator<Item = (&str, &dyn Module)> {
+        self.children.iter().map(|(n, m)| (n.as_str(), m.as_ref()))
+    }
+
+    /// Takes the children out, in order.
+    pub fn into_children(self) -> Vec<(String, Box<dyn Module>)> {
+        self.children
+    }
+
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// True without children.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&mut self, input: &Var) -> Result<Var> {
+        let mut x = input.clone();
+        for (_, child) in &mut self.children {
+            x = child.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
+        for (name, child) in &self.children {
+            child.collect_params(&join_name(prefix, name), out);
+        }
+    }
+
+    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
+        for (name, child) in &self.children {
+            child.collect_buffers(&join_name(prefix, name), out);
+        }
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        for (_, child) in &mut self.children {
+            child.set_mode(mode);
+        }
+    }
+
+    fn describe(&self) -> String {
+        let lines: Vec<String> = self
+            .children
+            .iter()
+            .map(|(n, m)| format!("  ({n}): {}", m.describe()))
+            .collect();
+        format!("Sequential(\n{}\n)", lines.join("\n"))
+    }
+
+    impl_any!();
+}
