@@ -1,0 +1,152 @@
+//! Downloading the `.gz` archives from a mirror, each checked against its known SHA-256.
+//!
+//! An archive is streamed into a temporary file in the destination folder while being
+//! hashed, flushed to disk, and only then renamed to its final name: an interrupted,
+//! refused or corrupt download never leaves a file under that name.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::{DataFile, DatasetError, DatasetKind, LoadOptions};
+
+/// No archive is near this size (the largest is 26 MB); a larger body is not one of ours.
+const MAX_ARCHIVE_BYTES: u64 = 64 << 20;
+
+/// Why a download did not produce the files.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The mirror could not be reached or refused the file; the caller reports it together
+    /// with every other place it looked.
+    Unreachable { url: String, reason: String },
+    /// Anything else (checksum mismatch, local I/O): reported as is.
+    Fatal(DatasetError),
+}
+
+/// Downloads into `dir` every archive of which neither the `.gz` nor the extracted file is
+/// already there; returns how many were downloaded.
+pub(crate) fn fetch_missing(options: &LoadOptions, dir: &Path) -> Result<usize, FetchError> {
+    fs::create_dir_all(dir).map_err(|e| {
+        FetchError::Fatal(DatasetError::io("creating the download directory", dir, e))
+    })?;
+    let config = ureq::Agent::config_builder()
+        .timeout_resolve(Some(options.timeout))
+        .timeout_connect(Some(options.timeout))
+        .timeout_recv_response(Some(options.timeout))
+        .timeout_per_read(Some(options.timeout))
+        // The archives are already gzipped: asking for transport compression would only
+        // risk receiving a decoded body whose checksum cannot match.
+        .accept_encoding("")
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut downloaded = 0;
+    for file in DataFile::ALL {
+        if dir.join(file.file_name()).is_file() || dir.join(file.gz_name()).is_file() {
+            continue;
+        }
+        let url = format!(
+            "{}/{}",
+            options.mirror.trim_end_matches('/'),
+            file.gz_name()
+        );
+        let expected = &options.archive_sha256[file.index()];
+        fetch_one(
+            &agent,
+            options.kind,
+            &url,
+            &dir.join(file.gz_name()),
+            expected,
+        )?;
+        downloaded += 1;
+    }
+    Ok(downloaded)
+}
+
+fn fetch_one(
+    agent: &ureq::Agent,
+    kind: DatasetKind,
+    url: &str,
+    dest: &Path,
+    expected_sha256: &str,
+) -> Result<(), FetchError> {
+    let unreachable = |reason: String| FetchError::Unreachable {
+        url: url.to_string(),
+        reason,
+    };
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| FetchError::Fatal(DatasetError::io("creating a temporary file in", dir, e)))?;
+    let mut response = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::StatusCode(code) => unreachable(format!("HTTP status {code}")),
+        other => unreachable(other.to_string()),
+    })?;
+    let mut body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ARCHIVE_BYTES)
+        .reader();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(unreachable(format!("transfer interrupted: {e}"))),
+        };
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| FetchError::Fatal(DatasetError::io("writing", tmp.path(), e)))?;
+    }
+    let actual = to_hex(&hasher.finalize());
+    if !actual.eq_ignore_ascii_case(expected_sha256.trim()) {
+        // Dropping `tmp` deletes it.
+        return Err(FetchError::Fatal(DatasetError::ChecksumMismatch {
+            dataset: kind,
+            url: url.to_string(),
+            file: dest.to_path_buf(),
+            expected: expected_sha256.to_string(),
+            actual,
+        }));
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| FetchError::Fatal(DatasetError::io("writing", tmp.path(), e)))?;
+    tmp.persist(dest).map_err(|e| {
+        FetchError::Fatal(DatasetError::io(
+            "renaming a temporary file to",
+            dest,
+            e.error,
+        ))
+    })?;
+    Ok(())
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_of_the_empty_sha256() {
+        assert_eq!(
+            to_hex(&Sha256::digest(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The one error type of `norma-datasets`: each variant is one kind of problem, names the file
+//! (or every place looked), says what was wrong and, for data problems, how to get good data.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::DatasetKind;
+
+/// Something went wrong while finding, downloading, validating or batching a dataset.
+#[derive(Debug, Error)]
+pub enum DatasetError {
+    /// No place holds the data and it could not be downloaded; `looked` lists every place
+    /// tried (each directory, and the URL with the reason the download failed).
+    #[error("{} not found. Looked in:\n{}\n{}", .dataset, bullets(.looked), .dataset.how_to_get())]
+    NotFound {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// One line per place tried, with what was found there.
+        looked: Vec<String>,
+    },
+
+    /// A directory holds some of the four files but not this one.
+    #[error(
+        "{}: missing file {} (the directory has other {} files, so it was chosen, but this one is not there, neither extracted nor as .gz). {}",
+        .dir.display(), .file.display(), .dataset, .dataset.how_to_get()
+    )]
+    MissingFile {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The directory that holds an incomplete set.
+        dir: PathBuf,
+        /// The expected path of the missing file (extracted name).
+        file: PathBuf,
+    },
+
+    /// A data file has zero bytes (typically an interrupted copy).
+    #[error("{}: the file is empty. Delete it and get it again. {}", .file.display(), .dataset.how_to_get())]
+    EmptyFile {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The empty file.
+        file: PathBuf,
+    },
+
+    /// A `.gz` file is not a valid gzip stream (corrupt or cut short).
+    #[error("{}: not a valid gzip file ({reason}). Delete it and get it again. {}", .file.display(), .dataset.how_to_get())]
+    CorruptGzip {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The `.gz` file.
+        file: PathBuf,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// A file is shorter than its IDX header says (or too short to hold a header).
+    #[error(
+        "{}: truncated: {found} bytes where {expected} are needed{}. Delete it and get it again. {}",
+        .file.display(), decompressed_note(.file), .dataset.how_to_get()
+    )]
+    Truncated {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The file (the `.gz` file when the problem is in its decompressed content).
+        file: PathBuf,
+        /// Bytes the header requires (or the header size itself).
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+
+    /// A file is longer than its IDX header says.
+    #[error(
+        "{}: {found} bytes{} but its header announces {expected}: there is extra data after the last item. Delete it and get it again. {}",
+        .file.display(), decompressed_note(.file), .dataset.how_to_get()
+    )]
+    TrailingData {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The file (the `.gz` file when the problem is in its decompressed content).
+        file: PathBuf,
+        /// Bytes announced by the header.
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+
+    /// The IDX magic number is not the one of this kind of file (2051 images, 2049 labels).
+    #[error(
+        "{}: magic number {found} ({}) where {expected} ({}) was expected: this is not the right IDX file. {}",
+        .file.display(), magic_meaning(*.found), magic_meaning(*.expected), .dataset.how_to_get()
+    )]
+    BadMagic {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The file.
+        file: PathBuf,
+        /// 2051 for an images file, 2049 for a labels file.
+        expected: u32,
+        /// The number read from the first four bytes.
+        found: u32,
+    },
+
+    /// Images are not 28×28.
+    #[error(
+        "{}: images are {rows}×{cols} where 28×28 is required: this is not {}. {}",
+        .file.display(), .dataset, .dataset.how_to_get()
+    )]
+    WrongDimensions {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The images file.
+        file: PathBuf,
+        /// Rows announced by the header.
+        rows: u32,
+        /// Columns announced by the header.
+        cols: u32,
+    },
+
+    /// A file holds a number of items other than 60,000 (training) or 10,000 (test).
+    #[error(
+        "{}: {found} items where {} has {expected}: this is not the complete {} file. {}",
+        .file.display(), .dataset, .dataset, .dataset.how_to_get()
+    )]
+    WrongCount {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The file.
+        file: PathBuf,
+        /// Items the file must hold.
+        expected: usize,
+        /// Items its header announces.
+        found: usize,
+    },
+
+    /// An images file and its labels file hold different numbers of items.
+    #[error(
+        "{} holds {image_count} images but {} holds {label_count} labels: the two files do not belong together. {}",
+        .images.display(), .labels.display(), .dataset.how_to_get()
+    )]
+    CountMismatch {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The images file.
+        images: PathBuf,
+        /// The labels file.
+        labels: PathBuf,
+        /// Items in the images file.
+        image_count: usize,
+        /// Items in the labels file.
+        label_count: usize,
+    },
+
+    /// A label is not a class index below 10.
+    #[error(
+        "{}: label {label} of item {index} is not a class index (0 to 9): the file is corrupt. {}",
+        .file.display(), .dataset.how_to_get()
+    )]
+    LabelOutOfRange {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The labels file.
+        file: PathBuf,
+        /// Position of the item (0-based).
+        index: usize,
+        /// The value found.
+        label: u8,
+    },
+
+    /// A downloaded archive does not have its known SHA-256; nothing was kept under its name.
+    #[error(
+        "{url}: downloaded file has SHA-256 {actual} where {expected} was expected (corrupt transfer or a changed mirror); it was discarded and {} was not written. {}",
+        .file.display(), .dataset.how_to_get()
+    )]
+    ChecksumMismatch {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// Where it was downloaded from.
+        url: String,
+        /// The path it would have been saved to.
+        file: PathBuf,
+        /// The known SHA-256 (hex).
+        expected: String,
+        /// The SHA-256 of what was received (hex).
+        actual: String,
+    },
+
+    /// A file system operation failed.
+    #[error("{}: {action} failed: {source}", .path.display())]
+    Io {
+        /// What was being done, e.g. "reading" or "creating the cache directory".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A path is not valid UTF-8, which the IDX parser (the `mnist` crate) cannot open.
+    #[error("{}: the path is not valid UTF-8; move the data to a directory whose path is", .path.display())]
+    UnsupportedPath {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// An argument cannot be used (batch size 0, a validation split as large as the training set...).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// Result of this crate's operations.
+pub type Result<T> = std::result::Result<T, DatasetError>;
+
+impl DatasetError {
+    /// Shorthand for [`DatasetError::Io`].
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        DatasetError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn bullets(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|line| format!("  - {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn magic_meaning(magic: u32) -> &'static str {
+    match magic {
+        crate::idx::IMAGES_MAGIC => "IDX images",
+        crate::idx::LABELS_MAGIC => "IDX labels",
+        _ => "not an IDX images or labels file",
+    }
+}
+
+fn decompressed_note(file: &std::path::Path) -> &'static str {
+    if file.extension().is_some_and(|ext| ext == "gz") {
+        " once decompressed"
+    } else {
+        ""
+    }
+}

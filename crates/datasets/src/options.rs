@@ -1,0 +1,212 @@
+//! [`LoadOptions`]: where to look for a dataset, whether and from where to download it, and
+//! how to split it. Every place is injectable so tests can use temporary directories and a
+//! local HTTP server.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::kind::DATA_DIR_ENV;
+use crate::{Dataset, DatasetKind, Result};
+
+/// How to find, fetch and split a dataset. Start from [`LoadOptions::new`] (or
+/// `FashionMnist::options()`), adjust, then call [`LoadOptions::load`].
+///
+/// Places are tried in this order, the first holding all four files wins:
+/// 1. the explicit directory ([`LoadOptions::data_dir`], else the `NORMA_DATA_DIR`
+///    environment variable), first its `<name>/` subfolder, then the directory itself;
+/// 2. the local directory, `./data/<name>/` by default ([`LoadOptions::local_dir`]);
+/// 3. the system directory, Debian's `/usr/share/datasets/fashion-mnist/` for Fashion-MNIST
+///    ([`LoadOptions::system_dir`]);
+/// 4. a download of the missing `.gz` archives into the local directory
+///    ([`LoadOptions::download`]), each checked against its known SHA-256.
+///
+/// In each directory a file may be extracted (`train-images-idx3-ubyte`) or gzipped
+/// (`train-images-idx3-ubyte.gz`); the extracted one is preferred when both exist.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub(crate) kind: DatasetKind,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) read_env: bool,
+    pub(crate) local_dir: PathBuf,
+    pub(crate) system_dir: Option<PathBuf>,
+    pub(crate) download: bool,
+    pub(crate) mirror: String,
+    pub(crate) archive_sha256: [String; 4],
+    pub(crate) timeout: Duration,
+    pub(crate) user_cache_dir: Option<PathBuf>,
+    pub(crate) validation: usize,
+}
+
+impl LoadOptions {
+    /// The defaults for `kind`: no explicit directory (but `NORMA_DATA_DIR` is read),
+    /// `./data/<name>/`, the system directory if the dataset has one, downloads enabled from
+    /// the official mirror with the official checksums, a 30 s network timeout, no
+    /// validation split.
+    pub fn new(kind: DatasetKind) -> Self {
+        LoadOptions {
+            kind,
+            data_dir: None,
+            read_env: true,
+            local_dir: Path::new("data").join(kind.name()),
+            system_dir: kind.system_dir(),
+            download: true,
+            mirror: kind.default_mirror().to_string(),
+            archive_sha256: kind.archive_sha256().map(str::to_string),
+            timeout: Duration::from_secs(30),
+            user_cache_dir: None,
+            validation: 0,
+        }
+    }
+
+    /// The dataset these options load.
+    pub fn kind(&self) -> DatasetKind {
+        self.kind
+    }
+
+    /// An explicit directory to look in first (e.g. from `--data-dir`). When `None`, the
+    /// `NORMA_DATA_DIR` environment variable is used instead (unless disabled by
+    /// [`LoadOptions::read_env`]).
+    pub fn data_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.data_dir = dir;
+        self
+    }
+
+    /// Whether `NORMA_DATA_DIR` is consulted when no explicit directory is given (default true).
+    pub fn read_env(mut self, read: bool) -> Self {
+        self.read_env = read;
+        self
+    }
+
+    /// The local directory: searched after the explicit one, and where downloads are saved.
+    /// Default `data/<name>` relative to the working directory.
+    pub fn local_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_dir = dir.into();
+        self
+    }
+
+    /// The system-wide directory searched after the local one (`None` to skip it).
+    pub fn system_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.system_dir = dir;
+        self
+    }
+
+    /// Whether missing files may be downloaded (default true).
+    pub fn download(mut self, enabled: bool) -> Self {
+        self.download = enabled;
+        self
+    }
+
+    /// Base URL the archives are downloaded from; `/<file>.gz` is appended.
+    pub fn mirror(mut self, url: impl Into<String>) -> Self {
+        self.mirror = url.into();
+        self
+    }
+
+    /// Expected SHA-256 (hex) of the four downloaded archives, in [`crate::DataFile::ALL`]
+    /// order. Defaults to the official archives' checksums.
+    pub fn archive_sha256(mut self, sha256: [String; 4]) -> Self {
+        self.archive_sha256 = sha256;
+        self
+    }
+
+    /// Network timeout for connecting and for each read of a download (default 30 s): a
+    /// stalled transfer fails instead of hanging, a slow but moving one completes.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Where `.gz` files are decompressed when their own directory is not writable (and always
+    /// for the system directory). Default `$XDG_CACHE_HOME/norma/<name>`, else
+    /// `~/.cache/norma/<name>`, else the system temporary directory.
+    pub fn user_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.user_cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Number of training images to hold out as a validation split: the **last** `count`
+    /// images of the training file (the file's order is already random), so the split is
+    /// the same on every run. `0` (the default) means no validation split.
+    pub fn validation(mut self, count: usize) -> Self {
+        self.validation = count;
+        self
+    }
+
+    /// Finds (or downloads), validates and loads the dataset.
+    pub fn load(&self) -> Result<Dataset> {
+        crate::dataset::load(self)
+    }
+
+    /// The explicit directory in force and where it came from: the argument, else
+    /// `NORMA_DATA_DIR` (empty counts as unset).
+    pub(crate) fn explicit_dir(&self) -> Option<(PathBuf, crate::Origin)> {
+        let env = if self.read_env {
+            std::env::var_os(DATA_DIR_ENV)
+        } else {
+            None
+        };
+        explicit_dir(self.data_dir.as_deref(), env)
+    }
+
+    /// The user-level cache directory for this dataset.
+    pub(crate) fn resolved_user_cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.user_cache_dir {
+            return dir.clone();
+        }
+        let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+        let root = absolute(std::env::var_os("XDG_CACHE_HOME"))
+            .or_else(|| absolute(std::env::var_os("HOME")).map(|home| home.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        root.join("norma").join(self.kind.name())
+    }
+}
+
+/// The explicit directory: `arg` wins over the environment variable's value `env`.
+pub(crate) fn explicit_dir(
+    arg: Option<&Path>,
+    env: Option<OsString>,
+) -> Option<(PathBuf, crate::Origin)> {
+    if let Some(dir) = arg {
+        return Some((dir.to_path_buf(), crate::Origin::Argument));
+    }
+    env.filter(|v| !v.is_empty())
+        .map(|v| (PathBuf::from(v), crate::Origin::EnvVar))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Origin;
+
+    #[test]
+    fn argument_wins_over_env_and_empty_env_is_unset() {
+        let arg = Path::new("/from/arg");
+        assert_eq!(
+            explicit_dir(Some(arg), Some("/from/env".into())),
+            Some((arg.to_path_buf(), Origin::Argument))
+        );
+        assert_eq!(
+            explicit_dir(None, Some("/from/env".into())),
+            Some((PathBuf::from("/from/env"), Origin::EnvVar))
+        );
+        assert_eq!(explicit_dir(None, Some("".into())), None);
+        assert_eq!(explicit_dir(None, None), None);
+    }
+
+    #[test]
+    fn defaults_per_dataset() {
+        let f = LoadOptions::new(DatasetKind::FashionMnist);
+        assert_eq!(f.local_dir, Path::new("data/fashion-mnist"));
+        assert_eq!(
+            f.system_dir.as_deref(),
+            Some(Path::new("/usr/share/datasets/fashion-mnist"))
+        );
+        let m = LoadOptions::new(DatasetKind::Mnist);
+        assert_eq!(m.local_dir, Path::new("data/mnist"));
+        assert_eq!(m.system_dir, None);
+        assert!(m.mirror.starts_with("https://"));
+        let dir = m.user_cache_dir("/c").resolved_user_cache_dir();
+        assert_eq!(dir, Path::new("/c"));
+    }
+}
