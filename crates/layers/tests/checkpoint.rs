@@ -1,0 +1,225 @@
+//! safetensors checkpoints: round trip, PyTorch interop, and every kind of bad file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use norma_autograd::{no_grad, Var};
+use norma_layers::checkpoint::{self, CheckpointError, Problem, StateValue};
+use norma_layers::models::{self, Activation};
+use norma_layers::{Module, Sequential};
+use norma_tensor::{Rng, Tensor};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+fn lenet_bn(seed: u64) -> Sequential {
+    models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(seed)).unwrap()
+}
+
+fn eval_logits(net: &mut Sequential, x: &Tensor) -> Tensor {
+    net.eval();
+    no_grad(|| net.forward(&Var::constant(x.clone())))
+        .unwrap()
+        .value()
+        .clone()
+}
+
+#[test]
+fn save_then_load_gives_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lenet-bn.safetensors");
+    let mut a = lenet_bn(1);
+    // Move the running statistics away from their initial values first.
+    a.forward(&Var::constant(Tensor::rand_uniform(
+        &[8, 1, 28, 28],
+        0.0,
+        1.0,
+        &mut Rng::seed_from_u64(9),
+    )))
+    .unwrap();
+    checkpoint::save(&a, &path).unwrap();
+    let mut b = lenet_bn(2);
+    checkpoint::load(&b, &path).unwrap();
+    let x = Tensor::rand_uniform(&[3, 1, 28, 28], 0.0, 1.0, &mut Rng::seed_from_u64(3));
+    assert_eq!(eval_logits(&mut a, &x), eval_logits(&mut b, &x));
+    assert_eq!(checkpoint::state_dict(&a), checkpoint::state_dict(&b));
+    // No temporary file is left next to the checkpoint.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["lenet-bn.safetensors"]);
+}
+
+#[test]
+fn a_pytorch_checkpoint_loads_and_matches_pytorch_eval_outputs() {
+    // Made by tests/data/make_lenet_bn_fixture.py with torch 2.15.
+    let mut net = lenet_bn(0);
+    checkpoint::load(&net, &Path::new(DATA).join("lenet_bn_torch.safetensors")).unwrap();
+    let io = checkpoint::from_bytes(
+        &std::fs::read(Path::new(DATA).join("lenet_bn_torch_io.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let tensor = |name: &str| match io[name].clone().unwrap() {
+        StateValue::F32(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let got = eval_logits(&mut net, &tensor("input"));
+    let diff = got.max_abs_diff(&tensor("output")).unwrap();
+    assert!(diff < 1e-5, "differs from PyTorch by {diff}");
+    let state = checkpoint::state_dict(&net);
+    assert_eq!(state["bn1.num_batches_tracked"], StateValue::I64(5));
+}
+
+/// Writes a modified copy of a valid LeNet-BN state dict and returns the load error.
+fn load_error(edit: impl FnOnce(&mut BTreeMap<String, StateValue>)) -> CheckpointError {
+    let net = lenet_bn(0);
+    let mut state = checkpoint::state_dict(&net);
+    edit(&mut state);
+    let bytes = checkpoint::to_bytes(&state).unwrap();
+    checkpoint::load_bytes(&lenet_bn(0), &bytes, Path::new("edited.safetensors")).unwrap_err()
+}
+
+fn problems(err: CheckpointError) -> Vec<Problem> {
+    match err {
+        CheckpointError::Mismatch { problems, .. } => problems,
+        other => panic!("expected a mismatch, got {other}"),
+    }
+}
+
+#[test]
+fn wrong_shape_missing_extra_and_wrong_dtype_are_each_reported() {
+    let p = problems(load_error(|s| {
+        s.insert(
+            "fc1.weight".into(),
+            StateValue::F32(Tensor::zeros(&[120, 400])),
+        );
+    }));
+    assert_eq!(
+        p,
+        [Problem::Shape {
+            name: "fc1.weight".into(),
+            expected: vec![120, 256],
+            found: vec![120, 400]
+        }]
+    );
+    let p = problems(load_error(|s| {
+        s.remove("bn3.running_var");
+    }));
+    assert_eq!(p, [Problem::Missing("bn3.running_var".into())]);
+    let p = problems(load_error(|s| {
+        s.insert("fc4.weight".into(), StateValue::F32(Tensor::zeros(&[1])));
+    }));
+    assert_eq!(p, [Problem::Unexpected("fc4.weight".into())]);
+    let p = problems(load_error(|s| {
+        s.insert("conv1.bias".into(), StateValue::I64(3));
+    }));
+    assert!(
+        matches!(&p[..], [Problem::Dtype { name, expected: "F32", .. }] if name == "conv1.bias"),
+        "{p:?}"
+    );
+
+    // All problems at once, in one error, and nothing is applied.
+    let net = lenet_bn(0);
+    let before = checkpoint::state_dict(&net);
+    let mut state = before.clone();
+    state.remove("conv1.weight");
+    state.insert("extra".into(), StateValue::I64(1));
+    state.insert("fc3.bias".into(), StateValue::F32(Tensor::ones(&[11])));
+    state.insert("fc2.bias".into(), StateValue::F32(Tensor::ones(&[84])));
+    let err = checkpoint::load_bytes(
+        &net,
+        &checkpoint::to_bytes(&state).unwrap(),
+        Path::new("x.safetensors"),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("3 problems")
+            && msg.contains("missing conv1.weight")
+            && msg.contains("unexpected extra"),
+        "{msg}"
+    );
+    assert_eq!(checkpoint::state_dict(&net), before);
+}
+
+#[test]
+fn other_float_types_are_named_in_the_error() {
+    let net = lenet_bn(0);
+    let mut state = checkpoint::state_dict(&net);
+    state.remove("fc3.bias");
+    let mut bytes_f64 = Vec::new();
+    for v in [0.0f64; 10] {
+        bytes_f64.extend(v.to_le_bytes());
+    }
+    let owned = checkpoint::to_bytes(&state).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&owned).unwrap();
+    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = file.tensors();
+    views.push((
+        "fc3.bias".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![10], &bytes_f64)
+            .unwrap(),
+    ));
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let err = checkpoint::load_bytes(&net, &bytes, Path::new("f64.safetensors")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fc3.bias: dtype F64[10] in the file, F32 in the model"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_and_missing_files_are_format_and_io_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    checkpoint::save(&lenet_bn(0), &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [0, 7, 100, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = checkpoint::load(&lenet_bn(0), &path).unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Format { .. }),
+            "cut at {cut}: {err}"
+        );
+        assert!(err.to_string().contains("net.safetensors"));
+    }
+    let err = checkpoint::load(&lenet_bn(0), &dir.path().join("absent.safetensors")).unwrap_err();
+    assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
+}
+
+#[test]
+fn a_failed_save_leaves_neither_a_partial_file_nor_a_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    // The final name is taken by a non-empty directory: the rename fails.
+    let target = dir.path().join("taken.safetensors");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    assert!(checkpoint::save(&lenet_bn(0), &target).is_err());
+    assert!(target.join("keep").exists());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["taken.safetensors"]);
+    // A folder that does not exist: an I/O error, nothing created.
+    let err =
+        checkpoint::save(&lenet_bn(0), &dir.path().join("no/such/dir/x.safetensors")).unwrap_err();
+    assert!(matches!(err, CheckpointError::Io { .. }));
+}
+
+#[test]
+fn a_checkpoint_without_num_batches_tracked_loads_with_zero() {
+    let mut state = checkpoint::state_dict(&lenet_bn(0));
+    state.retain(|k, _| !k.ends_with("num_batches_tracked"));
+    let net = lenet_bn(1);
+    checkpoint::load_bytes(
+        &net,
+        &checkpoint::to_bytes(&state).unwrap(),
+        Path::new("v1.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint::state_dict(&net)["bn2.num_batches_tracked"],
+        StateValue::I64(0)
+    );
+}

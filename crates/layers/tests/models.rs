@@ -1,0 +1,197 @@
+//! LeNet and LeNet-BN: PyTorch names and shapes, training end to end, eval determinism, BN
+//! folding.
+
+use norma_autograd::{no_grad, Var};
+use norma_layers::models::{self, Activation, ModelKind};
+use norma_layers::{fold_batch_norm, Module};
+use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use norma_tensor::{Rng, Tensor};
+
+#[test]
+fn lenet_bn_state_dict_names_and_shapes_match_pytorch() {
+    let net = models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(0)).unwrap();
+    let got = models::state_shapes(&net);
+    // PyTorch's `LeNetBN().state_dict()` (tests/data/make_lenet_bn_fixture.py), parameters
+    // first here, then buffers; compared as sets of (name, shape).
+    let mut want: Vec<(String, Vec<usize>)> = vec![];
+    let mut add = |n: &str, s: &[usize]| want.push((n.to_string(), s.to_vec()));
+    add("conv1.weight", &[6, 1, 5, 5]);
+    add("conv1.bias", &[6]);
+    add("conv2.weight", &[16, 6, 5, 5]);
+    add("conv2.bias", &[16]);
+    add("fc1.weight", &[120, 256]);
+    add("fc1.bias", &[120]);
+    add("fc2.weight", &[84, 120]);
+    add("fc2.bias", &[84]);
+    add("fc3.weight", &[10, 84]);
+    add("fc3.bias", &[10]);
+    for (bn, c) in [("bn1", 6), ("bn2", 16), ("bn3", 120), ("bn4", 84)] {
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            add(&format!("{bn}.{p}"), &[c]);
+        }
+        add(&format!("{bn}.num_batches_tracked"), &[]);
+    }
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    want.sort();
+    assert_eq!(got_sorted, want);
+    // Parameters are visited in construction order (stable for optimizers and checkpoints).
+    let order: Vec<String> = net.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        &order[..4],
+        ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias"]
+    );
+    assert_eq!(net.num_parameters(), 44_878);
+    let plain = models::lenet(Activation::Sigmoid, &mut Rng::seed_from_u64(0)).unwrap();
+    assert_eq!(plain.num_parameters(), 61_706);
+}
+
+fn small_batch(n: usize, seed: u64) -> (Tensor, Vec<usize>) {
+    let mut rng = Rng::seed_from_u64(seed);
+    let x = Tensor::rand_uniform(&[n, 1, 28, 28], 0.0, 1.0, &mut rng);
+    let labels = (0..n).map(|i| i % 10).collect();
+    (x, labels)
+}
+
+fn fit(
+    net: &mut dyn Module,
+    opt: &mut dyn Optimizer,
+    x: &Tensor,
+    labels: &[usize],
+    steps: usize,
+) -> f32 {
+    net.train();
+    let mut loss = f32::NAN;
+    for _ in 0..steps {
+        opt.zero_grad();
+        let l = net
+            .forward(&Var::constant(x.clone()))
+            .unwrap()
+            .cross_entropy(labels)
+            .unwrap();
+        l.backward().unwrap();
+        opt.step().unwrap();
+        loss = l.value().item().unwrap();
+    }
+    loss
+}
+
+#[test]
+fn both_models_overfit_one_small_batch() {
+    let (x, labels) = small_batch(20, 1);
+    for kind in ModelKind::ALL {
+        for act in [Activation::Sigmoid, Activation::Relu] {
+            let mut net = kind.build(act, &mut Rng::seed_from_u64(2)).unwrap();
+            let mut opt = Adam::new(
+                net.parameters(),
+                AdamConfig {
+                    lr: 3e-3,
+                    ..AdamConfig::default()
+                },
+            )
+            .unwrap();
+            let loss = fit(&mut net, &mut opt, &x, &labels, 300);
+            assert!(loss < 0.05, "{kind} {act}: loss {loss}");
+        }
+    }
+    // LeNet-BN also with plain SGD at the experiment's learning rate of 1.0.
+    let mut net = models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(3)).unwrap();
+    let mut opt = Sgd::new(
+        net.parameters(),
+        SgdConfig {
+            lr: 1.0,
+            ..SgdConfig::default()
+        },
+    )
+    .unwrap();
+    let loss = fit(&mut net, &mut opt, &x, &labels, 300);
+    assert!(loss < 0.05, "lenet-bn with SGD lr 1.0: loss {loss}");
+}
+
+#[test]
+fn lenet_bn_eval_is_deterministic_and_batch_independent() {
+    let mut net = models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(4)).unwrap();
+    let (x, labels) = small_batch(16, 5);
+    let mut opt = Sgd::new(
+        net.parameters(),
+        SgdConfig {
+            lr: 0.5,
+            ..SgdConfig::default()
+        },
+    )
+    .unwrap();
+    fit(&mut net, &mut opt, &x, &labels, 5);
+    net.eval();
+    let all = no_grad(|| net.forward(&Var::constant(x.clone()))).unwrap();
+    let again = no_grad(|| net.forward(&Var::constant(x.clone()))).unwrap();
+    assert_eq!(all.value(), again.value());
+    for i in 0..16 {
+        let xi = Tensor::from_vec(
+            &[1, 1, 28, 28],
+            x.as_slice()[i * 784..(i + 1) * 784].to_vec(),
+        )
+        .unwrap();
+        let yi = no_grad(|| net.forward(&Var::constant(xi))).unwrap();
+        assert_eq!(
+            yi.value().as_slice(),
+            &all.value().as_slice()[i * 10..(i + 1) * 10]
+        );
+    }
+}
+
+#[test]
+fn folding_batch_norm_preserves_eval_outputs() {
+    for act in [Activation::Sigmoid, Activation::Relu] {
+        let mut net = models::lenet_bn(act, &mut Rng::seed_from_u64(6)).unwrap();
+        let (x, labels) = small_batch(32, 7);
+        let mut opt = Sgd::new(
+            net.parameters(),
+            SgdConfig {
+                lr: 0.5,
+                ..SgdConfig::default()
+            },
+        )
+        .unwrap();
+        // A few steps give non-trivial γ, β and running statistics.
+        fit(&mut net, &mut opt, &x, &labels, 10);
+        net.eval();
+        let want = no_grad(|| net.forward(&Var::constant(x.clone())))
+            .unwrap()
+            .value()
+            .clone();
+        let mut folded = fold_batch_norm(net).unwrap();
+        assert!(folded.children().all(|(name, _)| !name.starts_with("bn")));
+        folded.eval();
+        let got = no_grad(|| folded.forward(&Var::constant(x.clone())))
+            .unwrap()
+            .value()
+            .clone();
+        // Float32 rounding of the folded weights, through five layers: logits of size ~5
+        // agree to ~1e-5.
+        let diff = got.max_abs_diff(&want).unwrap();
+        assert!(diff < 2e-5, "{act}: folded model differs by {diff}");
+    }
+}
+
+#[test]
+fn folding_rejects_a_batch_norm_that_follows_no_linear_layer() {
+    use norma_layers::{BatchNorm1d, Sequential, Sigmoid};
+    let net = Sequential::new()
+        .with("act", Sigmoid)
+        .with("bn", BatchNorm1d::new(3).unwrap());
+    let err = fold_batch_norm(net).err().unwrap();
+    assert!(err.to_string().contains("not a Conv2d or Linear"), "{err}");
+}
+
+#[test]
+fn inputs_of_the_wrong_shape_are_errors_naming_the_layer() {
+    let mut net = models::lenet(Activation::Sigmoid, &mut Rng::seed_from_u64(0)).unwrap();
+    let err = net
+        .forward(&Var::constant(Tensor::zeros(&[2, 3, 28, 28])))
+        .unwrap_err();
+    assert!(err.to_string().contains("Conv2d(1, 6"), "{err}");
+    let err = net
+        .forward(&Var::constant(Tensor::zeros(&[2, 1, 32, 32])))
+        .unwrap_err();
+    assert!(err.to_string().contains("Linear(in=400"), "{err}");
+}
