@@ -3,7 +3,7 @@
 use norma_autograd::Param;
 use norma_tensor::Tensor;
 
-use crate::{check, Optimizer, Result};
+use crate::{check, restore_slots, OptimError, Optimizer, Result};
 
 /// Settings of [`Adam`] (PyTorch's names and defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +52,8 @@ impl AdamConfig {
 pub struct Adam {
     params: Vec<Param>,
     config: AdamConfig,
-    moments: Vec<Option<(Tensor, Tensor)>>,
+    m: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
     steps: Vec<u64>,
 }
 
@@ -80,7 +81,8 @@ impl Adam {
         Ok(Adam {
             params,
             config,
-            moments: vec![None; n],
+            m: vec![None; n],
+            v: vec![None; n],
             steps: vec![0; n],
         })
     }
@@ -89,12 +91,8 @@ impl Adam {
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let c = self.config;
-        for ((p, moments), t) in self
-            .params
-            .iter()
-            .zip(&mut self.moments)
-            .zip(&mut self.steps)
-        {
+        let slots = self.m.iter_mut().zip(&mut self.v);
+        for ((p, (m, v)), t) in self.params.iter().zip(slots).zip(&mut self.steps) {
             let Some(mut g) = p.grad().map(|g| g.clone()) else {
                 continue;
             };
@@ -107,8 +105,8 @@ impl Optimizer for Adam {
                     g.axpy(c.weight_decay as f32, &value)?;
                 }
             }
-            let (m, v) =
-                moments.get_or_insert_with(|| (Tensor::zeros(g.shape()), Tensor::zeros(g.shape())));
+            let m = m.get_or_insert_with(|| Tensor::zeros(g.shape()));
+            let v = v.get_or_insert_with(|| Tensor::zeros(g.shape()));
             // 1 − β is computed in f64 and rounded once, as PyTorch passes its scalars.
             let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
             let (one_b1, one_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
@@ -132,6 +130,39 @@ impl Optimizer for Adam {
 
     fn params(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Entries `m.<i>`, `v.<i>` and `step.<i>` (the step count as an f32 scalar: exact up
+    /// to 2^24 steps).
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, ((m, v), &t)) in self.m.iter().zip(&self.v).zip(&self.steps).enumerate() {
+            if let (Some(m), Some(v)) = (m, v) {
+                out.push((format!("m.{i}"), m.clone()));
+                out.push((format!("v.{i}"), v.clone()));
+                out.push((format!("step.{i}"), Tensor::scalar(t as f32)));
+            }
+        }
+        out
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        restore_slots(state, "m", &self.params, &mut self.m)?;
+        restore_slots(state, "v", &self.params, &mut self.v)?;
+        self.steps.iter_mut().for_each(|t| *t = 0);
+        for (name, t) in state {
+            if let Some(i) = name
+                .strip_prefix("step.")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                let slot = self
+                    .steps
+                    .get_mut(i)
+                    .ok_or_else(|| OptimError::State(format!("{name}: no such parameter")))?;
+                *slot = t.item()? as u64;
+            }
+        }
+        Ok(())
     }
 
     fn lr(&self) -> f64 {

@@ -37,6 +37,7 @@ pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 
 use norma_autograd::{AutogradError, Param};
+use norma_tensor::Tensor;
 use thiserror::Error;
 
 /// An optimizer was configured with an unusable value.
@@ -50,6 +51,9 @@ pub enum OptimError {
         value: f64,
         reason: &'static str,
     },
+    /// A saved optimizer state does not fit this optimizer.
+    #[error("optimizer state: {0}")]
+    State(String),
     /// A gradient did not have its parameter's shape.
     #[error(transparent)]
     Autograd(#[from] AutogradError),
@@ -78,12 +82,52 @@ pub trait Optimizer {
     /// Changes the learning rate (schedules call this).
     fn set_lr(&mut self, lr: f64) -> Result<()>;
 
+    /// The optimizer's internal state (momentum buffers, moment estimates, step counts) as
+    /// named tensors, for checkpoints that resume training exactly.
+    fn state(&self) -> Vec<(String, Tensor)>;
+
+    /// Restores a state saved by [`Optimizer::state`] of the same optimizer over the same
+    /// parameters; errors name the first entry that does not fit.
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+
     /// Clears every parameter's gradient.
     fn zero_grad(&self) {
         for p in self.params() {
             p.zero_grad();
         }
     }
+}
+
+/// Fills per-parameter slots from named state entries `<prefix>.<index>`, checking shapes.
+fn restore_slots(
+    state: &[(String, Tensor)],
+    prefix: &str,
+    params: &[Param],
+    slots: &mut [Option<Tensor>],
+) -> Result<()> {
+    for slot in slots.iter_mut() {
+        *slot = None;
+    }
+    for (name, t) in state {
+        let Some(index) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        let i: usize = index
+            .parse()
+            .map_err(|_| OptimError::State(format!("bad entry name {name}")))?;
+        let p = params.get(i).ok_or_else(|| {
+            OptimError::State(format!("{name}: only {} parameters", params.len()))
+        })?;
+        if p.shape() != t.shape() {
+            return Err(OptimError::State(format!(
+                "{name}: shape {:?}, parameter has {:?}",
+                t.shape(),
+                p.shape()
+            )));
+        }
+        slots[i] = Some(t.clone());
+    }
+    Ok(())
 }
 
 /// Checks that `value` is finite and within `[min, max)` (or `[min, max]` when `inclusive`).

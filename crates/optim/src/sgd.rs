@@ -3,7 +3,7 @@
 use norma_autograd::Param;
 use norma_tensor::Tensor;
 
-use crate::{check, Optimizer, Result};
+use crate::{check, restore_slots, Optimizer, Result};
 
 /// Settings of [`Sgd`] (PyTorch's names and defaults; `lr` must be set).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,6 +106,17 @@ impl Optimizer for Sgd {
 
     fn params(&self) -> &[Param] {
         &self.params
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let slots = self.velocity.iter().enumerate();
+        slots
+            .filter_map(|(i, v)| Some((format!("velocity.{i}"), v.clone()?)))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        restore_slots(state, "velocity", &self.params, &mut self.velocity)
     }
 
     fn lr(&self) -> f64 {

@@ -261,3 +261,55 @@ fn invalid_settings_are_rejected() {
     assert!(opt.set_lr(0.5).is_ok());
     assert_eq!(opt.lr(), 0.5);
 }
+
+#[test]
+fn saved_state_resumes_the_exact_trajectory() {
+    let run = |split: Option<usize>| {
+        let p = param(&[1.0, -1.0]);
+        let make = |ps: Vec<Param>| -> Vec<Box<dyn Optimizer>> {
+            vec![
+                Box::new(
+                    Sgd::new(
+                        ps.clone(),
+                        SgdConfig {
+                            lr: 0.1,
+                            momentum: 0.9,
+                            ..SgdConfig::default()
+                        },
+                    )
+                    .unwrap(),
+                ),
+                Box::new(
+                    Adam::new(
+                        ps,
+                        AdamConfig {
+                            lr: 0.1,
+                            ..AdamConfig::default()
+                        },
+                    )
+                    .unwrap(),
+                ),
+            ]
+        };
+        let mut opts = make(vec![p.clone()]);
+        for step in 0..6 {
+            if Some(step) == split {
+                // Restart from saved state into fresh optimizers.
+                let saved: Vec<_> = opts.iter().map(|o| o.state()).collect();
+                opts = make(vec![p.clone()]);
+                for (o, s) in opts.iter_mut().zip(&saved) {
+                    o.load_state(s).unwrap();
+                }
+            }
+            for o in &mut opts {
+                set_grad(&p, &[values(&p)[0] - 0.5, step as f32]);
+                o.step().unwrap();
+            }
+        }
+        values(&p)
+    };
+    assert_eq!(run(None), run(Some(3)));
+    let mut sgd = Sgd::new(vec![param(&[1.0])], SgdConfig::default()).unwrap();
+    let bad = vec![("velocity.0".to_string(), Tensor::zeros(&[2]))];
+    assert!(sgd.load_state(&bad).is_err());
+}
