@@ -23,7 +23,7 @@ pub enum DatasetError {
 
     /// A directory holds some of the four files but not this one.
     #[error(
-        "{}: missing file {} (the directory has other {} files, so it was chosen, but this one is not there, neither extracted nor as .gz). {}",
+        "{}: missing file {}: the directory holds other {} files but not this one, neither extracted nor as .gz. {}",
         .dir.display(), .file.display(), .dataset, .dataset.how_to_get()
     )]
     MissingFile {
@@ -57,7 +57,7 @@ pub enum DatasetError {
 
     /// A file is shorter than its IDX header says (or too short to hold a header).
     #[error(
-        "{}: truncated: {found} bytes where {expected} are needed{}. Delete it and get it again. {}",
+        "{}{}: truncated: {found} bytes where {expected} are needed. Delete it and get it again. {}",
         .file.display(), decompressed_note(.file), .dataset.how_to_get()
     )]
     Truncated {
@@ -73,7 +73,7 @@ pub enum DatasetError {
 
     /// A file is longer than its IDX header says.
     #[error(
-        "{}: {found} bytes{} but its header announces {expected}: there is extra data after the last item. Delete it and get it again. {}",
+        "{}{}: {found} bytes where its header announces {expected}: there is extra data after the last item. Delete it and get it again. {}",
         .file.display(), decompressed_note(.file), .dataset.how_to_get()
     )]
     TrailingData {
@@ -243,7 +243,7 @@ fn magic_meaning(magic: u32) -> &'static str {
 
 fn decompressed_note(file: &std::path::Path) -> &'static str {
     if file.extension().is_some_and(|ext| ext == "gz") {
-        " once decompressed"
+        " (decompressed content)"
     } else {
         ""
     }

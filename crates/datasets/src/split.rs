@@ -7,7 +7,7 @@ use crate::{DatasetError, Result};
 
 /// Samples and their class labels: `images` has shape `(N, ...)` (`(N, 1, 28, 28)` for the
 /// loaded datasets, values in [0, 1]) and `labels` holds N class indices.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Split {
     images: Tensor,
     labels: Vec<usize>,
@@ -120,6 +120,25 @@ impl Split {
     }
 }
 
+/// Shows the size, the image shape and the first labels: a split's 60,000 labels in full
+/// would drown any debug print or failed assertion.
+impl std::fmt::Debug for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 8;
+        let more = if self.labels.len() > SHOWN {
+            ", ..."
+        } else {
+            ""
+        };
+        let first = &self.labels[..self.labels.len().min(SHOWN)];
+        f.debug_struct("Split")
+            .field("len", &self.len())
+            .field("images", &self.images.shape())
+            .field("labels", &format_args!("{first:?}{more}"))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +156,10 @@ mod tests {
         assert_eq!(a.images().shape(), &[3, 2]);
         assert_eq!(b.labels(), &[3]);
         assert_eq!(b.images().as_slice(), &[6.0, 7.0]);
-        assert!(s.split_tail(5).is_err());
+        assert!(s.clone().split_tail(5).is_err());
+        assert_eq!(
+            format!("{s:?}"),
+            "Split { len: 4, images: [4, 2], labels: [0, 1, 2, 3] }"
+        );
     }
 }
