@@ -33,8 +33,8 @@
 //!         // forward/backward on batch.images (B, 1, 28, 28) and batch.labels ...
 //!     }
 //! }
-//! let correct = data.test.eval_batches(1000)?.map(|b| b.len()).sum::<usize>();
-//! assert_eq!(correct, 10_000);
+//! let seen: usize = data.test.eval_batches(1000)?.map(|b| b.len()).sum();
+//! assert_eq!(seen, 10_000);
 //! println!("class 0 is {}", data.class_names()[0]);
 //! # Ok::<(), norma_datasets::DatasetError>(())
 //! ```
@@ -54,6 +54,8 @@
 //! assert_eq!(sizes, [2, 3]); // the lone fifth sample joins the batch before it
 //! # Ok::<(), norma_datasets::DatasetError>(())
 //! ```
+
+#![warn(missing_docs)]
 
 mod batches;
 mod dataset;

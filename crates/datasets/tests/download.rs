@@ -224,3 +224,22 @@ fn incomplete_local_directory_without_download_is_a_missing_file() {
     assert!(matches!(e, DatasetError::MissingFile { .. }), "{e}");
     assert!(e.to_string().contains("train-labels-idx1-ubyte"), "{e}");
 }
+
+#[test]
+fn https_mirror_goes_through_tls_and_fails_cleanly() {
+    // The server speaks plain HTTP, so the TLS handshake fails: this exercises the rustls
+    // backend (built with the ring provider) and shows the failure is reported, not a panic.
+    let server = Server::start(HashMap::new());
+    let root = scratch();
+    let mirror = server.base_url.replace("http://", "https://");
+    let e = download_only(root.path(), &mirror, checksums(&archives()))
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, DatasetError::NotFound { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("{mirror}/train-images-idx3-ubyte.gz")),
+        "{e}"
+    );
+    assert!(listing(&root.path().join("data/fashion-mnist")).is_empty());
+}

@@ -217,6 +217,10 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>) -> std::io::Re
             break;
         }
         request.extend_from_slice(&buf[..n]);
+        if request[0] == 0x16 {
+            // A TLS handshake record: this server only speaks plain HTTP, so hang up at once.
+            return Ok(());
+        }
     }
     let text = String::from_utf8_lossy(&request);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
