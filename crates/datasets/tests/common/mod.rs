@@ -90,6 +90,7 @@ fn tmp_root() -> PathBuf {
 pub fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
+        // Bump the version whenever `valid_bytes` changes: old fixtures are reused otherwise.
         let root = tmp_root().join("datasets-fixtures-v1");
         if !root.join("complete").is_file() {
             // Built aside and renamed, so a concurrent or interrupted run never sees half.
