@@ -23,9 +23,11 @@ pub trait UnaryFn: Sync {
 pub struct Exp;
 impl UnaryFn for Exp {
     const NAME: &'static str = "exp";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         math::exp(x)
     }
+    #[inline(always)]
     fn df(_x: f32, y: f32) -> f32 {
         y
     }
@@ -35,9 +37,11 @@ impl UnaryFn for Exp {
 pub struct Ln;
 impl UnaryFn for Ln {
     const NAME: &'static str = "ln";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         x.ln()
     }
+    #[inline(always)]
     fn df(x: f32, _y: f32) -> f32 {
         1.0 / x
     }
@@ -47,9 +51,11 @@ impl UnaryFn for Ln {
 pub struct Sigmoid;
 impl UnaryFn for Sigmoid {
     const NAME: &'static str = "sigmoid";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         math::sigmoid(x)
     }
+    #[inline(always)]
     fn df(_x: f32, y: f32) -> f32 {
         y * (1.0 - y)
     }
@@ -59,9 +65,11 @@ impl UnaryFn for Sigmoid {
 pub struct Relu;
 impl UnaryFn for Relu {
     const NAME: &'static str = "relu";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         x.max(0.0)
     }
+    #[inline(always)]
     fn df(x: f32, _y: f32) -> f32 {
         if x > 0.0 {
             1.0
@@ -75,9 +83,11 @@ impl UnaryFn for Relu {
 pub struct Tanh;
 impl UnaryFn for Tanh {
     const NAME: &'static str = "tanh";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         x.tanh()
     }
+    #[inline(always)]
     fn df(_x: f32, y: f32) -> f32 {
         1.0 - y * y
     }

@@ -38,6 +38,7 @@ pub mod parallel;
 mod pool;
 mod reduce;
 mod rng;
+mod scratch;
 mod shape;
 mod tensor;
 

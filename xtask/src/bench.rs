@@ -1,0 +1,121 @@
+//! `cargo xtask bench`: samples per second of one full training step (forward, cross-entropy,
+//! backward, SGD update) for each model, median over many steps after a warm-up, on a rotating
+//! set of real Fashion-MNIST batches (like `../shared/bench/torch/torch_ops_bench.py`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use norma_datasets::Batch;
+use norma_tensor::{Rng, Tensor};
+
+use crate::common::{
+    default_lr, load_data, setup_threads, ActivationChoice, DatasetChoice, ModelChoice, ModelRun,
+    ModelsChoice, OptimizerChoice, RunSpec,
+};
+use crate::Error;
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which model(s) to time.
+    #[arg(long, value_enum, default_value = "both")]
+    pub model: ModelsChoice,
+    /// Samples per step.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Timed steps per model.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Time on random images instead of Fashion-MNIST (no dataset needed).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Folder holding the IDX files (see train-lenet --help).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Runs `bench`.
+pub fn run(args: BenchArgs) -> Result<(), Error> {
+    if args.batch_size < 2 || args.steps == 0 {
+        return Err(Error::Usage(
+            "bench needs --batch-size of at least 2 and --steps of at least 1".into(),
+        ));
+    }
+    let threads = setup_threads(args.threads)?;
+    let batches = fixed_batches(&args)?;
+    println!(
+        "batch {}, {} timed steps after {} warm-up, {threads} threads",
+        args.batch_size, args.steps, args.warmup
+    );
+    println!(
+        "{:<9} {:>12} {:>10} {:>10} {:>11}",
+        "model", "median ms", "p10 ms", "p90 ms", "samples/s"
+    );
+    for kind in args.model.kinds() {
+        let model = if kind.has_batch_norm() {
+            ModelChoice::LenetBn
+        } else {
+            ModelChoice::Lenet
+        };
+        let mut run = ModelRun::new(RunSpec {
+            model,
+            activation: ActivationChoice::Sigmoid,
+            optimizer: OptimizerChoice::Sgd,
+            lr: default_lr(kind, OptimizerChoice::Sgd),
+            momentum: 0.0,
+            seed: 0,
+            batch_size: args.batch_size,
+            epochs: 1,
+            shuffle: false,
+            steps: None,
+            init: None,
+        })?;
+        let mut times = Vec::with_capacity(args.steps);
+        for i in 0..args.warmup + args.steps {
+            let batch = batches[i % batches.len()].clone();
+            let start = Instant::now();
+            run.step(batch)?;
+            if i >= args.warmup {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let median = at(0.5);
+        println!(
+            "{:<9} {:>12.3} {:>10.3} {:>10.3} {:>11.0}",
+            kind.name(),
+            median,
+            at(0.1),
+            at(0.9),
+            args.batch_size as f64 / (median / 1e3)
+        );
+    }
+    Ok(())
+}
+
+/// 16 batches to rotate through: the first training images, or random ones.
+fn fixed_batches(args: &BenchArgs) -> Result<Vec<Batch>, Error> {
+    let count = 16;
+    if args.synthetic {
+        let mut rng = Rng::seed_from_u64(0);
+        return Ok((0..count)
+            .map(|_| Batch {
+                images: Tensor::rand_uniform(&[args.batch_size, 1, 28, 28], 0.0, 1.0, &mut rng),
+                labels: (0..args.batch_size).map(|_| rng.below(10)).collect(),
+            })
+            .collect());
+    }
+    let data = load_data(DatasetChoice::FashionMnist, args.data_dir.as_deref(), None)?;
+    Ok(data
+        .train
+        .eval_batches(args.batch_size)?
+        .take(count)
+        .collect())
+}

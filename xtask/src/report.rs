@@ -1,0 +1,172 @@
+//! Per-epoch metrics, run outcomes, and how they are written (`metrics.json`, `metrics.csv`)
+//! and printed (one table row per epoch, a final comparison).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One epoch of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean cross-entropy over the epoch's training samples, in train mode.
+    pub train_loss: f64,
+    /// Fraction of the epoch's training samples predicted right, in train mode.
+    pub train_acc: f64,
+    /// Test accuracy after the epoch, in eval mode.
+    pub test_acc: f64,
+    /// Wall-clock seconds of the epoch's training steps (data, evaluation and I/O excluded).
+    pub seconds: f64,
+    /// Training samples per second over those steps.
+    pub samples_per_sec: f64,
+}
+
+/// How a model's run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Still to run or in progress (a checkpoint in the middle of training).
+    Running,
+    /// All epochs done.
+    Completed,
+    /// Stopped by `--steps`.
+    StepLimit { step: u64 },
+    /// A non-finite loss stopped the run.
+    Diverged {
+        epoch: usize,
+        step: usize,
+        last_finite_loss: Option<f64>,
+    },
+    /// Stopped by Ctrl-C; resumable.
+    Interrupted { epoch: usize, step: usize },
+}
+
+impl Status {
+    /// A short word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "ok",
+            Status::StepLimit { .. } => "step limit",
+            Status::Diverged { .. } => "diverged",
+            Status::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+/// Everything recorded about one model's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub model: String,
+    pub lr: f64,
+    pub status: Status,
+    pub epochs: Vec<EpochRow>,
+    /// Test accuracy of the final weights (after the last step taken).
+    pub final_test_acc: Option<f64>,
+}
+
+/// The header of the per-epoch table.
+pub fn table_header() -> String {
+    format!(
+        "{:<9} {:>5} {:>10} {:>9} {:>8} {:>8} {:>10}",
+        "model", "epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"
+    )
+}
+
+/// One row of the per-epoch table.
+pub fn table_row(model: &str, row: &EpochRow) -> String {
+    format!(
+        "{:<9} {:>5} {:>10.4} {:>9.4} {:>8.4} {:>8.2} {:>10.0}",
+        model,
+        row.epoch,
+        row.train_loss,
+        row.train_acc,
+        row.test_acc,
+        row.seconds,
+        row.samples_per_sec
+    )
+}
+
+/// The final side-by-side comparison of the models of a run.
+pub fn summary(records: &[RunRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
+        "model", "lr", "train loss", "train acc", "test acc", "s/epoch", "samples/s", "status"
+    );
+    for r in records {
+        let last = r.epochs.last();
+        let mean = |f: fn(&EpochRow) -> f64| {
+            let n = r.epochs.len().max(1) as f64;
+            r.epochs.iter().map(f).sum::<f64>() / n
+        };
+        let _ = writeln!(
+            s,
+            "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9.2} {:>10.0}  {}",
+            r.model,
+            r.lr,
+            last.map_or("-".into(), |e| format!("{:.4}", e.train_loss)),
+            last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
+            r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
+            mean(|e| e.seconds),
+            mean(|e| e.samples_per_sec),
+            r.status.word()
+        );
+    }
+    s
+}
+
+/// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).
+pub fn write_metrics(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
+    write_json(&dir.join("metrics.json"), &records)?;
+    let mut csv =
+        String::from("model,epoch,train_loss,train_acc,test_acc,seconds,samples_per_sec\n");
+    for r in records {
+        for e in &r.epochs {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{},{}",
+                r.model,
+                e.epoch,
+                e.train_loss,
+                e.train_acc,
+                e.test_acc,
+                e.seconds,
+                e.samples_per_sec
+            );
+        }
+    }
+    write_file(&dir.join("metrics.csv"), csv.as_bytes())
+}
+
+/// Pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    text.push('\n');
+    write_file(path, text.as_bytes())
+}
+
+/// Reads JSON written by [`write_json`].
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Writes a file through a temporary and a rename (never a half-written result file).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    Ok(norma_layers::checkpoint::write_atomic(path, bytes)?)
+}
