@@ -61,6 +61,10 @@ pub struct Panel<X> {
     pub x_range: X,
     pub y_range: std::ops::Range<f64>,
     pub series: Vec<Series>,
+    /// Label only whole numbers on the x axis (epochs).
+    pub integer_x: bool,
+    /// Where the legend goes.
+    pub legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -84,8 +88,18 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(panel.x_range, panel.y_range)
         .map_err(err)?;
+    let integer = |v: &f64| {
+        if v.fract().abs() < 1e-9 {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
+    let plain = |v: &f64| format!("{v}");
+    let x_format: &dyn Fn(&f64) -> String = if panel.integer_x { &integer } else { &plain };
     chart
         .configure_mesh()
+        .x_label_formatter(x_format)
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .label_style(("sans-serif", 16))
@@ -113,7 +127,7 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 18))
-        .position(SeriesLabelPosition::LowerRight)
+        .position(panel.legend)
         .draw()
         .map_err(err)?;
     Ok(())
@@ -186,6 +200,8 @@ pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
                 x_range: x_range.clone(),
                 y_range: 0.0..(max_loss * 1.1).max(0.1),
                 series: series(|e| e.train_loss),
+                integer_x: true,
+                legend: SeriesLabelPosition::UpperRight,
             },
             Panel {
                 title: "Test accuracy".into(),
@@ -194,6 +210,8 @@ pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
                 x_range: x_range.clone(),
                 y_range: 0.0..1.0,
                 series: series(|e| e.test_acc),
+                integer_x: true,
+                legend: SeriesLabelPosition::LowerRight,
             },
         ]
     };
@@ -226,6 +244,8 @@ pub fn sweep_chart(
                     points: points.clone(),
                 })
                 .collect(),
+            integer_x: false,
+            legend: SeriesLabelPosition::LowerLeft,
         }]
     };
     render(&dir.join("sweep"), panels)

@@ -67,6 +67,19 @@ pub struct RunRecord {
     pub epochs: Vec<EpochRow>,
     /// Test accuracy of the final weights (after the last step taken).
     pub final_test_acc: Option<f64>,
+    /// The largest finite batch loss seen: a run that ends at chance after a spike above ~4
+    /// blew up rather than stalled.
+    #[serde(default)]
+    pub max_batch_loss: f64,
+}
+
+/// A learning rate, compactly (1e-5, 0.03, 10, 1e6).
+pub fn fmt_lr(lr: f64) -> String {
+    if lr != 0.0 && !(1e-3..1e4).contains(&lr.abs()) {
+        format!("{lr:e}")
+    } else {
+        format!("{lr}")
+    }
 }
 
 /// The header of the per-epoch table.
@@ -101,20 +114,23 @@ pub fn summary(records: &[RunRecord]) -> String {
     );
     for r in records {
         let last = r.epochs.last();
-        let mean = |f: fn(&EpochRow) -> f64| {
-            let n = r.epochs.len().max(1) as f64;
-            r.epochs.iter().map(f).sum::<f64>() / n
+        let mean = |f: fn(&EpochRow) -> f64, digits: usize| {
+            if r.epochs.is_empty() {
+                return "-".to_string();
+            }
+            let m = r.epochs.iter().map(f).sum::<f64>() / r.epochs.len() as f64;
+            format!("{m:.digits$}")
         };
         let _ = writeln!(
             s,
-            "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9.2} {:>10.0}  {}",
+            "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
             r.model,
-            r.lr,
+            fmt_lr(r.lr),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_loss)),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
             r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
-            mean(|e| e.seconds),
-            mean(|e| e.samples_per_sec),
+            mean(|e| e.seconds, 2),
+            mean(|e| e.samples_per_sec, 0),
             r.status.word()
         );
     }

@@ -1,6 +1,12 @@
 //! `cargo xtask lr-sweep`: both models for a few epochs at each learning rate of a list and
-//! several seeds. Each run is marked ok, stalled (test accuracy near chance) or diverged
-//! (non-finite loss); a table, `sweep.json`, `sweep.csv` and a chart summarise them.
+//! several seeds. Each run is marked
+//!
+//! - diverged: a non-finite loss, or a final accuracy near chance after the loss blew up
+//!   (a batch loss above 4, where training starts near ln 10 ≈ 2.3);
+//! - stalled: a final accuracy near chance (< 0.2) without such a spike;
+//! - ok: anything else.
+//!
+//! A table, `sweep.json`, `sweep.csv` and a chart summarise them.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,14 +20,17 @@ use crate::report::{self, Status};
 use crate::train::{self, TrainArgs};
 use crate::{plot, Error};
 
-/// Accuracy below which a finished run counts as stalled (chance is 0.1 on ten classes).
-const STALLED_BELOW: f64 = 0.2;
+/// Final accuracy below which a run failed (chance is 0.1 on ten classes).
+const CHANCE_BELOW: f64 = 0.2;
+/// A batch loss above this (the loss starts near ln 10 ≈ 2.3) means the run blew up; a failed
+/// run that never went above it stalled instead.
+const SPIKE_LOSS: f64 = 4.0;
 
 /// Arguments of `lr-sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
     /// Learning rates to try.
-    #[arg(long, num_args = 1.., default_values_t = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0])]
+    #[arg(long, num_args = 1.., allow_negative_numbers = true, default_values_t = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0])]
     pub lrs: Vec<f64>,
     /// Seeds per learning rate (0, 1, ...).
     #[arg(long, default_value_t = 3)]
@@ -129,7 +138,8 @@ pub fn run(args: SweepArgs) -> Result<(), Error> {
                     let acc = r.final_test_acc.unwrap_or(0.0);
                     let outcome = match r.status {
                         Status::Diverged { .. } => "diverged",
-                        _ if acc < STALLED_BELOW => "stalled",
+                        _ if acc < CHANCE_BELOW && r.max_batch_loss > SPIKE_LOSS => "diverged",
+                        _ if acc < CHANCE_BELOW => "stalled",
                         _ => "ok",
                     };
                     runs.push(SweepRun {

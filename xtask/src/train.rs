@@ -127,6 +127,7 @@ impl Progress {
                 status: Status::Running,
                 epochs: Vec::new(),
                 final_test_acc: None,
+                max_batch_loss: 0.0,
             },
         }
     }
@@ -385,12 +386,13 @@ fn train_model(
                     outcome.loss,
                     p.epoch + 1,
                     p.step_in_epoch + 1,
-                    p.last_finite_loss.map_or("none".into(), |l| format!("{l:.4}")),
-                    spec.lr
+                    p.last_finite_loss.map_or("none".into(), |l| format!("{l:.4e}")),
+                    report::fmt_lr(spec.lr)
                 );
                 return finish(run, p, data, out);
             }
             p.last_finite_loss = Some(outcome.loss as f64);
+            p.record.max_batch_loss = p.record.max_batch_loss.max(outcome.loss as f64);
             p.loss_sum += outcome.loss as f64 * n as f64;
             p.correct += outcome.correct as u64;
             p.seen += n;

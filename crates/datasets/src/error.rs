@@ -13,7 +13,7 @@ use crate::DatasetKind;
 pub enum DatasetError {
     /// No place holds the data and it could not be downloaded; `looked` lists every place
     /// tried (each directory, and the URL with the reason the download failed).
-    #[error("{} not found. Looked in:\n{}\n{}", .dataset, bullets(.looked), .dataset.how_to_get())]
+    #[error("{} not found; looked in: {}. {}", .dataset, .looked.join("; "), .dataset.how_to_get())]
     NotFound {
         /// The dataset asked for.
         dataset: DatasetKind,
@@ -223,14 +223,6 @@ impl DatasetError {
             source,
         }
     }
-}
-
-fn bullets(lines: &[String]) -> String {
-    lines
-        .iter()
-        .map(|line| format!("  - {line}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn magic_meaning(magic: u32) -> &'static str {

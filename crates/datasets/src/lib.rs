@@ -3,7 +3,8 @@
 //! Loads Fashion-MNIST and MNIST for norma's experiments, and batches them for training.
 //!
 //! * **Finding the data** ([`LoadOptions`]): an explicit directory (`--data-dir`, else the
-//!   `NORMA_DATA_DIR` environment variable), then `./data/<name>/`, then Debian's
+//!   `NORMA_DATA_DIR` environment variable; when given, it must hold the data), else
+//!   `./data/<name>/`, then Debian's
 //!   `/usr/share/datasets/fashion-mnist/` (package `dataset-fashion-mnist`, Fashion-MNIST
 //!   only), then a download from the official mirror into `./data/<name>/`, every archive
 //!   checked against its known SHA-256. Files may be extracted or `.gz`; `.gz` files are

@@ -14,7 +14,9 @@ use crate::{Dataset, DatasetKind, Result};
 ///
 /// Places are tried in this order, the first holding all four files wins:
 /// 1. the explicit directory ([`LoadOptions::data_dir`], else the `NORMA_DATA_DIR`
-///    environment variable), first its `<name>/` subfolder, then the directory itself;
+///    environment variable), first its `<name>/` subfolder, then the directory itself. When
+///    one is given it must hold the data: the search stops there with an error rather than
+///    silently training on another copy;
 /// 2. the local directory, `./data/<name>/` by default ([`LoadOptions::local_dir`]);
 /// 3. the system directory, Debian's `/usr/share/datasets/fashion-mnist/` for Fashion-MNIST
 ///    ([`LoadOptions::system_dir`]);

@@ -166,7 +166,20 @@ pub(crate) fn locate(options: &LoadOptions) -> Result<Located> {
     let kind = options.kind;
     let local = absolute(&options.local_dir);
     let mut looked = Vec::new();
-    for (dir, origin) in candidates(options) {
+    let all = candidates(options);
+    // A directory the user named (--data-dir, NORMA_DATA_DIR) must hold the data: falling
+    // back to another copy would silently train on data they did not ask for.
+    let explicit = all
+        .iter()
+        .filter(|(_, o)| matches!(o, Origin::Argument | Origin::EnvVar))
+        .count();
+    for (i, (dir, origin)) in all.into_iter().enumerate() {
+        if i == explicit && explicit > 0 {
+            return Err(DatasetError::NotFound {
+                dataset: kind,
+                looked,
+            });
+        }
         let place = format!("{} ({origin})", dir.display());
         match inspect(&dir) {
             Inspection::NoDir => looked.push(format!("{place}: no such directory")),

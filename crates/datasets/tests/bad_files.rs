@@ -68,20 +68,23 @@ fn missing_file_in_a_chosen_directory() {
 #[test]
 fn nothing_anywhere_lists_every_place_looked() {
     let dir = scratch();
-    let e = only(DatasetKind::FashionMnist, dir.path())
-        .load()
-        .unwrap_err();
+    let options = only(DatasetKind::FashionMnist, dir.path())
+        .data_dir(None)
+        .local_dir(dir.path().join("no-local-dir"))
+        .system_dir(Some(dir.path().join("no-system-dir")));
+    let e = options.load().unwrap_err();
     let DatasetError::NotFound { looked, .. } = &e else {
         panic!("expected NotFound, got {e}");
     };
-    assert_eq!(looked.len(), 4, "{looked:?}"); // <dir>/fashion-mnist, <dir>, local, download
+    assert_eq!(looked.len(), 3, "{looked:?}"); // local, system, download
     let msg = e.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
     assert!(
-        msg.contains(&dir.path().join("fashion-mnist").display().to_string()),
+        msg.contains(&dir.path().join("no-local-dir").display().to_string()),
         "{msg}"
     );
     assert!(
-        msg.contains(&dir.path().join("no-local-dir").display().to_string()),
+        msg.contains(&dir.path().join("no-system-dir").display().to_string()),
         "{msg}"
     );
     assert!(msg.contains("download: disabled"), "{msg}");
@@ -89,6 +92,26 @@ fn nothing_anywhere_lists_every_place_looked() {
         msg.contains("apt-get install dataset-fashion-mnist"),
         "{msg}"
     );
+}
+
+#[test]
+fn an_explicit_directory_without_the_data_is_an_error_not_a_fallback() {
+    let dir = scratch();
+    // The local directory holds a complete copy, but the user named another directory.
+    let local = dir.path().join("local");
+    fs::create_dir_all(&local).unwrap();
+    link_all(&fixtures().raw, &local);
+    let named = dir.path().join("named");
+    fs::create_dir_all(&named).unwrap();
+    let e = only(DatasetKind::FashionMnist, &named)
+        .local_dir(&local)
+        .load()
+        .unwrap_err();
+    let DatasetError::NotFound { looked, .. } = &e else {
+        panic!("expected NotFound, got {e}");
+    };
+    assert_eq!(looked.len(), 2, "{looked:?}"); // <named>/fashion-mnist, <named>
+    assert!(e.to_string().contains(&named.display().to_string()), "{e}");
 }
 
 #[test]

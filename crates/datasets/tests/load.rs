@@ -180,7 +180,7 @@ fn class_names_of_both_datasets() {
 }
 
 #[test]
-fn search_order_explicit_subfolder_then_explicit_then_local_then_system() {
+fn search_order_explicit_subfolder_then_explicit_else_local_then_system() {
     let root = scratch();
     let explicit = root.path().join("explicit");
     let local = root.path().join("local");
@@ -206,10 +206,13 @@ fn search_order_explicit_subfolder_then_explicit_then_local_then_system() {
     assert_eq!(data.location.origin, Origin::System);
     assert_eq!(data.location.dir, system);
 
-    // An explicit directory without the files falls through to the next places.
+    // An explicit directory without the files is an error, not a silent fall-through.
     fs::create_dir_all(&explicit).unwrap();
-    let data = opts(Some(&explicit)).load().unwrap();
-    assert_eq!(data.location.origin, Origin::System);
+    let e = opts(Some(&explicit)).load().unwrap_err();
+    assert!(
+        e.to_string().contains(&explicit.display().to_string()),
+        "{e}"
+    );
 
     link_all(&fixtures().raw, &explicit);
     let data = opts(Some(&explicit)).load().unwrap();
