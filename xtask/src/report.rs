@@ -109,8 +109,8 @@ pub fn summary(records: &[RunRecord]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
-        "model", "lr", "train loss", "train acc", "test acc", "s/epoch", "samples/s", "status"
+        "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  status",
+        "model", "lr", "train loss", "train acc", "test acc", "s/epoch", "samples/s"
     );
     for r in records {
         let last = r.epochs.last();

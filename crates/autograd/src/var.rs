@@ -174,7 +174,7 @@ impl Var {
             }
             found.push(v);
         }
-        found.sort_unstable_by(|a, b| b.node.id.cmp(&a.node.id));
+        found.sort_unstable_by_key(|v| std::cmp::Reverse(v.node.id));
         found
     }
 }

@@ -152,7 +152,8 @@ fn adamw_decays_weights_directly() {
 fn sgd_and_adam_converge_on_a_convex_quadratic() {
     // f(p) = Σ a_i (p_i − c_i)² with different curvatures.
     let (a, c) = ([1.0f32, 4.0, 0.5], [3.0f32, -1.0, 2.0]);
-    let make: Vec<Box<dyn Fn(Vec<Param>) -> Box<dyn Optimizer>>> = vec![
+    type Build = Box<dyn Fn(Vec<Param>) -> Box<dyn Optimizer>>;
+    let make: Vec<Build> = vec![
         Box::new(|ps| {
             Box::new(
                 Sgd::new(

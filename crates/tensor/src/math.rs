@@ -6,8 +6,9 @@
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two (Cody–Waite): `n * LN2_HI` is exact for |n| < 2^9, so the reduction
 // x - n·ln2 loses nothing to cancellation.
-const LN2_HI: f32 = 0.693_145_751_953_125;
-const LN2_LO: f32 = 1.428_606_765_330_187e-6;
+// Written as bits: 0.693145751953125 (exact, trailing zero bits) and ≈ 1.4286068e-6.
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
 // Adding and subtracting 1.5·2^23 rounds to the nearest integer (ties to even) for |v| < 2^22.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 

@@ -53,19 +53,19 @@ pub fn zip3_map_into(
     f: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) {
     debug_assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len());
-    let kernel = |(((a, b), c), d): (((&[f32], &[f32]), &[f32]), &mut [f32])| {
+    let kernel = |a: &[f32], b: &[f32], c: &[f32], d: &mut [f32]| {
         for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
             *d = f(a, b, c);
         }
     };
     if dst.len() <= CHUNK {
-        kernel((((a, b), c), dst));
+        kernel(a, b, c, dst);
     } else {
         a.par_chunks(CHUNK)
             .zip(b.par_chunks(CHUNK))
             .zip(c.par_chunks(CHUNK))
             .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(kernel);
+            .for_each(|(((a, b), c), d)| kernel(a, b, c, d));
     }
 }
 
