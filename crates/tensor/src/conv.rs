@@ -435,35 +435,37 @@ impl Tensor {
         }
         let (k, opix, o, group) = (g.patch_len(), g.out_pixels(), g.out_channels, g.group());
         let rows = padded(o);
-        let mut out = Tensor::zeros(&g.output_shape());
         let w = padded_rows(weight.as_slice(), o, k);
         let x = self.as_slice();
-        out.as_slice_mut()
-            .par_chunks_mut(group * o * opix)
-            .enumerate()
-            .for_each(|(task, y)| {
-                let count = y.len() / (o * opix);
-                let n = count * opix;
-                with_buffers([k * n, rows * n], |[cols, prod]| {
-                    unroll(&g, x, task * group, count, cols);
-                    general_mat_mul(
-                        1.0,
-                        &matrix(&w, rows, k),
-                        &matrix(cols, k, n),
-                        0.0,
-                        &mut matrix_mut(prod, rows, n),
-                    );
-                    // Scatter (O, count·P) back to (count, O, P), adding the bias.
-                    for (j, y) in y.chunks_exact_mut(o * opix).enumerate() {
-                        for (ch, row) in y.chunks_exact_mut(opix).enumerate() {
-                            let src = &prod[ch * n + j * opix..][..opix];
-                            let b = bias.map_or(0.0, |b| b.as_slice()[ch]);
-                            row.iter_mut().zip(src).for_each(|(d, s)| *d = s + b);
+        // Every output value is written once by the scatter below.
+        Ok(Tensor::from_fill(&g.output_shape(), |out| {
+            out.par_chunks_mut(group * o * opix)
+                .enumerate()
+                .for_each(|(task, y)| {
+                    let count = y.len() / (o * opix);
+                    let n = count * opix;
+                    with_buffers([k * n, rows * n], |[cols, prod]| {
+                        unroll(&g, x, task * group, count, cols);
+                        general_mat_mul(
+                            1.0,
+                            &matrix(&w, rows, k),
+                            &matrix(cols, k, n),
+                            0.0,
+                            &mut matrix_mut(prod, rows, n),
+                        );
+                        // Scatter (O, count·P) back to (count, O, P), adding the bias.
+                        for (j, y) in y.chunks_exact_mut(o * opix).enumerate() {
+                            for (ch, row) in y.chunks_exact_mut(opix).enumerate() {
+                                let src = &prod[ch * n + j * opix..][..opix];
+                                let b = bias.map_or(0.0, |b| b.as_slice()[ch]);
+                                row.iter_mut().zip(src).for_each(|(d, s)| {
+                                    d.write(s + b);
+                                });
+                            }
                         }
-                    }
+                    });
                 });
-            });
-        Ok(out)
+        }))
     }
 
     /// Gradient of [`Tensor::conv2d`] with respect to its input: `self` is the output gradient

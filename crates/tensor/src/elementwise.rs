@@ -154,14 +154,11 @@ impl Tensor {
     /// `self ∘ other` elementwise with broadcasting, for any [`BinaryOp`].
     pub fn binary(&self, other: &Tensor, op: BinaryOp) -> Result<Tensor> {
         if self.shape() == other.shape() {
-            let mut out = Tensor::zeros(self.shape());
-            zip_map_into(
-                self.as_slice(),
-                other.as_slice(),
-                out.as_slice_mut(),
-                |a, b| op.apply(a, b),
-            );
-            return Ok(out);
+            return Ok(Tensor::from_fill(self.shape(), |out| {
+                zip_map_into(self.as_slice(), other.as_slice(), out, |a, b| {
+                    op.apply(a, b)
+                })
+            }));
         }
         let shape = broadcast_shape(op.name(), self.shape(), other.shape())?;
         let dim = IxDyn(&shape);
@@ -212,9 +209,7 @@ impl Tensor {
 
     /// Applies `f` to every element.
     pub fn map(&self, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
-        let mut out = Tensor::zeros(self.shape());
-        map_into(self.as_slice(), out.as_slice_mut(), f);
-        out
+        Tensor::from_fill(self.shape(), |out| map_into(self.as_slice(), out, f))
     }
 
     /// `self + c`.
@@ -250,15 +245,15 @@ impl Tensor {
                 &[input.shape(), output.shape(), grad_output.shape()],
             ));
         }
-        let mut out = Tensor::zeros(input.shape());
-        zip3_map_into(
-            input.as_slice(),
-            output.as_slice(),
-            grad_output.as_slice(),
-            out.as_slice_mut(),
-            |x, y, g| g * F::df(x, y),
-        );
-        Ok(out)
+        Ok(Tensor::from_fill(input.shape(), |out| {
+            zip3_map_into(
+                input.as_slice(),
+                output.as_slice(),
+                grad_output.as_slice(),
+                out,
+                |x, y, g| g * F::df(x, y),
+            )
+        }))
     }
 
     /// e^x elementwise.

@@ -3,18 +3,20 @@
 //! Chunk boundaries never depend on the number of threads, so any reduction built on them
 //! combines the same partial results in the same order on 1 or 64 threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Elements per rayon task: big enough to amortise scheduling (~10 µs of work),
 /// small enough to spread LeNet's activations over both cores.
 pub const CHUNK: usize = 1 << 15;
 
-/// `dst[i] = f(src[i])`.
-pub fn map_into(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    debug_assert_eq!(src.len(), dst.len());
-    let kernel = |(s, d): (&[f32], &mut [f32])| {
+/// `dst[i] = f(src[i])`, initialising every element of `dst`.
+pub fn map_into(src: &[f32], dst: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Sync) {
+    assert_eq!(src.len(), dst.len());
+    let kernel = |(s, d): (&[f32], &mut [MaybeUninit<f32>])| {
         for (d, &s) in d.iter_mut().zip(s) {
-            *d = f(s);
+            d.write(f(s));
         }
     };
     if src.len() <= CHUNK {
@@ -26,12 +28,17 @@ pub fn map_into(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     }
 }
 
-/// `dst[i] = f(a[i], b[i])`.
-pub fn zip_map_into(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    debug_assert!(a.len() == dst.len() && b.len() == dst.len());
-    let kernel = |((a, b), d): ((&[f32], &[f32]), &mut [f32])| {
+/// `dst[i] = f(a[i], b[i])`, initialising every element of `dst`.
+pub fn zip_map_into(
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    assert!(a.len() == dst.len() && b.len() == dst.len());
+    let kernel = |((a, b), d): ((&[f32], &[f32]), &mut [MaybeUninit<f32>])| {
         for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
-            *d = f(a, b);
+            d.write(f(a, b));
         }
     };
     if dst.len() <= CHUNK {
@@ -44,18 +51,18 @@ pub fn zip_map_into(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) 
     }
 }
 
-/// `dst[i] = f(a[i], b[i], c[i])`.
+/// `dst[i] = f(a[i], b[i], c[i])`, initialising every element of `dst`.
 pub fn zip3_map_into(
     a: &[f32],
     b: &[f32],
     c: &[f32],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     f: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) {
-    debug_assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len());
-    let kernel = |a: &[f32], b: &[f32], c: &[f32], d: &mut [f32]| {
+    assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len());
+    let kernel = |a: &[f32], b: &[f32], c: &[f32], d: &mut [MaybeUninit<f32>]| {
         for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
-            *d = f(a, b, c);
+            d.write(f(a, b, c));
         }
     };
     if dst.len() <= CHUNK {

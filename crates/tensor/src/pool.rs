@@ -114,25 +114,20 @@ impl Tensor {
     /// `y[n,c,i,j] = mean of x[n, c, i·s .. i·s+k, j·s .. j·s+k]`; (N, C, H, W) → (N, C, OH, OW).
     pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d", self.shape(), kernel, stride)?;
-        let mut out = Tensor::zeros(&g.output_shape(self.shape()));
         let scale = 1.0 / (kernel * kernel) as f32;
-        g.planes_par(
-            self.as_slice(),
-            out.as_slice_mut(),
-            g.in_plane(),
-            g.out_plane(),
-            |x, y| {
+        // Every output is written once: one window each.
+        Ok(Tensor::from_fill(&g.output_shape(self.shape()), |out| {
+            g.planes_par(self.as_slice(), out, g.in_plane(), g.out_plane(), |x, y| {
                 g.for_each_window(|o, corner| {
                     let mut s = 0.0;
                     for r in 0..kernel {
                         let row = corner + r * g.width;
                         s += x[row..row + kernel].iter().sum::<f32>();
                     }
-                    y[o] = s * scale;
+                    y[o].write(s * scale);
                 });
-            },
-        );
-        Ok(out)
+            });
+        }))
     }
 
     /// Gradient of [`Tensor::avg_pool2d`]: `self` is the output gradient; each input position

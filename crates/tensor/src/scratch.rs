@@ -2,24 +2,29 @@
 //!
 //! A training step runs the same kernels with the same shapes hundreds of times; allocating
 //! and zeroing the unrolled matrices each time cost a tenth of a convolution. Each thread
-//! keeps its buffers and hands them out again. Callers must write every element they read.
+//! keeps a free list of buffers and hands them out again. Callers must write every element
+//! they read.
 
 use std::cell::RefCell;
 
 thread_local! {
-    static BUFFERS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with `N` buffers of the given lengths. Contents are unspecified (left over from an
 /// earlier use): every element must be written before it is read.
+///
+/// Buffers are taken off this thread's free list (the cell is not borrowed while `f` runs, so
+/// nested calls, including rayon work stolen by this thread, take other buffers) and put back
+/// afterwards; they only ever grow, so in a steady state nothing is allocated.
 pub fn with_buffers<const N: usize, R>(
     lens: [usize; N],
     f: impl FnOnce([&mut [f32]; N]) -> R,
 ) -> R {
-    // Take the buffers out rather than borrowing the cell: `f` may run nested rayon work on
-    // this thread, which may ask for buffers again (it then gets fresh ones).
-    let mut bufs: Vec<Vec<f32>> = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    bufs.resize_with(N.max(bufs.len()), Vec::new);
+    let mut bufs: [Vec<f32>; N] = FREE.with(|free| {
+        let mut free = free.borrow_mut();
+        std::array::from_fn(|_| free.pop().unwrap_or_default())
+    });
     for (buf, &len) in bufs.iter_mut().zip(&lens) {
         if buf.len() < len {
             buf.resize(len, 0.0);
@@ -27,18 +32,12 @@ pub fn with_buffers<const N: usize, R>(
     }
     let result = {
         let mut iter = bufs.iter_mut().zip(lens);
-        let slices: [&mut [f32]; N] = std::array::from_fn(|_| {
-            let (buf, len) = iter.next().expect("N buffers");
+        f(std::array::from_fn(|_| {
+            let (buf, len) = iter.next().expect("one buffer per length");
             &mut buf[..len]
-        });
-        f(slices)
+        }))
     };
-    BUFFERS.with(|b| {
-        let mut cell = b.borrow_mut();
-        if cell.is_empty() {
-            *cell = bufs;
-        }
-    });
+    FREE.with(|free| free.borrow_mut().extend(bufs.into_iter().rev()));
     result
 }
 
@@ -51,17 +50,23 @@ mod tests {
         let first = with_buffers([4, 2], |[a, b]| {
             a.fill(1.0);
             b.fill(2.0);
-            (a.as_ptr() as usize, a.len(), b.len())
+            (a.as_ptr() as usize, b.as_ptr() as usize)
         });
-        let second = with_buffers([3, 2], |[a, b]| (a.as_ptr() as usize, a.len(), b.len()));
-        assert_eq!((first.1, first.2), (4, 2));
-        assert_eq!((second.1, second.2), (3, 2));
-        assert_eq!(first.0, second.0, "the first buffer is reused");
-        // Nested use gets its own buffers.
+        let second = with_buffers([3, 2], |[a, b]| {
+            assert_eq!((a.len(), b.len()), (3, 2));
+            (a.as_ptr() as usize, b.as_ptr() as usize)
+        });
+        assert_eq!(
+            first, second,
+            "the same buffers come back in the same roles"
+        );
+        // Nested use gets other buffers, and the outer ones survive it.
         with_buffers([2], |[outer]| {
             outer.fill(5.0);
             with_buffers([2], |[inner]| inner.fill(7.0));
             assert_eq!(outer, &[5.0, 5.0]);
         });
+        let third = with_buffers([4, 2], |[a, b]| (a.as_ptr() as usize, b.as_ptr() as usize));
+        assert_eq!(first, third);
     }
 }

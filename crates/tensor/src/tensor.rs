@@ -94,6 +94,21 @@ impl Tensor {
         Self::from_parts(shape, data)
     }
 
+    /// A tensor of `shape` whose elements are all written by `fill`, without zeroing memory
+    /// first (internal use: every caller is a pass that writes each element exactly once;
+    /// the helpers in `parallel` assert that they cover the whole slice).
+    pub(crate) fn from_fill(
+        shape: &[usize],
+        fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+    ) -> Self {
+        let n: usize = shape.iter().product();
+        let mut data: Vec<f32> = Vec::with_capacity(n);
+        fill(&mut data.spare_capacity_mut()[..n]);
+        // SAFETY: `fill` initialised all `n` elements (see above), within the capacity.
+        unsafe { data.set_len(n) };
+        Self::from_parts(shape, data)
+    }
+
     /// Builds a tensor whose data length is correct by construction (internal use).
     pub(crate) fn from_parts(shape: &[usize], data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
