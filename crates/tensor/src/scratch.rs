@@ -21,9 +21,17 @@ pub fn with_buffers<const N: usize, R>(
     lens: [usize; N],
     f: impl FnOnce([&mut [f32]; N]) -> R,
 ) -> R {
-    let mut bufs: [Vec<f32>; N] = FREE.with(|free| {
+    // The largest free buffers go to the largest requests, so that kernels asking for their
+    // buffers in different orders do not make them grow (and be zeroed) again and again.
+    let mut by_size: [usize; N] = std::array::from_fn(|i| i);
+    by_size.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut bufs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    FREE.with(|free| {
         let mut free = free.borrow_mut();
-        std::array::from_fn(|_| free.pop().unwrap_or_default())
+        free.sort_by_key(Vec::len);
+        for &i in &by_size {
+            bufs[i] = free.pop().unwrap_or_default();
+        }
     });
     for (buf, &len) in bufs.iter_mut().zip(&lens) {
         if buf.len() < len {
@@ -37,7 +45,7 @@ pub fn with_buffers<const N: usize, R>(
             &mut buf[..len]
         }))
     };
-    FREE.with(|free| free.borrow_mut().extend(bufs.into_iter().rev()));
+    FREE.with(|free| free.borrow_mut().extend(bufs));
     result
 }
 
