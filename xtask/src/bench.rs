@@ -2,14 +2,13 @@
 //! backward, SGD update) for each model, median over many steps after a warm-up, on a rotating
 //! set of real Fashion-MNIST batches (like `../shared/bench/torch/torch_ops_bench.py`).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use norma_datasets::Batch;
 use norma_tensor::{Rng, Tensor};
 
 use crate::common::{
-    default_lr, load_data, setup_threads, ActivationChoice, DatasetChoice, ModelChoice, ModelRun,
+    default_lr, load_data, setup_threads, ActivationChoice, DataArgs, ModelChoice, ModelRun,
     ModelsChoice, OptimizerChoice, RunSpec,
 };
 use crate::Error;
@@ -32,12 +31,11 @@ pub struct BenchArgs {
     /// Worker threads [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Time on random images instead of Fashion-MNIST (no dataset needed).
+    /// Time on random images instead of the dataset (none needed).
     #[arg(long)]
     pub synthetic: bool,
-    /// Folder holding the IDX files (see train-lenet --help).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Runs `bench`.
@@ -112,7 +110,7 @@ fn fixed_batches(args: &BenchArgs) -> Result<Vec<Batch>, Error> {
             })
             .collect());
     }
-    let data = load_data(DatasetChoice::FashionMnist, args.data_dir.as_deref(), None)?;
+    let data = load_data(args.data.dataset, args.data.data_dir.as_deref(), None)?;
     Ok(data
         .train
         .eval_batches(args.batch_size)?

@@ -36,6 +36,18 @@ impl DatasetChoice {
     }
 }
 
+/// `--dataset` and `--data-dir`, shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// The dataset.
+    #[arg(long, value_enum, default_value = "fashion-mnist")]
+    pub dataset: DatasetChoice,
+    /// Folder holding the four IDX files (.gz or extracted) [default: $NORMA_DATA_DIR,
+    /// ./data/<dataset>/, Debian's package, then a download].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// `--model` where one model is needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

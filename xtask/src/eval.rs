@@ -8,7 +8,7 @@ use norma_layers::checkpoint;
 use norma_tensor::Rng;
 
 use crate::common::{
-    accuracy, load_data, predict, setup_threads, ActivationChoice, DatasetChoice, ModelChoice,
+    accuracy, load_data, predict, setup_threads, ActivationChoice, DataArgs, ModelChoice,
 };
 use crate::{report, Error};
 
@@ -24,12 +24,8 @@ pub struct EvalArgs {
     /// Activation the model was trained with.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub activation: ActivationChoice,
-    /// The dataset.
-    #[arg(long, value_enum, default_value = "fashion-mnist")]
-    pub dataset: DatasetChoice,
-    /// Folder holding the IDX files (see train-lenet --help).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Write the predicted class of each test image to this file, one per line, in test order.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
@@ -53,7 +49,7 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
         .kind()
         .build(args.activation.activation(), &mut Rng::seed_from_u64(0))?;
     checkpoint::load(&model, &args.weights)?;
-    let data = load_data(args.dataset, args.data_dir.as_deref(), None)?;
+    let data = load_data(args.data.dataset, args.data.data_dir.as_deref(), None)?;
     let predicted = predict(&mut model, &data.test)?;
     let labels = data.test.labels();
     println!("{}", report_text(&predicted, labels, data.class_names()));

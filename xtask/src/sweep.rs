@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::common::{
-    load_data, setup_threads, ActivationChoice, DatasetChoice, ModelsChoice, OptimizerChoice,
+    load_data, setup_threads, ActivationChoice, DataArgs, ModelsChoice, OptimizerChoice,
 };
 use crate::report::{self, Status};
 use crate::train::{self, TrainArgs};
@@ -47,12 +47,8 @@ pub struct SweepArgs {
     /// Activation.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub activation: ActivationChoice,
-    /// The dataset.
-    #[arg(long, value_enum, default_value = "fashion-mnist")]
-    pub dataset: DatasetChoice,
-    /// Folder holding the IDX files (see train-lenet --help).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Worker threads [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -91,7 +87,11 @@ pub fn run(args: SweepArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("sweep-{}", crate::timestamp())));
     setup_threads(args.threads)?;
-    let data = load_data(args.dataset, args.data_dir.as_deref(), args.train_samples)?;
+    let data = load_data(
+        args.data.dataset,
+        args.data.data_dir.as_deref(),
+        args.train_samples,
+    )?;
     let mut runs = Vec::new();
     for &lr in &args.lrs {
         for seed in 0..args.seeds {
@@ -105,8 +105,7 @@ pub fn run(args: SweepArgs) -> Result<(), Error> {
                     } else {
                         ModelsChoice::Lenet
                     },
-                    dataset: args.dataset,
-                    data_dir: args.data_dir.clone(),
+                    data: args.data.clone(),
                     epochs: Some(args.epochs),
                     batch_size: args.batch_size,
                     lr: Some(lr),
@@ -211,7 +210,7 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> String {
     let kinds = args.model.kinds();
     let mut s = format!("{:>8}", "lr");
     for k in &kinds {
-        let _ = write!(s, "  {:<40}", format!("{} median acc (per seed)", k.name()));
+        let _ = write!(s, "  {:<48}", format!("{} median acc (per seed)", k.name()));
     }
     s.push('\n');
     for &lr in &args.lrs {
@@ -226,7 +225,7 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> String {
                 .iter()
                 .map(|r| format!("{:.2} {}", r.final_test_acc, r.outcome))
                 .collect();
-            let _ = write!(s, "  {:<40}", format!("{med:.3} ({})", seeds.join(", ")));
+            let _ = write!(s, "  {:<48}", format!("{med:.3} ({})", seeds.join(", ")));
         }
         s.push('\n');
     }

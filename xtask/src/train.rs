@@ -15,8 +15,8 @@ use norma_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    accuracy, default_lr, load_data, setup_threads, ActivationChoice, DatasetChoice, ModelChoice,
-    ModelRun, ModelsChoice, OptimizerChoice, RunSpec,
+    accuracy, default_lr, load_data, setup_threads, ActivationChoice, DataArgs, DatasetChoice,
+    ModelChoice, ModelRun, ModelsChoice, OptimizerChoice, RunSpec,
 };
 use crate::report::{self, EpochRow, RunRecord, Status};
 use crate::{plot, Error};
@@ -27,13 +27,8 @@ pub struct TrainArgs {
     /// Which model(s) to train.
     #[arg(long, value_enum, default_value = "both")]
     pub model: ModelsChoice,
-    /// The dataset.
-    #[arg(long, value_enum, default_value = "fashion-mnist")]
-    pub dataset: DatasetChoice,
-    /// Folder holding the four IDX files (.gz or extracted); default: $NORMA_DATA_DIR,
-    /// ./data/<dataset>/, Debian's package, then a download.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Epochs to train [default: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -290,8 +285,8 @@ pub fn new_config(args: &TrainArgs) -> Result<TrainConfig, Error> {
         })
         .collect();
     Ok(TrainConfig {
-        dataset: args.dataset,
-        data_dir: args.data_dir.clone(),
+        dataset: args.data.dataset,
+        data_dir: args.data.data_dir.clone(),
         train_samples: args.train_samples,
         threads: args.threads,
         runs,

@@ -11,8 +11,28 @@
 
 /// A reduction to two f64 sums per channel.
 pub trait ChannelSum: Sync {
+    /// Which pair of sums: `false` for Σ(x − k), Σ(x − k)²; `true` for Σy, Σy·(x − k).
+    const GRAD: bool;
+
     /// Both sums over one contiguous run `x[i]`, `y[i]` of a single channel with constant `k`.
-    fn run(&self, x: &[f32], y: &[f32], k: f32) -> [f64; 2];
+    fn run(&self, x: &[f32], y: &[f32], k: f32) -> [f64; 2] {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        {
+            avx2::sums(x, y, k, Self::GRAD)
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        )))]
+        {
+            portable_run(x, y, k, Self::term)
+        }
+    }
 
     /// The two terms of one value of channel-wise data.
     fn term(x: f32, y: f32, k: f32) -> [f64; 2];
@@ -63,24 +83,7 @@ pub trait ChannelSum: Sync {
 pub struct ShiftedSquares;
 
 impl ChannelSum for ShiftedSquares {
-    fn run(&self, x: &[f32], _y: &[f32], k: f32) -> [f64; 2] {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ))]
-        {
-            avx2::sums(x, x, k, false)
-        }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        )))]
-        {
-            portable_run(x, x, k, Self::term)
-        }
-    }
+    const GRAD: bool = false;
 
     #[inline(always)]
     fn term(x: f32, _y: f32, k: f32) -> [f64; 2] {
@@ -93,24 +96,7 @@ impl ChannelSum for ShiftedSquares {
 pub struct GradSums;
 
 impl ChannelSum for GradSums {
-    fn run(&self, x: &[f32], dy: &[f32], c: f32) -> [f64; 2] {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ))]
-        {
-            avx2::sums(x, dy, c, true)
-        }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        )))]
-        {
-            portable_run(x, dy, c, Self::term)
-        }
-    }
+    const GRAD: bool = true;
 
     #[inline(always)]
     fn term(x: f32, dy: f32, c: f32) -> [f64; 2] {
