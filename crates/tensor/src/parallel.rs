@@ -36,18 +36,18 @@ pub fn zip_map_into(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
     assert!(a.len() == dst.len() && b.len() == dst.len());
-    let kernel = |((a, b), d): ((&[f32], &[f32]), &mut [MaybeUninit<f32>])| {
+    let kernel = |a: &[f32], b: &[f32], d: &mut [MaybeUninit<f32>]| {
         for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
             d.write(f(a, b));
         }
     };
     if dst.len() <= CHUNK {
-        kernel(((a, b), dst));
+        kernel(a, b, dst);
     } else {
         a.par_chunks(CHUNK)
             .zip(b.par_chunks(CHUNK))
             .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(kernel);
+            .for_each(|((a, b), d)| kernel(a, b, d));
     }
 }
 
