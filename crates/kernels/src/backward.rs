@@ -16,7 +16,7 @@
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::forward::{eval_scale_shift, inv_std, BatchStats};
-use crate::layout::{channel_map, channel_sums, fill_output, BnShape};
+use crate::layout::{fill_output, reduce_then_map, BnShape};
 use crate::sums::GradSums;
 use crate::{check_channels, contiguous, KernelError};
 
@@ -47,11 +47,6 @@ fn check_pair<'a>(
     Ok((shape, xs, dys))
 }
 
-/// Σdy and Σdy·(x − center) per channel.
-fn dy_sums(shape: BnShape, xs: &[f32], dys: &[f32], center: &[f32]) -> Vec<[f64; 2]> {
-    channel_sums(shape, xs, dys, center, &GradSums)
-}
-
 /// Training-mode gradient (see the module docs), given the forward input `x`, the output
 /// gradient `dy`, the forward's [`BatchStats`] and γ (`None` means 1).
 pub fn backward_train(
@@ -65,31 +60,31 @@ pub fn backward_train(
     check_channels(shape, "mean_residual", Some(&stats.mean_residual))?;
     check_channels(shape, "inv_std", Some(&stats.inv_std))?;
     check_channels(shape, "gamma", gamma)?;
-    let sums = dy_sums(shape, xs, dys, &stats.mean);
     let m = shape.per_channel() as f64;
     let mut dgamma = Vec::with_capacity(shape.channels);
     let mut dbeta = Vec::with_capacity(shape.channels);
-    let mut consts = Vec::with_capacity(shape.channels);
-    for (ch, [sum_dy, dot]) in sums.into_iter().enumerate() {
-        let inv_std = stats.inv_std[ch] as f64;
-        let g = gamma.map_or(1.0, |g| g[ch] as f64);
-        dbeta.push(sum_dy as f32);
-        dgamma.push((dot * inv_std) as f32);
-        // dx = a·(dy − mean_dy − (x − mean)·k) with k = inv_std²·Σdy(x − mean)/M.
-        let a = g * inv_std;
-        let k = inv_std * inv_std * dot / m;
-        consts.push([
-            stats.mean[ch],
-            stats.mean_residual[ch],
-            a as f32,
-            (sum_dy / m) as f32,
-            k as f32,
-        ]);
-    }
     let dx = fill_output(x.raw_dim(), |dxs| {
-        channel_map(shape, xs, dys, dxs, &consts, |x, dy, k| {
-            k[2] * (dy - k[3] - ((x - k[0]) - k[1]) * k[4])
-        })
+        let constants = |ch: usize, [sum_dy, dot]: [f64; 2]| {
+            let inv_std = stats.inv_std[ch] as f64;
+            let g = gamma.map_or(1.0, |g| g[ch] as f64);
+            dbeta.push(sum_dy as f32);
+            dgamma.push((dot * inv_std) as f32);
+            // dx = a·(dy − mean_dy − (x − mean)·k) with k = inv_std²·Σdy(x − mean)/M.
+            let a = g * inv_std;
+            let k = inv_std * inv_std * dot / m;
+            let mean = (stats.mean[ch], stats.mean_residual[ch]);
+            [mean.0, mean.1, a as f32, (sum_dy / m) as f32, k as f32]
+        };
+        reduce_then_map(
+            shape,
+            xs,
+            dys,
+            &stats.mean,
+            &GradSums,
+            dxs,
+            constants,
+            |x, dy, k| k[2] * (dy - k[3] - ((x - k[0]) - k[1]) * k[4]),
+        )
     });
     Ok(Gradients { dx, dgamma, dbeta })
 }
@@ -108,19 +103,25 @@ pub fn backward_eval(
     check_channels(shape, "running_mean", Some(running_mean))?;
     check_channels(shape, "running_var", Some(running_var))?;
     check_channels(shape, "gamma", gamma)?;
-    let sums = dy_sums(shape, xs, dys, running_mean);
     let scale_shift = eval_scale_shift(running_mean, running_var, gamma, None, eps);
     let mut dgamma = Vec::with_capacity(shape.channels);
     let mut dbeta = Vec::with_capacity(shape.channels);
-    let mut consts = Vec::with_capacity(shape.channels);
-    for (ch, [sum_dy, dot]) in sums.into_iter().enumerate() {
-        let inv_std = inv_std(running_var[ch] as f64, eps);
-        dbeta.push(sum_dy as f32);
-        dgamma.push((dot * inv_std) as f32);
-        consts.push([scale_shift[ch].0]);
-    }
     let dx = fill_output(x.raw_dim(), |dxs| {
-        channel_map(shape, xs, dys, dxs, &consts, |_, dy, k| dy * k[0])
+        let constants = |ch: usize, [sum_dy, dot]: [f64; 2]| {
+            dbeta.push(sum_dy as f32);
+            dgamma.push((dot * inv_std(running_var[ch] as f64, eps)) as f32);
+            [scale_shift[ch].0]
+        };
+        reduce_then_map(
+            shape,
+            xs,
+            dys,
+            running_mean,
+            &GradSums,
+            dxs,
+            constants,
+            |_, dy, k| dy * k[0],
+        )
     });
     Ok(Gradients { dx, dgamma, dbeta })
 }

@@ -2,7 +2,7 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::layout::{channel_map, channel_sums, fill_output};
+use crate::layout::{channel_map, fill_output, reduce_then_map};
 use crate::sums::ShiftedSquares;
 use crate::{check_channels, contiguous, KernelError};
 
@@ -68,7 +68,6 @@ pub fn forward_train(
     // Shifting by a value of the channel keeps Σd² − (Σd)²/M free of cancellation even when the
     // mean is large compared to the spread (x = 1e4 + N(0, 1)).
     let shift: Vec<f32> = (0..c).map(|ch| xs[ch * s]).collect();
-    let sums = channel_sums(shape, xs, xs, &shift, &ShiftedSquares);
     let m = shape.per_channel() as f64;
     let mut stats = BatchStats {
         mean: Vec::with_capacity(c),
@@ -77,28 +76,34 @@ pub fn forward_train(
         inv_std: Vec::with_capacity(c),
         count: shape.per_channel(),
     };
-    let mut consts = Vec::with_capacity(c);
-    for ch in 0..c {
-        let d_mean = sums[ch][0] / m;
-        let var = (sums[ch][1] / m - d_mean * d_mean).max(0.0);
-        let inv_std = inv_std(var, eps);
-        let mean64 = shift[ch] as f64 + d_mean;
-        let mean = mean64 as f32;
-        let residual = (mean64 - mean as f64) as f32;
-        let g = gamma.map_or(1.0, |g| g[ch] as f64);
-        let b = beta.map_or(0.0, |b| b[ch]);
-        stats.mean.push(mean);
-        stats.mean_residual.push(residual);
-        stats.var.push(var as f32);
-        stats.inv_std.push(inv_std as f32);
-        consts.push([mean, residual, (g * inv_std) as f32, b]);
-    }
     let output = fill_output(x.raw_dim(), |ys| {
+        let constants = |ch: usize, [sum, sum_sq]: [f64; 2]| {
+            let d_mean = sum / m;
+            let var = (sum_sq / m - d_mean * d_mean).max(0.0);
+            let inv_std = inv_std(var, eps);
+            let mean64 = shift[ch] as f64 + d_mean;
+            let mean = mean64 as f32;
+            let residual = (mean64 - mean as f64) as f32;
+            let g = gamma.map_or(1.0, |g| g[ch] as f64);
+            let b = beta.map_or(0.0, |b| b[ch]);
+            stats.mean.push(mean);
+            stats.mean_residual.push(residual);
+            stats.var.push(var as f32);
+            stats.inv_std.push(inv_std as f32);
+            [mean, residual, (g * inv_std) as f32, b]
+        };
         // x − mean is exact in f32 for x near the mean (Sterbenz); the residual then corrects
         // for the mean's own rounding. A constant channel gives 0·scale + β = β exactly.
-        channel_map(shape, xs, xs, ys, &consts, |x, _, k| {
-            ((x - k[0]) - k[1]) * k[2] + k[3]
-        })
+        reduce_then_map(
+            shape,
+            xs,
+            xs,
+            &shift,
+            &ShiftedSquares,
+            ys,
+            constants,
+            |x, _, k| ((x - k[0]) - k[1]) * k[2] + k[3],
+        )
     });
     Ok(TrainForward { output, stats })
 }

@@ -85,7 +85,7 @@ impl BnShape {
     }
 }
 
-/// For each channel c, the two sums of `kind` over the channel's N·S values (see
+/// For each channel, the two sums of `kind` over the channel's N·S values (see
 /// [`crate::sums`]). `x` and `y` have the input's shape (the same slice twice when only one is
 /// needed); `k` holds one constant per channel.
 pub fn channel_sums(
@@ -117,8 +117,8 @@ pub fn channel_sums(
                 sum
             })
             .collect();
-        for (ch, total) in totals.iter_mut().enumerate() {
-            for p in &partial[ch * pieces_per_channel..(ch + 1) * pieces_per_channel] {
+        for (i, total) in totals.iter_mut().enumerate() {
+            for p in &partial[i * pieces_per_channel..(i + 1) * pieces_per_channel] {
                 total[0] += p[0];
                 total[1] += p[1];
             }
@@ -133,7 +133,7 @@ pub fn channel_sums(
                 let mut a = vec![0.0f64; c];
                 let mut b = vec![0.0f64; c];
                 if s == 1 {
-                    kind.rows(xp, yp, k, &mut a, &mut b);
+                    kind.rows(xp, yp, row_len, k, &mut a, &mut b);
                 } else {
                     for (xr, yr) in xp.chunks_exact(row_len).zip(yp.chunks_exact(row_len)) {
                         for ch in 0..c {
@@ -148,17 +148,17 @@ pub fn channel_sums(
             })
             .collect();
         for (a, b) in &partial {
-            for (ch, total) in totals.iter_mut().enumerate() {
-                total[0] += a[ch];
-                total[1] += b[ch];
+            for (i, total) in totals.iter_mut().enumerate() {
+                total[0] += a[i];
+                total[1] += b[i];
             }
         }
     }
     totals
 }
 
-/// Writes `out_i = f(x_i, y_i, consts[channel of i])` for every value, in parallel. Each channel
-/// has `K` constants.
+/// Writes `out_i = f(x_i, y_i, consts[channel of i])` for every value, in parallel. Each
+/// channel has `K` constants.
 pub fn channel_map<const K: usize, F>(
     shape: BnShape,
     x: &[f32],
@@ -171,54 +171,91 @@ pub fn channel_map<const K: usize, F>(
 {
     let (c, s) = (shape.channels, shape.spatial);
     assert!(x.len() == out.len() && y.len() == out.len() && out.len() == shape.len());
+    assert_eq!(consts.len(), c);
     if shape.is_empty() {
         return;
     }
-    let run = |out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], k: [f32; K]| {
-        for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
-            o.write(f(x, y, k));
-        }
-    };
-    if shape.plane_path() {
-        let per_piece = shape.planes_per_piece();
-        out.par_chunks_mut(per_piece * s)
-            .enumerate()
-            .for_each(|(piece, out)| {
-                for (p, out) in out.chunks_exact_mut(s).enumerate() {
-                    let plane = piece * per_piece + p;
-                    let range = plane * s..(plane + 1) * s;
-                    run(out, &x[range.clone()], &y[range], consts[plane % c]);
-                }
-            });
+    // Each sample is a row of C·S values; pieces are runs of whole samples.
+    let row_len = c * s;
+    let rows = if shape.plane_path() {
+        (PIECE / row_len).max(1)
     } else {
-        let row_len = c * s;
-        let rows = shape.rows_per_piece();
-        // Constants by kind rather than by channel, so the loop over channels reads each of
-        // them contiguously (and vectorizes).
-        let by_kind: [Vec<f32>; K] = std::array::from_fn(|j| consts.iter().map(|k| k[j]).collect());
-        let by_kind = by_kind.each_ref().map(|v| &v[..c]);
-        out.par_chunks_mut(rows * row_len)
-            .zip(x.par_chunks(rows * row_len))
-            .zip(y.par_chunks(rows * row_len))
-            .for_each(|((out, xp), yp)| {
-                for ((o, xr), yr) in out
-                    .chunks_exact_mut(row_len)
-                    .zip(xp.chunks_exact(row_len))
-                    .zip(yp.chunks_exact(row_len))
-                {
-                    if s == 1 {
-                        let (o, xr, yr) = (&mut o[..c], &xr[..c], &yr[..c]);
-                        for i in 0..c {
-                            o[i].write(f(xr[i], yr[i], by_kind.map(|k| k[i])));
-                        }
-                    } else {
-                        for (ch, &k) in consts.iter().enumerate() {
-                            let seg = ch * s..(ch + 1) * s;
-                            run(&mut o[seg.clone()], &xr[seg.clone()], &yr[seg], k);
+        shape.rows_per_piece()
+    };
+    // Constants by kind rather than by channel, so the loop over channels reads each of them
+    // contiguously (and vectorizes).
+    let by_kind: [Vec<f32>; K] = std::array::from_fn(|j| consts.iter().map(|k| k[j]).collect());
+    let by_kind = by_kind.each_ref().map(|v| &v[..]);
+    out.par_chunks_mut(rows * row_len)
+        .zip(x.par_chunks(rows * row_len))
+        .zip(y.par_chunks(rows * row_len))
+        .for_each(|((out, xp), yp)| {
+            for ((o, xr), yr) in out
+                .chunks_exact_mut(row_len)
+                .zip(xp.chunks_exact(row_len))
+                .zip(yp.chunks_exact(row_len))
+            {
+                if s == 1 {
+                    by_channel_row(o, xr, yr, by_kind, f);
+                } else {
+                    for (i, k) in consts.iter().enumerate() {
+                        let seg = i * s..(i + 1) * s;
+                        for ((o, &x), &y) in o[seg.clone()]
+                            .iter_mut()
+                            .zip(&xr[seg.clone()])
+                            .zip(&yr[seg])
+                        {
+                            o.write(f(x, y, *k));
                         }
                     }
                 }
-            });
+            }
+        });
+}
+
+/// A reduction then an elementwise pass, the shape of every training kernel:
+/// [`channel_sums`] of `kind`, then `constants(channel, sums)` for each channel in order, then
+/// [`channel_map`] with those constants. Every value of `out` is written.
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_then_map<const K: usize, F>(
+    shape: BnShape,
+    x: &[f32],
+    y: &[f32],
+    k: &[f32],
+    kind: &impl ChannelSum,
+    out: &mut [MaybeUninit<f32>],
+    mut constants: impl FnMut(usize, [f64; 2]) -> [f32; K],
+    f: F,
+) where
+    F: Fn(f32, f32, [f32; K]) -> f32 + Sync + Copy,
+{
+    let sums = channel_sums(shape, x, y, k, kind);
+    let consts: Vec<[f32; K]> = sums
+        .into_iter()
+        .enumerate()
+        .map(|(ch, sum)| constants(ch, sum))
+        .collect();
+    channel_map(shape, x, y, out, &consts, f);
+}
+
+/// One (N, C) row of [`channel_map`]: `out[c] = f(x[c], y[c], [k_0[c], …])`. A separate
+/// function so that the constant slices arrive as plain arguments, which lets the compiler
+/// keep them in registers and vectorize across channels.
+#[inline(never)]
+fn by_channel_row<const K: usize, F>(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    y: &[f32],
+    k: [&[f32]; K],
+    f: F,
+) where
+    F: Fn(f32, f32, [f32; K]) -> f32,
+{
+    let n = out.len();
+    let (x, y) = (&x[..n], &y[..n]);
+    let k: [&[f32]; K] = std::array::from_fn(|j| &k[j][..n]);
+    for i in 0..n {
+        out[i].write(f(x[i], y[i], std::array::from_fn(|j| k[j][i])));
     }
 }
 

@@ -37,28 +37,36 @@ pub trait ChannelSum: Sync {
     /// The two terms of one value of channel-wise data.
     fn term(x: f32, y: f32, k: f32) -> [f64; 2];
 
-    /// Adds a block of (N, C) rows (`x`, `y` hold whole rows of `k.len()` values): for each
-    /// channel c, the terms of every row's `x[c]`, `y[c]` with `k[c]`, into `a[c]` and `b[c]`.
+    /// Adds a run of (N, C) rows: row r holds its values at `x[r·stride ..]`, `y[r·stride ..]`,
+    /// one per channel of `k`. For each channel c, the terms of every row's `x[c]`, `y[c]`
+    /// with `k[c]` go into `a[c]` and `b[c]`.
     ///
     /// Four rows are combined before touching the accumulators, which keeps the loop
     /// arithmetic-bound instead of load/store-bound; the loop over channels vectorizes.
-    fn rows(&self, x: &[f32], y: &[f32], k: &[f32], a: &mut [f64], b: &mut [f64]) {
+    fn rows(&self, x: &[f32], y: &[f32], stride: usize, k: &[f32], a: &mut [f64], b: &mut [f64]) {
+        fn row(data: &[f32], r: usize, stride: usize, c: usize) -> &[f32] {
+            &data[r * stride..r * stride + c]
+        }
         let c = k.len();
+        let rows = if c == 0 {
+            0
+        } else {
+            (x.len() + stride - c) / stride
+        };
         let (a, b) = (&mut a[..c], &mut b[..c]);
-        let quads = x.chunks_exact(4 * c).zip(y.chunks_exact(4 * c));
-        let tail = (x.len() / (4 * c)) * 4 * c;
-        for (xq, yq) in quads {
+        let quads = rows / 4 * 4;
+        for r in (0..quads).step_by(4) {
             let (x0, x1, x2, x3) = (
-                &xq[..c],
-                &xq[c..2 * c],
-                &xq[2 * c..3 * c],
-                &xq[3 * c..4 * c],
+                row(x, r, stride, c),
+                row(x, r + 1, stride, c),
+                row(x, r + 2, stride, c),
+                row(x, r + 3, stride, c),
             );
             let (y0, y1, y2, y3) = (
-                &yq[..c],
-                &yq[c..2 * c],
-                &yq[2 * c..3 * c],
-                &yq[3 * c..4 * c],
+                row(y, r, stride, c),
+                row(y, r + 1, stride, c),
+                row(y, r + 2, stride, c),
+                row(y, r + 3, stride, c),
             );
             for i in 0..c {
                 let t0 = Self::term(x0[i], y0[i], k[i]);
@@ -69,7 +77,8 @@ pub trait ChannelSum: Sync {
                 b[i] += (t0[1] + t1[1]) + (t2[1] + t3[1]);
             }
         }
-        for (xr, yr) in x[tail..].chunks_exact(c).zip(y[tail..].chunks_exact(c)) {
+        for r in quads..rows {
+            let (xr, yr) = (row(x, r, stride, c), row(y, r, stride, c));
             for i in 0..c {
                 let t = Self::term(xr[i], yr[i], k[i]);
                 a[i] += t[0];
@@ -245,9 +254,9 @@ mod tests {
             for grad in [false, true] {
                 let (mut a, mut b) = (vec![0.0; 3], vec![0.0; 3]);
                 if grad {
-                    GradSums.rows(&x, &y, &k, &mut a, &mut b);
+                    GradSums.rows(&x, &y, 3, &k, &mut a, &mut b);
                 } else {
-                    ShiftedSquares.rows(&x, &y, &k, &mut a, &mut b);
+                    ShiftedSquares.rows(&x, &y, 3, &k, &mut a, &mut b);
                 }
                 for ch in 0..3 {
                     let xs: Vec<f32> = x.iter().skip(ch).step_by(3).copied().collect();
