@@ -200,59 +200,47 @@ impl DataFile {
     }
 }
 
-/// Zalando's Fashion-MNIST, the dataset norma trains on by default.
-///
-/// Classes, by label: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker,
-/// Bag, Ankle boot.
-#[derive(Debug, Clone, Copy)]
-pub struct FashionMnist;
+/// A unit type standing for one dataset: `KIND`, `class_names()`, `options()` and `load()`.
+macro_rules! dataset_type {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
 
-impl FashionMnist {
-    /// The dataset this type stands for.
-    pub const KIND: DatasetKind = DatasetKind::FashionMnist;
+        impl $name {
+            /// The dataset this type stands for.
+            pub const KIND: DatasetKind = $kind;
 
-    /// The class names, indexed by label.
-    pub fn class_names() -> &'static [&'static str; NUM_CLASSES] {
-        Self::KIND.class_names()
-    }
+            /// The class names, indexed by label.
+            pub fn class_names() -> &'static [&'static str; NUM_CLASSES] {
+                Self::KIND.class_names()
+            }
 
-    /// Default loading options, to adjust before [`LoadOptions::load`].
-    pub fn options() -> LoadOptions {
-        LoadOptions::new(Self::KIND)
-    }
+            /// Default loading options, to adjust before [`LoadOptions::load`].
+            pub fn options() -> LoadOptions {
+                LoadOptions::new(Self::KIND)
+            }
 
-    /// Loads Fashion-MNIST, looking first in `data_dir` when given (else in `$NORMA_DATA_DIR`),
-    /// then in `./data/fashion-mnist/`, then in Debian's directory, and downloading it last.
-    pub fn load(data_dir: Option<&std::path::Path>) -> Result<Dataset> {
-        Self::options()
-            .data_dir(data_dir.map(|d| d.to_path_buf()))
-            .load()
-    }
+            /// Loads the dataset: from `data_dir` when given (else `$NORMA_DATA_DIR`), otherwise
+            /// from `./data/<name>/`, the system directory, or a download (see [`LoadOptions`]).
+            pub fn load(data_dir: Option<&std::path::Path>) -> Result<Dataset> {
+                Self::options().data_dir(data_dir.map(|d| d.to_path_buf())).load()
+            }
+        }
+    };
 }
 
-/// LeCun's MNIST handwritten digits (classes "0" to "9").
-#[derive(Debug, Clone, Copy)]
-pub struct Mnist;
+dataset_type!(
+    /// Zalando's Fashion-MNIST, the dataset norma trains on by default.
+    ///
+    /// Classes, by label: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker,
+    /// Bag, Ankle boot.
+    FashionMnist,
+    DatasetKind::FashionMnist
+);
 
-impl Mnist {
-    /// The dataset this type stands for.
-    pub const KIND: DatasetKind = DatasetKind::Mnist;
-
-    /// The class names, indexed by label: "0" to "9".
-    pub fn class_names() -> &'static [&'static str; NUM_CLASSES] {
-        Self::KIND.class_names()
-    }
-
-    /// Default loading options, to adjust before [`LoadOptions::load`].
-    pub fn options() -> LoadOptions {
-        LoadOptions::new(Self::KIND)
-    }
-
-    /// Loads MNIST, looking first in `data_dir` when given (else in `$NORMA_DATA_DIR`),
-    /// then in `./data/mnist/`, and downloading it last.
-    pub fn load(data_dir: Option<&std::path::Path>) -> Result<Dataset> {
-        Self::options()
-            .data_dir(data_dir.map(|d| d.to_path_buf()))
-            .load()
-    }
-}
+dataset_type!(
+    /// LeCun's MNIST handwritten digits (classes "0" to "9").
+    Mnist,
+    DatasetKind::Mnist
+);
