@@ -2,15 +2,18 @@
 
 use std::fmt;
 
-/// Why a batch-norm kernel refused its inputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a normalization kernel refused its inputs.
+#[derive(Debug, Clone, PartialEq)]
 pub enum KernelError {
-    /// The input is not (N, C), (N, C, L) or (N, C, H, W).
+    /// The input does not have a shape the kernel takes.
     UnsupportedShape { shape: Vec<usize> },
     /// The input is not contiguous in row-major order.
     NotContiguous { shape: Vec<usize> },
-    /// Training statistics need at least two values per channel.
+    /// Training statistics need at least two values per channel; this input has one.
     SingleValuePerChannel { shape: Vec<usize> },
+    /// Statistics were to be finished from fewer than two values per channel (for example a
+    /// batch split over processes whose shards add up to one value per channel).
+    TooFewValues { count: usize },
     /// A per-channel vector has the wrong length.
     ChannelLength {
         name: &'static str,
@@ -23,6 +26,14 @@ pub enum KernelError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    /// A statistic that cannot be used: a negative or non-finite variance, a non-finite mean.
+    InvalidStatistic {
+        name: &'static str,
+        channel: usize,
+        value: f64,
+    },
+    /// A scalar argument out of its range.
+    Argument { name: &'static str, reason: String },
 }
 
 impl fmt::Display for KernelError {
@@ -30,22 +41,31 @@ impl fmt::Display for KernelError {
         match self {
             KernelError::UnsupportedShape { shape } => write!(
                 f,
-                "batch norm expects an input of shape (N, C), (N, C, L) or (N, C, H, W), got {shape:?}"
+                "expected an input of shape (N, C), (N, C, L) or (N, C, H, W), got {shape:?}"
             ),
             KernelError::NotContiguous { shape } => {
-                write!(f, "batch norm expects a contiguous row-major input, got a strided view of shape {shape:?}")
+                write!(f, "expected a contiguous row-major input, got a strided view of shape {shape:?}")
             }
             KernelError::SingleValuePerChannel { shape } => write!(
                 f,
                 "batch norm in training mode needs more than 1 value per channel to compute batch statistics, \
                  got input of shape {shape:?}; use a batch of at least 2, or eval mode"
             ),
+            KernelError::TooFewValues { count } => write!(
+                f,
+                "batch norm in training mode needs more than 1 value per channel to compute batch statistics, \
+                 got {count}; use a batch of at least 2, or eval mode"
+            ),
             KernelError::ChannelLength { name, expected, got } => {
-                write!(f, "batch norm: {name} has {got} values but the input has {expected} channels")
+                write!(f, "{name} has {got} values but {expected} are needed (one per channel)")
             }
             KernelError::ShapeMismatch { name, expected, got } => {
-                write!(f, "batch norm: {name} has shape {got:?}, expected {expected:?}")
+                write!(f, "{name} has shape {got:?}, expected {expected:?}")
             }
+            KernelError::InvalidStatistic { name, channel, value } => {
+                write!(f, "{name} of channel {channel} is {value}: a variance must be finite and non-negative, a mean finite")
+            }
+            KernelError::Argument { name, reason } => write!(f, "{name} {reason}"),
         }
     }
 }

@@ -2,37 +2,10 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::layout::{channel_map, fill_output, reduce_then_map};
-use crate::sums::ShiftedSquares;
+use crate::layout::map_channels;
+use crate::simd::SimdLevel;
+use crate::stats::{check_eps, inv_std, partial_sums, BatchStats};
 use crate::{check_channels, contiguous, KernelError};
-
-/// 1 / sqrt(var + eps) in f64; 0 (not infinity) when var + eps is 0, as in PyTorch, so that a
-/// constant channel with eps = 0 still maps to β instead of NaN.
-pub fn inv_std(var: f64, eps: f32) -> f64 {
-    let v = var + eps as f64;
-    if v == 0.0 {
-        0.0
-    } else {
-        1.0 / v.sqrt()
-    }
-}
-
-/// Per-channel statistics of one training batch: what backward and the running update need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchStats {
-    /// Batch mean per channel, rounded to f32.
-    pub mean: Vec<f32>,
-    /// What rounding the mean to f32 lost: `mean + mean_residual` is the mean to ~2^-48
-    /// relative. With a large offset (x ≈ 1e4) the f32 mean alone is off by up to 5e-4, a
-    /// visible shift of the normalized output; the kernels subtract both parts.
-    pub mean_residual: Vec<f32>,
-    /// Biased batch variance per channel (divided by M).
-    pub var: Vec<f32>,
-    /// 1 / sqrt(var + eps) per channel.
-    pub inv_std: Vec<f32>,
-    /// M: values per channel the statistics were taken over (N·H·W, or N for (N, C)).
-    pub count: usize,
-}
 
 /// Output and statistics of [`forward_train`].
 #[derive(Debug, Clone, PartialEq)]
@@ -45,18 +18,18 @@ pub struct TrainForward {
 /// `y = γ_c · (x − mean_c) / sqrt(var_c + eps) + β_c`, with the mean and the biased variance
 /// taken over the batch (and spatial positions). `gamma`/`beta` of `None` mean 1 and 0.
 ///
-/// Statistics are accumulated in f64 around a per-channel shift (the channel's first value),
-/// one pass over the data; a second pass writes the output. A constant channel gives exactly β.
+/// One pass accumulates the statistics ([`partial_sums`] around each channel's first value,
+/// in f64), a second writes the output ([`normalize`]). A constant channel gives exactly β.
 ///
 /// Errors: an unsupported or non-contiguous input, a per-channel vector of the wrong length,
-/// or only one value per channel (its variance is undefined).
+/// a bad eps, or only one value per channel (its variance is undefined).
 pub fn forward_train(
     x: ArrayViewD<'_, f32>,
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
 ) -> Result<TrainForward, KernelError> {
-    let (shape, xs) = contiguous(&x)?;
+    let (shape, _) = contiguous(&x)?;
     if shape.per_channel() < 2 {
         return Err(KernelError::SingleValuePerChannel {
             shape: x.shape().to_vec(),
@@ -64,71 +37,132 @@ pub fn forward_train(
     }
     check_channels(shape, "gamma", gamma)?;
     check_channels(shape, "beta", beta)?;
-    let (c, s) = (shape.channels, shape.spatial);
-    // Shifting by a value of the channel keeps Σd² − (Σd)²/M free of cancellation even when the
-    // mean is large compared to the spread (x = 1e4 + N(0, 1)).
-    let shift: Vec<f32> = (0..c).map(|ch| xs[ch * s]).collect();
-    let m = shape.per_channel() as f64;
-    let mut stats = BatchStats {
-        mean: Vec::with_capacity(c),
-        mean_residual: Vec::with_capacity(c),
-        var: Vec::with_capacity(c),
-        inv_std: Vec::with_capacity(c),
-        count: shape.per_channel(),
-    };
-    let output = fill_output(x.raw_dim(), |ys| {
-        let constants = |ch: usize, [sum, sum_sq]: [f64; 2]| {
-            let d_mean = sum / m;
-            let var = (sum_sq / m - d_mean * d_mean).max(0.0);
-            let inv_std = inv_std(var, eps);
-            let mean64 = shift[ch] as f64 + d_mean;
-            let mean = mean64 as f32;
-            let residual = (mean64 - mean as f64) as f32;
-            let g = gamma.map_or(1.0, |g| g[ch] as f64);
-            let b = beta.map_or(0.0, |b| b[ch]);
-            stats.mean.push(mean);
-            stats.mean_residual.push(residual);
-            stats.var.push(var as f32);
-            stats.inv_std.push(inv_std as f32);
-            [mean, residual, (g * inv_std) as f32, b]
-        };
-        // x − mean is exact in f32 for x near the mean (Sterbenz); the residual then corrects
-        // for the mean's own rounding. A constant channel gives 0·scale + β = β exactly.
-        reduce_then_map(
-            shape,
-            xs,
-            xs,
-            &shift,
-            &ShiftedSquares,
-            ys,
-            constants,
-            |x, _, k| ((x - k[0]) - k[1]) * k[2] + k[3],
-        )
-    });
+    check_eps(eps)?;
+    let stats = partial_sums(x.view(), None)?.finish(eps)?;
+    let output = normalize(x, &stats, gamma, beta)?;
     Ok(TrainForward { output, stats })
 }
 
-/// The per-channel `(scale, shift)` of evaluation mode:
-/// `scale = γ / sqrt(running_var + eps)`, `shift = β − running_mean · scale`, computed in f64.
+/// The normalization pass of training mode with given statistics:
+/// `y = γ_c · (x − mean_c) · inv_std_c + β_c`.
+///
+/// The mean is used as an f32 value plus the f32 residual of its rounding: with x near the
+/// mean, x − mean is exact in f32 (Sterbenz), and subtracting the residual then corrects for the
+/// mean's own rounding, so inputs with a large offset (1e4 + N(0, 1)) lose no precision. A
+/// constant channel gives 0·scale + β = β exactly.
+pub fn normalize(
+    x: ArrayViewD<'_, f32>,
+    stats: &BatchStats,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+) -> Result<ArrayD<f32>, KernelError> {
+    let (shape, xs) = contiguous(&x)?;
+    check_channels(shape, "mean", Some(stats.mean()))?;
+    check_channels(shape, "gamma", gamma)?;
+    check_channels(shape, "beta", beta)?;
+    let c = shape.channels;
+    let (mut mean, mut residual, mut scale, mut shift) = (
+        Vec::with_capacity(c),
+        Vec::with_capacity(c),
+        Vec::with_capacity(c),
+        Vec::with_capacity(c),
+    );
+    for ch in 0..c {
+        let mean64 = stats.mean()[ch];
+        let g = gamma.map_or(1.0, |g| g[ch] as f64);
+        mean.push(mean64 as f32);
+        residual.push((mean64 - (mean64 as f32) as f64) as f32);
+        scale.push((g * stats.inv_std(ch)) as f32);
+        shift.push(beta.map_or(0.0, |b| b[ch]));
+    }
+    Ok(map_channels(
+        SimdLevel::current(),
+        shape,
+        x.raw_dim(),
+        xs,
+        xs,
+        [&mean, &residual, &scale, &shift],
+        |x, _, [m, r, a, b]| ((x - m) - r) * a + b,
+    ))
+}
+
+/// The per-channel `(scale, shift)` of evaluation mode, for folding batch norm into a
+/// preceding layer: `scale = γ / sqrt(running_var + eps)`, `shift = β − running_mean · scale`,
+/// computed in f64.
+///
+/// Errors: vectors of different lengths, a negative or non-finite running variance, a
+/// non-finite running mean, a bad eps.
 pub fn eval_scale_shift(
     running_mean: &[f32],
     running_var: &[f32],
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
-) -> Vec<(f32, f32)> {
-    (0..running_mean.len())
+) -> Result<Vec<(f32, f32)>, KernelError> {
+    let c = running_mean.len();
+    check_running(c, running_mean, running_var, eps)?;
+    for (name, v) in [("gamma", gamma), ("beta", beta)] {
+        if let Some(v) = v.filter(|v| v.len() != c) {
+            return Err(KernelError::ChannelLength {
+                name,
+                expected: c,
+                got: v.len(),
+            });
+        }
+    }
+    Ok((0..c)
         .map(|ch| {
-            let inv_std = inv_std(running_var[ch] as f64, eps);
-            let scale = gamma.map_or(1.0, |g| g[ch] as f64) * inv_std;
+            let scale = gamma.map_or(1.0, |g| g[ch] as f64) * inv_std(running_var[ch] as f64, eps);
             let shift = beta.map_or(0.0, |b| b[ch] as f64) - running_mean[ch] as f64 * scale;
             (scale as f32, shift as f32)
         })
-        .collect()
+        .collect())
 }
 
-/// Evaluation-mode batch norm with running statistics, folded into one multiply-add per value:
-/// `y = x · scale_c + shift_c` (see [`eval_scale_shift`]). Works for any batch size, including 1.
+/// Checks running statistics of `c` channels: lengths, a finite mean, a finite non-negative
+/// variance, a finite non-negative eps.
+pub(crate) fn check_running(
+    c: usize,
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f32,
+) -> Result<(), KernelError> {
+    for (name, v) in [("running_mean", running_mean), ("running_var", running_var)] {
+        if v.len() != c {
+            return Err(KernelError::ChannelLength {
+                name,
+                expected: c,
+                got: v.len(),
+            });
+        }
+    }
+    check_eps(eps)?;
+    if let Some(channel) = running_mean.iter().position(|m| !m.is_finite()) {
+        return Err(KernelError::InvalidStatistic {
+            name: "running_mean",
+            channel,
+            value: running_mean[channel] as f64,
+        });
+    }
+    if let Some(channel) = running_var
+        .iter()
+        .position(|v| !(v.is_finite() && *v >= 0.0))
+    {
+        return Err(KernelError::InvalidStatistic {
+            name: "running_var",
+            channel,
+            value: running_var[channel] as f64,
+        });
+    }
+    Ok(())
+}
+
+/// Evaluation-mode batch norm with running statistics:
+/// `y = (x − running_mean_c) · scale_c + β_c` with `scale = γ / sqrt(running_var + eps)`.
+/// Works for any batch size, including 1.
+///
+/// Subtracting the mean before scaling (rather than the folded `x·scale + shift`) keeps inputs
+/// with a large offset exact: x − running_mean is exact in f32 for x near the mean.
 pub fn forward_eval(
     x: ArrayViewD<'_, f32>,
     running_mean: &[f32],
@@ -138,17 +172,24 @@ pub fn forward_eval(
     eps: f32,
 ) -> Result<ArrayD<f32>, KernelError> {
     let (shape, xs) = contiguous(&x)?;
-    check_channels(shape, "running_mean", Some(running_mean))?;
-    check_channels(shape, "running_var", Some(running_var))?;
+    check_running(shape.channels, running_mean, running_var, eps)?;
     check_channels(shape, "gamma", gamma)?;
     check_channels(shape, "beta", beta)?;
-    let consts: Vec<[f32; 2]> = eval_scale_shift(running_mean, running_var, gamma, beta, eps)
-        .into_iter()
-        .map(|(scale, shift)| [scale, shift])
+    let scale: Vec<f32> = (0..shape.channels)
+        .map(|ch| {
+            (gamma.map_or(1.0, |g| g[ch] as f64) * inv_std(running_var[ch] as f64, eps)) as f32
+        })
         .collect();
-    Ok(fill_output(x.raw_dim(), |ys| {
-        channel_map(shape, xs, xs, ys, &consts, |x, _, k| x * k[0] + k[1])
-    }))
+    let shift: Vec<f32> = beta.map_or_else(|| vec![0.0; shape.channels], <[f32]>::to_vec);
+    Ok(map_channels(
+        SimdLevel::current(),
+        shape,
+        x.raw_dim(),
+        xs,
+        xs,
+        [running_mean, &scale, &shift],
+        |x, _, [m, a, b]| (x - m) * a + b,
+    ))
 }
 
 #[cfg(test)]
@@ -161,8 +202,8 @@ mod tests {
         // Channel 0: [1, 3] → mean 2, var 1; channel 1: [2, 2] → constant.
         let x = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1., 2., 3., 2.]).unwrap();
         let out = forward_train(x.view(), Some(&[2.0, 1.0]), Some(&[0.5, -1.0]), 0.0).unwrap();
-        assert_eq!(out.stats.mean, vec![2.0, 2.0]);
-        assert_eq!(out.stats.var, vec![1.0, 0.0]);
+        assert_eq!(out.stats.mean(), &[2.0, 2.0]);
+        assert_eq!(out.stats.var(), &[1.0, 0.0]);
         assert_eq!(out.output.as_slice().unwrap(), &[-1.5, -1.0, 2.5, -1.0]);
     }
 
@@ -184,12 +225,12 @@ mod tests {
     }
 
     #[test]
-    fn wrong_lengths_and_layouts_are_errors() {
+    fn wrong_lengths_layouts_and_statistics_are_errors() {
         let x = ArrayD::<f32>::zeros(IxDyn(&[4, 3]));
         let err = forward_train(x.view(), Some(&[1.0; 2]), None, 1e-5).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "batch norm: gamma has 2 values but the input has 3 channels"
+            "gamma has 2 values but 3 are needed (one per channel)"
         );
         let t = x.t();
         assert!(matches!(
@@ -201,5 +242,30 @@ mod tests {
             forward_eval(x5.view(), &[0.0; 2], &[1.0; 2], None, None, 1e-5),
             Err(KernelError::UnsupportedShape { .. })
         ));
+        // Running statistics are checked, not indexed blindly.
+        assert!(eval_scale_shift(&[0.0; 3], &[1.0; 2], None, None, 1e-5).is_err());
+        assert!(eval_scale_shift(&[0.0; 2], &[1.0; 2], Some(&[1.0]), None, 1e-5).is_err());
+        let neg = forward_eval(x.view(), &[0.0; 3], &[1.0, -0.5, 1.0], None, None, 1e-5);
+        assert!(matches!(
+            neg,
+            Err(KernelError::InvalidStatistic {
+                name: "running_var",
+                channel: 1,
+                ..
+            })
+        ));
+        assert!(forward_train(x.view(), None, None, f32::NAN).is_err());
+    }
+
+    #[test]
+    fn eval_is_exact_for_inputs_with_a_large_offset() {
+        // x = 1e4 + small, running mean 1e4, scale 3: the folded x·scale + shift would lose
+        // about 1e4·3·6e-8 ≈ 2e-3 to rounding.
+        let x = ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![10000.0f32, 10000.25, 9999.5]).unwrap();
+        let y = forward_eval(x.view(), &[1e4], &[1.0 / 9.0], None, None, 0.0).unwrap();
+        let want = [0.0f32, 0.75, -1.5];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
     }
 }

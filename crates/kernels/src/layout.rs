@@ -1,12 +1,13 @@
 //! How a batch-norm input is split into work: the (N, C, S) view, and the two parallel drivers
-//! every kernel is built from.
+//! every batch-norm kernel is built from.
 //!
-//! - [`channel_sums`]: per channel, two f64 sums of a per-element term over all N·S values.
-//! - [`channel_map`]: an elementwise pass with per-channel constants.
+//! - [`channel_sums`]: per channel, N f64 sums of a per-element term over all N·S values.
+//! - [`map_channels`]: a new array written elementwise with per-channel constants.
 //!
 //! Work is cut into pieces whose boundaries depend only on the shape, never on the number of
 //! threads, and partial sums are combined in piece order: results are bitwise identical on 1 or
-//! 64 threads.
+//! 64 threads. Each piece runs through [`vectorized`], so the loops use the widest vector
+//! instructions of the CPU.
 //!
 //! Two cuts, chosen by the spatial size S:
 //! - **planes** (S ≥ [`PLANE_PATH_MIN`], NCHW images): channel c's values are N contiguous
@@ -17,9 +18,11 @@
 
 use std::mem::MaybeUninit;
 
+use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::sums::ChannelSum;
+use crate::simd::{vectorized, Kernel, SimdLevel, Supported};
+use crate::sums::{self, Term};
 use crate::KernelError;
 
 /// Values of one reduction or map piece: ~64 KiB of f32, a few µs of work.
@@ -27,11 +30,11 @@ const PIECE: usize = 1 << 14;
 /// Row pieces carry a C-long accumulator each; larger pieces keep the final combine cheap.
 const ROW_PIECE: usize = 1 << 16;
 /// Smallest spatial size reduced plane by plane.
-pub const PLANE_PATH_MIN: usize = 16;
+const PLANE_PATH_MIN: usize = 16;
 
 /// A batch-norm input seen as (N, C, S): batch, channels, spatial positions per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BnShape {
+pub(crate) struct BnShape {
     pub batch: usize,
     pub channels: usize,
     pub spatial: usize,
@@ -67,207 +70,288 @@ impl BnShape {
         self.batch * self.channels * self.spatial
     }
 
-    /// True when there is no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn plane_path(&self) -> bool {
         self.spatial >= PLANE_PATH_MIN
     }
 
-    fn planes_per_piece(&self) -> usize {
-        (PIECE / self.spatial.max(1)).max(1)
-    }
-
+    /// Samples per map piece (and per row-path reduction piece).
     fn rows_per_piece(&self) -> usize {
-        (ROW_PIECE / (self.channels * self.spatial).max(1)).max(1)
+        let row_len = (self.channels * self.spatial).max(1);
+        if self.plane_path() {
+            (PIECE / row_len).max(1)
+        } else {
+            (ROW_PIECE / row_len).max(1)
+        }
     }
 }
 
-/// For each channel, the two sums of `kind` over the channel's N·S values (see
-/// [`crate::sums`]). `x` and `y` have the input's shape (the same slice twice when only one is
-/// needed); `k` holds one constant per channel.
-pub fn channel_sums(
+/// For each channel, the N sums of `term(x, y, k[channel])` over the channel's N·S values.
+/// `x` and `y` have the input's shape (the same slice twice when only one is needed).
+pub(crate) fn channel_sums<const N: usize>(
+    level: SimdLevel,
     shape: BnShape,
     x: &[f32],
     y: &[f32],
-    k: &[f32],
-    kind: &impl ChannelSum,
-) -> Vec<[f64; 2]> {
+    k: &[f64],
+    term: impl Term<N>,
+) -> Vec<[f64; N]> {
     let (n, c, s) = (shape.batch, shape.channels, shape.spatial);
-    let mut totals = vec![[0.0f64; 2]; c];
-    if shape.is_empty() {
+    assert!(x.len() == shape.len() && y.len() == shape.len() && k.len() == c);
+    let mut totals = vec![[0.0f64; N]; c];
+    if shape.len() == 0 {
         return totals;
     }
     if shape.plane_path() {
-        let per_piece = shape.planes_per_piece();
+        let per_piece = (PIECE / s).max(1);
         let pieces_per_channel = n.div_ceil(per_piece);
-        let partial: Vec<[f64; 2]> = (0..c * pieces_per_channel)
+        let partial: Vec<[f64; N]> = (0..c * pieces_per_channel)
             .into_par_iter()
             .map(|piece| {
                 let (ch, j) = (piece / pieces_per_channel, piece % pieces_per_channel);
-                let mut sum = [0.0f64; 2];
-                for img in j * per_piece..((j + 1) * per_piece).min(n) {
-                    let plane = (img * c + ch) * s..(img * c + ch + 1) * s;
-                    let [u, v] = kind.run(&x[plane.clone()], &y[plane], k[ch]);
-                    sum[0] += u;
-                    sum[1] += v;
-                }
-                sum
+                let images = j * per_piece..((j + 1) * per_piece).min(n);
+                let first = (images.start * c + ch) * s;
+                let piece = PlaneSums {
+                    x: &x[first..],
+                    y: &y[first..],
+                    planes: images.len(),
+                    stride: c * s,
+                    len: s,
+                    k: k[ch],
+                    term,
+                };
+                vectorized(level, piece)
             })
             .collect();
-        for (i, total) in totals.iter_mut().enumerate() {
-            for p in &partial[i * pieces_per_channel..(i + 1) * pieces_per_channel] {
-                total[0] += p[0];
-                total[1] += p[1];
+        for (ch, total) in totals.iter_mut().enumerate() {
+            for p in &partial[ch * pieces_per_channel..(ch + 1) * pieces_per_channel] {
+                for q in 0..N {
+                    total[q] += p[q];
+                }
             }
         }
     } else {
-        let rows = shape.rows_per_piece();
-        let row_len = c * s;
-        let partial: Vec<(Vec<f64>, Vec<f64>)> = x
-            .par_chunks(rows * row_len)
-            .zip(y.par_chunks(rows * row_len))
-            .map(|(xp, yp)| {
-                let mut a = vec![0.0f64; c];
-                let mut b = vec![0.0f64; c];
-                if s == 1 {
-                    kind.rows(xp, yp, row_len, k, &mut a, &mut b);
-                } else {
-                    for (xr, yr) in xp.chunks_exact(row_len).zip(yp.chunks_exact(row_len)) {
-                        for ch in 0..c {
-                            let seg = ch * s..(ch + 1) * s;
-                            let [u, v] = kind.run(&xr[seg.clone()], &yr[seg], k[ch]);
-                            a[ch] += u;
-                            b[ch] += v;
-                        }
-                    }
-                }
-                (a, b)
+        let piece_len = shape.rows_per_piece() * c * s;
+        let partial: Vec<[Vec<f64>; N]> = x
+            .par_chunks(piece_len)
+            .zip(y.par_chunks(piece_len))
+            .map(|(x, y)| {
+                vectorized(
+                    level,
+                    RowSums {
+                        x,
+                        y,
+                        c,
+                        s,
+                        k,
+                        term,
+                    },
+                )
             })
             .collect();
-        for (a, b) in &partial {
-            for (i, total) in totals.iter_mut().enumerate() {
-                total[0] += a[i];
-                total[1] += b[i];
+        for acc in &partial {
+            for (ch, total) in totals.iter_mut().enumerate() {
+                for q in 0..N {
+                    total[q] += acc[q][ch];
+                }
             }
         }
     }
     totals
 }
 
-/// Writes `out_i = f(x_i, y_i, consts[channel of i])` for every value, in parallel. Each
-/// channel has `K` constants.
-pub fn channel_map<const K: usize, F>(
+/// A new array of shape `dims` (holding `shape`'s values) with
+/// `out_i = f(x_i, y_i, [consts[0][c], consts[1][c], …])`, c the channel of i. Each constant
+/// slice has one value per channel.
+pub(crate) fn map_channels<const K: usize, E, F>(
+    level: SimdLevel,
     shape: BnShape,
+    dims: IxDyn,
     x: &[f32],
     y: &[f32],
-    out: &mut [MaybeUninit<f32>],
-    consts: &[[f32; K]],
+    consts: [&[E]; K],
     f: F,
-) where
-    F: Fn(f32, f32, [f32; K]) -> f32 + Sync + Copy,
+) -> ArrayD<f32>
+where
+    E: Copy + Sync,
+    F: Fn(f32, f32, [E; K]) -> f32 + Sync + Copy,
 {
     let (c, s) = (shape.channels, shape.spatial);
-    assert!(x.len() == out.len() && y.len() == out.len() && out.len() == shape.len());
-    assert_eq!(consts.len(), c);
-    if shape.is_empty() {
-        return;
+    let mut out = ArrayD::<f32>::uninit(dims);
+    let slots = out
+        .as_slice_mut()
+        .expect("a freshly allocated array is contiguous");
+    assert!(x.len() == shape.len() && y.len() == shape.len() && slots.len() == shape.len());
+    assert!(consts.iter().all(|k| k.len() == c));
+    if shape.len() > 0 {
+        // Each sample is a row of C·S values; pieces are runs of whole samples.
+        let row_len = c * s;
+        let piece_len = shape.rows_per_piece() * row_len;
+        slots
+            .par_chunks_mut(piece_len)
+            .zip(x.par_chunks(piece_len))
+            .zip(y.par_chunks(piece_len))
+            .for_each(|((out, x), y)| {
+                let piece = MapRows {
+                    out,
+                    x,
+                    y,
+                    c,
+                    s,
+                    consts,
+                    f,
+                };
+                vectorized(level, piece)
+            });
     }
-    // Each sample is a row of C·S values; pieces are runs of whole samples.
-    let row_len = c * s;
-    let rows = if shape.plane_path() {
-        (PIECE / row_len).max(1)
-    } else {
-        shape.rows_per_piece()
-    };
-    // Constants by kind rather than by channel, so the loop over channels reads each of them
-    // contiguously (and vectorizes).
-    let by_kind: [Vec<f32>; K] = std::array::from_fn(|j| consts.iter().map(|k| k[j]).collect());
-    let by_kind = by_kind.each_ref().map(|v| &v[..]);
-    out.par_chunks_mut(rows * row_len)
-        .zip(x.par_chunks(rows * row_len))
-        .zip(y.par_chunks(rows * row_len))
-        .for_each(|((out, xp), yp)| {
-            for ((o, xr), yr) in out
-                .chunks_exact_mut(row_len)
-                .zip(xp.chunks_exact(row_len))
-                .zip(yp.chunks_exact(row_len))
-            {
-                if s == 1 {
-                    by_channel_row(o, xr, yr, by_kind, f);
-                } else {
-                    for (i, k) in consts.iter().enumerate() {
-                        let seg = i * s..(i + 1) * s;
-                        for ((o, &x), &y) in o[seg.clone()]
-                            .iter_mut()
-                            .zip(&xr[seg.clone()])
-                            .zip(&yr[seg])
-                        {
-                            o.write(f(x, y, *k));
-                        }
+    // SAFETY: the slice has shape.len() = N·C·S elements (asserted), pieces are runs of whole
+    // rows of C·S values that together cover it (par_chunks_mut), and each row writes all of
+    // its C·S slots: by_channel_row writes out[0..C] (S = 1), the loop above every segment of
+    // every channel. So every element is initialised.
+    unsafe { out.assume_init() }
+}
+
+/// One reduction piece of the plane path: `planes` runs of `len` values, `stride` apart, of one
+/// channel with constant `k`.
+struct PlaneSums<'a, T, const N: usize> {
+    x: &'a [f32],
+    y: &'a [f32],
+    planes: usize,
+    stride: usize,
+    len: usize,
+    k: f64,
+    term: T,
+}
+
+impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
+    type Output = [f64; N];
+
+    #[inline(always)]
+    fn run(self, level: Supported) -> [f64; N] {
+        let PlaneSums {
+            x, y, stride, len, ..
+        } = self;
+        let planes = (0..self.planes).map(|p| {
+            (
+                &x[p * stride..p * stride + len],
+                &y[p * stride..p * stride + len],
+            )
+        });
+        sums::run(level, planes, self.k, self.term)
+    }
+}
+
+/// One reduction piece of the row path: whole samples of C channels with S values each, into
+/// per-channel accumulators.
+struct RowSums<'a, T, const N: usize> {
+    x: &'a [f32],
+    y: &'a [f32],
+    c: usize,
+    s: usize,
+    k: &'a [f64],
+    term: T,
+}
+
+impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
+    type Output = [Vec<f64>; N];
+
+    #[inline(always)]
+    fn run(self, level: Supported) -> [Vec<f64>; N] {
+        let RowSums {
+            x,
+            y,
+            c,
+            s,
+            k,
+            term,
+        } = self;
+        let mut acc: [Vec<f64>; N] = std::array::from_fn(|_| vec![0.0f64; c]);
+        if s == 1 {
+            sums::rows(x, y, k, &mut acc, term);
+        } else {
+            for (xr, yr) in x.chunks_exact(c * s).zip(y.chunks_exact(c * s)) {
+                for ch in 0..c {
+                    let seg = [(&xr[ch * s..(ch + 1) * s], &yr[ch * s..(ch + 1) * s])];
+                    let t = sums::run(level, seg.into_iter(), k[ch], term);
+                    for q in 0..N {
+                        acc[q][ch] += t[q];
                     }
                 }
             }
-        });
-}
-
-/// A reduction then an elementwise pass, the shape of every training kernel:
-/// [`channel_sums`] of `kind`, then `constants(channel, sums)` for each channel in order, then
-/// [`channel_map`] with those constants. Every value of `out` is written.
-#[allow(clippy::too_many_arguments)]
-pub fn reduce_then_map<const K: usize, F>(
-    shape: BnShape,
-    x: &[f32],
-    y: &[f32],
-    k: &[f32],
-    kind: &impl ChannelSum,
-    out: &mut [MaybeUninit<f32>],
-    mut constants: impl FnMut(usize, [f64; 2]) -> [f32; K],
-    f: F,
-) where
-    F: Fn(f32, f32, [f32; K]) -> f32 + Sync + Copy,
-{
-    let sums = channel_sums(shape, x, y, k, kind);
-    let consts: Vec<[f32; K]> = sums
-        .into_iter()
-        .enumerate()
-        .map(|(ch, sum)| constants(ch, sum))
-        .collect();
-    channel_map(shape, x, y, out, &consts, f);
-}
-
-/// One (N, C) row of [`channel_map`]: `out[c] = f(x[c], y[c], [k_0[c], …])`. A separate
-/// function so that the constant slices arrive as plain arguments, which lets the compiler
-/// keep them in registers and vectorize across channels.
-#[inline(never)]
-fn by_channel_row<const K: usize, F>(
-    out: &mut [MaybeUninit<f32>],
-    x: &[f32],
-    y: &[f32],
-    k: [&[f32]; K],
-    f: F,
-) where
-    F: Fn(f32, f32, [f32; K]) -> f32,
-{
-    let n = out.len();
-    let (x, y) = (&x[..n], &y[..n]);
-    let k: [&[f32]; K] = std::array::from_fn(|j| &k[j][..n]);
-    for i in 0..n {
-        out[i].write(f(x[i], y[i], std::array::from_fn(|j| k[j][i])));
+        }
+        acc
     }
 }
 
-/// An output array of `shape` whose every value is written by `fill` (through
-/// [`channel_map`]): skips zeroing memory that is about to be overwritten.
-pub fn fill_output(
-    dims: ndarray::IxDyn,
-    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
-) -> ndarray::ArrayD<f32> {
-    let mut out = ndarray::ArrayD::<f32>::uninit(dims);
-    fill(out.as_slice_mut().expect("fresh array is contiguous"));
-    // SAFETY: `fill` is always `channel_map`, which writes every element of the slice it is
-    // given (it asserts the slice covers the whole shape and visits every plane or row).
-    unsafe { out.assume_init() }
+/// One piece of [`map_channels`]: whole samples of C channels with S values each.
+struct MapRows<'a, const K: usize, E, F> {
+    out: &'a mut [MaybeUninit<f32>],
+    x: &'a [f32],
+    y: &'a [f32],
+    c: usize,
+    s: usize,
+    consts: [&'a [E]; K],
+    f: F,
+}
+
+impl<const K: usize, E, F> Kernel for MapRows<'_, K, E, F>
+where
+    E: Copy,
+    F: Fn(f32, f32, [E; K]) -> f32 + Copy,
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self, _: Supported) {
+        let MapRows {
+            out,
+            x,
+            y,
+            c,
+            s,
+            consts,
+            f,
+        } = self;
+        let row_len = c * s;
+        for ((o, xr), yr) in out
+            .chunks_exact_mut(row_len)
+            .zip(x.chunks_exact(row_len))
+            .zip(y.chunks_exact(row_len))
+        {
+            if s == 1 {
+                by_channel_row(o, xr, yr, consts, f);
+            } else {
+                let segments = o
+                    .chunks_exact_mut(s)
+                    .zip(xr.chunks_exact(s))
+                    .zip(yr.chunks_exact(s));
+                for (ch, ((o, xs), ys)) in segments.enumerate().take(c) {
+                    let k: [E; K] = std::array::from_fn(|j| consts[j][ch]);
+                    for ((o, &x), &y) in o.iter_mut().zip(xs).zip(ys) {
+                        o.write(f(x, y, k));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One (N, C) row of [`map_channels`]: `out[c] = f(x[c], y[c], [k_0[c], …])`. Constants are
+/// passed per kind (one slice each), which lets the loop over channels vectorize.
+#[inline(always)]
+fn by_channel_row<const K: usize, E, F>(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    y: &[f32],
+    k: [&[E]; K],
+    f: F,
+) where
+    E: Copy,
+    F: Fn(f32, f32, [E; K]) -> f32,
+{
+    let n = out.len();
+    let (x, y) = (&x[..n], &y[..n]);
+    let k: [&[E]; K] = std::array::from_fn(|j| &k[j][..n]);
+    for i in 0..n {
+        out[i].write(f(x[i], y[i], std::array::from_fn(|j| k[j][i])));
+    }
 }

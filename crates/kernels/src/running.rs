@@ -6,18 +6,21 @@
 //! ```
 //!
 //! where the factor f is the momentum (0.1 by default), or 1/(batches seen) for a cumulative
-//! average. Computed in f64 and rounded once, as PyTorch's CPU kernel does.
+//! average. Computed in f64 from the f64 batch statistics and rounded once.
 
 use crate::{BatchStats, KernelError};
 
 /// Updates `running_mean` and `running_var` in place from one batch's statistics.
+///
+/// Errors: running vectors whose length is not the number of channels of `stats`, or a factor
+/// outside [0, 1]. Nothing is changed on error.
 pub fn update_running_stats(
     running_mean: &mut [f32],
     running_var: &mut [f32],
     stats: &BatchStats,
     factor: f64,
 ) -> Result<(), KernelError> {
-    let c = stats.mean.len();
+    let c = stats.channels();
     for (name, len) in [
         ("running_mean", running_mean.len()),
         ("running_var", running_var.len()),
@@ -30,17 +33,18 @@ pub fn update_running_stats(
             });
         }
     }
-    if stats.count < 2 {
-        return Err(KernelError::SingleValuePerChannel {
-            shape: vec![stats.count, c],
+    if !(0.0..=1.0).contains(&factor) {
+        return Err(KernelError::Argument {
+            name: "the running-statistics factor",
+            reason: format!("must be in [0, 1], got {factor}"),
         });
     }
-    let bessel = stats.count as f64 / (stats.count - 1) as f64;
+    let unbiased = stats.unbiased_var();
     for ch in 0..c {
         let rm = &mut running_mean[ch];
-        *rm = (factor * stats.mean[ch] as f64 + (1.0 - factor) * *rm as f64) as f32;
+        *rm = (factor * stats.mean()[ch] + (1.0 - factor) * *rm as f64) as f32;
         let rv = &mut running_var[ch];
-        *rv = (factor * stats.var[ch] as f64 * bessel + (1.0 - factor) * *rv as f64) as f32;
+        *rv = (factor * unbiased[ch] + (1.0 - factor) * *rv as f64) as f32;
     }
     Ok(())
 }
@@ -51,18 +55,15 @@ mod tests {
 
     #[test]
     fn momentum_update_uses_the_unbiased_variance() {
-        let stats = BatchStats {
-            mean: vec![2.0],
-            mean_residual: vec![0.0],
-            var: vec![3.0],
-            inv_std: vec![0.0],
-            count: 4,
-        };
+        let stats = BatchStats::new(4, vec![2.0], vec![3.0], 1e-5).unwrap();
         let (mut rm, mut rv) = (vec![0.0], vec![1.0]);
         update_running_stats(&mut rm, &mut rv, &stats, 0.1).unwrap();
         assert_eq!(rm, vec![0.2]);
         // 0.9·1 + 0.1·3·4/3 = 1.3
         assert!((rv[0] - 1.3).abs() < 1e-7);
         assert!(update_running_stats(&mut rm, &mut [0.0, 0.0], &stats, 0.1).is_err());
+        assert!(update_running_stats(&mut rm, &mut rv, &stats, 1.5).is_err());
+        assert!(update_running_stats(&mut rm, &mut rv, &stats, f64::NAN).is_err());
+        assert_eq!(rm, vec![0.2], "a refused update changes nothing");
     }
 }

@@ -1,225 +1,408 @@
-//! The two per-channel reductions of batch norm, each as a pair of f64 sums:
+//! The reductions every kernel is built from: per-element terms widened to f64 and summed in
+//! sixteen lanes, in an order that depends only on the length of the data.
 //!
-//! - [`ShiftedSquares`] (forward): Σ(x − k) and Σ(x − k)², k a value of the channel;
-//! - [`GradSums`] (backward): Σdy and Σdy·(x − mean).
+//! - [`run`]: the sums of one contiguous run of values that share a constant (a plane of one
+//!   channel, a group of one sample, a row of layer norm), on explicit vector registers.
+//! - [`rows`]: per-channel sums over (N, C) rows, accumulating across channels (a loop the
+//!   compiler vectorizes by itself).
 //!
-//! Every f32 value is widened to f64 before it is used, so the sums are as exact as f64
-//! allows whatever the data's offset. On x86-64 with AVX2 and FMA (norma builds with
-//! `target-cpu=native`), contiguous runs use explicit 4-wide f64 vector code: the compiler does
-//! not vectorize two interleaved floating-point reductions on its own. Elsewhere a portable
-//! loop computes the same sums, in a different (but equally fixed) order.
+//! Every f32 is widened before use, so sums are as exact as f64 allows whatever the data's
+//! offset. A [`Term`] is written once, generic over [`Arith`], and runs on plain `f64`s (tails,
+//! rows) or on sixteen lanes at a time ([`Lanes`]); each lane performs the same IEEE
+//! operations in the same order at every [`SimdLevel`], so all levels give the same bits.
+//!
+//! The compiler does not vectorize two interleaved floating-point reductions on its own (it
+//! pairs the two sums of one element instead of one sum of many elements), hence the explicit
+//! lanes.
 
-/// A reduction to two f64 sums per channel.
-pub trait ChannelSum: Sync {
-    /// Which pair of sums: `false` for Σ(x − k), Σ(x − k)²; `true` for Σy, Σy·(x − k).
-    const GRAD: bool;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::SimdLevel;
+use crate::simd::Supported;
 
-    /// Both sums over one contiguous run `x[i]`, `y[i]` of a single channel with constant `k`.
-    fn run(&self, x: &[f32], y: &[f32], k: f32) -> [f64; 2] {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ))]
-        {
-            avx2::sums(x, y, k, Self::GRAD)
-        }
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        )))]
-        {
-            portable_run(x, y, k, Self::term)
-        }
+/// f64 accumulators per sum: two AVX-512 registers, four AVX2 ones.
+pub(crate) const LANES: usize = 16;
+
+/// The arithmetic a [`Term`] needs, on one f64 or on [`LANES`] of them.
+pub(crate) trait Arith: Copy {
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+}
+
+impl Arith for f64 {
+    #[inline(always)]
+    fn add(self, o: f64) -> f64 {
+        self + o
     }
-
-    /// The two terms of one value of channel-wise data.
-    fn term(x: f32, y: f32, k: f32) -> [f64; 2];
-
-    /// Adds a run of (N, C) rows: row r holds its values at `x[r·stride ..]`, `y[r·stride ..]`,
-    /// one per channel of `k`. For each channel c, the terms of every row's `x[c]`, `y[c]`
-    /// with `k[c]` go into `a[c]` and `b[c]`.
-    ///
-    /// Four rows are combined before touching the accumulators, which keeps the loop
-    /// arithmetic-bound instead of load/store-bound; the loop over channels vectorizes.
-    fn rows(&self, x: &[f32], y: &[f32], stride: usize, k: &[f32], a: &mut [f64], b: &mut [f64]) {
-        fn row(data: &[f32], r: usize, stride: usize, c: usize) -> &[f32] {
-            &data[r * stride..r * stride + c]
-        }
-        let c = k.len();
-        let rows = if c == 0 {
-            0
-        } else {
-            (x.len() + stride - c) / stride
-        };
-        let (a, b) = (&mut a[..c], &mut b[..c]);
-        let quads = rows / 4 * 4;
-        for r in (0..quads).step_by(4) {
-            let (x0, x1, x2, x3) = (
-                row(x, r, stride, c),
-                row(x, r + 1, stride, c),
-                row(x, r + 2, stride, c),
-                row(x, r + 3, stride, c),
-            );
-            let (y0, y1, y2, y3) = (
-                row(y, r, stride, c),
-                row(y, r + 1, stride, c),
-                row(y, r + 2, stride, c),
-                row(y, r + 3, stride, c),
-            );
-            for i in 0..c {
-                let t0 = Self::term(x0[i], y0[i], k[i]);
-                let t1 = Self::term(x1[i], y1[i], k[i]);
-                let t2 = Self::term(x2[i], y2[i], k[i]);
-                let t3 = Self::term(x3[i], y3[i], k[i]);
-                a[i] += (t0[0] + t1[0]) + (t2[0] + t3[0]);
-                b[i] += (t0[1] + t1[1]) + (t2[1] + t3[1]);
-            }
-        }
-        for r in quads..rows {
-            let (xr, yr) = (row(x, r, stride, c), row(y, r, stride, c));
-            for i in 0..c {
-                let t = Self::term(xr[i], yr[i], k[i]);
-                a[i] += t[0];
-                b[i] += t[1];
-            }
-        }
+    #[inline(always)]
+    fn sub(self, o: f64) -> f64 {
+        self - o
+    }
+    #[inline(always)]
+    fn mul(self, o: f64) -> f64 {
+        self * o
     }
 }
 
-/// Forward statistics around a shift: Σ(x − k), Σ(x − k)².
-pub struct ShiftedSquares;
+/// N values per element, summed per channel: `eval(x, y, k)` with x and y the widened inputs and
+/// k the channel's constant.
+pub(crate) trait Term<const N: usize>: Copy + Send + Sync {
+    /// Whether `eval` reads `y` (when not, y is not loaded).
+    const USES_Y: bool = true;
 
-impl ChannelSum for ShiftedSquares {
-    const GRAD: bool = false;
+    fn eval<T: Arith>(self, x: T, y: T, k: T) -> [T; N];
+
+    /// The terms of one f32 pair.
+    #[inline(always)]
+    fn one(self, x: f32, y: f32, k: f64) -> [f64; N] {
+        self.eval(x as f64, y as f64, k)
+    }
+}
+
+/// Forward statistics around a shift k: x − k and (x − k)² (y unused).
+#[derive(Clone, Copy)]
+pub(crate) struct ShiftedSquares;
+
+impl Term<2> for ShiftedSquares {
+    const USES_Y: bool = false;
 
     #[inline(always)]
-    fn term(x: f32, _y: f32, k: f32) -> [f64; 2] {
-        let d = x as f64 - k as f64;
-        [d, d * d]
+    fn eval<T: Arith>(self, x: T, _: T, k: T) -> [T; 2] {
+        let d = x.sub(k);
+        [d, d.mul(d)]
     }
 }
 
-/// Backward sums: Σdy and Σdy·(x − c) (x in `x`, dy in `y`, c the mean).
-pub struct GradSums;
+/// Backward sums around a centre c (x in `x`, dy in `y`): dy, dy·(x − c) and dy².
+#[derive(Clone, Copy)]
+pub(crate) struct GradTerms;
 
-impl ChannelSum for GradSums {
-    const GRAD: bool = true;
-
+impl Term<3> for GradTerms {
     #[inline(always)]
-    fn term(x: f32, dy: f32, c: f32) -> [f64; 2] {
-        let dy = dy as f64;
-        [dy, dy * (x as f64 - c as f64)]
+    fn eval<T: Arith>(self, x: T, dy: T, c: T) -> [T; 3] {
+        [dy, dy.mul(x.sub(c)), dy.mul(dy)]
     }
 }
 
-/// Portable version of a run: eight lanes of f64 accumulators, lanes summed in order.
-#[allow(dead_code)] // used when the AVX2 path is not compiled in
-fn portable_run(
-    x: &[f32],
-    y: &[f32],
-    k: f32,
-    term: impl Fn(f32, f32, f32) -> [f64; 2],
-) -> [f64; 2] {
-    const LANES: usize = 8;
-    let mut a = [0.0f64; LANES];
-    let mut b = [0.0f64; LANES];
-    for (i, (&x, &y)) in x.iter().zip(y).enumerate() {
-        let [u, v] = term(x, y, k);
-        a[i % LANES] += u;
-        b[i % LANES] += v;
-    }
-    [a.iter().sum(), b.iter().sum()]
+/// Sixteen f64 lanes in vector registers.
+///
+/// # Safety
+/// Implementations may use instructions of a [`SimdLevel`]: every method is `unsafe` to call,
+/// and callers must have made sure the CPU supports them (see [`Supported`]).
+trait Lanes: Copy {
+    unsafe fn splat(v: f64) -> Self;
+    /// Sixteen f32 values, widened.
+    unsafe fn load(x: &[f32; LANES]) -> Self;
+    unsafe fn add(self, o: Self) -> Self;
+    unsafe fn sub(self, o: Self) -> Self;
+    unsafe fn mul(self, o: Self) -> Self;
+    unsafe fn to_array(self) -> [f64; LANES];
 }
 
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-mod avx2 {
+/// Lanes behind the [`Arith`] face a [`Term`] sees. Values exist only inside [`run_on`], whose
+/// caller vouched for the instructions of `L`.
+#[derive(Clone, Copy)]
+struct Vector<L>(L);
+
+impl<L: Lanes> Arith for Vector<L> {
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        // SAFETY: a Vector<L> is only created by run_on::<L>, an unsafe fn whose caller
+        // guarantees that the CPU supports L's instructions.
+        Vector(unsafe { self.0.add(o.0) })
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        // SAFETY: as in `add`.
+        Vector(unsafe { self.0.sub(o.0) })
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        // SAFETY: as in `add`.
+        Vector(unsafe { self.0.mul(o.0) })
+    }
+}
+
+/// Sixteen plain f64s: the portable path.
+#[derive(Clone, Copy)]
+struct Scalar([f64; LANES]);
+
+impl Lanes for Scalar {
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> Self {
+        Scalar([v; LANES])
+    }
+    #[inline(always)]
+    unsafe fn load(x: &[f32; LANES]) -> Self {
+        Scalar(std::array::from_fn(|l| x[l] as f64))
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        Scalar(std::array::from_fn(|l| self.0[l] + o.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        Scalar(std::array::from_fn(|l| self.0[l] - o.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        Scalar(std::array::from_fn(|l| self.0[l] * o.0[l]))
+    }
+    #[inline(always)]
+    unsafe fn to_array(self) -> [f64; LANES] {
+        self.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    /// Σu and Σv over a run, 8 values per step in two 4-wide f64 halves with separate
-    /// accumulators; the tail is added lane by lane into the first accumulators.
-    ///
-    /// `grad = false`: u = x − k, v = u² (y unused).
-    /// `grad = true`: u = y, v = y·(x − k).
-    #[inline]
-    pub fn sums(x: &[f32], y: &[f32], k: f32, grad: bool) -> [f64; 2] {
-        assert!(y.len() >= x.len());
-        let n8 = x.len() / 8 * 8;
-        // SAFETY: the `target_feature` cfg guarantees AVX2 and FMA are available; every load
-        // reads 8 floats at an offset i < n8 <= len, so it stays inside both slices.
-        let (mut a, mut b) = unsafe {
-            let kk = _mm256_set1_pd(k as f64);
-            let (mut a0, mut a1, mut b0, mut b1) = (
-                _mm256_setzero_pd(),
-                _mm256_setzero_pd(),
-                _mm256_setzero_pd(),
-                _mm256_setzero_pd(),
-            );
-            let mut i = 0;
-            while i < n8 {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(i));
-                let x_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(xv));
-                let x_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(xv));
-                let d_lo = _mm256_sub_pd(x_lo, kk);
-                let d_hi = _mm256_sub_pd(x_hi, kk);
-                if grad {
-                    let yv = _mm256_loadu_ps(y.as_ptr().add(i));
-                    let y_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(yv));
-                    let y_hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(yv));
-                    a0 = _mm256_add_pd(a0, y_lo);
-                    a1 = _mm256_add_pd(a1, y_hi);
-                    b0 = _mm256_fmadd_pd(y_lo, d_lo, b0);
-                    b1 = _mm256_fmadd_pd(y_hi, d_hi, b1);
-                } else {
-                    a0 = _mm256_add_pd(a0, d_lo);
-                    a1 = _mm256_add_pd(a1, d_hi);
-                    b0 = _mm256_fmadd_pd(d_lo, d_lo, b0);
-                    b1 = _mm256_fmadd_pd(d_hi, d_hi, b1);
-                }
-                i += 8;
+    use super::{Lanes, LANES};
+
+    /// Two 8-lane AVX-512 registers.
+    #[derive(Clone, Copy)]
+    pub struct Avx512([__m512d; 2]);
+
+    impl Lanes for Avx512 {
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            Avx512([_mm512_set1_pd(v); 2])
+        }
+        #[inline(always)]
+        unsafe fn load(x: &[f32; LANES]) -> Self {
+            let p = x.as_ptr();
+            // Two loads of 8 floats, both inside the 16-float array.
+            Avx512([
+                _mm512_cvtps_pd(_mm256_loadu_ps(p)),
+                _mm512_cvtps_pd(_mm256_loadu_ps(p.add(8))),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            Avx512([
+                _mm512_add_pd(self.0[0], o.0[0]),
+                _mm512_add_pd(self.0[1], o.0[1]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            Avx512([
+                _mm512_sub_pd(self.0[0], o.0[0]),
+                _mm512_sub_pd(self.0[1], o.0[1]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            Avx512([
+                _mm512_mul_pd(self.0[0], o.0[0]),
+                _mm512_mul_pd(self.0[1], o.0[1]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn to_array(self) -> [f64; LANES] {
+            let mut out = [0.0f64; LANES];
+            _mm512_storeu_pd(out.as_mut_ptr(), self.0[0]);
+            _mm512_storeu_pd(out.as_mut_ptr().add(8), self.0[1]);
+            out
+        }
+    }
+
+    /// Four 4-lane AVX registers.
+    #[derive(Clone, Copy)]
+    pub struct Avx2([__m256d; 4]);
+
+    impl Lanes for Avx2 {
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            Avx2([_mm256_set1_pd(v); 4])
+        }
+        #[inline(always)]
+        unsafe fn load(x: &[f32; LANES]) -> Self {
+            let p = x.as_ptr();
+            // Four loads of 4 floats at offsets 0, 4, 8, 12: inside the array.
+            Avx2([
+                _mm256_cvtps_pd(_mm_loadu_ps(p)),
+                _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
+                _mm256_cvtps_pd(_mm_loadu_ps(p.add(8))),
+                _mm256_cvtps_pd(_mm_loadu_ps(p.add(12))),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            Avx2([
+                _mm256_add_pd(self.0[0], o.0[0]),
+                _mm256_add_pd(self.0[1], o.0[1]),
+                _mm256_add_pd(self.0[2], o.0[2]),
+                _mm256_add_pd(self.0[3], o.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            Avx2([
+                _mm256_sub_pd(self.0[0], o.0[0]),
+                _mm256_sub_pd(self.0[1], o.0[1]),
+                _mm256_sub_pd(self.0[2], o.0[2]),
+                _mm256_sub_pd(self.0[3], o.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            Avx2([
+                _mm256_mul_pd(self.0[0], o.0[0]),
+                _mm256_mul_pd(self.0[1], o.0[1]),
+                _mm256_mul_pd(self.0[2], o.0[2]),
+                _mm256_mul_pd(self.0[3], o.0[3]),
+            ])
+        }
+        #[inline(always)]
+        unsafe fn to_array(self) -> [f64; LANES] {
+            let mut out = [0.0f64; LANES];
+            for i in 0..4 {
+                _mm256_storeu_pd(out.as_mut_ptr().add(4 * i), self.0[i]);
             }
-            let mut a = [0.0f64; 8];
-            let mut b = [0.0f64; 8];
-            _mm256_storeu_pd(a.as_mut_ptr(), a0);
-            _mm256_storeu_pd(a.as_mut_ptr().add(4), a1);
-            _mm256_storeu_pd(b.as_mut_ptr(), b0);
-            _mm256_storeu_pd(b.as_mut_ptr().add(4), b1);
-            (a, b)
-        };
-        for (l, i) in (n8..x.len()).enumerate() {
-            let d = x[i] as f64 - k as f64;
-            if grad {
-                let g = y[i] as f64;
-                a[l] += g;
-                b[l] = g.mul_add(d, b[l]);
+            out
+        }
+    }
+}
+
+/// The N sums of `term` over several runs that share the constant `k` (the planes of one
+/// channel; `y` runs as long as their `x`; pass `x` twice when one input is enough), on the
+/// widest lanes `level` allows.
+///
+/// Within each run, value i goes to lane `i % LANES`: whole groups of LANES values into vector
+/// accumulators, the last `len % LANES` into scalar ones; both sets of lanes are added pairwise
+/// at the end. The order depends only on the runs' lengths. Call it inside
+/// [`crate::simd::vectorized`] so that it is compiled with the level's instructions.
+#[inline(always)]
+pub(crate) fn run<'a, const N: usize>(
+    level: Supported,
+    runs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    k: f64,
+    term: impl Term<N>,
+) -> [f64; N] {
+    #[cfg(target_arch = "x86_64")]
+    match level.get() {
+        // SAFETY: `Supported` levels were checked against the CPU.
+        SimdLevel::Avx512 => return unsafe { run_on::<x86::Avx512, N, _>(runs, k, term) },
+        // SAFETY: as above.
+        SimdLevel::Avx2 => return unsafe { run_on::<x86::Avx2, N, _>(runs, k, term) },
+        SimdLevel::Portable => {}
+    }
+    let _ = level;
+    // SAFETY: Scalar uses no special instructions.
+    unsafe { run_on::<Scalar, N, _>(runs, k, term) }
+}
+
+/// [`run`] on lanes `L`.
+///
+/// # Safety
+/// The CPU must support the instructions `L` uses.
+#[inline(always)]
+unsafe fn run_on<'a, L: Lanes, const N: usize, T: Term<N>>(
+    runs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    k: f64,
+    term: T,
+) -> [f64; N] {
+    let kv = Vector(L::splat(k));
+    let mut acc = [Vector(L::splat(0.0)); N];
+    let mut tails = [[0.0f64; LANES]; N];
+    for (x, y) in runs {
+        let y = &y[..x.len()];
+        let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+        let (x_tail, y_tail) = (xc.remainder(), yc.remainder());
+        for (xs, ys) in xc.zip(yc) {
+            let xs: &[f32; LANES] = xs.try_into().expect("chunks are LANES long");
+            let xv = Vector(L::load(xs));
+            let yv = if T::USES_Y {
+                Vector(L::load(ys.try_into().expect("chunks are LANES long")))
             } else {
-                a[l] += d;
-                b[l] = d.mul_add(d, b[l]);
+                xv
+            };
+            let t = term.eval(xv, yv, kv);
+            for j in 0..N {
+                acc[j] = acc[j].add(t[j]);
             }
         }
-        [a.iter().sum(), b.iter().sum()]
+        for (l, (&xv, &yv)) in x_tail.iter().zip(y_tail).enumerate() {
+            let t = term.one(xv, yv, k);
+            for j in 0..N {
+                tails[j][l] += t[j];
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let lanes = acc[j].0.to_array();
+        pairwise(std::array::from_fn(|l| lanes[l] + tails[j][l]))
+    })
+}
+
+/// Adds the lanes as a balanced tree: ((l0 + l8) + (l4 + l12)) + ...
+#[inline(always)]
+fn pairwise(mut lanes: [f64; LANES]) -> f64 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0]
+}
+
+/// Adds the terms of a run of (N, C) rows into per-channel accumulators: row r holds its C
+/// values at `x[r·C ..]`, `y[r·C ..]`; channel c's terms, with constant `k[c]`, go into
+/// `acc[j][c]`.
+///
+/// Four rows are combined before touching the accumulators, which keeps the loop
+/// arithmetic-bound instead of load/store-bound; the loop over channels vectorizes.
+#[inline(always)]
+pub(crate) fn rows<const N: usize>(
+    x: &[f32],
+    y: &[f32],
+    k: &[f64],
+    acc: &mut [Vec<f64>; N],
+    term: impl Term<N>,
+) {
+    let c = k.len();
+    if c == 0 {
+        return;
+    }
+    let n_rows = x.len() / c;
+    let acc: [&mut [f64]; N] = acc.each_mut().map(|a| &mut a[..c]);
+    let quads = n_rows / 4 * 4;
+    for r in (0..quads).step_by(4) {
+        let xr: [&[f32]; 4] = std::array::from_fn(|i| &x[(r + i) * c..(r + i + 1) * c]);
+        let yr: [&[f32]; 4] = std::array::from_fn(|i| &y[(r + i) * c..(r + i + 1) * c]);
+        for i in 0..c {
+            let t: [[f64; N]; 4] = std::array::from_fn(|q| term.one(xr[q][i], yr[q][i], k[i]));
+            for j in 0..N {
+                acc[j][i] += (t[0][j] + t[1][j]) + (t[2][j] + t[3][j]);
+            }
+        }
+    }
+    for r in quads..n_rows {
+        let (xr, yr) = (&x[r * c..(r + 1) * c], &y[r * c..(r + 1) * c]);
+        for i in 0..c {
+            let t = term.one(xr[i], yr[i], k[i]);
+            for j in 0..N {
+                acc[j][i] += t[j];
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::{vectorized, SimdLevel, TestKernel};
 
-    fn reference(x: &[f32], y: &[f32], k: f32, grad: bool) -> [f64; 2] {
-        let mut s = [0.0f64; 2];
+    fn reference(x: &[f32], y: &[f32], k: f64) -> [f64; 3] {
+        let mut s = [0.0f64; 3];
         for (&x, &y) in x.iter().zip(y) {
-            let d = x as f64 - k as f64;
-            if grad {
-                s[0] += y as f64;
-                s[1] += y as f64 * d;
-            } else {
-                s[0] += d;
-                s[1] += d * d;
+            let t = GradTerms.one(x, y, k);
+            for j in 0..3 {
+                s[j] += t[j];
             }
         }
         s
@@ -227,18 +410,19 @@ mod tests {
 
     #[test]
     fn runs_match_a_plain_f64_loop_for_every_tail_length() {
-        for n in 0..40 {
+        for n in 0..70 {
             let x: Vec<f32> = (0..n).map(|i| 1e4 + (i as f32 * 0.37).sin()).collect();
             let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            for (grad, got) in [
-                (false, ShiftedSquares.run(&x, &y, 1e4)),
-                (true, GradSums.run(&x, &y, 1e4)),
-            ] {
-                let want = reference(&x, &y, 1e4, grad);
-                for j in 0..2 {
+            for level in SimdLevel::supported() {
+                let got = vectorized(
+                    level,
+                    TestKernel(|level| run(level, [(&x[..], &y[..])].into_iter(), 1e4, GradTerms)),
+                );
+                let want = reference(&x, &y, 1e4);
+                for j in 0..3 {
                     assert!(
                         (got[j] - want[j]).abs() <= 1e-12 * (1.0 + want[j].abs()),
-                        "n {n} grad {grad}"
+                        "n {n} {level}"
                     );
                 }
             }
@@ -246,23 +430,46 @@ mod tests {
     }
 
     #[test]
+    fn every_simd_level_gives_the_same_bits() {
+        let x: Vec<f32> = (0..1000)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + 7.0)
+            .collect();
+        let y: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.11).cos()).collect();
+        let k: Vec<f64> = vec![7.0, 6.5, -1.0, 0.0, 2.0];
+        let at = |level| {
+            vectorized(
+                level,
+                TestKernel(|level| {
+                    let mut acc: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; 5]);
+                    rows(&x, &y, &k, &mut acc, GradTerms);
+                    let runs = (3..40)
+                        .map(|s| run(level, [(&x[s..], &y[s..])].into_iter(), 7.0, GradTerms));
+                    let planes = (0..9).map(|p| (&x[p * 37..p * 37 + 30], &x[p * 37..p * 37 + 30]));
+                    let squares = run(level, planes, 6.0, ShiftedSquares);
+                    (runs.collect::<Vec<_>>(), squares, acc)
+                }),
+            )
+        };
+        let want = at(SimdLevel::Portable);
+        for level in SimdLevel::supported() {
+            assert!(at(level) == want, "{level} differs from portable");
+        }
+    }
+
+    #[test]
     fn rows_add_per_channel_for_every_row_count() {
-        let k = [1.0f32, 0.0, 4.0];
+        let k = [1.0f64, 0.0, 4.0];
         for n in 0..10 {
             let x: Vec<f32> = (0..3 * n).map(|i| (i as f32 * 0.7).sin()).collect();
             let y: Vec<f32> = (0..3 * n).map(|i| (i as f32 * 0.3).cos()).collect();
-            for grad in [false, true] {
-                let (mut a, mut b) = (vec![0.0; 3], vec![0.0; 3]);
-                if grad {
-                    GradSums.rows(&x, &y, 3, &k, &mut a, &mut b);
-                } else {
-                    ShiftedSquares.rows(&x, &y, 3, &k, &mut a, &mut b);
-                }
-                for ch in 0..3 {
-                    let xs: Vec<f32> = x.iter().skip(ch).step_by(3).copied().collect();
-                    let ys: Vec<f32> = y.iter().skip(ch).step_by(3).copied().collect();
-                    let want = reference(&xs, &ys, k[ch], grad);
-                    assert!((a[ch] - want[0]).abs() < 1e-12 && (b[ch] - want[1]).abs() < 1e-12);
+            let mut acc: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; 3]);
+            rows(&x, &y, &k, &mut acc, GradTerms);
+            for ch in 0..3 {
+                let xs: Vec<f32> = x.iter().skip(ch).step_by(3).copied().collect();
+                let ys: Vec<f32> = y.iter().skip(ch).step_by(3).copied().collect();
+                let want = reference(&xs, &ys, k[ch]);
+                for j in 0..3 {
+                    assert!((acc[j][ch] - want[j]).abs() < 1e-12, "n {n} ch {ch}");
                 }
             }
         }

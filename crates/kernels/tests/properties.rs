@@ -10,6 +10,7 @@ use common::{at, ncs, reference_stats, reference_train, shape_strategy, TestRng}
 use ndarray::{ArrayD, IxDyn};
 use norma_kernels::{
     backward_eval, backward_train, forward_eval, forward_train, update_running_stats, BatchStats,
+    SimdLevel,
 };
 use proptest::prelude::*;
 
@@ -41,8 +42,8 @@ proptest! {
         let (y, dx, dgamma, dbeta) = reference_train(&x, &dy, &gamma, &beta, 1e-5);
         let (means, vars) = reference_stats(&x);
         for ch in 0..c {
-            close(out.stats.mean[ch], means[ch], "mean")?;
-            close(out.stats.var[ch], vars[ch], "var")?;
+            close(out.stats.mean()[ch] as f32, means[ch], "mean")?;
+            close(out.stats.var()[ch] as f32, vars[ch], "var")?;
         }
         for (g, w) in out.output.iter().zip(&y) {
             close(*g, *w, "y")?;
@@ -79,15 +80,15 @@ proptest! {
             let idx: Vec<usize> = (0..n).flat_map(|i| (0..s).map(move |j| at(c, s, i, ch, j))).collect();
             let mean = idx.iter().map(|&i| ys[i] as f64).sum::<f64>() / m;
             let var = idx.iter().map(|&i| (ys[i] as f64 - mean).powi(2)).sum::<f64>() / m;
-            let bv = out.stats.var[ch] as f64;
+            let bv = out.stats.var()[ch];
             close(mean as f32, beta[ch] as f64, "output mean")?;
             close(var as f32, (gamma[ch] as f64).powi(2) * bv / (bv + eps as f64), "output variance")?;
-            let inv = exact.stats.inv_std[ch] as f64;
+            let inv = exact.stats.inv_std(ch);
             // dx is γ·inv_std·(dy − ...): its rounding noise scales with γ·inv_std·Σ|dy|, which
             // is large when a channel's values are close together (N = 2).
             let scale = 1.0 + (gamma[ch] as f64 * inv).abs() * idx.iter().map(|&i| dy.as_slice().unwrap()[i].abs() as f64).sum::<f64>();
             let sum_dx: f64 = idx.iter().map(|&i| dxs[i] as f64).sum();
-            let sum_dx_xhat: f64 = idx.iter().map(|&i| dxs[i] as f64 * (xs[i] as f64 - exact.stats.mean[ch] as f64) * inv).sum();
+            let sum_dx_xhat: f64 = idx.iter().map(|&i| dxs[i] as f64 * (xs[i] as f64 - exact.stats.mean()[ch]) * inv).sum();
             prop_assert!(sum_dx.abs() < 1e-5 * scale, "Σdx = {}", sum_dx);
             prop_assert!(sum_dx_xhat.abs() < 1e-5 * scale, "Σdx·x̂ = {}", sum_dx_xhat);
         }
@@ -110,7 +111,7 @@ proptest! {
         let a = forward_train(x.view(), None, None, 1e-5).unwrap();
         let b = forward_train(x2.view(), None, None, 1e-5).unwrap();
         for ch in (0..c).filter(|&ch| ch != changed) {
-            prop_assert_eq!(a.stats.mean[ch], b.stats.mean[ch]);
+            prop_assert_eq!(a.stats.mean()[ch], b.stats.mean()[ch]);
             for i in 0..n {
                 for j in 0..s {
                     let k = at(c, s, i, ch, j);
@@ -182,24 +183,26 @@ proptest! {
     #[test]
     fn running_update_follows_the_formula(c in 1usize..8, count in 2usize..500, factor in 0.0f64..1.0, seed in any::<u64>()) {
         let mut rng = TestRng::new(seed);
-        let stats = BatchStats { mean: rng.vec(c, 0.0, 2.0), mean_residual: vec![0.0; c], var: rng.vec(c, 2.0, 1.0).iter().map(|v| v.abs()).collect(), inv_std: vec![1.0; c], count };
+        let mean: Vec<f64> = rng.vec(c, 0.0, 2.0).iter().map(|&v| v as f64).collect();
+        let var: Vec<f64> = rng.vec(c, 2.0, 1.0).iter().map(|v| v.abs() as f64).collect();
+        let stats = BatchStats::new(count, mean, var, 1e-5).unwrap();
         let (mut rm, mut rv) = (rng.vec(c, 0.0, 1.0), rng.vec(c, 1.0, 0.1));
         let (rm0, rv0) = (rm.clone(), rv.clone());
         update_running_stats(&mut rm, &mut rv, &stats, factor).unwrap();
         for ch in 0..c {
-            let want_m = ((1.0 - factor) * rm0[ch] as f64 + factor * stats.mean[ch] as f64) as f32;
-            let unbiased = stats.var[ch] as f64 * count as f64 / (count - 1) as f64;
-            let want_v = ((1.0 - factor) * rv0[ch] as f64 + factor * unbiased) as f32;
+            let want_m = (factor * stats.mean()[ch] + (1.0 - factor) * rm0[ch] as f64) as f32;
+            let unbiased = stats.var()[ch] * count as f64 / (count - 1) as f64;
+            let want_v = (factor * unbiased + (1.0 - factor) * rv0[ch] as f64) as f32;
             prop_assert_eq!(rm[ch], want_m);
             prop_assert_eq!(rv[ch], want_v);
         }
     }
 }
 
-/// Results are bitwise identical on 1, 2 and 7 threads, for shapes that split into many
-/// pieces on both work paths.
+/// Results are bitwise identical on 1, 2 and 7 threads and with every SIMD level the CPU
+/// supports, for shapes that split into many pieces on both work paths.
 #[test]
-fn bitwise_identical_across_thread_counts() {
+fn bitwise_identical_across_thread_counts_and_simd_levels() {
     let mut rng = TestRng::new(42);
     for shape in [
         vec![256, 6, 24, 24],
@@ -212,31 +215,42 @@ fn bitwise_identical_across_thread_counts() {
         let dy = rng.array(&shape, 0.0, 1.0);
         let gamma = rng.vec(c, 1.0, 0.3);
         let beta = rng.vec(c, 0.0, 0.3);
-        let run = |threads: usize| {
+        let run = |threads: usize, level: SimdLevel| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             pool.install(|| {
-                let f = forward_train(x.view(), Some(&gamma), Some(&beta), 1e-5).unwrap();
-                let g = backward_train(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
-                let e = forward_eval(
-                    x.view(),
-                    &f.stats.mean,
-                    &f.stats.var,
-                    Some(&gamma),
-                    Some(&beta),
-                    1e-5,
-                )
-                .unwrap();
-                (f, g, e)
+                level.capped(|| {
+                    let f = forward_train(x.view(), Some(&gamma), Some(&beta), 1e-5).unwrap();
+                    let g = backward_train(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
+                    let (mean, var): (Vec<f32>, Vec<f32>) = f
+                        .stats
+                        .mean()
+                        .iter()
+                        .zip(f.stats.var())
+                        .map(|(&m, &v)| (m as f32, v as f32))
+                        .unzip();
+                    let e = forward_eval(x.view(), &mean, &var, Some(&gamma), Some(&beta), 1e-5)
+                        .unwrap();
+                    let b = backward_eval(x.view(), dy.view(), &mean, &var, Some(&gamma), 1e-5)
+                        .unwrap();
+                    (f, g, e, b)
+                })
             })
         };
-        let one = run(1);
+        let one = run(1, SimdLevel::Avx512);
         for threads in [2, 7] {
             assert!(
-                run(threads) == one,
+                run(threads, SimdLevel::Avx512) == one,
                 "shape {shape:?}: {threads} threads differ from 1"
+            );
+        }
+        for level in SimdLevel::supported() {
+            assert!(
+                run(2, level) == one,
+                "shape {shape:?}: SIMD level {level} differs from {}",
+                SimdLevel::current()
             );
         }
     }
@@ -304,7 +318,7 @@ fn constant_channel_gives_exactly_beta() {
                     "value {value} eps {eps} shape {shape:?}"
                 );
             }
-            assert!(out.stats.var.iter().all(|&v| v == 0.0));
+            assert!(out.stats.var().iter().all(|&v| v == 0.0));
         }
     }
 }
