@@ -533,7 +533,7 @@ fn load_checkpoint(dir: &Path, run: &mut ModelRun) -> Result<Option<Progress>, E
     let state: Vec<(String, Tensor)> = entries
         .into_iter()
         .filter_map(|(n, v)| match v {
-            Ok(StateValue::F32(t)) => Some((n, t)),
+            StateValue::F32(t) => Some((n, t)),
             _ => None,
         })
         .collect();

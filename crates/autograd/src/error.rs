@@ -35,9 +35,49 @@ pub enum AutogradError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
-    /// An operation added through the extension point failed for its own reasons.
-    #[error("{op}: {reason}")]
-    Op { op: &'static str, reason: String },
+    /// A parameter was updated from inside its own update.
+    #[error("parameter is already being updated (Param::update called from inside an update of the same parameter)")]
+    ParamBusy,
+    /// An operation added through the extension point failed; `source` is its own error
+    /// (downcast it to get the original type back).
+    #[error("{op}: {source}")]
+    Op { op: &'static str, source: OpError },
+}
+
+/// The error of an operation defined outside this crate, kept with its type (see
+/// [`OpError::downcast_ref`]).
+#[derive(Debug, Clone)]
+pub struct OpError(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl OpError {
+    /// Wraps any error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        OpError(std::sync::Arc::new(error))
+    }
+
+    /// The original error, if it has type `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for OpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two operation errors are equal when they say the same thing.
+impl PartialEq for OpError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
 /// Result of an autograd operation.

@@ -87,7 +87,7 @@ pub fn check(
     for (i, p) in params.iter().enumerate() {
         let analytic = p
             .grad()
-            .map(|g| g.clone())
+            .map(|g| Tensor::clone(&g))
             .ok_or(GradCheckError::Missing { input: i })?;
         for j in 0..xs[i].len() {
             let x0 = xs[i].as_slice()[j];

@@ -35,7 +35,7 @@ mod ops;
 mod param;
 mod var;
 
-pub use error::{AutogradError, Result};
+pub use error::{AutogradError, OpError, Result};
 pub use function::{Backward, BackwardContext};
 pub use grad_mode::{is_grad_enabled, no_grad};
 pub use param::Param;

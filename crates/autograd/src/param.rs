@@ -1,6 +1,6 @@
 //! [`Param`]: a trainable tensor that outlives each step's graph.
 
-use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
@@ -12,15 +12,20 @@ use crate::{AutogradError, Result, Var};
 ///
 /// Cloning a `Param` clones the handle: a model and its optimizer hold the same parameter.
 /// Each step, [`Param::var`] puts the current value into a new graph; `backward()` adds into
-/// [`Param::grad`]; the optimizer then updates the value in place.
+/// [`Param::grad`]; the optimizer then updates the value in place with [`Param::update`].
+///
+/// Reading hands out snapshots, never borrows: [`Param::value`] and [`Param::grad`] return
+/// reference-counted tensors that stay valid (and unchanged) while the parameter is updated,
+/// so holding one across an optimizer step is fine. An update copies the tensor only when such
+/// a snapshot is still alive.
 #[derive(Clone)]
 pub struct Param {
     inner: Rc<Inner>,
 }
 
 struct Inner {
-    value: RefCell<Tensor>,
-    grad: RefCell<Option<Tensor>>,
+    value: RefCell<Rc<Tensor>>,
+    grad: RefCell<Option<Rc<Tensor>>>,
     requires_grad: Cell<bool>,
 }
 
@@ -29,7 +34,7 @@ impl Param {
     pub fn new(value: Tensor) -> Param {
         Param {
             inner: Rc::new(Inner {
-                value: RefCell::new(value),
+                value: RefCell::new(Rc::new(value)),
                 grad: RefCell::new(None),
                 requires_grad: Cell::new(true),
             }),
@@ -41,26 +46,50 @@ impl Param {
         Var::leaf(self)
     }
 
-    /// The current value.
-    pub fn value(&self) -> Ref<'_, Tensor> {
-        self.inner.value.borrow()
+    /// The current value (a snapshot: later updates do not change it).
+    pub fn value(&self) -> Rc<Tensor> {
+        Rc::clone(&self.inner.value.borrow())
     }
 
-    /// The current value, mutable (for optimizers and initialisation).
-    pub fn value_mut(&self) -> RefMut<'_, Tensor> {
-        self.inner.value.borrow_mut()
+    /// Changes the value in place with `f` (optimizers, initialisation). The shape must stay
+    /// the same.
+    ///
+    /// Errors: `f` changed the shape (the change is undone), or the parameter is already being
+    /// updated (`update` called from inside `f` for the same parameter).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Tensor) -> R) -> Result<R> {
+        let mut slot = self
+            .inner
+            .value
+            .try_borrow_mut()
+            .map_err(|_| AutogradError::ParamBusy)?;
+        let before = slot.shape().to_vec();
+        let value = Rc::make_mut(&mut slot);
+        let result = f(value);
+        if value.shape() != before.as_slice() {
+            let got = value.shape().to_vec();
+            *value = Tensor::zeros(&before);
+            return Err(AutogradError::ParamShape {
+                expected: before,
+                got,
+            });
+        }
+        Ok(result)
     }
 
     /// Replaces the value with one of the same shape.
     pub fn set_value(&self, value: Tensor) -> Result<()> {
-        let mut current = self.inner.value.borrow_mut();
-        if current.shape() != value.shape() {
+        let mut slot = self
+            .inner
+            .value
+            .try_borrow_mut()
+            .map_err(|_| AutogradError::ParamBusy)?;
+        if slot.shape() != value.shape() {
             return Err(AutogradError::ParamShape {
-                expected: current.shape().to_vec(),
+                expected: slot.shape().to_vec(),
                 got: value.shape().to_vec(),
             });
         }
-        *current = value;
+        *slot = Rc::new(value);
         Ok(())
     }
 
@@ -80,9 +109,9 @@ impl Param {
     }
 
     /// The gradient accumulated since the last [`Param::zero_grad`], if any backward reached
-    /// this parameter.
-    pub fn grad(&self) -> Option<Ref<'_, Tensor>> {
-        Ref::filter_map(self.inner.grad.borrow(), Option::as_ref).ok()
+    /// this parameter (a snapshot, like [`Param::value`]).
+    pub fn grad(&self) -> Option<Rc<Tensor>> {
+        self.inner.grad.borrow().clone()
     }
 
     /// Forgets the accumulated gradient.
@@ -108,8 +137,8 @@ impl Param {
     pub(crate) fn accumulate_grad(&self, grad: Tensor) -> Result<()> {
         let mut slot = self.inner.grad.borrow_mut();
         match slot.as_mut() {
-            Some(acc) => acc.axpy(1.0, &grad)?,
-            None => *slot = Some(grad),
+            Some(acc) => Rc::make_mut(acc).axpy(1.0, &grad)?,
+            None => *slot = Some(Rc::new(grad)),
         }
         Ok(())
     }
@@ -118,5 +147,44 @@ impl Param {
 impl fmt::Debug for Param {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Param({:?})", self.inner.value.borrow())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_survive_updates_without_panicking() {
+        let p = Param::new(Tensor::ones(&[3]));
+        let before = p.value();
+        p.update(|v| v.as_slice_mut()[0] = 5.0).unwrap();
+        assert_eq!(
+            before.as_slice(),
+            &[1.0, 1.0, 1.0],
+            "the snapshot is unchanged"
+        );
+        assert_eq!(p.value().as_slice(), &[5.0, 1.0, 1.0]);
+        p.var().sum_all().unwrap().backward().unwrap();
+        let g = p.grad().unwrap();
+        p.var().sum_all().unwrap().backward().unwrap();
+        assert_eq!(
+            g.as_slice(),
+            &[1.0; 3],
+            "the gradient snapshot is unchanged"
+        );
+        assert_eq!(p.grad().unwrap().as_slice(), &[2.0; 3]);
+    }
+
+    #[test]
+    fn updates_keep_the_shape_and_refuse_reentry() {
+        let p = Param::new(Tensor::ones(&[2, 2]));
+        let err = p.update(|v| *v = Tensor::ones(&[3])).unwrap_err();
+        assert!(matches!(err, AutogradError::ParamShape { .. }), "{err}");
+        assert_eq!(p.shape(), vec![2, 2]);
+        let q = p.clone();
+        let inner = p.update(|_| q.update(|_| ())).unwrap();
+        assert_eq!(inner, Err(AutogradError::ParamBusy));
+        assert!(p.set_value(Tensor::ones(&[4])).is_err());
     }
 }

@@ -69,7 +69,7 @@ impl Var {
 
     /// A leaf that accumulates its gradient into `param` (use [`Param::var`]).
     pub(crate) fn leaf(param: &Param) -> Var {
-        let value = param.value().clone();
+        let value = Tensor::clone(&param.value());
         if is_grad_enabled() && param.requires_grad() {
             Var::new(value, Origin::Param(param.clone()))
         } else {

@@ -89,7 +89,7 @@ fn parameters_outlive_the_graph_and_see_updates() {
             2.0 * p.value().as_slice()[0],
             "step {step}"
         );
-        p.value_mut().axpy(-0.25, &g).unwrap();
+        p.update(|v| v.axpy(-0.25, &g)).unwrap().unwrap();
     }
     assert_eq!(p.value().as_slice(), &[0.25]);
     assert!(p.set_value(Tensor::zeros(&[2])).is_err());

@@ -1,7 +1,9 @@
-//! What BatchNorm1d and BatchNorm2d share: the configuration, the state, and the autograd
-//! operation whose forward and backward are the fused kernels of `norma-kernels`.
+//! Batch normalization: [`BatchNorm`], the layer behind [`crate::BatchNorm1d`] and
+//! [`crate::BatchNorm2d`], and the autograd operation whose forward and backward are the fused
+//! kernels of `norma-kernels`.
 //!
-//! Per channel c, with M values per channel in the batch:
+//! Per channel c, with M values per channel in the batch (N for (N, C) inputs, N·L or N·H·W
+//! otherwise):
 //!
 //! ```text
 //! training:  y = γ_c · (x − μ_B) / sqrt(σ²_B + eps) + β_c      μ_B, σ²_B: batch mean, biased variance
@@ -13,12 +15,14 @@
 //! m is the momentum (0.1), or 1/num_batches_tracked when momentum is `None` (cumulative
 //! average). This is PyTorch's convention, including the unbiased running variance.
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
-use norma_kernels::{BatchStats, Gradients};
+use std::marker::PhantomData;
+
+use norma_autograd::{Backward, BackwardContext, OpError, Param, Var};
+use norma_kernels::{BatchStats, Gradients, KernelError};
 use norma_tensor::Tensor;
 
-use crate::module::{join_name, Buffer, BufferValue, Mode};
-use crate::{LayerError, Result};
+use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
+use crate::{impl_any, LayerError, Result};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,27 +50,97 @@ impl Default for BatchNormConfig {
     }
 }
 
-/// Running statistics and their batch counter.
-pub(crate) struct Running {
-    pub mean: Buffer,
-    pub var: Buffer,
-    pub batches: Buffer,
+mod sealed {
+    pub trait Sealed {}
 }
 
-/// The state of one batch-norm layer, shared by the 1-D and 2-D front ends.
-pub(crate) struct BatchNorm {
-    pub num_features: usize,
-    pub config: BatchNormConfig,
-    pub weight: Option<Param>,
-    pub bias: Option<Param>,
-    pub running: Option<Running>,
-    pub mode: Mode,
+/// The inputs a batch-norm layer takes: [`Features`] for [`crate::BatchNorm1d`], [`Images`]
+/// for [`crate::BatchNorm2d`]. Sealed: these are the only two.
+pub trait BatchNormInput: sealed::Sealed + 'static {
+    /// The layer's name, as PyTorch's class (`BatchNorm1d`).
+    const NAME: &'static str;
+    /// Whether `shape` is an input for `channels` channels.
+    fn accepts(shape: &[usize], channels: usize) -> bool;
+    /// The accepted shapes, for errors, e.g. `(N, 6, H, W)`.
+    fn expected(channels: usize) -> String;
 }
 
-impl BatchNorm {
-    pub fn new(layer: &str, num_features: usize, config: BatchNormConfig) -> Result<BatchNorm> {
+/// (N, C) or (N, C, L) inputs: [`crate::BatchNorm1d`].
+pub struct Features;
+/// (N, C, H, W) inputs: [`crate::BatchNorm2d`].
+pub struct Images;
+
+impl sealed::Sealed for Features {}
+impl sealed::Sealed for Images {}
+
+impl BatchNormInput for Features {
+    const NAME: &'static str = "BatchNorm1d";
+    fn accepts(shape: &[usize], channels: usize) -> bool {
+        (shape.len() == 2 || shape.len() == 3) && shape[1] == channels
+    }
+    fn expected(c: usize) -> String {
+        format!("(N, {c}) or (N, {c}, L)")
+    }
+}
+
+impl BatchNormInput for Images {
+    const NAME: &'static str = "BatchNorm2d";
+    fn accepts(shape: &[usize], channels: usize) -> bool {
+        shape.len() == 4 && shape[1] == channels
+    }
+    fn expected(c: usize) -> String {
+        format!("(N, {c}, H, W)")
+    }
+}
+
+/// Running statistics and their batch counter, typed: two f32 tensors of one value per
+/// channel and an i64 counter.
+#[derive(Debug, Clone)]
+struct RunningStats {
+    mean: TensorBuffer,
+    var: TensorBuffer,
+    num_batches_tracked: CounterBuffer,
+}
+
+impl RunningStats {
+    fn new(channels: usize) -> RunningStats {
+        RunningStats {
+            mean: TensorBuffer::new(Tensor::zeros(&[channels])),
+            var: TensorBuffer::new(Tensor::ones(&[channels])),
+            num_batches_tracked: CounterBuffer::new(0),
+        }
+    }
+}
+
+/// Batch normalization over the channels (dimension 1) of its input; see the module docs for
+/// the formulas and [`crate::BatchNorm1d`] / [`crate::BatchNorm2d`] for the two kinds.
+///
+/// - parameters: `weight` γ (C), init 1; `bias` β (C), init 0 (with `affine`)
+/// - buffers: `running_mean` (C), `running_var` (C), `num_batches_tracked` (int64 scalar)
+///   (with `track_running_stats`)
+pub struct BatchNorm<I: BatchNormInput> {
+    num_features: usize,
+    config: BatchNormConfig,
+    weight: Option<Param>,
+    bias: Option<Param>,
+    running: Option<RunningStats>,
+    mode: Mode,
+    input: PhantomData<I>,
+}
+
+impl<I: BatchNormInput> BatchNorm<I> {
+    /// A layer for `num_features` channels with PyTorch's defaults (eps 1e-5, momentum 0.1,
+    /// affine, tracking running statistics), in training mode.
+    pub fn new(num_features: usize) -> Result<Self> {
+        Self::with_config(num_features, BatchNormConfig::default())
+    }
+
+    /// A layer with explicit options.
+    ///
+    /// Errors: no channels, a negative or non-finite eps, a momentum outside [0, 1].
+    pub fn with_config(num_features: usize, config: BatchNormConfig) -> Result<Self> {
         let bad = |reason: String| LayerError::Config {
-            layer: format!("{layer}({num_features})"),
+            layer: format!("{}({num_features})", I::NAME),
             reason,
         };
         if num_features == 0 {
@@ -78,29 +152,132 @@ impl BatchNorm {
                 config.eps
             )));
         }
-        if let Some(m) = config.momentum {
-            if !(0.0..=1.0).contains(&m) {
-                return Err(bad(format!("momentum must be in [0, 1], got {m}")));
-            }
-        }
+        check_momentum(config.momentum).map_err(bad)?;
         let c = num_features;
-        let running = config.track_running_stats.then(|| Running {
-            mean: Buffer::new(BufferValue::F32(Tensor::zeros(&[c]))),
-            var: Buffer::new(BufferValue::F32(Tensor::ones(&[c]))),
-            batches: Buffer::new(BufferValue::I64(0)),
-        });
         Ok(BatchNorm {
             num_features,
             config,
             weight: config.affine.then(|| Param::new(Tensor::ones(&[c]))),
             bias: config.affine.then(|| Param::new(Tensor::zeros(&[c]))),
-            running,
+            running: config.track_running_stats.then(|| RunningStats::new(c)),
             mode: Mode::Train,
+            input: PhantomData,
         })
     }
 
-    /// The forward pass for an input already checked to be (N, C, ...) with C = num_features.
-    pub fn forward(&mut self, x: &Var) -> Result<Var> {
+    /// Number of channels C.
+    pub fn num_features(&self) -> usize {
+        self.num_features
+    }
+
+    /// The options the layer was built with (momentum as currently set).
+    pub fn config(&self) -> BatchNormConfig {
+        self.config
+    }
+
+    /// Training or evaluation.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// γ (`weight`), if `affine`.
+    pub fn weight(&self) -> Option<&Param> {
+        self.weight.as_ref()
+    }
+
+    /// β (`bias`), if `affine`.
+    pub fn bias(&self) -> Option<&Param> {
+        self.bias.as_ref()
+    }
+
+    /// The running mean, if running statistics are tracked.
+    pub fn running_mean(&self) -> Option<Tensor> {
+        self.running.as_ref().map(|r| r.mean.get())
+    }
+
+    /// The running (unbiased) variance, if running statistics are tracked.
+    pub fn running_var(&self) -> Option<Tensor> {
+        self.running.as_ref().map(|r| r.var.get())
+    }
+
+    /// Training batches seen since the running statistics were last reset, if tracked.
+    pub fn num_batches_tracked(&self) -> Option<i64> {
+        self.running.as_ref().map(|r| r.num_batches_tracked.get())
+    }
+
+    /// Changes the momentum (`None`: cumulative average from now on).
+    ///
+    /// Errors: a momentum outside [0, 1].
+    pub fn set_momentum(&mut self, momentum: Option<f64>) -> Result<()> {
+        check_momentum(momentum).map_err(|reason| LayerError::Config {
+            layer: self.describe(),
+            reason,
+        })?;
+        self.config.momentum = momentum;
+        Ok(())
+    }
+
+    /// PyTorch's `reset_running_stats`: mean 0, variance 1, no batch seen.
+    pub fn reset_running_stats(&mut self) {
+        if let Some(r) = &self.running {
+            r.mean.update(|m| m.fill(0.0));
+            r.var.update(|v| v.fill(1.0));
+            r.num_batches_tracked.set(0);
+        }
+    }
+
+    /// The per-channel `(scale, shift)` eval mode applies (`y = x·scale + shift`), if running
+    /// statistics are tracked (for folding into a preceding layer).
+    ///
+    /// Errors: running statistics that cannot be used (a negative variance).
+    pub fn eval_scale_shift(&self) -> Result<Option<Vec<(f32, f32)>>> {
+        let Some(running) = &self.running else {
+            return Ok(None);
+        };
+        let gamma = self.weight.as_ref().map(Param::value);
+        let beta = self.bias.as_ref().map(Param::value);
+        Ok(Some(norma_kernels::eval_scale_shift(
+            running.mean.get().as_slice(),
+            running.var.get().as_slice(),
+            gamma.as_ref().map(|g| g.as_slice()),
+            beta.as_ref().map(|b| b.as_slice()),
+            self.config.eps,
+        )?))
+    }
+
+    fn input_error(&self, shape: &[usize]) -> LayerError {
+        LayerError::Input {
+            layer: self.describe(),
+            expected: I::expected(self.num_features),
+            got: shape.to_vec(),
+        }
+    }
+
+    /// Adds one batch's statistics to the running statistics.
+    fn update_running(&self, running: &RunningStats, stats: &BatchStats) -> Result<()> {
+        let batches = running.num_batches_tracked.increment();
+        let factor = self.config.momentum.unwrap_or(1.0 / batches as f64);
+        running.mean.update(|mean| {
+            running
+                .var
+                .update(|var| norma_kernels::update_running_stats(mean, var, stats, factor))
+        })?;
+        Ok(())
+    }
+}
+
+fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
+    match momentum {
+        Some(m) if !(0.0..=1.0).contains(&m) => Err(format!("momentum must be in [0, 1], got {m}")),
+        _ => Ok(()),
+    }
+}
+
+impl<I: BatchNormInput> Module for BatchNorm<I> {
+    fn forward(&mut self, x: &Var) -> Result<Var> {
+        if !I::accepts(x.shape(), self.num_features) {
+            return Err(self.input_error(x.shape()));
+        }
         let weight = self.weight.as_ref().map(Param::var);
         let bias = self.bias.as_ref().map(Param::var);
         let gamma = weight.as_ref().map(|w| w.value().as_slice());
@@ -109,6 +286,7 @@ impl BatchNorm {
         inputs.extend(weight.as_ref());
         inputs.extend(bias.as_ref());
         let eps = self.config.eps;
+        let affine = weight.is_some();
 
         let running = match (&self.running, self.mode) {
             (Some(running), Mode::Eval) => running,
@@ -118,15 +296,18 @@ impl BatchNorm {
                 if let (Some(running), Mode::Train) = (&self.running, self.mode) {
                     self.update_running(running, &out.stats)?;
                 }
-                let output = Tensor::from_array(out.output);
                 let backward = TrainBackward {
                     stats: out.stats,
-                    affine: weight.is_some(),
+                    affine,
                 };
-                return Ok(Var::from_op(&inputs, output, backward));
+                return Ok(Var::from_op(
+                    &inputs,
+                    Tensor::from_array(out.output),
+                    backward,
+                ));
             }
         };
-        let (mean, var) = (running_tensor(&running.mean), running_tensor(&running.var));
+        let (mean, var) = (running.mean.get(), running.var.get());
         let output = norma_kernels::forward_eval(
             x.value().view(),
             mean.as_slice(),
@@ -139,81 +320,50 @@ impl BatchNorm {
             mean,
             var,
             eps,
-            affine: weight.is_some(),
+            affine,
         };
         Ok(Var::from_op(&inputs, Tensor::from_array(output), backward))
     }
 
-    fn update_running(&self, running: &Running, stats: &BatchStats) -> Result<()> {
-        let batches = {
-            let mut counter = running.batches.get_mut();
-            match &mut *counter {
-                BufferValue::I64(n) => {
-                    *n += 1;
-                    *n
-                }
-                BufferValue::F32(_) => 1,
-            }
-        };
-        let factor = self.config.momentum.unwrap_or(1.0 / batches as f64);
-        let (mut mean, mut var) = (running.mean.get_mut(), running.var.get_mut());
-        if let (BufferValue::F32(mean), BufferValue::F32(var)) = (&mut *mean, &mut *var) {
-            norma_kernels::update_running_stats(
-                mean.as_slice_mut(),
-                var.as_slice_mut(),
-                stats,
-                factor,
-            )?;
-        }
-        Ok(())
-    }
-
-    pub fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
         if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
             out.push((join_name(prefix, "weight"), w.clone()));
             out.push((join_name(prefix, "bias"), b.clone()));
         }
     }
 
-    pub fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
+    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
         if let Some(r) = &self.running {
-            out.push((join_name(prefix, "running_mean"), r.mean.clone()));
-            out.push((join_name(prefix, "running_var"), r.var.clone()));
-            out.push((join_name(prefix, "num_batches_tracked"), r.batches.clone()));
+            out.push((
+                join_name(prefix, "running_mean"),
+                Buffer::F32(r.mean.clone()),
+            ));
+            out.push((join_name(prefix, "running_var"), Buffer::F32(r.var.clone())));
+            out.push((
+                join_name(prefix, "num_batches_tracked"),
+                Buffer::I64(r.num_batches_tracked.clone()),
+            ));
         }
     }
 
-    pub fn describe(&self, layer: &str) -> String {
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    fn describe(&self) -> String {
         let c = &self.config;
         let momentum = c.momentum.map_or("None".to_string(), |m| m.to_string());
         format!(
-            "{layer}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
-            self.num_features, c.eps, c.affine, c.track_running_stats
+            "{}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
+            I::NAME,
+            self.num_features,
+            c.eps,
+            c.affine,
+            c.track_running_stats
         )
     }
 
-    /// The per-channel (scale, shift) of eval mode, for folding into a preceding layer.
-    pub fn eval_scale_shift(&self) -> Option<Vec<(f32, f32)>> {
-        let running = self.running.as_ref()?;
-        let (mean, var) = (running_tensor(&running.mean), running_tensor(&running.var));
-        let gamma = self.weight.as_ref().map(|w| w.value().clone());
-        let beta = self.bias.as_ref().map(|b| b.value().clone());
-        Some(norma_kernels::eval_scale_shift(
-            mean.as_slice(),
-            var.as_slice(),
-            gamma.as_ref().map(Tensor::as_slice),
-            beta.as_ref().map(Tensor::as_slice),
-            self.config.eps,
-        ))
-    }
-}
-
-/// A copy of a running-statistics buffer (always F32 when built by [`BatchNorm::new`]).
-fn running_tensor(buffer: &Buffer) -> Tensor {
-    buffer
-        .tensor()
-        .map(|t| t.clone())
-        .unwrap_or_else(|| Tensor::zeros(&[0]))
+    impl_any!();
 }
 
 /// Splits kernel gradients into the autograd order [x, γ?, β?].
@@ -239,10 +389,12 @@ fn gradients(
     Ok(out)
 }
 
-fn kernel_error(op: &'static str, e: norma_kernels::KernelError) -> norma_autograd::AutogradError {
+/// A kernel error inside a backward pass, kept typed (it comes out as
+/// [`LayerError::Kernel`]).
+pub(crate) fn kernel_error(op: &'static str, e: KernelError) -> norma_autograd::AutogradError {
     norma_autograd::AutogradError::Op {
         op,
-        reason: e.to_string(),
+        source: OpError::new(e),
     }
 }
 
@@ -297,84 +449,3 @@ impl Backward for EvalBackward {
         gradients(g, ctx, self.affine)
     }
 }
-
-/// The constructors, accessors and [`crate::Module`] impl shared by BatchNorm1d and BatchNorm2d.
-/// Each type provides `fn check_input(&self, shape: &[usize]) -> Result<()>`.
-macro_rules! batch_norm_layer {
-    ($name:ident) => {
-        impl $name {
-            /// A layer for `num_features` channels with PyTorch's defaults (eps 1e-5,
-            /// momentum 0.1, affine, tracking running statistics).
-            pub fn new(num_features: usize) -> $crate::Result<$name> {
-                Self::with_config(num_features, $crate::BatchNormConfig::default())
-            }
-
-            /// A layer with explicit options.
-            pub fn with_config(
-                num_features: usize,
-                config: $crate::BatchNormConfig,
-            ) -> $crate::Result<$name> {
-                Ok($name {
-                    inner: $crate::batch_norm::BatchNorm::new(
-                        stringify!($name),
-                        num_features,
-                        config,
-                    )?,
-                })
-            }
-
-            /// γ (`weight`), if `affine`.
-            pub fn weight(&self) -> Option<&norma_autograd::Param> {
-                self.inner.weight.as_ref()
-            }
-
-            /// β (`bias`), if `affine`.
-            pub fn bias(&self) -> Option<&norma_autograd::Param> {
-                self.inner.bias.as_ref()
-            }
-
-            /// The per-channel `(scale, shift)` eval mode applies (`y = x·scale + shift`), if
-            /// running statistics are tracked.
-            pub fn eval_scale_shift(&self) -> Option<Vec<(f32, f32)>> {
-                self.inner.eval_scale_shift()
-            }
-
-            fn input_error(&self, expected: String, shape: &[usize]) -> $crate::LayerError {
-                $crate::LayerError::Input {
-                    layer: $crate::Module::describe(self),
-                    expected,
-                    got: shape.to_vec(),
-                }
-            }
-        }
-
-        impl $crate::Module for $name {
-            fn forward(
-                &mut self,
-                input: &norma_autograd::Var,
-            ) -> $crate::Result<norma_autograd::Var> {
-                self.check_input(input.shape())?;
-                self.inner.forward(input)
-            }
-
-            fn collect_params(&self, prefix: &str, out: &mut Vec<(String, norma_autograd::Param)>) {
-                self.inner.collect_params(prefix, out);
-            }
-
-            fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, $crate::Buffer)>) {
-                self.inner.collect_buffers(prefix, out);
-            }
-
-            fn set_mode(&mut self, mode: $crate::Mode) {
-                self.inner.mode = mode;
-            }
-
-            fn describe(&self) -> String {
-                self.inner.describe(stringify!($name))
-            }
-
-            $crate::impl_any!();
-        }
-    };
-}
-pub(crate) use batch_norm_layer;

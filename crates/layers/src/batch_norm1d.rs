@@ -1,7 +1,6 @@
 //! Batch normalization over features.
 
-use crate::batch_norm::{batch_norm_layer, BatchNorm};
-use crate::Result;
+use crate::batch_norm::{BatchNorm, Features};
 
 /// Batch norm per feature: for input (N, C) (or (N, C, L)), each of the C features is
 /// normalized with its mean and biased variance over the batch (and L), then scaled and
@@ -15,8 +14,9 @@ use crate::Result;
 ///   unbiased variance). A batch with one value per feature (N = 1 for (N, C)) is an error.
 /// - eval: running statistics; any batch size, including 1.
 ///
-/// Place it after a linear layer and before the activation. The `batch_norm` module
-/// documents the running-update formulas.
+/// Build it with [`BatchNorm::new`] (PyTorch's defaults) or [`BatchNorm::with_config`]. Place
+/// it after a linear layer and before the activation. [`crate::batch_norm`] documents the
+/// running-update formulas.
 ///
 /// ```
 /// use norma_autograd::Var;
@@ -32,19 +32,4 @@ use crate::Result;
 /// assert!(bn.forward(&one).is_ok()); // eval uses the running statistics
 /// # Ok::<(), norma_layers::LayerError>(())
 /// ```
-pub struct BatchNorm1d {
-    inner: BatchNorm,
-}
-
-impl BatchNorm1d {
-    fn check_input(&self, shape: &[usize]) -> Result<()> {
-        let c = self.inner.num_features;
-        if (shape.len() == 2 || shape.len() == 3) && shape[1] == c {
-            Ok(())
-        } else {
-            Err(self.input_error(format!("(N, {c}) or (N, {c}, L)"), shape))
-        }
-    }
-}
-
-batch_norm_layer!(BatchNorm1d);
+pub type BatchNorm1d = BatchNorm<Features>;

@@ -1,7 +1,6 @@
 //! Batch normalization over the channels of images.
 
-use crate::batch_norm::{batch_norm_layer, BatchNorm};
-use crate::Result;
+use crate::batch_norm::{BatchNorm, Images};
 
 /// Batch norm per channel of an (N, C, H, W) input: each channel is normalized with its mean
 /// and biased variance over the batch and all pixels (M = N·H·W values), then scaled and
@@ -15,8 +14,9 @@ use crate::Result;
 ///   unbiased variance). An input with one value per channel (N·H·W = 1) is an error.
 /// - eval: running statistics; any batch size, including a single image.
 ///
-/// Place it after a convolution and before the activation. The `batch_norm` module
-/// documents the running-update formulas.
+/// Build it with [`BatchNorm::new`] (PyTorch's defaults) or [`BatchNorm::with_config`]. Place
+/// it after a convolution and before the activation. [`crate::batch_norm`] documents the
+/// running-update formulas.
 ///
 /// ```
 /// use norma_autograd::Var;
@@ -31,19 +31,4 @@ use crate::Result;
 /// assert_eq!(bn.forward(&one_image)?.shape(), &[1, 6, 5, 5]);
 /// # Ok::<(), norma_layers::LayerError>(())
 /// ```
-pub struct BatchNorm2d {
-    inner: BatchNorm,
-}
-
-impl BatchNorm2d {
-    fn check_input(&self, shape: &[usize]) -> Result<()> {
-        let c = self.inner.num_features;
-        if shape.len() == 4 && shape[1] == c {
-            Ok(())
-        } else {
-            Err(self.input_error(format!("(N, {c}, H, W)"), shape))
-        }
-    }
-}
-
-batch_norm_layer!(BatchNorm2d);
+pub type BatchNorm2d = BatchNorm<Images>;

@@ -8,8 +8,9 @@
 //!
 //! - [`save`] is atomic: it writes a temporary file in the same folder, flushes it to disk and
 //!   renames it over the final name, so an interrupted save never leaves a partial checkpoint.
-//! - [`load`] checks every name, shape and dtype against the model first and reports all that is
-//!   missing, unexpected or mismatched in one [`CheckpointError::Mismatch`]; nothing is applied
+//! - [`load`] checks every name, shape and dtype against the model first, and every value
+//!   (no NaN or infinity, no negative running variance), and reports all that is missing,
+//!   unexpected, mismatched or invalid in one [`CheckpointError::Mismatch`]; nothing is applied
 //!   unless everything fits. A missing `num_batches_tracked` is accepted and set to 0, as
 //!   PyTorch does for checkpoints written before it existed.
 
@@ -21,10 +22,10 @@ use std::path::{Path, PathBuf};
 
 use norma_tensor::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
+use safetensors::{SafeTensorError, SafeTensors};
 use thiserror::Error;
 
-use crate::{Buffer, BufferValue, Module};
+use crate::{Buffer, Module};
 
 /// One way in which a checkpoint does not fit a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub enum Problem {
         expected: &'static str,
         found: String,
     },
+    /// The value cannot be right: NaN or infinite entries, a negative running variance.
+    Invalid { name: String, reason: String },
 }
 
 impl fmt::Display for Problem {
@@ -72,6 +75,7 @@ impl fmt::Display for Problem {
                     "{name}: dtype {found} in the file, {expected} in the model"
                 )
             }
+            Problem::Invalid { name, reason } => write!(f, "{name}: {reason}"),
         }
     }
 }
@@ -87,14 +91,39 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
     /// The file is not a valid safetensors file (truncated, corrupt header, ...).
-    #[error("checkpoint {path} is not a valid safetensors file: {reason}")]
-    Format { path: PathBuf, reason: String },
+    #[error("checkpoint {path} is not a valid safetensors file: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
     /// The file is valid but does not fit the model; every problem is listed.
-    #[error("checkpoint {path} does not fit the model ({} problems): {}", problems.len(), list(problems))]
+    #[error("checkpoint {path} does not fit the model ({}): {}", count(problems.len()), list(problems))]
     Mismatch {
         path: PathBuf,
         problems: Vec<Problem>,
     },
+}
+
+/// Bytes that are not a safetensors file, or a state dict that cannot be written as one.
+#[derive(Debug, Error)]
+pub enum FormatError {
+    /// safetensors refused the bytes or the tensors.
+    #[error(transparent)]
+    Safetensors(#[from] SafeTensorError),
+    /// An entry of a kind norma does not write.
+    #[error(
+        "{name} has dtype {dtype}, which norma does not write (only F32 tensors and I64 scalars)"
+    )]
+    Unsupported { name: String, dtype: String },
+}
+
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 problem".to_string()
+    } else {
+        format!("{n} problems")
+    }
 }
 
 fn list(problems: &[Problem]) -> String {
@@ -108,15 +137,21 @@ fn list(problems: &[Problem]) -> String {
 /// A named tensor of a state dict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateValue {
+    /// A float32 tensor.
     F32(Tensor),
+    /// An int64 scalar.
     I64(i64),
+    /// A tensor of a kind norma does not store (another dtype, or a non-scalar int64); kept so
+    /// that loading can name it.
+    Unsupported { dtype: String, shape: Vec<usize> },
 }
 
 impl StateValue {
-    fn dtype_name(&self) -> &'static str {
+    fn dtype_name(&self) -> String {
         match self {
-            StateValue::F32(_) => "F32",
-            StateValue::I64(_) => "I64",
+            StateValue::F32(_) => "F32".into(),
+            StateValue::I64(_) => "I64".into(),
+            StateValue::Unsupported { dtype, .. } => dtype.clone(),
         }
     }
 
@@ -124,6 +159,7 @@ impl StateValue {
         match self {
             StateValue::F32(t) => t.shape().to_vec(),
             StateValue::I64(_) => vec![],
+            StateValue::Unsupported { shape, .. } => shape.clone(),
         }
     }
 }
@@ -132,12 +168,12 @@ impl StateValue {
 pub fn state_dict(model: &dyn Module) -> BTreeMap<String, StateValue> {
     let mut out = BTreeMap::new();
     for (name, p) in model.named_parameters() {
-        out.insert(name, StateValue::F32(p.value().clone()));
+        out.insert(name, StateValue::F32(Tensor::clone(&p.value())));
     }
     for (name, b) in model.named_buffers() {
-        let value = match &*b.get() {
-            BufferValue::F32(t) => StateValue::F32(t.clone()),
-            BufferValue::I64(v) => StateValue::I64(*v),
+        let value = match &b {
+            Buffer::F32(t) => StateValue::F32(t.get()),
+            Buffer::I64(c) => StateValue::I64(c.get()),
         };
         out.insert(name, value);
     }
@@ -145,37 +181,41 @@ pub fn state_dict(model: &dyn Module) -> BTreeMap<String, StateValue> {
 }
 
 /// The safetensors bytes of a state dict.
-pub fn to_bytes(state: &BTreeMap<String, StateValue>) -> Result<Vec<u8>, String> {
-    let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = state
-        .iter()
-        .map(|(name, value)| match value {
+///
+/// Errors: an [`StateValue::Unsupported`] entry (norma only writes F32 and I64 tensors).
+pub fn to_bytes(state: &BTreeMap<String, StateValue>) -> Result<Vec<u8>, FormatError> {
+    let mut raw: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(state.len());
+    for (name, value) in state {
+        raw.push(match value {
             StateValue::F32(t) => (
-                name.clone(),
+                name,
                 Dtype::F32,
                 t.shape().to_vec(),
                 t.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect(),
             ),
-            StateValue::I64(v) => (name.clone(), Dtype::I64, vec![], v.to_le_bytes().to_vec()),
-        })
-        .collect();
+            StateValue::I64(v) => (name, Dtype::I64, vec![], v.to_le_bytes().to_vec()),
+            StateValue::Unsupported { dtype, .. } => {
+                return Err(FormatError::Unsupported {
+                    name: name.clone(),
+                    dtype: dtype.clone(),
+                })
+            }
+        });
+    }
     let views = raw
         .iter()
-        .map(|(n, d, s, bytes)| {
-            Ok((
-                n.as_str(),
-                TensorView::new(*d, s.clone(), bytes).map_err(|e| e.to_string())?,
-            ))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    safetensors::serialize(views, None).map_err(|e| e.to_string())
+        .map(|(n, d, s, bytes)| Ok((*n, TensorView::new(*d, s.clone(), bytes)?)))
+        .collect::<Result<Vec<_>, SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, None)?)
 }
 
-/// Parses safetensors bytes into a state dict (F32 and I64 tensors; other dtypes are kept as
-/// an error entry so that loading can name them).
-pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Result<StateValue, String>>, String> {
-    let file = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+/// Parses safetensors bytes into a state dict: F32 tensors and I64 scalars, every other entry
+/// as [`StateValue::Unsupported`] so that loading can name it.
+pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, StateValue>, FormatError> {
+    let file = SafeTensors::deserialize(bytes)?;
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
+        let shape = view.shape().to_vec();
         let value = match view.dtype() {
             Dtype::F32 => {
                 let data = view
@@ -183,17 +223,24 @@ pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Result<StateValue, St
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                Tensor::from_vec(view.shape(), data)
-                    .map(StateValue::F32)
-                    .map_err(|e| e.to_string())
+                // safetensors checked that the data holds exactly shape.product() values.
+                match Tensor::from_vec(&shape, data) {
+                    Ok(t) => StateValue::F32(t),
+                    Err(_) => StateValue::Unsupported {
+                        dtype: "F32".into(),
+                        shape,
+                    },
+                }
             }
-            Dtype::I64 if view.shape().iter().product::<usize>() == 1 => {
-                let b = view.data();
+            Dtype::I64 if shape.iter().product::<usize>() == 1 && view.data().len() == 8 => {
                 let mut le = [0u8; 8];
-                le.copy_from_slice(&b[..8]);
-                Ok(StateValue::I64(i64::from_le_bytes(le)))
+                le.copy_from_slice(view.data());
+                StateValue::I64(i64::from_le_bytes(le))
             }
-            other => Err(format!("{other:?}{:?}", view.shape())),
+            other => StateValue::Unsupported {
+                dtype: format!("{other:?}"),
+                shape,
+            },
         };
         out.insert(name, value);
     }
@@ -202,38 +249,34 @@ pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Result<StateValue, St
 
 /// Saves the model's state dict to `path`, atomically.
 pub fn save(model: &dyn Module, path: &Path) -> Result<(), CheckpointError> {
-    let bytes = to_bytes(&state_dict(model)).map_err(|reason| CheckpointError::Format {
+    let bytes = to_bytes(&state_dict(model)).map_err(|source| CheckpointError::Format {
         path: path.to_path_buf(),
-        reason,
+        source,
     })?;
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk, and a
+/// rename: readers see the old file or the new one, never a part. On error the temporary file
+/// is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     };
     let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".norma-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Loads `path` into the model's parameters and buffers, all or nothing.
@@ -247,9 +290,9 @@ pub fn load(model: &dyn Module, path: &Path) -> Result<(), CheckpointError> {
 
 /// Like [`load`] for bytes already in memory (`path` only names them in errors).
 pub fn load_bytes(model: &dyn Module, bytes: &[u8], path: &Path) -> Result<(), CheckpointError> {
-    let mut file = from_bytes(bytes).map_err(|reason| CheckpointError::Format {
+    let mut file = from_bytes(bytes).map_err(|source| CheckpointError::Format {
         path: path.to_path_buf(),
-        reason,
+        source,
     })?;
     let expected = state_dict(model);
     let mut problems = Vec::new();
@@ -260,26 +303,29 @@ pub fn load_bytes(model: &dyn Module, bytes: &[u8], path: &Path) -> Result<(), C
                 values.insert(name.clone(), StateValue::I64(0));
             }
             None => problems.push(Problem::Missing(name.clone())),
-            Some(Err(found)) => problems.push(Problem::Dtype {
+            Some(got) if got.dtype_name() != want.dtype_name() => problems.push(Problem::Dtype {
                 name: name.clone(),
-                expected: want.dtype_name(),
-                found,
+                expected: if matches!(want, StateValue::I64(_)) {
+                    "I64"
+                } else {
+                    "F32"
+                },
+                found: got.dtype_name(),
             }),
-            Some(Ok(got)) if got.dtype_name() != want.dtype_name() => {
-                problems.push(Problem::Dtype {
-                    name: name.clone(),
-                    expected: want.dtype_name(),
-                    found: got.dtype_name().to_string(),
-                })
-            }
-            Some(Ok(got)) if got.shape() != want.shape() => problems.push(Problem::Shape {
+            Some(got) if got.shape() != want.shape() => problems.push(Problem::Shape {
                 name: name.clone(),
                 expected: want.shape(),
                 found: got.shape(),
             }),
-            Some(Ok(got)) => {
-                values.insert(name.clone(), got);
-            }
+            Some(got) => match invalid(name, &got) {
+                Some(reason) => problems.push(Problem::Invalid {
+                    name: name.clone(),
+                    reason,
+                }),
+                None => {
+                    values.insert(name.clone(), got);
+                }
+            },
         }
     }
     problems.extend(file.into_keys().map(Problem::Unexpected));
@@ -289,26 +335,51 @@ pub fn load_bytes(model: &dyn Module, bytes: &[u8], path: &Path) -> Result<(), C
             problems,
         });
     }
-    apply(model, values);
-    Ok(())
+    // Every name, dtype and shape was checked against this model: setting does not fail.
+    apply(model, values, path)
+}
+
+/// Why a value that fits by name, dtype and shape still cannot be loaded, if it cannot.
+fn invalid(name: &str, value: &StateValue) -> Option<String> {
+    match value {
+        StateValue::F32(t) => {
+            let bad = t.as_slice().iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Some(format!("{bad} of {} values are NaN or infinite", t.len()));
+            }
+            let negative = t.as_slice().iter().filter(|v| **v < 0.0).count();
+            (name.ends_with("running_var") && negative > 0)
+                .then(|| format!("{negative} negative variances"))
+        }
+        StateValue::I64(v) => (name.ends_with("num_batches_tracked") && *v < 0)
+            .then(|| format!("negative batch count {v}")),
+        StateValue::Unsupported { .. } => Some("unsupported dtype".into()),
+    }
 }
 
 /// Writes checked values into the model (every name is present and fits).
-fn apply(model: &dyn Module, mut values: HashMap<String, StateValue>) {
+fn apply(
+    model: &dyn Module,
+    mut values: HashMap<String, StateValue>,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let failed = |name: String, e: String| CheckpointError::Mismatch {
+        path: path.to_path_buf(),
+        problems: vec![Problem::Invalid { name, reason: e }],
+    };
     for (name, p) in model.named_parameters() {
         if let Some(StateValue::F32(t)) = values.remove(&name) {
-            *p.value_mut() = t;
+            p.set_value(t).map_err(|e| failed(name, e.to_string()))?;
         }
     }
     for (name, b) in model.named_buffers() {
-        set_buffer(&b, values.remove(&name));
+        match (&b, values.remove(&name)) {
+            (Buffer::F32(buffer), Some(StateValue::F32(t))) => {
+                buffer.set(t).map_err(|e| failed(name, e.to_string()))?
+            }
+            (Buffer::I64(counter), Some(StateValue::I64(v))) => counter.set(v),
+            _ => {}
+        }
     }
-}
-
-fn set_buffer(buffer: &Buffer, value: Option<StateValue>) {
-    match value {
-        Some(StateValue::F32(t)) => *buffer.get_mut() = BufferValue::F32(t),
-        Some(StateValue::I64(v)) => *buffer.get_mut() = BufferValue::I64(v),
-        None => {}
-    }
+    Ok(())
 }

@@ -18,12 +18,32 @@ pub enum LayerError {
     /// A constructor argument that cannot work (zero sizes, probabilities outside [0, 1), ...).
     #[error("{layer}: {reason}")]
     Config { layer: String, reason: String },
-    /// A batch-norm kernel refused its input (for example one value per channel in training).
+    /// A normalization kernel refused its input (for example one value per channel in
+    /// training), in the forward or the backward pass.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// A buffer was given a value of another shape.
+    #[error("buffer has shape {expected:?}; cannot set a value of shape {got:?}")]
+    BufferShape {
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     /// The autograd engine or a tensor operation failed.
     #[error(transparent)]
-    Autograd(#[from] AutogradError),
+    Autograd(AutogradError),
+}
+
+/// Kernel errors raised inside a backward pass travel through autograd wrapped in an
+/// [`AutogradError::Op`]; they come out as [`LayerError::Kernel`] again.
+impl From<AutogradError> for LayerError {
+    fn from(e: AutogradError) -> Self {
+        if let AutogradError::Op { source, .. } = &e {
+            if let Some(k) = source.downcast_ref::<KernelError>() {
+                return LayerError::Kernel(k.clone());
+            }
+        }
+        LayerError::Autograd(e)
+    }
 }
 
 impl From<TensorError> for LayerError {

@@ -24,10 +24,11 @@ pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
     for (name, child) in model.into_children() {
         let any = child.as_any();
         let scale_shift = if let Some(bn) = any.downcast_ref::<BatchNorm2d>() {
-            Some(bn.eval_scale_shift())
+            Some(bn.eval_scale_shift()?)
+        } else if let Some(bn) = any.downcast_ref::<BatchNorm1d>() {
+            Some(bn.eval_scale_shift()?)
         } else {
-            any.downcast_ref::<BatchNorm1d>()
-                .map(BatchNorm1d::eval_scale_shift)
+            None
         };
         let Some(scale_shift) = scale_shift else {
             out.push((name, child));
@@ -90,7 +91,7 @@ fn fold_into(layer: Box<dyn Module>, scale_shift: &[(f32, f32)]) -> Result<Box<d
         Ok(conv) => {
             let (w, b) = fold(
                 &conv.weight().value(),
-                conv.bias().map(|b| b.value().clone()),
+                conv.bias().map(|b| Tensor::clone(&b.value())),
             )?;
             let (stride, padding) = conv.stride_padding();
             Ok(Box::new(Conv2d::from_tensors(w, Some(b), stride, padding)?))
@@ -100,7 +101,10 @@ fn fold_into(layer: Box<dyn Module>, scale_shift: &[(f32, f32)]) -> Result<Box<d
                 layer: "fold_batch_norm".into(),
                 reason: "can only fold into Conv2d or Linear".into(),
             })?;
-            let (w, b) = fold(&lin.weight().value(), lin.bias().map(|b| b.value().clone()))?;
+            let (w, b) = fold(
+                &lin.weight().value(),
+                lin.bias().map(|b| Tensor::clone(&b.value())),
+            )?;
             Ok(Box::new(Linear::from_tensors(w, Some(b))?))
         }
     }

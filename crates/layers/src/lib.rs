@@ -32,7 +32,7 @@
 //! ```
 
 mod activation;
-pub(crate) mod batch_norm;
+pub mod batch_norm;
 mod batch_norm1d;
 mod batch_norm2d;
 pub mod checkpoint;
@@ -49,7 +49,7 @@ mod pool;
 mod sequential;
 
 pub use activation::{Relu, Sigmoid};
-pub use batch_norm::BatchNormConfig;
+pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use batch_norm1d::BatchNorm1d;
 pub use batch_norm2d::BatchNorm2d;
 pub use conv2d::{Conv2d, Conv2dConfig};
@@ -58,6 +58,8 @@ pub use error::{LayerError, Result};
 pub use flatten::Flatten;
 pub use fold::fold_batch_norm;
 pub use linear::Linear;
-pub use module::{join_name, Buffer, BufferValue, Mode, Module};
+pub use module::{
+    for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
+};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use sequential::Sequential;

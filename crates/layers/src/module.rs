@@ -1,13 +1,13 @@
 //! The [`Module`] trait, train/eval [`Mode`], and [`Buffer`]s (non-trainable state).
 
 use std::any::Any;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use norma_autograd::{Param, Var};
 use norma_tensor::Tensor;
 
-use crate::Result;
+use crate::{LayerError, Result};
 
 /// Whether layers behave as in training (batch statistics, dropout) or inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,42 +16,100 @@ pub enum Mode {
     Eval,
 }
 
-/// The value of a buffer: a float tensor, or an integer counter (PyTorch's int64 scalars such
-/// as `num_batches_tracked`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum BufferValue {
-    F32(Tensor),
-    I64(i64),
+/// Non-trainable state that belongs in a checkpoint (running statistics), shared by handle like
+/// [`Param`]: the layer updates it, checkpoints read and write it. Its kind (an f32 tensor or an
+/// i64 counter) and, for tensors, its shape are fixed when it is created.
+#[derive(Debug, Clone)]
+pub enum Buffer {
+    /// A float tensor (`running_mean`, `running_var`).
+    F32(TensorBuffer),
+    /// An integer counter stored as an int64 scalar (`num_batches_tracked`).
+    I64(CounterBuffer),
 }
 
-/// Non-trainable state that belongs in a checkpoint (running statistics), shared by handle like
-/// [`Param`]: the layer updates it, checkpoints read and write it.
-#[derive(Debug, Clone)]
-pub struct Buffer(Rc<RefCell<BufferValue>>);
-
 impl Buffer {
-    /// A buffer holding `value`.
-    pub fn new(value: BufferValue) -> Buffer {
-        Buffer(Rc::new(RefCell::new(value)))
+    /// The dtype name as safetensors spells it (`F32`, `I64`).
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Buffer::F32(_) => "F32",
+            Buffer::I64(_) => "I64",
+        }
     }
 
-    /// The current value.
-    pub fn get(&self) -> Ref<'_, BufferValue> {
-        self.0.borrow()
+    /// The shape: the tensor's, or `[]` for a counter.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Buffer::F32(t) => t.shape(),
+            Buffer::I64(_) => Vec::new(),
+        }
+    }
+}
+
+/// A float tensor buffer of fixed shape. Reads return copies and writes check the shape, so no
+/// borrow is ever handed out.
+#[derive(Debug, Clone)]
+pub struct TensorBuffer(Rc<RefCell<Tensor>>);
+
+impl TensorBuffer {
+    /// A buffer holding `value`; its shape is fixed from now on.
+    pub fn new(value: Tensor) -> TensorBuffer {
+        TensorBuffer(Rc::new(RefCell::new(value)))
     }
 
-    /// The current value, mutable.
-    pub fn get_mut(&self) -> RefMut<'_, BufferValue> {
-        self.0.borrow_mut()
+    /// A copy of the current value.
+    pub fn get(&self) -> Tensor {
+        self.0.borrow().clone()
     }
 
-    /// The float tensor, if this is a float buffer.
-    pub fn tensor(&self) -> Option<Ref<'_, Tensor>> {
-        Ref::filter_map(self.0.borrow(), |v| match v {
-            BufferValue::F32(t) => Some(t),
-            BufferValue::I64(_) => None,
-        })
-        .ok()
+    /// The shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.0.borrow().shape().to_vec()
+    }
+
+    /// Replaces the value; errors (changing nothing) when the shape differs.
+    pub fn set(&self, value: Tensor) -> Result<()> {
+        let mut slot = self.0.borrow_mut();
+        if slot.shape() != value.shape() {
+            return Err(LayerError::BufferShape {
+                expected: slot.shape().to_vec(),
+                got: value.shape().to_vec(),
+            });
+        }
+        *slot = value;
+        Ok(())
+    }
+
+    /// Runs `f` on the values in place (for layers updating their statistics).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        f(self.0.borrow_mut().as_slice_mut())
+    }
+}
+
+/// An integer counter buffer (PyTorch's int64 scalars such as `num_batches_tracked`).
+#[derive(Debug, Clone, Default)]
+pub struct CounterBuffer(Rc<Cell<i64>>);
+
+impl CounterBuffer {
+    /// A counter starting at `value`.
+    pub fn new(value: i64) -> CounterBuffer {
+        CounterBuffer(Rc::new(Cell::new(value)))
+    }
+
+    /// The current count.
+    pub fn get(&self) -> i64 {
+        self.0.get()
+    }
+
+    /// Sets the count.
+    pub fn set(&self, value: i64) {
+        self.0.set(value);
+    }
+
+    /// Adds one (saturating) and returns the new count.
+    pub fn increment(&self) -> i64 {
+        let n = self.0.get().saturating_add(1);
+        self.0.set(n);
+        n
     }
 }
 
@@ -87,6 +145,15 @@ pub trait Module: Any {
 
     /// The module as `Any`, to inspect concrete layer types (BN folding does).
     fn as_any(&self) -> &dyn Any;
+
+    /// The module as mutable `Any`, to change concrete layer types in place (recomputing
+    /// batch-norm statistics does).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
+    /// The direct children with their names (containers override this; layers have none).
+    fn children_mut(&mut self) -> Vec<(&str, &mut dyn Module)> {
+        Vec::new()
+    }
 
     /// Consumes the boxed module as `Box<dyn Any>`, to take a concrete layer back out.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
@@ -136,8 +203,23 @@ macro_rules! impl_any {
         fn as_any(&self) -> &dyn ::std::any::Any {
             self
         }
+        fn as_any_mut(&mut self) -> &mut dyn ::std::any::Any {
+            self
+        }
         fn into_any(self: Box<Self>) -> Box<dyn ::std::any::Any> {
             self
         }
     };
+}
+
+/// Calls `f` on `module` and on every module inside it, depth first, each with its full name
+/// (`""` for `module` itself, `"bn1"`, `"block.conv"`, ...).
+pub fn for_each_module_mut(module: &mut dyn Module, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+    fn visit(prefix: &str, module: &mut dyn Module, f: &mut dyn FnMut(&str, &mut dyn Module)) {
+        f(prefix, module);
+        for (name, child) in module.children_mut() {
+            visit(&join_name(prefix, name), child, f);
+        }
+    }
+    visit("", module, f);
 }

@@ -71,6 +71,13 @@ impl Module for Sequential {
         }
     }
 
+    fn children_mut(&mut self) -> Vec<(&str, &mut dyn Module)> {
+        self.children
+            .iter_mut()
+            .map(|(n, m)| (n.as_str(), m.as_mut() as &mut dyn Module))
+            .collect()
+    }
+
     fn set_mode(&mut self, mode: Mode) {
         for (_, child) in &mut self.children {
             child.set_mode(mode);

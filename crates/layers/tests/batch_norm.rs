@@ -3,9 +3,8 @@
 
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{no_grad, Param, Var};
-use norma_layers::{
-    BatchNorm1d, BatchNorm2d, BatchNormConfig, BufferValue, LayerError, Module, Sequential,
-};
+use norma_layers::checkpoint::StateValue;
+use norma_layers::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerError, Module, Sequential};
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
 
@@ -24,19 +23,15 @@ fn shapes() -> impl Strategy<Value = Vec<usize>> {
     ]
 }
 
-fn buffer(m: &dyn Module, name: &str) -> BufferValue {
-    m.named_buffers()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap()
-        .1
-        .get()
-        .clone()
+fn buffer(m: &dyn Module, name: &str) -> StateValue {
+    norma_layers::checkpoint::state_dict(m)
+        .remove(name)
+        .unwrap_or_else(|| panic!("no buffer {name}"))
 }
 
 fn running(m: &dyn Module, name: &str) -> Vec<f32> {
     match buffer(m, name) {
-        BufferValue::F32(t) => t.to_vec(),
+        StateValue::F32(t) => t.to_vec(),
         other => panic!("{name} is {other:?}"),
     }
 }
@@ -62,7 +57,7 @@ fn layer_fn(
         bn.forward(&v[0])
             .map_err(|e| norma_autograd::AutogradError::Op {
                 op: "batch_norm",
-                reason: e.to_string(),
+                source: norma_autograd::OpError::new(e),
             })
     }
 }
@@ -101,15 +96,15 @@ proptest! {
         let y = bn.forward(&Var::constant(x.clone())).unwrap();
         y.mul(&Var::constant(r.clone())).unwrap().sum_all().unwrap().backward().unwrap();
         for p in &params {
-            let analytic = p.grad().unwrap().clone();
+            let analytic = p.grad().unwrap();
             for j in 0..p.len() {
                 let v0 = p.value().as_slice()[j];
                 let h = 1e-2f32;
-                p.value_mut().as_slice_mut()[j] = v0 + h;
+                p.update(|v| v.as_slice_mut()[j] = v0 + h).unwrap();
                 let plus = loss(&mut bn);
-                p.value_mut().as_slice_mut()[j] = v0 - h;
+                p.update(|v| v.as_slice_mut()[j] = v0 - h).unwrap();
                 let minus = loss(&mut bn);
-                p.value_mut().as_slice_mut()[j] = v0;
+                p.update(|v| v.as_slice_mut()[j] = v0).unwrap();
                 let numeric = (plus - minus) / (2.0 * h as f64);
                 let a = analytic.as_slice()[j] as f64;
                 // y is linear in γ and β: the difference quotient is exact up to rounding.
@@ -131,7 +126,7 @@ proptest! {
             let mut bn = bn_for(&shape, config);
             let y = bn.forward(&Var::constant(x)).unwrap();
             y.mul(&dy).unwrap().sum_all().unwrap().backward().unwrap();
-            let grads: Vec<Tensor> = bn.parameters().iter().map(|p| p.grad().unwrap().clone()).collect();
+            let grads: Vec<Tensor> = bn.parameters().iter().map(|p| Tensor::clone(&p.grad().unwrap())).collect();
             (y.value().clone(), grads)
         };
         let (y1, g1) = run(x.clone());
@@ -178,7 +173,7 @@ fn running_statistics_follow_pytorch_momentum_and_cumulative_rules() {
     );
     // Unbiased variance of [1, 2, 3, 4] is 5/3.
     assert!((v[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6, "{v:?}");
-    assert_eq!(buffer(&bn, "num_batches_tracked"), BufferValue::I64(1));
+    assert_eq!(buffer(&bn, "num_batches_tracked"), StateValue::I64(1));
 
     // momentum None: cumulative average, so after batches with means 2.5 and 4.5 the running
     // mean is their average 3.5.
@@ -191,7 +186,7 @@ fn running_statistics_follow_pytorch_momentum_and_cumulative_rules() {
     bn.forward(&Var::constant(x.add_scalar(2.0))).unwrap();
     let m = running(&bn, "running_mean");
     assert!((m[0] - 3.5).abs() < 1e-6, "{m:?}");
-    assert_eq!(buffer(&bn, "num_batches_tracked"), BufferValue::I64(2));
+    assert_eq!(buffer(&bn, "num_batches_tracked"), StateValue::I64(2));
 }
 
 #[test]
@@ -251,7 +246,7 @@ fn one_value_per_channel_in_training_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("[1, 16, 1, 1]"), "{err}");
     // Nothing was counted for the rejected batches.
-    assert_eq!(buffer(&bn1, "num_batches_tracked"), BufferValue::I64(0));
+    assert_eq!(buffer(&bn1, "num_batches_tracked"), StateValue::I64(0));
     // In eval mode a single value per channel is fine.
     bn1.eval();
     assert!(bn1.forward(&Var::constant(Tensor::ones(&[1, 84]))).is_ok());

@@ -59,7 +59,7 @@ fn a_pytorch_checkpoint_loads_and_matches_pytorch_eval_outputs() {
         &std::fs::read(Path::new(DATA).join("lenet_bn_torch_io.safetensors")).unwrap(),
     )
     .unwrap();
-    let tensor = |name: &str| match io[name].clone().unwrap() {
+    let tensor = |name: &str| match io[name].clone() {
         StateValue::F32(t) => t,
         other => panic!("{other:?}"),
     };
@@ -143,6 +143,37 @@ fn wrong_shape_missing_extra_and_wrong_dtype_are_each_reported() {
 }
 
 #[test]
+fn impossible_values_are_refused_naming_the_tensor() {
+    let p = problems(load_error(|s| {
+        let mut w = Tensor::zeros(&[6, 1, 5, 5]);
+        w.as_slice_mut()[3] = f32::NAN;
+        w.as_slice_mut()[7] = f32::INFINITY;
+        s.insert("conv1.weight".into(), StateValue::F32(w));
+    }));
+    assert_eq!(
+        p,
+        [Problem::Invalid {
+            name: "conv1.weight".into(),
+            reason: "2 of 150 values are NaN or infinite".into()
+        }]
+    );
+    let err = load_error(|s| {
+        let mut v = Tensor::ones(&[120]);
+        v.as_slice_mut()[0] = -0.5;
+        s.insert("bn3.running_var".into(), StateValue::F32(v));
+    });
+    assert_eq!(
+        err.to_string(),
+        "checkpoint edited.safetensors does not fit the model (1 problem): \
+         bn3.running_var: 1 negative variances"
+    );
+    let p = problems(load_error(|s| {
+        s.insert("bn1.num_batches_tracked".into(), StateValue::I64(-3));
+    }));
+    assert!(matches!(&p[..], [Problem::Invalid { name, .. }] if name == "bn1.num_batches_tracked"));
+}
+
+#[test]
 fn other_float_types_are_named_in_the_error() {
     let net = lenet_bn(0);
     let mut state = checkpoint::state_dict(&net);
@@ -163,7 +194,7 @@ fn other_float_types_are_named_in_the_error() {
     let err = checkpoint::load_bytes(&net, &bytes, Path::new("f64.safetensors")).unwrap_err();
     assert!(
         err.to_string()
-            .contains("fc3.bias: dtype F64[10] in the file, F32 in the model"),
+            .contains("fc3.bias: dtype F64 in the file, F32 in the model"),
         "{err}"
     );
 }

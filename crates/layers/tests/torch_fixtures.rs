@@ -44,7 +44,8 @@
 #![allow(clippy::excessive_precision)]
 
 use norma_autograd::{Param, Var};
-use norma_layers::{BatchNorm1d, BatchNorm2d, BufferValue, Module};
+use norma_layers::checkpoint::{state_dict, StateValue};
+use norma_layers::{BatchNorm1d, BatchNorm2d, Module};
 use norma_tensor::Tensor;
 
 const BN2D_GAMMA: &[f32] = &[-2.095970791e-03, -2.836181521e-01];
@@ -378,18 +379,10 @@ fn check(bn: &mut dyn Module, weight: Option<&Param>, bias: Option<&Param>, c: C
         ))
         .unwrap();
     }
-    let buffers = bn.named_buffers();
-    let get = |name: &str| {
-        buffers
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap()
-            .1
-            .get()
-            .clone()
-    };
+    let buffers = state_dict(&*bn);
+    let get = |name: &str| buffers[name].clone();
     let tensor = |name: &str| match get(name) {
-        BufferValue::F32(t) => t,
+        StateValue::F32(t) => t,
         other => panic!("{name}: {other:?}"),
     };
     close(
@@ -402,7 +395,7 @@ fn check(bn: &mut dyn Module, weight: Option<&Param>, bias: Option<&Param>, c: C
         c.running_var,
         "running_var",
     );
-    assert_eq!(get("num_batches_tracked"), BufferValue::I64(c.batches));
+    assert_eq!(get("num_batches_tracked"), StateValue::I64(c.batches));
     bn.eval();
     let mut eval_shape = c.shape.to_vec();
     eval_shape[0] = 1;

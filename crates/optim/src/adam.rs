@@ -93,37 +93,40 @@ impl Optimizer for Adam {
         let c = self.config;
         let slots = self.m.iter_mut().zip(&mut self.v);
         for ((p, (m, v)), t) in self.params.iter().zip(slots).zip(&mut self.steps) {
-            let Some(mut g) = p.grad().map(|g| g.clone()) else {
+            let Some(grad) = p.grad() else {
                 continue;
             };
+            let mut g = Tensor::clone(&grad);
             *t += 1;
-            let mut value = p.value_mut();
-            if c.weight_decay != 0.0 {
-                if c.decoupled_weight_decay {
-                    value.scale_in_place((1.0 - c.lr * c.weight_decay) as f32);
-                } else {
-                    g.axpy(c.weight_decay as f32, &value)?;
+            p.update(|value| -> Result<()> {
+                if c.weight_decay != 0.0 {
+                    if c.decoupled_weight_decay {
+                        value.scale_in_place((1.0 - c.lr * c.weight_decay) as f32);
+                    } else {
+                        g.axpy(c.weight_decay as f32, value)?;
+                    }
                 }
-            }
-            let m = m.get_or_insert_with(|| Tensor::zeros(g.shape()));
-            let v = v.get_or_insert_with(|| Tensor::zeros(g.shape()));
-            // 1 − β is computed in f64 and rounded once, as PyTorch passes its scalars.
-            let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-            let (one_b1, one_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
-            let step_size = (c.lr / (1.0 - c.beta1.powi(*t as i32))) as f32;
-            let bias2_sqrt = (1.0 - c.beta2.powi(*t as i32)).sqrt() as f32;
-            let eps = c.eps as f32;
-            let iter = value
-                .as_slice_mut()
-                .iter_mut()
-                .zip(m.as_slice_mut())
-                .zip(v.as_slice_mut())
-                .zip(g.as_slice());
-            for (((p, m), v), &g) in iter {
-                *m = b1 * *m + one_b1 * g;
-                *v = b2 * *v + one_b2 * g * g;
-                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
-            }
+                let m = m.get_or_insert_with(|| Tensor::zeros(g.shape()));
+                let v = v.get_or_insert_with(|| Tensor::zeros(g.shape()));
+                // 1 − β is computed in f64 and rounded once, as PyTorch passes its scalars.
+                let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+                let (one_b1, one_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+                let step_size = (c.lr / (1.0 - c.beta1.powi(*t as i32))) as f32;
+                let bias2_sqrt = (1.0 - c.beta2.powi(*t as i32)).sqrt() as f32;
+                let eps = c.eps as f32;
+                let iter = value
+                    .as_slice_mut()
+                    .iter_mut()
+                    .zip(m.as_slice_mut())
+                    .zip(v.as_slice_mut())
+                    .zip(g.as_slice());
+                for (((p, m), v), &g) in iter {
+                    *m = b1 * *m + one_b1 * g;
+                    *v = b2 * *v + one_b2 * g * g;
+                    *p -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
+                }
+                Ok(())
+            })??;
         }
         Ok(())
     }

@@ -76,13 +76,17 @@ impl Optimizer for Sgd {
         let c = self.config;
         let lr = c.lr as f32;
         for (p, velocity) in self.params.iter().zip(&mut self.velocity) {
-            let Some(grad) = p.grad().map(|g| g.clone()) else {
+            let Some(grad) = p.grad() else {
                 continue;
             };
-            let mut value = p.value_mut();
-            let mut g = grad;
+            if c.weight_decay == 0.0 && c.momentum == 0.0 {
+                // Plain SGD reads the gradient where it is: no copy.
+                p.update(|value| value.axpy(-lr, &grad))??;
+                continue;
+            }
+            let mut g = Tensor::clone(&grad);
             if c.weight_decay != 0.0 {
-                g.axpy(c.weight_decay as f32, &value)?;
+                g.axpy(c.weight_decay as f32, &p.value())?;
             }
             if c.momentum != 0.0 {
                 let b = match velocity {
@@ -99,7 +103,7 @@ impl Optimizer for Sgd {
                     g = b.clone();
                 }
             }
-            value.axpy(-lr, &g)?;
+            p.update(|value| value.axpy(-lr, &g))??;
         }
         Ok(())
     }

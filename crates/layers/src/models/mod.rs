@@ -188,8 +188,7 @@ pub fn state_shapes(model: &dyn Module) -> Vec<(String, Vec<usize>)> {
         .map(|(n, p)| (n, p.shape()))
         .collect();
     for (n, b) in model.named_buffers() {
-        let shape = b.tensor().map(|t| t.shape().to_vec()).unwrap_or_default();
-        out.push((n, shape));
+        out.push((n, b.shape()));
     }
     out
 }
