@@ -4,6 +4,7 @@ use std::path::Path;
 
 use norma_tensor::Tensor;
 
+use crate::cache::{self, CacheDir};
 use crate::idx::{self, FileSet};
 use crate::kind::{IMAGE_LEN, IMAGE_SIDE, NUM_CLASSES};
 use crate::source::{self, DataLocation};
@@ -43,17 +44,26 @@ pub(crate) fn load(options: &LoadOptions) -> Result<Dataset> {
         )));
     }
     let located = source::locate(options)?;
-    let (files, cache_dir, decompressed) = source::prepare(options, &located)?;
-    idx::validate_set(kind, &files)?;
-    let raw = parse(kind, &files)?;
+    let prepared = cache::prepare(options, &located)?;
+    let files = &prepared.files;
+    idx::validate_set(kind, files)?;
+    let raw = parse(kind, files)?;
+    // A temporary directory is deleted with `prepared`, after parsing: its copies are gone,
+    // so the location names the `.gz` sources instead.
+    let (cache_dir, parsed) = match &prepared.cache {
+        Some(CacheDir::Persistent(dir)) => (Some(dir.clone()), files.read.clone()),
+        Some(CacheDir::Temporary(_)) => (None, files.shown.clone()),
+        None => (None, files.read.clone()),
+    };
     let location = DataLocation {
         dir: located.dir,
         origin: located.origin,
-        files: files.read,
+        files: parsed,
         cache_dir,
-        decompressed,
+        decompressed: prepared.decompressed,
         downloaded: located.downloaded,
     };
+    drop(prepared);
     let train = to_split(&raw.trn_img, &raw.trn_lbl)?;
     let test = to_split(&raw.tst_img, &raw.tst_lbl)?;
     let (train, validation) = if options.validation > 0 {

@@ -119,9 +119,13 @@ impl LoadOptions {
         self
     }
 
-    /// Where `.gz` files are decompressed when their own directory is not writable (and always
-    /// for the system directory). Default `$XDG_CACHE_HOME/norma/<name>`, else
-    /// `~/.cache/norma/<name>`, else the system temporary directory.
+    /// The cache directory `.gz` files are decompressed into (one folder per source
+    /// directory inside it; data directories themselves are never written to).
+    ///
+    /// Default `$XDG_CACHE_HOME/norma/<name>`, else `$HOME/.cache/norma/<name>`; when neither
+    /// variable holds an absolute path, or that directory cannot be created or written, each
+    /// load decompresses into a temporary directory removed afterwards. A directory set here
+    /// must be usable: failing to create it is an error.
     pub fn user_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.user_cache_dir = Some(dir.into());
         self
@@ -151,17 +155,24 @@ impl LoadOptions {
         explicit_dir(self.data_dir.as_deref(), env)
     }
 
-    /// The user-level cache directory for this dataset.
-    pub(crate) fn resolved_user_cache_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.user_cache_dir {
-            return dir.clone();
-        }
-        let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-        let root = absolute(std::env::var_os("XDG_CACHE_HOME"))
-            .or_else(|| absolute(std::env::var_os("HOME")).map(|home| home.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        root.join("norma").join(self.kind.name())
+    /// The cache directory set by [`LoadOptions::user_cache_dir`], if any.
+    pub(crate) fn chosen_user_cache_dir(&self) -> Option<&Path> {
+        self.user_cache_dir.as_deref()
     }
+
+    /// The default cache directory of this dataset, from the environment (see
+    /// [`LoadOptions::user_cache_dir`]); `None` when no absolute location is known.
+    pub(crate) fn default_user_cache_dir(&self) -> Option<PathBuf> {
+        user_cache_root(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+            .map(|root| root.join("norma").join(self.kind.name()))
+    }
+}
+
+/// The user's cache directory following the XDG base directory rules: `$XDG_CACHE_HOME`, else
+/// `$HOME/.cache`; a relative or empty value counts as unset.
+pub(crate) fn user_cache_root(xdg: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg).or_else(|| absolute(home).map(|home| home.join(".cache")))
 }
 
 /// The explicit directory: `arg` wins over the environment variable's value `env`.
@@ -208,7 +219,24 @@ mod tests {
         assert_eq!(m.local_dir, Path::new("data/mnist"));
         assert_eq!(m.system_dir, None);
         assert!(m.mirror.starts_with("https://"));
-        let dir = m.user_cache_dir("/c").resolved_user_cache_dir();
-        assert_eq!(dir, Path::new("/c"));
+        assert_eq!(m.chosen_user_cache_dir(), None);
+        let m = m.user_cache_dir("/c");
+        assert_eq!(m.chosen_user_cache_dir(), Some(Path::new("/c")));
+    }
+
+    #[test]
+    fn user_cache_root_follows_xdg_then_home() {
+        let root = |xdg: Option<&str>, home: Option<&str>| {
+            user_cache_root(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(root(Some("/x"), Some("/h")), Some(PathBuf::from("/x")));
+        assert_eq!(root(None, Some("/h")), Some(PathBuf::from("/h/.cache")));
+        assert_eq!(
+            root(Some("rel"), Some("/h")),
+            Some(PathBuf::from("/h/.cache"))
+        );
+        assert_eq!(root(Some(""), None), None);
+        assert_eq!(root(None, Some("relative-home")), None);
+        assert_eq!(root(None, None), None);
     }
 }
