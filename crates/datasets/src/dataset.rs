@@ -33,16 +33,10 @@ impl Dataset {
     }
 }
 
-/// Loads the dataset described by `options` (see [`LoadOptions`] for the search order).
+/// Loads the dataset described by `options` (see [`LoadOptions`] for the search order), once
+/// [`LoadOptions::load`] has checked them.
 pub(crate) fn load(options: &LoadOptions) -> Result<Dataset> {
     let kind = options.kind;
-    let train_len = DataFile::TrainImages.expected_count();
-    if options.validation >= train_len {
-        return Err(DatasetError::InvalidArgument(format!(
-            "a validation split of {} images leaves no training image ({train_len} in all)",
-            options.validation
-        )));
-    }
     let located = source::locate(options)?;
     let prepared = cache::prepare(options, &located)?;
     let files = &prepared.files;

@@ -255,8 +255,12 @@ pub enum DatasetError {
         source: io::Error,
     },
 
-    /// A path is not valid UTF-8, which the IDX parser (the `mnist` crate) cannot open.
-    #[error("{}: the path is not valid UTF-8; move the data to a directory whose path is", .path.display())]
+    /// A path is not valid UTF-8, which the IDX parser (the `mnist` crate) cannot open: a data
+    /// file's, or a decompressed copy's in the cache.
+    #[error(
+        "{}: the path is not valid UTF-8, which the IDX parser cannot open; keep the data (--data-dir) and the cache directory (XDG_CACHE_HOME, HOME) under paths that are",
+        .path.display()
+    )]
     UnsupportedPath {
         /// The path.
         path: PathBuf,

@@ -48,6 +48,9 @@
 //! # Ok::<(), norma_datasets::DatasetError>(())
 //! ```
 //!
+//! A complete program, with its error handling, is `examples/load_and_batch.rs`:
+//! `cargo run --release -p norma-datasets --example load_and_batch [-- <data dir>]`.
+//!
 //! Batching works on any [`Split`]:
 //!
 //! ```

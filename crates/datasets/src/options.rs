@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::kind::DATA_DIR_ENV;
-use crate::{Dataset, DatasetKind, Result};
+use crate::{DataFile, Dataset, DatasetError, DatasetKind, Result};
 
 /// How to find, fetch and split a dataset. Start from [`LoadOptions::new`] (or
 /// `FashionMnist::options()`), adjust, then call [`LoadOptions::load`].
@@ -25,6 +25,10 @@ use crate::{Dataset, DatasetKind, Result};
 ///
 /// In each directory a file may be extracted (`train-images-idx3-ubyte`) or gzipped
 /// (`train-images-idx3-ubyte.gz`); the extracted one is preferred when both exist.
+///
+/// Only the download writes into one of these directories (the local one; if it fails, the
+/// directories it created are removed again when empty). `.gz` files are decompressed into
+/// the user cache directory ([`LoadOptions::user_cache_dir`]), never beside the data.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub(crate) kind: DatasetKind,
@@ -140,8 +144,52 @@ impl LoadOptions {
     }
 
     /// Finds (or downloads), validates and loads the dataset.
+    ///
+    /// Options that cannot work (an empty path, a zero timeout, a checksum that is not 64
+    /// hexadecimal digits, a validation split of the whole training set) are
+    /// [`DatasetError::InvalidArgument`] before anything is read or written.
     pub fn load(&self) -> Result<Dataset> {
+        self.check()?;
         crate::dataset::load(self)
+    }
+
+    /// Rejects options that cannot work (see [`LoadOptions::load`]).
+    pub(crate) fn check(&self) -> Result<()> {
+        let invalid = |msg: String| Err(DatasetError::InvalidArgument(msg));
+        // An empty path joins to relative paths: it would quietly mean the working directory.
+        let paths = [
+            ("data directory (--data-dir)", self.data_dir.as_deref()),
+            ("local directory", Some(self.local_dir.as_path())),
+            ("system directory", self.system_dir.as_deref()),
+            ("user cache directory", self.user_cache_dir.as_deref()),
+        ];
+        for (what, path) in paths {
+            if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(format!(
+                    "the {what} is an empty path; name a directory (or leave it unset)"
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return invalid("the network timeout must be longer than zero".to_string());
+        }
+        for (file, sha) in DataFile::ALL.iter().zip(&self.archive_sha256) {
+            let sha = sha.trim();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!(
+                    "the expected SHA-256 of {} is not 64 hexadecimal digits: {sha:?}",
+                    file.gz_name()
+                ));
+            }
+        }
+        let train_len = DataFile::TrainImages.expected_count();
+        if self.validation >= train_len {
+            return invalid(format!(
+                "a validation split of {} images leaves no training image ({train_len} in all)",
+                self.validation
+            ));
+        }
+        Ok(())
     }
 
     /// The explicit directory in force and where it came from: the argument, else
@@ -222,6 +270,39 @@ mod tests {
         assert_eq!(m.chosen_user_cache_dir(), None);
         let m = m.user_cache_dir("/c");
         assert_eq!(m.chosen_user_cache_dir(), Some(Path::new("/c")));
+    }
+
+    fn invalid(options: LoadOptions) -> String {
+        match options.check() {
+            Err(crate::DatasetError::InvalidArgument(msg)) => msg,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_options_are_rejected_before_anything_is_read() {
+        let f = || LoadOptions::new(DatasetKind::FashionMnist);
+        assert!(f().check().is_ok());
+        // An empty path would silently mean the working directory.
+        let msg = invalid(f().data_dir(Some(PathBuf::new())));
+        assert!(
+            msg.contains("data directory") && msg.contains("empty"),
+            "{msg}"
+        );
+        assert!(invalid(f().local_dir("")).contains("local directory"));
+        assert!(invalid(f().system_dir(Some("".into()))).contains("system directory"));
+        assert!(invalid(f().user_cache_dir("")).contains("cache directory"));
+        let msg = invalid(f().timeout(Duration::ZERO));
+        assert!(msg.contains("timeout"), "{msg}");
+        let mut sha = f().archive_sha256.clone();
+        sha[2] = "abc".to_string();
+        let msg = invalid(f().archive_sha256(sha));
+        assert!(msg.contains("t10k-images-idx3-ubyte.gz"), "{msg}");
+        assert!(msg.contains("\"abc\""), "{msg}");
+        let upper = f().archive_sha256.clone().map(|h| h.to_uppercase());
+        assert!(f().archive_sha256(upper).check().is_ok(), "hex in any case");
+        let msg = invalid(f().validation(60_000));
+        assert!(msg.contains("validation"), "{msg}");
     }
 
     #[test]

@@ -205,6 +205,41 @@ fn a_gzipped_file_without_the_gz_extension_says_so() {
 }
 
 #[test]
+fn an_empty_data_dir_is_an_error_not_the_working_directory() {
+    // `--data-dir "$UNSET"` must not quietly search (or load from) the working directory.
+    let e = only(DatasetKind::FashionMnist, Path::new(""))
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, DatasetError::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn paths_that_are_not_utf8_are_an_error_naming_them() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = scratch();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    // Extracted data under such a path, and a cache under such a path.
+    let data = root.path().join(odd);
+    link_all(&fixtures().raw, &data);
+    let e = only(DatasetKind::FashionMnist, &data).load().unwrap_err();
+    assert!(
+        matches!(&e, DatasetError::UnsupportedPath { path } if path.starts_with(&data)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--data-dir"), "{e}");
+    let gz = root.path().join("gz");
+    link_all(&fixtures().gz, &gz);
+    let e = only(DatasetKind::FashionMnist, &gz)
+        .user_cache_dir(root.path().join(odd))
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, DatasetError::UnsupportedPath { .. }), "{e}");
+    assert!(e.to_string().contains("XDG_CACHE_HOME"), "{e}");
+}
+
+#[test]
 fn a_data_dir_that_is_a_file_says_so() {
     let dir = scratch();
     let file = dir.path().join("train-images-idx3-ubyte.gz");
