@@ -149,9 +149,10 @@ fn symbolic_links_that_cannot_be_resolved() {
 #[test]
 fn a_socket_where_a_data_file_should_be_is_not_opened() {
     // A named pipe would block any reader forever; a socket is the special file a test can
-    // make without privileges or extra crates, and takes the same path.
+    // make without privileges or extra crates, and takes the same path. The socket file
+    // stays after the listener is dropped.
     let (e, path) = load_with_entry(&fixtures().raw, "t10k-images-idx3-ubyte", |p| {
-        std::mem::forget(std::os::unix::net::UnixListener::bind(p).unwrap());
+        drop(std::os::unix::net::UnixListener::bind(p).unwrap());
     });
     assert!(
         matches!(&e, DatasetError::SpecialFile { file, .. } if *file == path),
