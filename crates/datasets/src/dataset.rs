@@ -4,6 +4,7 @@ use std::path::Path;
 
 use norma_tensor::Tensor;
 
+use crate::cache::{self, CacheDir};
 use crate::idx::{self, FileSet};
 use crate::kind::{IMAGE_LEN, IMAGE_SIDE, NUM_CLASSES};
 use crate::source::{self, DataLocation};
@@ -32,28 +33,31 @@ impl Dataset {
     }
 }
 
-/// Loads the dataset described by `options` (see [`LoadOptions`] for the search order).
+/// Loads the dataset described by `options` (see [`LoadOptions`] for the search order), once
+/// [`LoadOptions::load`] has checked them.
 pub(crate) fn load(options: &LoadOptions) -> Result<Dataset> {
     let kind = options.kind;
-    let train_len = DataFile::TrainImages.expected_count();
-    if options.validation >= train_len {
-        return Err(DatasetError::InvalidArgument(format!(
-            "a validation split of {} images leaves no training image ({train_len} in all)",
-            options.validation
-        )));
-    }
     let located = source::locate(options)?;
-    let (files, cache_dir, decompressed) = source::prepare(options, &located)?;
-    idx::validate_set(kind, &files)?;
-    let raw = parse(kind, &files)?;
+    let prepared = cache::prepare(options, &located)?;
+    let files = &prepared.files;
+    idx::validate_set(kind, files)?;
+    let raw = parse(kind, files)?;
+    // A temporary directory is deleted with `prepared`, after parsing: its copies are gone,
+    // so the location names the `.gz` sources instead.
+    let (cache_dir, parsed) = match &prepared.cache {
+        Some(CacheDir::Persistent(dir)) => (Some(dir.clone()), files.read.clone()),
+        Some(CacheDir::Temporary(_)) => (None, files.shown.clone()),
+        None => (None, files.read.clone()),
+    };
     let location = DataLocation {
         dir: located.dir,
         origin: located.origin,
-        files: files.read,
+        files: parsed,
         cache_dir,
-        decompressed,
+        decompressed: prepared.decompressed,
         downloaded: located.downloaded,
     };
+    drop(prepared);
     let train = to_split(&raw.trn_img, &raw.trn_lbl)?;
     let test = to_split(&raw.tst_img, &raw.tst_lbl)?;
     let (train, validation) = if options.validation > 0 {

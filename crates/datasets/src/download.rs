@@ -3,13 +3,19 @@
 //! An archive is streamed into a temporary file in the destination folder while being
 //! hashed, flushed to disk, and only then renamed to its final name: an interrupted,
 //! refused or corrupt download never leaves a file under that name.
+//!
+//! What a failed download leaves: the directories it created are removed again when they
+//! are empty (a directory that existed before is never removed, nor is any file in it);
+//! archives already verified are kept, so the next load only fetches the rest. Temporary files
+//! of downloads killed long ago are removed before downloading (see [`crate::tempfiles`]).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::tempfiles::{self, DOWNLOAD};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions};
 
 /// No archive is near this size (the largest is 26 MB); a larger body is not one of ours.
@@ -25,12 +31,57 @@ pub(crate) enum FetchError {
     Fatal(DatasetError),
 }
 
+/// Directories made by one [`MadeDirs::create`], outermost first: what a failed download
+/// may take back.
+#[derive(Debug)]
+struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    /// Creates `dir` and its missing parents, remembering which ones did not exist.
+    fn create(dir: &Path) -> io::Result<MadeDirs> {
+        let mut missing = Vec::new();
+        let mut next = Some(dir);
+        // `symlink_metadata`: anything at the path, even a broken link, existed before.
+        while let Some(d) = next.filter(|d| !d.as_os_str().is_empty()) {
+            if fs::symlink_metadata(d).is_ok() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            next = d.parent();
+        }
+        fs::create_dir_all(dir)?;
+        missing.reverse();
+        Ok(MadeDirs(missing))
+    }
+
+    /// Removes the directories made, deepest first, while they are empty: `remove_dir`
+    /// refuses a directory holding anything, so no file and no directory that existed
+    /// before can be removed.
+    fn remove_empty(&self) {
+        for dir in self.0.iter().rev() {
+            if fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 /// Downloads into `dir` every archive of which neither the `.gz` nor the extracted file is
-/// already there; returns how many were downloaded.
+/// already there; returns how many were downloaded. On failure, the directories this call
+/// created are removed again if nothing was saved in them.
 pub(crate) fn fetch_missing(options: &LoadOptions, dir: &Path) -> Result<usize, FetchError> {
-    fs::create_dir_all(dir).map_err(|e| {
+    let made = MadeDirs::create(dir).map_err(|e| {
         FetchError::Fatal(DatasetError::io("creating the download directory", dir, e))
     })?;
+    tempfiles::remove_leftovers(dir, &[DOWNLOAD]);
+    let result = fetch_into(options, dir);
+    if result.is_err() {
+        made.remove_empty();
+    }
+    result
+}
+
+fn fetch_into(options: &LoadOptions, dir: &Path) -> Result<usize, FetchError> {
     let config = ureq::Agent::config_builder()
         .timeout_resolve(Some(options.timeout))
         .timeout_connect(Some(options.timeout))
@@ -75,12 +126,9 @@ fn fetch_one(
         url: url.to_string(),
         reason,
     };
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| FetchError::Fatal(DatasetError::io("creating a temporary file in", dir, e)))?;
+    let mut tmp = DOWNLOAD
+        .create_in(dest.parent().unwrap_or(Path::new(".")))
+        .map_err(FetchError::Fatal)?;
     let mut response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::StatusCode(code) => unreachable(format!("HTTP status {code}")),
         other => unreachable(other.to_string()),
@@ -141,6 +189,29 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_dirs_takes_back_only_what_it_made_and_only_while_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let existing = root.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        let deep = existing.join("a").join("b");
+        let made = MadeDirs::create(&deep).unwrap();
+        assert_eq!(made.0, [existing.join("a"), deep.clone()]);
+        made.remove_empty();
+        assert!(!existing.join("a").exists());
+        assert!(existing.is_dir());
+
+        let made = MadeDirs::create(&deep).unwrap();
+        fs::write(deep.join("kept"), b"x").unwrap();
+        made.remove_empty();
+        assert!(
+            deep.join("kept").is_file(),
+            "a directory holding a file stays"
+        );
+
+        assert!(MadeDirs::create(&deep).unwrap().0.is_empty());
+    }
 
     #[test]
     fn hex_of_the_empty_sha256() {

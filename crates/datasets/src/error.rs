@@ -35,6 +35,62 @@ pub enum DatasetError {
         file: PathBuf,
     },
 
+    /// A directory is where a data file should be.
+    #[error(
+        "{} is a directory, not a file: move it away and put the {} file there, or pass the directory that holds the files",
+        .file.display(), .dataset
+    )]
+    IsDirectory {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The path of the expected file.
+        file: PathBuf,
+    },
+
+    /// A symbolic link is where a data file should be, and it leads nowhere: it points to
+    /// itself (directly or through other links) or to something that does not exist.
+    #[error(
+        "{} is a symbolic link that cannot be resolved (loop or dangling): {source}. Point it at the {} file or remove it",
+        .file.display(), .dataset
+    )]
+    BrokenSymlink {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The link.
+        file: PathBuf,
+        /// What the operating system reported when following it.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A named pipe, socket or device is where a data file should be (norma never opens
+    /// one: reading a pipe could block forever).
+    #[error(
+        "{} is not a regular file (a named pipe, socket or device): put the {} file itself there",
+        .file.display(), .dataset
+    )]
+    SpecialFile {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The path of the expected file.
+        file: PathBuf,
+    },
+
+    /// A data file exists but this user may not read it.
+    #[error(
+        "{} cannot be read: {source}. Give yourself read access (`chmod a+r`), or copy the {} files to a directory of yours and pass `--data-dir <dir>`",
+        .file.display(), .dataset
+    )]
+    Unreadable {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The file.
+        file: PathBuf,
+        /// The operating system's error (permission denied).
+        #[source]
+        source: io::Error,
+    },
+
     /// A data file has zero bytes (typically an interrupted copy).
     #[error("{}: the file is empty. Delete it and get it again. {}", .file.display(), .dataset.how_to_get())]
     EmptyFile {
@@ -199,8 +255,12 @@ pub enum DatasetError {
         source: io::Error,
     },
 
-    /// A path is not valid UTF-8, which the IDX parser (the `mnist` crate) cannot open.
-    #[error("{}: the path is not valid UTF-8; move the data to a directory whose path is", .path.display())]
+    /// A path is not valid UTF-8, which the IDX parser (the `mnist` crate) cannot open: a data
+    /// file's, or a decompressed copy's in the cache.
+    #[error(
+        "{}: the path is not valid UTF-8, which the IDX parser cannot open; keep the data (--data-dir) and the cache directory (XDG_CACHE_HOME, HOME) under paths that are",
+        .path.display()
+    )]
     UnsupportedPath {
         /// The path.
         path: PathBuf,
@@ -223,12 +283,37 @@ impl DatasetError {
             source,
         }
     }
+
+    /// The error of `action` on a data file: [`DatasetError::Unreadable`] when permission was
+    /// denied, [`DatasetError::Io`] otherwise.
+    pub(crate) fn access(
+        dataset: DatasetKind,
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> Self {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            DatasetError::Unreadable {
+                dataset,
+                file: path.into(),
+                source,
+            }
+        } else {
+            DatasetError::io(action, path, source)
+        }
+    }
 }
+
+/// First two bytes of every gzip stream.
+const GZIP_MAGIC: u32 = 0x1f8b;
 
 fn magic_meaning(magic: u32) -> &'static str {
     match magic {
         crate::idx::IMAGES_MAGIC => "IDX images",
         crate::idx::LABELS_MAGIC => "IDX labels",
+        _ if magic >> 16 == GZIP_MAGIC => {
+            "a gzip archive: give it the .gz extension and norma will decompress it"
+        }
         _ => "not an IDX images or labels file",
     }
 }
@@ -238,5 +323,27 @@ fn decompressed_note(file: &std::path::Path) -> &'static str {
         " (decompressed content)"
     } else {
         ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_denied_is_unreadable_and_other_errors_stay_io() {
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let e = DatasetError::access(DatasetKind::Mnist, "opening", "/d/f", denied);
+        assert!(matches!(e, DatasetError::Unreadable { .. }), "{e}");
+        assert!(e.to_string().starts_with("/d/f cannot be read: "), "{e}");
+        let other = io::Error::from(io::ErrorKind::Interrupted);
+        let e = DatasetError::access(DatasetKind::Mnist, "opening", "/d/f", other);
+        assert!(matches!(e, DatasetError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_gzip_magic_number_says_to_rename_the_file() {
+        assert!(magic_meaning(0x1f8b_0808).contains(".gz"));
+        assert_eq!(magic_meaning(7), "not an IDX images or labels file");
     }
 }

@@ -134,8 +134,8 @@ pub(crate) fn check_labels(dataset: DatasetKind, shown: &Path, labels: &[u8]) ->
 }
 
 /// Reads the first `len` bytes of `path` (fewer if the file is shorter) and its total length.
-pub(crate) fn read_head(path: &Path, len: usize) -> Result<(Vec<u8>, u64)> {
-    let file = File::open(path).map_err(|e| DatasetError::io("opening", path, e))?;
+pub(crate) fn read_head(dataset: DatasetKind, path: &Path, len: usize) -> Result<(Vec<u8>, u64)> {
+    let file = File::open(path).map_err(|e| DatasetError::access(dataset, "opening", path, e))?;
     let total = file
         .metadata()
         .map_err(|e| DatasetError::io("reading the size of", path, e))?
@@ -143,7 +143,7 @@ pub(crate) fn read_head(path: &Path, len: usize) -> Result<(Vec<u8>, u64)> {
     let mut head = Vec::with_capacity(len);
     file.take(len as u64)
         .read_to_end(&mut head)
-        .map_err(|e| DatasetError::io("reading", path, e))?;
+        .map_err(|e| DatasetError::access(dataset, "reading", path, e))?;
     Ok((head, total))
 }
 
@@ -161,7 +161,7 @@ pub(crate) fn validate_set(dataset: DatasetKind, files: &FileSet) -> Result<()> 
     let mut counts = [0usize; 4];
     for file in DataFile::ALL {
         let i = file.index();
-        let (head, total) = read_head(&files.read[i], header_len(file))?;
+        let (head, total) = read_head(dataset, &files.read[i], header_len(file))?;
         counts[i] = check_header(dataset, &files.shown[i], file, &head, total)?;
     }
     for (images, labels) in [
@@ -192,7 +192,8 @@ pub(crate) fn validate_set(dataset: DatasetKind, files: &FileSet) -> Result<()> 
     }
     for file in [DataFile::TrainLabels, DataFile::TestLabels] {
         let path = &files.read[file.index()];
-        let bytes = std::fs::read(path).map_err(|e| DatasetError::io("reading", path, e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| DatasetError::access(dataset, "reading", path, e))?;
         let payload = bytes.get(LABELS_HEADER..).unwrap_or(&[]);
         check_labels(dataset, &files.shown[file.index()], payload)?;
     }

@@ -7,12 +7,20 @@
 //!   `./data/<name>/`, then Debian's
 //!   `/usr/share/datasets/fashion-mnist/` (package `dataset-fashion-mnist`, Fashion-MNIST
 //!   only), then a download from the official mirror into `./data/<name>/`, every archive
-//!   checked against its known SHA-256. Files may be extracted or `.gz`; `.gz` files are
-//!   decompressed once into a cache and reused while the source is unchanged.
-//! * **No panic reaches the user**: every file is validated (present, not empty, valid gzip,
-//!   IDX magic number, item count, 28×28, length consistent with the header, labels below 10,
-//!   images and labels agree) before the `mnist` crate parses it; each problem is a
-//!   [`DatasetError`] variant naming the file and saying how to get good data.
+//!   checked against its known SHA-256. Files may be extracted or `.gz`.
+//! * **Nothing is written where the data lives**: `.gz` files are decompressed once into the
+//!   user's cache directory, `$XDG_CACHE_HOME/norma/<name>/` else
+//!   `$HOME/.cache/norma/<name>/` ([`LoadOptions::user_cache_dir`]), one folder per source
+//!   directory (55 MB each), reused while the source is unchanged; deleting it is always safe.
+//!   Without a usable cache directory a load decompresses into a temporary directory removed
+//!   afterwards. The only directory norma writes data into is the download directory; a
+//!   failed download removes the directories it created (if empty), and temporary files left
+//!   by a killed process are cleaned up by a later load.
+//! * **No panic reaches the user**: every file is validated (present, a readable regular file
+//!   rather than a directory, broken link or pipe, not empty, valid gzip, IDX magic number,
+//!   item count, 28×28, length consistent with the header, labels below 10, images and labels
+//!   agree) before the `mnist` crate parses it; each problem is a [`DatasetError`] variant
+//!   naming the file and saying how to fix it.
 //! * **The data** ([`Dataset`]): [`Split`]s of images as f32 in [0, 1] shaped `(N, 1, 28, 28)`
 //!   and labels as class indices, an optional validation split (the last training images),
 //!   [`Dataset::class_names`], and where the data was found ([`DataLocation`]).
@@ -40,6 +48,9 @@
 //! # Ok::<(), norma_datasets::DatasetError>(())
 //! ```
 //!
+//! A complete program, with its error handling, is `examples/load_and_batch.rs`:
+//! `cargo run --release -p norma-datasets --example load_and_batch [-- <data dir>]`.
+//!
 //! Batching works on any [`Split`]:
 //!
 //! ```
@@ -59,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod batches;
+mod cache;
 mod dataset;
 mod download;
 mod error;
@@ -67,6 +79,7 @@ mod kind;
 mod options;
 mod source;
 mod split;
+mod tempfiles;
 
 pub use batches::{Batch, Batches, LastBatch, Order};
 pub use dataset::Dataset;

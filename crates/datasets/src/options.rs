@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::kind::DATA_DIR_ENV;
-use crate::{Dataset, DatasetKind, Result};
+use crate::{DataFile, Dataset, DatasetError, DatasetKind, Result};
 
 /// How to find, fetch and split a dataset. Start from [`LoadOptions::new`] (or
 /// `FashionMnist::options()`), adjust, then call [`LoadOptions::load`].
@@ -25,6 +25,10 @@ use crate::{Dataset, DatasetKind, Result};
 ///
 /// In each directory a file may be extracted (`train-images-idx3-ubyte`) or gzipped
 /// (`train-images-idx3-ubyte.gz`); the extracted one is preferred when both exist.
+///
+/// Only the download writes into one of these directories (the local one; if it fails, the
+/// directories it created are removed again when empty). `.gz` files are decompressed into
+/// the user cache directory ([`LoadOptions::user_cache_dir`]), never beside the data.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub(crate) kind: DatasetKind,
@@ -119,9 +123,13 @@ impl LoadOptions {
         self
     }
 
-    /// Where `.gz` files are decompressed when their own directory is not writable (and always
-    /// for the system directory). Default `$XDG_CACHE_HOME/norma/<name>`, else
-    /// `~/.cache/norma/<name>`, else the system temporary directory.
+    /// The cache directory `.gz` files are decompressed into (one folder per source
+    /// directory inside it; data directories themselves are never written to).
+    ///
+    /// Default `$XDG_CACHE_HOME/norma/<name>`, else `$HOME/.cache/norma/<name>`; when neither
+    /// variable holds an absolute path, or that directory cannot be created or written, each
+    /// load decompresses into a temporary directory removed afterwards. A directory set here
+    /// must be usable: failing to create it is an error.
     pub fn user_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.user_cache_dir = Some(dir.into());
         self
@@ -136,8 +144,52 @@ impl LoadOptions {
     }
 
     /// Finds (or downloads), validates and loads the dataset.
+    ///
+    /// Options that cannot work (an empty path, a zero timeout, a checksum that is not 64
+    /// hexadecimal digits, a validation split of the whole training set) are
+    /// [`DatasetError::InvalidArgument`] before anything is read or written.
     pub fn load(&self) -> Result<Dataset> {
+        self.check()?;
         crate::dataset::load(self)
+    }
+
+    /// Rejects options that cannot work (see [`LoadOptions::load`]).
+    pub(crate) fn check(&self) -> Result<()> {
+        let invalid = |msg: String| Err(DatasetError::InvalidArgument(msg));
+        // An empty path joins to relative paths: it would quietly mean the working directory.
+        let paths = [
+            ("data directory (--data-dir)", self.data_dir.as_deref()),
+            ("local directory", Some(self.local_dir.as_path())),
+            ("system directory", self.system_dir.as_deref()),
+            ("user cache directory", self.user_cache_dir.as_deref()),
+        ];
+        for (what, path) in paths {
+            if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(format!(
+                    "the {what} is an empty path; name a directory (or leave it unset)"
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return invalid("the network timeout must be longer than zero".to_string());
+        }
+        for (file, sha) in DataFile::ALL.iter().zip(&self.archive_sha256) {
+            let sha = sha.trim();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!(
+                    "the expected SHA-256 of {} is not 64 hexadecimal digits: {sha:?}",
+                    file.gz_name()
+                ));
+            }
+        }
+        let train_len = DataFile::TrainImages.expected_count();
+        if self.validation >= train_len {
+            return invalid(format!(
+                "a validation split of {} images leaves no training image ({train_len} in all)",
+                self.validation
+            ));
+        }
+        Ok(())
     }
 
     /// The explicit directory in force and where it came from: the argument, else
@@ -151,17 +203,24 @@ impl LoadOptions {
         explicit_dir(self.data_dir.as_deref(), env)
     }
 
-    /// The user-level cache directory for this dataset.
-    pub(crate) fn resolved_user_cache_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.user_cache_dir {
-            return dir.clone();
-        }
-        let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-        let root = absolute(std::env::var_os("XDG_CACHE_HOME"))
-            .or_else(|| absolute(std::env::var_os("HOME")).map(|home| home.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        root.join("norma").join(self.kind.name())
+    /// The cache directory set by [`LoadOptions::user_cache_dir`], if any.
+    pub(crate) fn chosen_user_cache_dir(&self) -> Option<&Path> {
+        self.user_cache_dir.as_deref()
     }
+
+    /// The default cache directory of this dataset, from the environment (see
+    /// [`LoadOptions::user_cache_dir`]); `None` when no absolute location is known.
+    pub(crate) fn default_user_cache_dir(&self) -> Option<PathBuf> {
+        user_cache_root(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+            .map(|root| root.join("norma").join(self.kind.name()))
+    }
+}
+
+/// The user's cache directory following the XDG base directory rules: `$XDG_CACHE_HOME`, else
+/// `$HOME/.cache`; a relative or empty value counts as unset.
+pub(crate) fn user_cache_root(xdg: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg).or_else(|| absolute(home).map(|home| home.join(".cache")))
 }
 
 /// The explicit directory: `arg` wins over the environment variable's value `env`.
@@ -208,7 +267,57 @@ mod tests {
         assert_eq!(m.local_dir, Path::new("data/mnist"));
         assert_eq!(m.system_dir, None);
         assert!(m.mirror.starts_with("https://"));
-        let dir = m.user_cache_dir("/c").resolved_user_cache_dir();
-        assert_eq!(dir, Path::new("/c"));
+        assert_eq!(m.chosen_user_cache_dir(), None);
+        let m = m.user_cache_dir("/c");
+        assert_eq!(m.chosen_user_cache_dir(), Some(Path::new("/c")));
+    }
+
+    fn invalid(options: LoadOptions) -> String {
+        match options.check() {
+            Err(crate::DatasetError::InvalidArgument(msg)) => msg,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_options_are_rejected_before_anything_is_read() {
+        let f = || LoadOptions::new(DatasetKind::FashionMnist);
+        assert!(f().check().is_ok());
+        // An empty path would silently mean the working directory.
+        let msg = invalid(f().data_dir(Some(PathBuf::new())));
+        assert!(
+            msg.contains("data directory") && msg.contains("empty"),
+            "{msg}"
+        );
+        assert!(invalid(f().local_dir("")).contains("local directory"));
+        assert!(invalid(f().system_dir(Some("".into()))).contains("system directory"));
+        assert!(invalid(f().user_cache_dir("")).contains("cache directory"));
+        let msg = invalid(f().timeout(Duration::ZERO));
+        assert!(msg.contains("timeout"), "{msg}");
+        let mut sha = f().archive_sha256.clone();
+        sha[2] = "abc".to_string();
+        let msg = invalid(f().archive_sha256(sha));
+        assert!(msg.contains("t10k-images-idx3-ubyte.gz"), "{msg}");
+        assert!(msg.contains("\"abc\""), "{msg}");
+        let upper = f().archive_sha256.clone().map(|h| h.to_uppercase());
+        assert!(f().archive_sha256(upper).check().is_ok(), "hex in any case");
+        let msg = invalid(f().validation(60_000));
+        assert!(msg.contains("validation"), "{msg}");
+    }
+
+    #[test]
+    fn user_cache_root_follows_xdg_then_home() {
+        let root = |xdg: Option<&str>, home: Option<&str>| {
+            user_cache_root(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(root(Some("/x"), Some("/h")), Some(PathBuf::from("/x")));
+        assert_eq!(root(None, Some("/h")), Some(PathBuf::from("/h/.cache")));
+        assert_eq!(
+            root(Some("rel"), Some("/h")),
+            Some(PathBuf::from("/h/.cache"))
+        );
+        assert_eq!(root(Some(""), None), None);
+        assert_eq!(root(None, Some("relative-home")), None);
+        assert_eq!(root(None, None), None);
     }
 }

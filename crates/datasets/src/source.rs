@@ -1,27 +1,19 @@
-//! Where the data comes from: the search order over directories, the download fallback, and
-//! the cache of decompressed `.gz` files.
-//!
-//! The cache sits in `<dir>/.norma-cache/` when that can be written, else in the user cache
-//! directory; the system directory is never written to (it belongs to the package manager).
-//! Each cached file has a key file recording the source's path, size and modification time
-//! and the decompressed size, so a changed source is decompressed again and a damaged cache
-//! file is noticed.
+//! Where the data comes from: the search order over directories, what is found at each
+//! file's path, and the download fallback. Decompression is in [`crate::cache`].
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
-
 use crate::download::{self, FetchError};
-use crate::idx::{self, FileSet};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions, Result};
 
-/// Name of the cache folder created next to `.gz` files.
+/// Name of the cache folder that earlier versions of norma created next to `.gz` files.
+///
+/// It is no longer written (decompressed copies go to the user cache directory, see
+/// [`LoadOptions::user_cache_dir`]); a leftover `.norma-cache/` can be deleted safely.
 pub const CACHE_DIR_NAME: &str = ".norma-cache";
-
-const KEY_HEADER: &str = "norma-datasets decompression cache v1";
 
 /// Which search step found the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +50,12 @@ pub struct DataLocation {
     /// Which search step found it.
     pub origin: Origin,
     /// The four files actually parsed, in [`DataFile::ALL`] order: the extracted file, or
-    /// its decompressed copy in the cache.
+    /// its decompressed copy in the cache (the `.gz` file itself when it was decompressed
+    /// into a temporary directory, which is gone once loading is done).
     pub files: [PathBuf; 4],
-    /// The cache directory used for `.gz` files, if any file was gzipped.
+    /// The cache directory holding the decompressed copies of this source's `.gz` files
+    /// (inside [`LoadOptions::user_cache_dir`]); `None` when every file was extracted or no
+    /// cache directory could be used.
     pub cache_dir: Option<PathBuf>,
     /// Files decompressed by this load (0 when the cache was reused).
     pub decompressed: usize,
@@ -73,6 +68,8 @@ impl fmt::Display for DataLocation {
         write!(f, "{} ({})", self.dir.display(), self.origin)?;
         if let Some(cache) = &self.cache_dir {
             write!(f, ", decompressed copies in {}", cache.display())?;
+        } else if self.decompressed > 0 {
+            f.write_str(", decompressed into a temporary directory (no usable cache directory)")?;
         }
         Ok(())
     }
@@ -95,34 +92,129 @@ pub(crate) struct Located {
 }
 
 enum Inspection {
-    NoDir,
+    /// No usable directory at this path; says what is there instead.
+    NoDir(String),
     Nothing,
-    Partial { missing: DataFile, present: usize },
+    Partial {
+        missing: DataFile,
+        present: usize,
+    },
     Complete([SourceFile; 4]),
+    /// Something that cannot be a data file sits at a data file's path.
+    Bad(DatasetError),
 }
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn inspect(dir: &Path) -> Inspection {
-    if !dir.is_dir() {
-        return Inspection::NoDir;
+/// What is at the path of a data file.
+enum Entry {
+    Absent,
+    /// A regular file (possibly through a symbolic link) that can be opened.
+    File,
+    Bad(DatasetError),
+}
+
+/// Looks at `path` without reading it: only regular files are opened (a named pipe could
+/// block forever), and each other kind of entry is its own error.
+fn probe(kind: DatasetKind, path: &Path) -> Entry {
+    let file = path.to_path_buf();
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => match File::open(path) {
+            Ok(_) => Entry::File,
+            Err(e) => Entry::Bad(DatasetError::access(kind, "opening", path, e)),
+        },
+        Ok(meta) if meta.is_dir() => Entry::Bad(DatasetError::IsDirectory {
+            dataset: kind,
+            file,
+        }),
+        Ok(_) => Entry::Bad(DatasetError::SpecialFile {
+            dataset: kind,
+            file,
+        }),
+        // `metadata` follows links, `symlink_metadata` does not: a link whose target cannot
+        // be reached is told apart from nothing at all.
+        Err(source) if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            Entry::Bad(DatasetError::BrokenSymlink {
+                dataset: kind,
+                file,
+                source,
+            })
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Entry::Absent
+        }
+        Err(e) => Entry::Bad(DatasetError::access(
+            kind,
+            "reading the metadata of",
+            path,
+            e,
+        )),
     }
-    let found = DataFile::ALL.map(|file| {
-        let raw = dir.join(file.file_name());
-        let gz = dir.join(file.gz_name());
-        if raw.is_file() {
-            Some(SourceFile {
+}
+
+/// Why `dir` cannot be searched, in a few words, or `None` when it is a directory.
+fn not_a_directory(dir: &Path) -> Option<String> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(meta) if meta.is_file() => Some("a file, not a directory".to_string()),
+        Ok(_) => Some("not a directory".to_string()),
+        Err(_) if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) => {
+            Some("a symbolic link that cannot be resolved (loop or dangling)".to_string())
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Some("no such directory".to_string())
+        }
+        Err(e) => Some(format!("cannot be read: {e}")),
+    }
+}
+
+/// The data file `file` in `dir`: the extracted one if it is a usable file, else the `.gz`
+/// one; `Err` when neither is usable and something stands at one of their paths.
+fn find_file(kind: DatasetKind, dir: &Path, file: DataFile) -> Result<Option<SourceFile>> {
+    let raw = dir.join(file.file_name());
+    let gz = dir.join(file.gz_name());
+    let raw_problem = match probe(kind, &raw) {
+        Entry::File => {
+            return Ok(Some(SourceFile {
                 path: raw,
                 gz: false,
-            })
-        } else if gz.is_file() {
-            Some(SourceFile { path: gz, gz: true })
-        } else {
-            None
+            }))
         }
-    });
+        Entry::Absent => None,
+        Entry::Bad(e) => Some(e),
+    };
+    // A folder named like the extracted file beside a good archive (some tools extract
+    // `x.gz` into `x/`) does not stop the archive from being used.
+    match (probe(kind, &gz), raw_problem) {
+        (Entry::File, _) => Ok(Some(SourceFile { path: gz, gz: true })),
+        (_, Some(e)) | (Entry::Bad(e), None) => Err(e),
+        (Entry::Absent, None) => Ok(None),
+    }
+}
+
+fn inspect(kind: DatasetKind, dir: &Path) -> Inspection {
+    if let Some(what) = not_a_directory(dir) {
+        return Inspection::NoDir(what);
+    }
+    let mut found: [Option<SourceFile>; 4] = Default::default();
+    for file in DataFile::ALL {
+        match find_file(kind, dir, file) {
+            Ok(source) => found[file.index()] = source,
+            Err(e) => return Inspection::Bad(e),
+        }
+    }
     let present = found.iter().filter(|f| f.is_some()).count();
     match found {
         [Some(a), Some(b), Some(c), Some(d)] => Inspection::Complete([a, b, c, d]),
@@ -181,8 +273,9 @@ pub(crate) fn locate(options: &LoadOptions) -> Result<Located> {
             });
         }
         let place = format!("{} ({origin})", dir.display());
-        match inspect(&dir) {
-            Inspection::NoDir => looked.push(format!("{place}: no such directory")),
+        match inspect(kind, &dir) {
+            Inspection::NoDir(what) => looked.push(format!("{place}: {what}")),
+            Inspection::Bad(e) => return Err(e),
             Inspection::Nothing => looked.push(format!("{place}: none of the four files")),
             Inspection::Partial { missing, present } => {
                 // An interrupted download leaves some archives in the local directory; the
@@ -228,7 +321,8 @@ pub(crate) fn locate(options: &LoadOptions) -> Result<Located> {
         }
         Err(FetchError::Fatal(e)) => return Err(e),
     };
-    match inspect(&local) {
+    match inspect(kind, &local) {
+        Inspection::Bad(e) => Err(e),
         Inspection::Complete(files) => Ok(Located {
             dir: local,
             origin: Origin::Downloaded,
@@ -249,216 +343,9 @@ pub(crate) fn locate(options: &LoadOptions) -> Result<Located> {
     }
 }
 
-/// Makes every file readable as extracted IDX: extracted sources are used in place, `.gz`
-/// sources are decompressed into the cache unless an up-to-date copy is already there.
-pub(crate) fn prepare(
-    options: &LoadOptions,
-    located: &Located,
-) -> Result<(FileSet, Option<PathBuf>, usize)> {
-    let shown = located.files.clone().map(|f| f.path);
-    let mut read = shown.clone();
-    let mut cache_dir = None;
-    let mut decompressed = 0;
-    for file in DataFile::ALL {
-        let source = &located.files[file.index()];
-        if !source.gz {
-            continue;
-        }
-        let cache = match &cache_dir {
-            Some(dir) => dir,
-            None => cache_dir.insert(choose_cache_dir(options, located)?),
-        };
-        let (path, fresh) = cached_copy(options.kind, file, &source.path, cache)?;
-        read[file.index()] = path;
-        decompressed += usize::from(fresh);
-    }
-    Ok((FileSet { read, shown }, cache_dir, decompressed))
-}
-
-fn choose_cache_dir(options: &LoadOptions, located: &Located) -> Result<PathBuf> {
-    if located.origin != Origin::System {
-        let beside = located.dir.join(CACHE_DIR_NAME);
-        if is_writable_dir(&beside) {
-            return Ok(beside);
-        }
-    }
-    let user = options.resolved_user_cache_dir();
-    fs::create_dir_all(&user)
-        .map_err(|e| DatasetError::io("creating the cache directory", &user, e))?;
-    Ok(user)
-}
-
-/// True when `dir` exists (or can be created) and a file can be created in it; as root,
-/// permission bits say nothing, so this tries instead of inspecting modes.
-fn is_writable_dir(dir: &Path) -> bool {
-    fs::create_dir_all(dir).is_ok() && tempfile::tempfile_in(dir).is_ok()
-}
-
-/// The cache key of `source`: its identity and version, without the decompressed size.
-fn source_key(source: &Path) -> Result<String> {
-    let meta =
-        fs::metadata(source).map_err(|e| DatasetError::io("reading the size of", source, e))?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(
-            || "unknown".to_string(),
-            |d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-        );
-    let canonical = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
-    Ok(format!(
-        "{KEY_HEADER}\nsource={}\nsize={}\nmodified={modified}\n",
-        canonical.display(),
-        meta.len()
-    ))
-}
-
-/// Whether `cached` is the decompression of the source described by `key`.
-fn cache_is_fresh(cached: &Path, key_file: &Path, key: &str) -> bool {
-    if key.contains("modified=unknown") {
-        return false;
-    }
-    let Ok(stored) = fs::read_to_string(key_file) else {
-        return false;
-    };
-    let Some(size) = stored
-        .strip_prefix(key)
-        .and_then(|rest| rest.strip_prefix("decompressed="))
-        .and_then(|rest| rest.trim_end().parse::<u64>().ok())
-    else {
-        return false;
-    };
-    fs::metadata(cached).is_ok_and(|m| m.is_file() && m.len() == size)
-}
-
-/// Returns the decompressed copy of `source` in `cache` and whether it was (re)made now.
-fn cached_copy(
-    kind: DatasetKind,
-    file: DataFile,
-    source: &Path,
-    cache: &Path,
-) -> Result<(PathBuf, bool)> {
-    let cached = cache.join(file.file_name());
-    let key_file = cache.join(format!("{}.key", file.file_name()));
-    let key = source_key(source)?;
-    if cache_is_fresh(&cached, &key_file, &key) {
-        return Ok((cached, false));
-    }
-    let size = decompress(kind, file, source, &cached)?;
-    write_atomically(&key_file, format!("{key}decompressed={size}\n").as_bytes())?;
-    Ok((cached, true))
-}
-
-fn gzip_error(kind: DatasetKind, source: &Path, e: io::Error) -> DatasetError {
-    match e.kind() {
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-            DatasetError::CorruptGzip {
-                dataset: kind,
-                file: source.to_path_buf(),
-                reason: e.to_string(),
-            }
-        }
-        _ => DatasetError::io("reading", source, e),
-    }
-}
-
-/// Decompresses `source` into `dest` (through a temporary file, so `dest` is complete or
-/// absent) and returns the decompressed size.
-///
-/// Output is capped at the size of a correct file so that a wrong or hostile archive cannot
-/// fill the disk; past the cap the bytes are only counted, and the header decides the error.
-fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> Result<u64> {
-    let input = File::open(source).map_err(|e| DatasetError::io("opening", source, e))?;
-    let source_len = input
-        .metadata()
-        .map_err(|e| DatasetError::io("reading the size of", source, e))?
-        .len();
-    if source_len == 0 {
-        return Err(DatasetError::EmptyFile {
-            dataset: kind,
-            file: source.to_path_buf(),
-        });
-    }
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".decompressing-")
-        .tempfile_in(dir)
-        .map_err(|e| DatasetError::io("creating a temporary file in", dir, e))?;
-    let mut decoder = MultiGzDecoder::new(BufReader::new(input));
-    let cap = idx::full_size(file);
-    let header = idx::header_len(file);
-    let mut head = Vec::with_capacity(header);
-    let mut total: u64 = 0;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(gzip_error(kind, source, e)),
-        };
-        let chunk = &buf[..n];
-        if head.len() < header {
-            let take = (header - head.len()).min(n);
-            head.extend_from_slice(&chunk[..take]);
-        }
-        if total + n as u64 <= cap {
-            tmp.write_all(chunk)
-                .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-        }
-        total += n as u64;
-    }
-    if total > cap {
-        let count = idx::check_header(kind, source, file, &head, total)?;
-        return Err(DatasetError::WrongCount {
-            dataset: kind,
-            file: source.to_path_buf(),
-            expected: file.expected_count(),
-            found: count,
-        });
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(dest)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", dest, e.error))?;
-    Ok(total)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".writing-")
-        .tempfile_in(dir)
-        .map_err(|e| DatasetError::io("creating a temporary file in", dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", path, e.error))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::write::GzEncoder;
-    use flate2::Compression;
-
-    fn gz(bytes: &[u8]) -> Vec<u8> {
-        let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
-        enc.write_all(bytes).unwrap();
-        enc.finish().unwrap()
-    }
-
-    fn labels(n: u32) -> Vec<u8> {
-        let mut v = idx::LABELS_MAGIC.to_be_bytes().to_vec();
-        v.extend_from_slice(&n.to_be_bytes());
-        v.extend((0..n).map(|i| (i % 10) as u8));
-        v
-    }
 
     #[test]
     fn candidates_in_order_without_repeats() {
@@ -476,91 +363,5 @@ mod tests {
                 ("/usr/share/datasets/fashion-mnist", Origin::System),
             ]
         );
-    }
-
-    #[test]
-    fn decompression_is_cached_and_redone_when_the_source_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("t10k-labels-idx1-ubyte.gz");
-        fs::write(&src, gz(&labels(10_000))).unwrap();
-        let cache = dir.path().join("cache");
-        fs::create_dir(&cache).unwrap();
-        let kind = DatasetKind::Mnist;
-        let (path, fresh) = cached_copy(kind, DataFile::TestLabels, &src, &cache).unwrap();
-        assert!(fresh);
-        assert_eq!(fs::read(&path).unwrap(), labels(10_000));
-        let (_, fresh) = cached_copy(kind, DataFile::TestLabels, &src, &cache).unwrap();
-        assert!(!fresh, "an unchanged source must reuse the cache");
-
-        // A damaged cache file (wrong size) is noticed and rebuilt.
-        fs::write(&path, b"junk").unwrap();
-        let (_, fresh) = cached_copy(kind, DataFile::TestLabels, &src, &cache).unwrap();
-        assert!(fresh);
-        assert_eq!(fs::read(&path).unwrap(), labels(10_000));
-
-        // A changed source (other size) is decompressed again.
-        fs::write(&src, gz(&labels(9_999))).unwrap();
-        let (path, fresh) = cached_copy(kind, DataFile::TestLabels, &src, &cache).unwrap();
-        assert!(fresh);
-        assert_eq!(fs::read(&path).unwrap(), labels(9_999));
-    }
-
-    #[test]
-    fn oversized_archives_are_not_written_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("t10k-labels-idx1-ubyte.gz");
-        fs::write(&src, gz(&labels(20_000))).unwrap();
-        let dest = dir.path().join("out");
-        let e = decompress(DatasetKind::Mnist, DataFile::TestLabels, &src, &dest).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DatasetError::WrongCount {
-                    expected: 10_000,
-                    found: 20_000,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(!dest.exists());
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary left"
-        );
-    }
-
-    #[test]
-    fn corrupt_and_cut_archives_are_corrupt_gzip() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = gz(&labels(10_000));
-        let src = dir.path().join("t10k-labels-idx1-ubyte.gz");
-        let dest = dir.path().join("out");
-        let cases: Vec<Vec<u8>> = vec![
-            b"this is not gzip at all".to_vec(),
-            good[..good.len() / 2].to_vec(),
-            {
-                let mut v = good.clone();
-                let mid = v.len() / 2;
-                v[mid] ^= 0xff;
-                v[mid + 1] ^= 0x55;
-                v
-            },
-            {
-                // Damaged CRC in the trailer.
-                let mut v = good.clone();
-                let end = v.len() - 8;
-                v[end] ^= 1;
-                v
-            },
-        ];
-        for bytes in cases {
-            fs::write(&src, &bytes).unwrap();
-            let e = decompress(DatasetKind::Mnist, DataFile::TestLabels, &src, &dest).unwrap_err();
-            assert!(matches!(e, DatasetError::CorruptGzip { .. }), "{e}");
-            assert!(e.to_string().contains("t10k-labels-idx1-ubyte.gz"), "{e}");
-            assert!(!dest.exists());
-        }
     }
 }

@@ -65,6 +65,193 @@ fn missing_file_in_a_chosen_directory() {
     assert_names(&e, &missing);
 }
 
+/// A directory of valid `from` files in which `name` is replaced by what `make` creates there;
+/// returns the load error.
+fn load_with_entry(from: &Path, name: &str, make: impl FnOnce(&Path)) -> (DatasetError, PathBuf) {
+    let dir = scratch();
+    link_all(from, dir.path());
+    let path = dir.path().join(name);
+    let _ = fs::remove_file(&path);
+    make(&path);
+    let e = only(DatasetKind::FashionMnist, dir.path())
+        .load()
+        .expect_err("a bad entry must not load");
+    (e, path)
+}
+
+/// One line, naming `path` with what is wrong, and not calling it missing.
+fn assert_one_line_about(e: &DatasetError, path: &Path, says: &str) {
+    let msg = e.to_string();
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(
+        msg.contains(&format!("{} {says}", path.display())),
+        "expected '{} {says}' in: {msg}",
+        path.display()
+    );
+    assert!(!msg.contains("missing"), "{msg}");
+}
+
+#[test]
+fn a_directory_where_a_data_file_should_be() {
+    for (from, name) in [
+        (&fixtures().gz, "train-images-idx3-ubyte.gz"),
+        (&fixtures().raw, "t10k-labels-idx1-ubyte"),
+    ] {
+        let (e, path) = load_with_entry(from, name, |p| fs::create_dir(p).unwrap());
+        assert!(
+            matches!(&e, DatasetError::IsDirectory { file, .. } if *file == path),
+            "{e}"
+        );
+        assert_one_line_about(&e, &path, "is a directory, not a file");
+    }
+}
+
+#[test]
+fn a_directory_named_like_the_extracted_file_beside_its_archive_is_ignored() {
+    // Some archive tools extract `x.gz` into a folder `x/`: the archive is used.
+    let dir = scratch();
+    link_all(&fixtures().gz, dir.path());
+    fs::create_dir(dir.path().join("train-images-idx3-ubyte")).unwrap();
+    let data = only(DatasetKind::FashionMnist, dir.path()).load().unwrap();
+    assert_eq!(data.train.len(), 60_000);
+}
+
+#[cfg(unix)]
+#[test]
+fn symbolic_links_that_cannot_be_resolved() {
+    use std::os::unix::fs::symlink;
+    // A loop: the link points to itself.
+    let (e, path) = load_with_entry(&fixtures().gz, "train-labels-idx1-ubyte.gz", |p| {
+        symlink(p, p).unwrap()
+    });
+    assert!(
+        matches!(&e, DatasetError::BrokenSymlink { file, .. } if *file == path),
+        "{e}"
+    );
+    assert_one_line_about(
+        &e,
+        &path,
+        "is a symbolic link that cannot be resolved (loop or dangling)",
+    );
+    // Dangling: the target does not exist.
+    let (e, path) = load_with_entry(&fixtures().raw, "train-images-idx3-ubyte", |p| {
+        symlink(p.with_file_name("gone"), p).unwrap()
+    });
+    assert!(matches!(&e, DatasetError::BrokenSymlink { .. }), "{e}");
+    assert_one_line_about(
+        &e,
+        &path,
+        "is a symbolic link that cannot be resolved (loop or dangling)",
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_socket_where_a_data_file_should_be_is_not_opened() {
+    // A named pipe would block any reader forever; a socket is the special file a test can
+    // make without privileges or extra crates, and takes the same path. The socket file
+    // stays after the listener is dropped.
+    let (e, path) = load_with_entry(&fixtures().raw, "t10k-images-idx3-ubyte", |p| {
+        drop(std::os::unix::net::UnixListener::bind(p).unwrap());
+    });
+    assert!(
+        matches!(&e, DatasetError::SpecialFile { file, .. } if *file == path),
+        "{e}"
+    );
+    assert_one_line_about(&e, &path, "is not a regular file");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch();
+    link_all(&fixtures().raw, dir.path());
+    let path = dir.path().join("train-labels-idx1-ubyte");
+    replace(
+        dir.path(),
+        "train-labels-idx1-ubyte",
+        &valid_bytes(DataFile::TrainLabels),
+    );
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+    if fs::File::open(&path).is_ok() {
+        // Root (or CAP_DAC_OVERRIDE) reads it anyway: there is nothing honest to test here;
+        // the mapping of "permission denied" is unit-tested in the crate.
+        eprintln!(
+            "note: running with the right to read any file; unreadable-file case not exercised"
+        );
+        return;
+    }
+    let e = only(DatasetKind::FashionMnist, dir.path())
+        .load()
+        .unwrap_err();
+    assert!(
+        matches!(&e, DatasetError::Unreadable { file, .. } if *file == path),
+        "{e}"
+    );
+    assert_one_line_about(&e, &path, "cannot be read");
+}
+
+#[test]
+fn a_gzipped_file_without_the_gz_extension_says_so() {
+    let (e, path) = load_with(
+        "t10k-labels-idx1-ubyte",
+        &gzip(&valid_bytes(DataFile::TestLabels)),
+        false,
+    );
+    assert!(matches!(e, DatasetError::BadMagic { .. }), "{e}");
+    assert_names(&e, &path);
+    assert!(e.to_string().contains("gzip"), "{e}");
+    assert!(e.to_string().contains(".gz"), "{e}");
+}
+
+#[test]
+fn an_empty_data_dir_is_an_error_not_the_working_directory() {
+    // `--data-dir "$UNSET"` must not quietly search (or load from) the working directory.
+    let e = only(DatasetKind::FashionMnist, Path::new(""))
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, DatasetError::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn paths_that_are_not_utf8_are_an_error_naming_them() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = scratch();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    // Extracted data under such a path, and a cache under such a path.
+    let data = root.path().join(odd);
+    link_all(&fixtures().raw, &data);
+    let e = only(DatasetKind::FashionMnist, &data).load().unwrap_err();
+    assert!(
+        matches!(&e, DatasetError::UnsupportedPath { path } if path.starts_with(&data)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--data-dir"), "{e}");
+    let gz = root.path().join("gz");
+    link_all(&fixtures().gz, &gz);
+    let e = only(DatasetKind::FashionMnist, &gz)
+        .user_cache_dir(root.path().join(odd))
+        .load()
+        .unwrap_err();
+    assert!(matches!(e, DatasetError::UnsupportedPath { .. }), "{e}");
+    assert!(e.to_string().contains("XDG_CACHE_HOME"), "{e}");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_says_so() {
+    let dir = scratch();
+    let file = dir.path().join("train-images-idx3-ubyte.gz");
+    fs::write(&file, b"x").unwrap();
+    let e = only(DatasetKind::FashionMnist, &file).load().unwrap_err();
+    assert!(matches!(e, DatasetError::NotFound { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(&file.display().to_string()), "{msg}");
+    assert!(msg.contains("a file, not a directory"), "{msg}");
+}
+
 #[test]
 fn nothing_anywhere_lists_every_place_looked() {
     let dir = scratch();

@@ -48,18 +48,6 @@ fn download_only(root: &Path, mirror: &str, sha: [String; 4]) -> LoadOptions {
         .user_cache_dir(root.join("user-cache"))
 }
 
-/// Names in `dir` (empty if it does not exist), sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn download_lands_verified_files_and_is_not_repeated() {
     let archives = archives();
@@ -84,13 +72,12 @@ fn download_lands_verified_files_and_is_not_repeated() {
     assert_eq!(
         listing(&local),
         [
-            ".norma-cache",
             "t10k-images-idx3-ubyte.gz",
             "t10k-labels-idx1-ubyte.gz",
             "train-images-idx3-ubyte.gz",
             "train-labels-idx1-ubyte.gz"
         ],
-        "no temporary file may be left"
+        "no temporary file may be left, and no cache is written beside the data"
     );
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
 
@@ -120,19 +107,16 @@ fn not_found_on_the_mirror() {
         msg.contains(&format!("{mirror}/train-images-idx3-ubyte.gz")),
         "{msg}"
     );
-    assert!(listing(&root.path().join("data/fashion-mnist")).is_empty());
+    assert!(
+        !root.path().join("data").exists(),
+        "the directories made for the download are removed"
+    );
 }
 
 #[test]
 fn connection_refused_lists_every_place_looked() {
-    // A port that was just free: nothing listens there any more.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let root = scratch();
-    let mirror = format!("http://127.0.0.1:{port}");
+    let mirror = refused_mirror();
     let e = download_only(root.path(), &mirror, checksums(&archives()))
         .load()
         .unwrap_err();
@@ -150,6 +134,80 @@ fn connection_refused_lists_every_place_looked() {
         "{msg}"
     );
     assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    assert_eq!(
+        listing(root.path()),
+        Vec::<String>::new(),
+        "nothing left behind"
+    );
+}
+
+/// A mirror where nothing listens.
+fn refused_mirror() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn a_failed_download_removes_the_directories_it_created_and_nothing_else() {
+    let root = scratch();
+    let sha = checksums(&archives());
+    let fail = || {
+        let e = download_only(root.path(), &refused_mirror(), sha.clone())
+            .load()
+            .unwrap_err();
+        assert!(matches!(e, DatasetError::NotFound { .. }), "{e}");
+    };
+    // Nothing existed: `data/` and `data/fashion-mnist/` were made for the download.
+    fail();
+    assert!(!root.path().join("data").exists());
+
+    // `data/` is the user's: it stays, with what it holds.
+    let data = root.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("notes.txt"), b"mine").unwrap();
+    fail();
+    assert_eq!(listing(&data), ["notes.txt"]);
+
+    // The download directory itself existed (empty): it stays.
+    fs::create_dir(data.join("fashion-mnist")).unwrap();
+    fail();
+    assert_eq!(listing(&data), ["fashion-mnist", "notes.txt"]);
+    assert!(listing(&data.join("fashion-mnist")).is_empty());
+}
+
+#[test]
+fn leftover_partial_downloads_are_removed_and_nothing_else() {
+    let archives = archives();
+    let server = serve(&archives);
+    let root = scratch();
+    let local = root.path().join("data").join("fashion-mnist");
+    fs::create_dir_all(&local).unwrap();
+    // A download killed hours ago, one in progress in another process right now, and files
+    // that only look similar.
+    let stale = ".download-Ab12Cd.part";
+    let kept = [".download-Xy34Zw.part", ".download-backup.txt", "my.part"];
+    for name in std::iter::once(&stale).chain(&kept) {
+        fs::write(local.join(name), b"partial").unwrap();
+        if *name != kept[0] {
+            age(&local.join(name), Duration::from_secs(2 * 3600));
+        }
+    }
+    let data = download_only(
+        root.path(),
+        &format!("{}/mirror", server.base_url),
+        checksums(&archives),
+    )
+    .load()
+    .unwrap();
+    assert_eq!(data.location.downloaded, 4);
+    assert!(!local.join(stale).exists(), "{stale} must be removed");
+    for name in kept {
+        assert!(local.join(name).exists(), "{name} must be kept");
+    }
 }
 
 #[test]
@@ -236,5 +294,5 @@ fn https_mirror_goes_through_tls_and_fails_cleanly() {
             .contains(&format!("{mirror}/train-images-idx3-ubyte.gz")),
         "{e}"
     );
-    assert!(listing(&root.path().join("data/fashion-mnist")).is_empty());
+    assert!(!root.path().join("data").exists());
 }

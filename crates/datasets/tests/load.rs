@@ -4,6 +4,8 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use norma_datasets::{
@@ -68,8 +70,13 @@ fn gzipped_files_load_and_are_decompressed_once() {
     let opts = only(DatasetKind::FashionMnist, dir.path());
     let first = opts.load().unwrap();
     check_content(&first);
-    let cache = dir.path().join(CACHE_DIR_NAME);
-    assert_eq!(first.location.cache_dir.as_deref(), Some(cache.as_path()));
+    let cache = first.location.cache_dir.clone().unwrap();
+    assert!(
+        cache.starts_with(dir.path().join("user-cache")),
+        "the cache is in the user cache directory: {}",
+        cache.display()
+    );
+    assert!(!dir.path().join(CACHE_DIR_NAME).exists());
     assert_eq!(first.location.decompressed, 4);
     assert_eq!(
         first.location.files[3],
@@ -97,6 +104,148 @@ fn gzipped_files_load_and_are_decompressed_once() {
     let third = opts.load().unwrap();
     assert_eq!(third.location.decompressed, 1);
     assert_eq!(third.test, first.test);
+}
+
+#[test]
+fn data_directories_are_never_written_to_and_each_keeps_its_own_cache() {
+    // The same archives in an explicit, a local and a system directory: each load reads its
+    // own directory without writing a byte into it, and caches into the user cache directory.
+    let root = scratch();
+    let explicit = root.path().join("explicit");
+    let local = root.path().join("local");
+    let system = root.path().join("system");
+    for d in [&explicit, &local, &system] {
+        link_all(&fixtures().gz, d);
+    }
+    let cache = root.path().join("user-cache");
+    let before: Vec<_> = [&explicit, &local, &system].map(|d| tree(d)).into();
+    let opts = |explicit: Option<&Path>, local: &Path| {
+        FashionMnist::options()
+            .read_env(false)
+            .data_dir(explicit.map(Path::to_path_buf))
+            .local_dir(local)
+            .system_dir(Some(system.clone()))
+            .download(false)
+            .user_cache_dir(&cache)
+    };
+    let cases = [
+        (opts(Some(&explicit), &local), Origin::Argument),
+        (opts(None, &local), Origin::Local),
+        (opts(None, &root.path().join("none")), Origin::System),
+    ];
+    let mut entries = Vec::new();
+    for (options, origin) in &cases {
+        let data = options.load().unwrap();
+        assert_eq!(data.location.origin, *origin);
+        assert_eq!(data.location.decompressed, 4, "{origin}");
+        let entry = data.location.cache_dir.clone().unwrap();
+        assert!(entry.starts_with(&cache), "{}", entry.display());
+        entries.push(entry);
+    }
+    entries.dedup();
+    assert_eq!(entries.len(), 3, "one cache entry per source directory");
+    // Alternating between the sources decompresses nothing again.
+    for (options, origin) in &cases {
+        assert_eq!(options.load().unwrap().location.decompressed, 0, "{origin}");
+    }
+    let after: Vec<_> = [&explicit, &local, &system].map(|d| tree(d)).into();
+    assert_eq!(after, before, "no data directory was written to");
+}
+
+#[test]
+fn concurrent_loads_of_the_same_archives_leave_a_correct_cache() {
+    // Threads race through the same file-system steps as processes would: each decompresses
+    // into its own temporary file and renames it over the cached name.
+    let dir = scratch();
+    link_all(&fixtures().gz, dir.path());
+    let opts = only(DatasetKind::FashionMnist, dir.path());
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let loads: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    check_content(&opts.load().unwrap());
+                })
+            })
+            .collect();
+        for load in loads {
+            load.join().unwrap();
+        }
+    });
+    let again = opts.load().unwrap();
+    assert_eq!(again.location.decompressed, 0, "the cache is complete");
+    check_content(&again);
+    let cache = again.location.cache_dir.unwrap();
+    let mut expected: Vec<String> = DataFile::ALL
+        .iter()
+        .flat_map(|f| [f.file_name().to_string(), format!("{}.key", f.file_name())])
+        .collect();
+    expected.sort();
+    assert_eq!(listing(&cache), expected, "no temporary file left");
+}
+
+#[test]
+fn leftover_temporary_files_in_the_cache_are_removed_and_nothing_else() {
+    let dir = scratch();
+    link_all(&fixtures().gz, dir.path());
+    let opts = only(DatasetKind::FashionMnist, dir.path());
+    let cache = opts.load().unwrap().location.cache_dir.unwrap();
+    // What a process killed while decompressing leaves behind, hours ago ...
+    let stale = [".decompressing-a1B2c3", ".writing-Zz9yX8"];
+    // ... and what must stay: a temporary file being written right now by another process,
+    // and files that are not norma's temporaries.
+    let kept = [
+        ".decompressing-q7W8e9",
+        ".decompressing-notes.txt",
+        "notes.txt",
+    ];
+    for name in stale.iter().chain(&kept) {
+        fs::write(cache.join(name), b"partial").unwrap();
+    }
+    for name in stale.iter().chain(&kept[1..]) {
+        age(&cache.join(name), Duration::from_secs(2 * 3600));
+    }
+    let data = opts.load().unwrap();
+    assert_eq!(data.location.decompressed, 0);
+    for name in stale {
+        assert!(!cache.join(name).exists(), "{name} must be removed");
+    }
+    for name in kept {
+        assert!(cache.join(name).exists(), "{name} must be kept");
+    }
+}
+
+#[test]
+fn cache_files_of_the_previous_layout_are_removed() {
+    // Earlier versions cached straight into the user cache directory; such a copy is proven
+    // to be norma's by its key file, and is removed. Anything else there stays.
+    let dir = scratch();
+    link_all(&fixtures().gz, dir.path());
+    let user_cache = dir.path().join("user-cache");
+    fs::create_dir_all(&user_cache).unwrap();
+    let ours = ["train-images-idx3-ubyte", "train-images-idx3-ubyte.key"];
+    fs::write(user_cache.join(ours[0]), b"old copy").unwrap();
+    fs::write(
+        user_cache.join(ours[1]),
+        b"norma-datasets decompression cache v1\nsource=/x\nsize=1\nmodified=1.0\ndecompressed=8\n",
+    )
+    .unwrap();
+    let theirs = [
+        "t10k-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-images-idx3-ubyte.key",
+    ];
+    for name in theirs {
+        fs::write(user_cache.join(name), b"not a norma key").unwrap();
+    }
+    only(DatasetKind::FashionMnist, dir.path()).load().unwrap();
+    for name in ours {
+        assert!(!user_cache.join(name).exists(), "{name} must be removed");
+    }
+    for name in theirs {
+        assert!(user_cache.join(name).exists(), "{name} must be kept");
+    }
 }
 
 #[test]
@@ -242,24 +391,10 @@ fn system_directory_is_never_written_to() {
         .load()
         .unwrap();
     assert_eq!(data.location.origin, Origin::System);
-    assert_eq!(data.location.cache_dir.as_deref(), Some(cache.as_path()));
+    let entry = data.location.cache_dir.clone().unwrap();
+    assert!(entry.starts_with(&cache), "{}", entry.display());
     assert!(!system.join(CACHE_DIR_NAME).exists());
-    assert!(cache.join("train-images-idx3-ubyte").is_file());
-}
-
-#[test]
-fn unwritable_source_directory_falls_back_to_the_user_cache() {
-    // A file where the cache folder would go makes `<dir>/.norma-cache` impossible to create,
-    // as a read-only directory would (permission bits alone do not stop root).
-    let dir = scratch();
-    link_all(&fixtures().gz, dir.path());
-    fs::write(dir.path().join(CACHE_DIR_NAME), b"in the way").unwrap();
-    let data = only(DatasetKind::FashionMnist, dir.path()).load().unwrap();
-    let user_cache = dir.path().join("user-cache");
-    assert_eq!(
-        data.location.cache_dir.as_deref(),
-        Some(user_cache.as_path())
-    );
-    assert_eq!(data.location.decompressed, 4);
-    check_content(&data);
+    assert!(entry.join("train-images-idx3-ubyte").is_file());
+    let shown = data.location.to_string();
+    assert!(shown.contains(&entry.display().to_string()), "{shown}");
 }

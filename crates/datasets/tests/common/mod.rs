@@ -145,6 +145,48 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
+/// Names in `dir` (empty if it does not exist), sorted; hidden files included.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every path under `dir` (relative, sorted), with each file's length and modification time:
+/// a snapshot that changes when anything in the tree is created, removed or written.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            out.push((
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                meta.len(),
+                meta.modified().unwrap(),
+            ));
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Sets the modification time of `path` to `age` ago (to make a file look left over).
+pub fn age(path: &Path, age: Duration) {
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
 /// Options that look only in `dir` (as an explicit directory), never download, and cache
 /// inside `dir`: a test cannot touch anything outside its own directory.
 pub fn only(kind: DatasetKind, dir: &Path) -> LoadOptions {
