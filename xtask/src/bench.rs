@@ -29,7 +29,7 @@ pub struct BenchArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Worker threads [default: one per core].
+    /// Worker threads, at most 8 per core [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Time on random images instead of the dataset (none needed).

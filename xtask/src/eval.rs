@@ -30,7 +30,7 @@ pub struct EvalArgs {
     /// (an existing file is replaced; its folder must exist).
     #[arg(long)]
     pub predictions: Option<PathBuf>,
-    /// Worker threads [default: one per core].
+    /// Worker threads, at most 8 per core [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
 }

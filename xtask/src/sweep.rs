@@ -51,7 +51,7 @@ pub struct SweepArgs {
     pub activation: ActivationChoice,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Worker threads [default: one per core].
+    /// Worker threads, at most 8 per core [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Output folder; must be new or empty [default: runs/sweep-TIMESTAMP, or

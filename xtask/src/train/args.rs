@@ -36,7 +36,7 @@ pub struct TrainArgs {
     /// Seed of the initialisation and of the data order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Worker threads [default: one per core]. Results do not depend on it.
+    /// Worker threads, at most 8 per core [default: one per core]. Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Stop after this many optimizer steps in total.
