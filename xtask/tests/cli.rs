@@ -186,6 +186,16 @@ fn a_diverging_run_is_stopped_and_recorded_not_crashed() {
     );
     let metrics = json(&dir.path().join("metrics.json"));
     assert_eq!(metrics[0]["status"]["state"], "diverged", "{metrics}");
+    // Resuming a run with a diverged model keeps it as it is.
+    common::succeeds(&[
+        "train-lenet",
+        "--resume",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    let metrics = json(&dir.path().join("metrics.json"));
+    assert_eq!(metrics[0]["status"]["state"], "diverged", "{metrics}");
     // LeNet-BN at an absurd rate: no advice to use the batch norm it has.
     let dir = tempfile::tempdir().unwrap();
     let args = [

@@ -17,6 +17,7 @@ use norma_tensor::Tensor;
 
 use crate::files::{self, io_error};
 use crate::model_run::ModelRun;
+use crate::report::Status;
 use crate::train::progress::Progress;
 use crate::Error;
 
@@ -88,7 +89,8 @@ pub fn save(dir: &Path, run: &ModelRun, progress: &Progress) -> Result<(), Error
 }
 
 /// Restores model, optimizer and progress from the checkpoint in `dir`; a missing or broken
-/// checkpoint is an error naming the file.
+/// checkpoint is an error naming the file. A diverged model is finished for good: only its
+/// progress is read, since its weights may hold the non-finite values it diverged to.
 pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
     let Some(from) = current(dir) else {
         return Err(Error::Usage(format!(
@@ -104,6 +106,9 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
             progress.record.model,
             run.spec.model.kind().name()
         )));
+    }
+    if matches!(progress.record.status, Status::Diverged { .. }) {
+        return Ok(progress);
     }
     weights::load(&run.model, &from.join(MODEL))?;
     let opt_path = from.join(OPTIMIZER);
