@@ -1,17 +1,18 @@
 //! `cargo xtask bench`: samples per second of one full training step (forward, cross-entropy,
 //! backward, SGD update) for each model, median over many steps after a warm-up, on a rotating
-//! set of real Fashion-MNIST batches (like `../shared/bench/torch/torch_ops_bench.py`).
+//! set of real Fashion-MNIST batches (the same protocol as PyTorch's timing in
+//! `docs/results.md`).
 
 use std::time::Instant;
 
 use norma_datasets::Batch;
 use norma_tensor::{Rng, Tensor};
 
-use crate::common::{
-    default_lr, load_data, setup_threads, ActivationChoice, DataArgs, ModelChoice, ModelRun,
-    ModelsChoice, OptimizerChoice, RunSpec,
+use crate::choices::{
+    default_lr, ActivationChoice, DataArgs, ModelChoice, ModelsChoice, OptimizerChoice,
 };
-use crate::Error;
+use crate::model_run::{ModelRun, RunSpec};
+use crate::{checks, setup, Error};
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
@@ -19,7 +20,7 @@ pub struct BenchArgs {
     /// Which model(s) to time.
     #[arg(long, value_enum, default_value = "both")]
     pub model: ModelsChoice,
-    /// Samples per step.
+    /// Samples per step, at most the training set (2 or more for lenet-bn).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Timed steps per model.
@@ -28,7 +29,7 @@ pub struct BenchArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Worker threads [default: one per core].
+    /// Worker threads, at most 8 per core [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Time on random images instead of the dataset (none needed).
@@ -40,12 +41,13 @@ pub struct BenchArgs {
 
 /// Runs `bench`.
 pub fn run(args: BenchArgs) -> Result<(), Error> {
-    if args.batch_size < 2 || args.steps == 0 {
-        return Err(Error::Usage(
-            "bench needs --batch-size of at least 2 and --steps of at least 1".into(),
-        ));
-    }
-    let threads = setup_threads(args.threads)?;
+    checks::batch_size(
+        args.batch_size,
+        &args.model.kinds(),
+        checks::full_train_size(),
+    )?;
+    checks::at_least_one("--steps", args.steps as u64)?;
+    let threads = setup::threads(args.threads)?;
     let batches = fixed_batches(&args)?;
     println!(
         "batch {}, {} timed steps after {} warm-up, {threads} threads",
@@ -56,13 +58,8 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         "model", "median ms", "p10 ms", "p90 ms", "samples/s"
     );
     for kind in args.model.kinds() {
-        let model = if kind.has_batch_norm() {
-            ModelChoice::LenetBn
-        } else {
-            ModelChoice::Lenet
-        };
         let mut run = ModelRun::new(RunSpec {
-            model,
+            model: ModelChoice::of(kind),
             activation: ActivationChoice::Sigmoid,
             optimizer: OptimizerChoice::Sgd,
             lr: default_lr(kind, OptimizerChoice::Sgd),
@@ -110,7 +107,7 @@ fn fixed_batches(args: &BenchArgs) -> Result<Vec<Batch>, Error> {
             })
             .collect());
     }
-    let data = load_data(args.data.dataset, args.data.data_dir.as_deref(), None)?;
+    let data = setup::load_data(args.data.dataset(), args.data.data_dir.as_deref(), None)?;
     Ok(data
         .train
         .eval_batches(args.batch_size)?

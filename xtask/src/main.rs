@@ -5,52 +5,31 @@
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
 //! - `bench`: training throughput of a full step, both models
 //!
-//! Errors are one line on stderr and a non-zero exit status; nothing panics on user input.
+//! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
+//! panics on user input. A training command stopped by SIGINT or SIGTERM exits with 130 or 143
+//! after saving its checkpoints (see [`signals`]).
 
 mod bench;
-mod common;
+mod checks;
+mod choices;
+mod divergence;
+mod error;
 mod eval;
+mod files;
+mod model_run;
 mod plot;
 mod report;
+mod run_dir;
+mod setup;
+mod signals;
 mod sweep;
 mod train;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Everything that can stop a command, each with the input it concerns.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A bad argument or combination of arguments.
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Data(#[from] norma_datasets::DatasetError),
-    #[error(transparent)]
-    Layer(#[from] norma_layers::LayerError),
-    #[error(transparent)]
-    Autograd(#[from] norma_autograd::AutogradError),
-    #[error(transparent)]
-    Optim(#[from] norma_optim::OptimError),
-    #[error(transparent)]
-    Checkpoint(#[from] norma_layers::checkpoint::CheckpointError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("plot: {0}")]
-    Plot(String),
-}
-
-impl From<norma_tensor::TensorError> for Error {
-    fn from(e: norma_tensor::TensorError) -> Self {
-        Error::Autograd(e.into())
-    }
-}
+pub use error::Error;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "norma's experiments", version)]
@@ -62,8 +41,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train LeNet and LeNet-BN on Fashion-MNIST and compare them (the brief's experiment).
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step, saves a checkpoint, prints the
+    /// --resume command and exits with status 130 (SIGINT) or 143 (SIGTERM); a second signal
+    /// quits at once. A batch loss that is not finite or above 100 stops a model as diverged.
     TrainLenet(train::TrainArgs),
     /// Final test accuracy of both models over a range of learning rates and seeds.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; the runs finished so far stay in the sweep folder.
     LrSweep(sweep::SweepArgs),
     /// Test accuracy, per-class accuracy and confusion matrix of saved weights.
     Eval(eval::EvalArgs),
@@ -83,8 +69,19 @@ fn keep_freed_memory() {
     }
 }
 
+/// Lets a closed stdout (`cargo xtask eval | head`) end the process quietly, as it does for
+/// other command-line tools, instead of panicking in `println!`.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    quiet_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -102,39 +99,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::TrainLenet(args) => train::run(args),
         Command::LrSweep(args) => sweep::run(args),
-        Command::Eval(args) => eval::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args).map(|()| None),
+        Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(signal)) => ExitCode::from(signal.exit_code()),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The current UTC time as `YYYYMMDD-HHMMSS`, for default output folders.
-pub fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }

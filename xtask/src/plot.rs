@@ -1,15 +1,18 @@
-//! Charts with plotters, each written as PNG and SVG: the training curves of `train-lenet`
-//! (loss and test accuracy per epoch, both models on shared axes) and the `lr-sweep` chart
-//! (final test accuracy against learning rate, log x axis, a line per model).
+//! Charts with plotters, each written as PNG and SVG (atomically, through the run folder): the
+//! training curves of `train-lenet` (loss and test accuracy per epoch, both models on shared
+//! axes) and the `lr-sweep` chart (final test accuracy against learning rate, log x axis, a
+//! line per model). The legend sits in a strip below the panels, never on the data.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::report::RunRecord;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::report::{fmt_lr, RunRecord};
+use crate::run_dir::RunDir;
 use crate::Error;
 
 /// Where to look for a TrueType font (plotters needs one to lay out text).
@@ -47,13 +50,13 @@ fn ensure_font() -> Result<(), Error> {
     .map_err(Error::Plot)
 }
 
-/// One line of a chart.
+/// One line of a chart (its label is in the figure's legend, at the same position).
 pub struct Series {
-    pub label: String,
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart panel.
+/// One chart panel. Series get colors by position, so that the same position in several
+/// panels is the same model and one legend serves them all.
 pub struct Panel<X> {
     pub title: String,
     pub x_label: String,
@@ -63,8 +66,6 @@ pub struct Panel<X> {
     pub series: Vec<Series>,
     /// Label only whole numbers on the x axis (epochs).
     pub integer_x: bool,
-    /// Where the legend goes.
-    pub legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -73,6 +74,20 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
 ];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+fn line_style(i: usize) -> ShapeStyle {
+    ShapeStyle::from(&color(i)).stroke_width(3)
+}
+
+/// Width of a panel and height of the panels' row, in pixels.
+const PANEL_SIZE: (u32, u32) = (640, 480);
+/// Height of one row of the legend strip below the panels.
+const LEGEND_ROW: u32 = 30;
+const LEGEND_FONT: u32 = 18;
 
 fn draw_panel<DB, X>(area: &DrawingArea<DB, Shift>, panel: Panel<X>) -> Result<(), String>
 where
@@ -107,71 +122,138 @@ where
         .draw()
         .map_err(err)?;
     for (i, s) in panel.series.into_iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let style = ShapeStyle::from(&color).stroke_width(3);
         chart
-            .draw_series(LineSeries::new(s.points.clone(), style))
-            .map_err(err)?
-            .label(s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+            .draw_series(LineSeries::new(s.points.clone(), line_style(i)))
+            .map_err(err)?;
         chart
             .draw_series(
                 s.points
                     .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
+                    .map(|p| Circle::new(p, 4, color(i).filled())),
             )
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 18))
-        .position(panel.legend)
-        .draw()
-        .map_err(err)?;
     Ok(())
 }
 
-fn draw_all<DB, X>(root: DrawingArea<DB, Shift>, panels: Vec<Panel<X>>) -> Result<(), String>
+/// Lays the legend entries out left to right, wrapping to new rows: the top-left corner of
+/// each entry relative to the strip, and the number of rows.
+fn legend_layout(widths: &[u32], strip_width: u32) -> (Vec<(i32, i32)>, u32) {
+    let (margin, sample, gap) = (24, 34, 28);
+    let mut at = Vec::with_capacity(widths.len());
+    let (mut x, mut row) = (margin, 0u32);
+    for &w in widths {
+        let entry = sample + w;
+        if x > margin && x + entry + margin > strip_width {
+            x = margin;
+            row += 1;
+        }
+        at.push((x as i32, (row * LEGEND_ROW) as i32));
+        x += entry + gap;
+    }
+    (at, row + 1)
+}
+
+/// The legend's entries: their labels and where each goes in the strip.
+struct Legend<'a> {
+    labels: &'a [String],
+    positions: Vec<(i32, i32)>,
+}
+
+/// The legend, in its own strip below the panels, where it can never cover data.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    legend: &Legend,
+) -> Result<(), String> {
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    for (i, (label, &(x, y))) in legend.labels.iter().zip(&legend.positions).enumerate() {
+        let mid = y + LEGEND_ROW as i32 / 2;
+        area.draw(&PathElement::new(
+            vec![(x, mid), (x + 24, mid)],
+            line_style(i),
+        ))
+        .map_err(|e| e.to_string())?;
+        let style = font
+            .clone()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(label.clone(), (x + 34, mid), style))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn draw_all<DB, X>(
+    root: DrawingArea<DB, Shift>,
+    panels: Vec<Panel<X>>,
+    legend: &Legend,
+) -> Result<(), String>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (charts, strip) = root.split_vertically(PANEL_SIZE.1);
     let n = panels.len().max(1);
-    for (area, panel) in root.split_evenly((1, n)).iter().zip(panels) {
+    for (area, panel) in charts.split_evenly((1, n)).iter().zip(panels) {
         draw_panel(area, panel)?;
     }
+    draw_legend(&strip, legend)?;
     root.present().map_err(|e| e.to_string())
 }
 
-/// Draws the panels side by side into `<stem>.png` and `<stem>.svg`.
-fn render<X>(stem: &Path, make_panels: impl Fn() -> Vec<Panel<X>>) -> Result<(), Error>
+/// Draws the panels side by side, with the legend (one entry per series position) below
+/// them, into `<stem>.png` and `<stem>.svg` in `dir`, each written atomically.
+fn render<X>(
+    dir: &RunDir,
+    stem: &str,
+    legend: &[String],
+    make_panels: impl Fn() -> Vec<Panel<X>>,
+) -> Result<(), Error>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
     ensure_font()?;
-    let size = (640 * make_panels().len().max(1) as u32, 480);
-    let (png, svg) = (stem.with_extension("png"), stem.with_extension("svg"));
-    let failed = |path: &Path, e: String| Error::Plot(format!("{}: {e}", path.display()));
-    draw_all(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        make_panels(),
-    )
-    .map_err(|e| failed(&png, e))?;
-    draw_all(
-        SVGBackend::new(&svg, size).into_drawing_area(),
-        make_panels(),
-    )
-    .map_err(|e| failed(&svg, e))?;
-    Ok(())
+    let panels = make_panels().len().max(1) as u32;
+    let width = PANEL_SIZE.0 * panels;
+    // The legend's rows, measured with the font the backends will use.
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    let widths: Vec<u32> = legend
+        .iter()
+        .map(|l| font.box_size(l).map_or(200, |(w, _)| w))
+        .collect();
+    let (positions, rows) = legend_layout(&widths, width);
+    let legend = Legend {
+        labels: legend,
+        positions,
+    };
+    let size = (width, PANEL_SIZE.1 + rows * LEGEND_ROW + 12);
+    let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
+    let png = format!("{stem}.png");
+    dir.write_via(&png, |tmp| {
+        draw_all(
+            BitMapBackend::new(tmp, size).into_drawing_area(),
+            make_panels(),
+            &legend,
+        )
+        .map_err(|e| failed(&png, e))
+    })?;
+    let svg = format!("{stem}.svg");
+    dir.write_via(&svg, |tmp| {
+        draw_all(
+            SVGBackend::new(tmp, size).into_drawing_area(),
+            make_panels(),
+            &legend,
+        )
+        .map_err(|e| failed(&svg, e))
+    })
 }
 
 /// `curves.png` / `curves.svg`: training loss and test accuracy per epoch for every model.
-pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
+pub fn training_curves(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
+    let records: Vec<&RunRecord> = records.iter().filter(|r| !r.epochs.is_empty()).collect();
     let epochs = records.iter().map(|r| r.epochs.len()).max().unwrap_or(0);
     if epochs == 0 {
         return Ok(());
@@ -182,12 +264,15 @@ pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
         .filter(|l| l.is_finite())
         .fold(0.0f64, f64::max);
     let x_range = 0.5..epochs as f64 + 0.5;
+    let legend: Vec<String> = records
+        .iter()
+        .map(|r| format!("{} (lr {})", r.model, fmt_lr(r.lr)))
+        .collect();
     let panels = || {
         let series = |f: fn(&crate::report::EpochRow) -> f64| {
             records
                 .iter()
                 .map(|r| Series {
-                    label: format!("{} (lr {})", r.model, r.lr),
                     points: r.epochs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
                 })
                 .collect()
@@ -201,7 +286,6 @@ pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
                 y_range: 0.0..(max_loss * 1.1).max(0.1),
                 series: series(|e| e.train_loss),
                 integer_x: true,
-                legend: SeriesLabelPosition::UpperRight,
             },
             Panel {
                 title: "Test accuracy".into(),
@@ -211,17 +295,16 @@ pub fn training_curves(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
                 y_range: 0.0..1.0,
                 series: series(|e| e.test_acc),
                 integer_x: true,
-                legend: SeriesLabelPosition::LowerRight,
             },
         ]
     };
-    render(&dir.join("curves"), panels)
+    render(dir, "curves", &legend, panels)
 }
 
 /// `sweep.png` / `sweep.svg`: final test accuracy against learning rate, one line per model
 /// through the median over seeds.
 pub fn sweep_chart(
-    dir: &Path,
+    dir: &RunDir,
     lrs: &[f64],
     lines: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), Error> {
@@ -230,6 +313,7 @@ pub fn sweep_chart(
     if !(lo > 0.0 && hi >= lo) {
         return Ok(());
     }
+    let legend: Vec<String> = lines.iter().map(|(label, _)| label.clone()).collect();
     let panels = || {
         vec![Panel {
             title: "Final test accuracy vs learning rate".into(),
@@ -239,14 +323,27 @@ pub fn sweep_chart(
             y_range: 0.0..1.0,
             series: lines
                 .iter()
-                .map(|(label, points)| Series {
-                    label: label.clone(),
+                .map(|(_, points)| Series {
                     points: points.clone(),
                 })
                 .collect(),
             integer_x: false,
-            legend: SeriesLabelPosition::LowerLeft,
         }]
     };
-    render(&dir.join("sweep"), panels)
+    render(dir, "sweep", &legend, panels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legend_entries_wrap_inside_the_strip() {
+        let (at, rows) = legend_layout(&[100, 100], 640);
+        assert_eq!(rows, 1);
+        assert!(at[1].0 > at[0].0 + 100);
+        let (at, rows) = legend_layout(&[300, 300, 300], 640);
+        assert_eq!(rows, 3);
+        assert!(at.iter().all(|&(x, _)| x == 24));
+    }
 }

@@ -2,10 +2,10 @@
 //! and printed (one table row per epoch, a final comparison).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::run_dir::RunDir;
 use crate::Error;
 
 /// One epoch of one model.
@@ -29,19 +29,25 @@ pub struct EpochRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Status {
-    /// Still to run or in progress (a checkpoint in the middle of training).
+    /// Not started yet.
+    Pending,
+    /// In progress (a checkpoint in the middle of training).
     Running,
     /// All epochs done.
     Completed,
     /// Stopped by `--steps`.
     StepLimit { step: u64 },
-    /// A non-finite loss stopped the run.
+    /// A diverged batch loss (see [`crate::divergence`]) stopped the run.
     Diverged {
         epoch: usize,
         step: usize,
+        /// The loss that stopped it, when finite.
+        #[serde(default)]
+        loss: Option<f64>,
+        /// The last loss that was not diverged.
         last_finite_loss: Option<f64>,
     },
-    /// Stopped by Ctrl-C; resumable.
+    /// Stopped by SIGINT or SIGTERM; resumable.
     Interrupted { epoch: usize, step: usize },
 }
 
@@ -49,6 +55,7 @@ impl Status {
     /// A short word for tables.
     pub fn word(&self) -> &'static str {
         match self {
+            Status::Pending => "pending",
             Status::Running => "running",
             Status::Completed => "ok",
             Status::StepLimit { .. } => "step limit",
@@ -67,8 +74,7 @@ pub struct RunRecord {
     pub epochs: Vec<EpochRow>,
     /// Test accuracy of the final weights (after the last step taken).
     pub final_test_acc: Option<f64>,
-    /// The largest finite batch loss seen: a run that ends at chance after a spike above ~4
-    /// blew up rather than stalled.
+    /// The largest batch loss of a step that was taken (below the divergence bound).
     #[serde(default)]
     pub max_batch_loss: f64,
 }
@@ -79,6 +85,16 @@ pub fn fmt_lr(lr: f64) -> String {
         format!("{lr:e}")
     } else {
         format!("{lr}")
+    }
+}
+
+/// A loss in at most 10 characters: 4 decimals up to 1e4, scientific notation above (a
+/// diverging run's loss can reach 1e7 or more), so that table columns stay aligned.
+pub fn fmt_loss(loss: f64) -> String {
+    if loss.is_finite() && loss.abs() < 1e4 {
+        format!("{loss:.4}")
+    } else {
+        format!("{loss:.3e}")
     }
 }
 
@@ -93,10 +109,10 @@ pub fn table_header() -> String {
 /// One row of the per-epoch table.
 pub fn table_row(model: &str, row: &EpochRow) -> String {
     format!(
-        "{:<9} {:>5} {:>10.4} {:>9.4} {:>8.4} {:>8.2} {:>10.0}",
+        "{:<9} {:>5} {:>10} {:>9.4} {:>8.4} {:>8.2} {:>10.0}",
         model,
         row.epoch,
-        row.train_loss,
+        fmt_loss(row.train_loss),
         row.train_acc,
         row.test_acc,
         row.seconds,
@@ -126,7 +142,7 @@ pub fn summary(records: &[RunRecord]) -> String {
             "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
             r.model,
             fmt_lr(r.lr),
-            last.map_or("-".into(), |e| format!("{:.4}", e.train_loss)),
+            last.map_or("-".into(), |e| fmt_loss(e.train_loss)),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
             r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
             mean(|e| e.seconds, 2),
@@ -138,8 +154,8 @@ pub fn summary(records: &[RunRecord]) -> String {
 }
 
 /// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).
-pub fn write_metrics(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
-    write_json(&dir.join("metrics.json"), &records)?;
+pub fn write_metrics(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
+    dir.write_json("metrics.json", &records)?;
     let mut csv =
         String::from("model,epoch,train_loss,train_acc,test_acc,seconds,samples_per_sec\n");
     for r in records {
@@ -157,32 +173,27 @@ pub fn write_metrics(dir: &Path, records: &[RunRecord]) -> Result<(), Error> {
             );
         }
     }
-    write_file(&dir.join("metrics.csv"), csv.as_bytes())
+    dir.write("metrics.csv", csv.as_bytes())
 }
 
-/// Pretty JSON to `path`, atomically.
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    text.push('\n');
-    write_file(path, text.as_bytes())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reads JSON written by [`write_json`].
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })
-}
-
-/// Writes a file through a temporary and a rename (never a half-written result file).
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    Ok(norma_layers::checkpoint::write_atomic(path, bytes)?)
+    #[test]
+    fn table_rows_stay_aligned_for_huge_losses() {
+        let row = |loss| EpochRow {
+            epoch: 1,
+            train_loss: loss,
+            train_acc: 0.1,
+            test_acc: 0.1,
+            seconds: 1.0,
+            samples_per_sec: 1000.0,
+        };
+        let header = table_header().len();
+        for loss in [0.5, 2.5, 9999.0, 1.4e7, 3.4e38, f64::NAN] {
+            assert_eq!(table_row("lenet-bn", &row(loss)).len(), header, "{loss}");
+        }
+        assert_eq!(fmt_loss(1.4e7), "1.400e7");
+    }
 }

@@ -1,35 +1,37 @@
 //! `cargo xtask lr-sweep`: both models for a few epochs at each learning rate of a list and
 //! several seeds. Each run is marked
 //!
-//! - diverged: a non-finite loss, or a final accuracy near chance after the loss blew up
-//!   (a batch loss above 4, where training starts near ln 10 ≈ 2.3);
-//! - stalled: a final accuracy near chance (< 0.2) without such a spike;
+//! - diverged: a batch loss that is not finite or above the bound of [`crate::divergence`]
+//!   (the same rule that stops a `train-lenet` run);
+//! - stalled: a final test accuracy near chance (< 0.2) without diverging — a rate too small
+//!   to leave the plateau, or one so large that plain LeNet's sigmoids saturate; the largest
+//!   batch loss in `sweep.json` tells them apart (about 2.5 or less against 5 and more);
 //! - ok: anything else.
 //!
-//! A table, `sweep.json`, `sweep.csv` and a chart summarise them.
+//! A table, `sweep.json`, `sweep.csv` and a chart summarise them; each run's own files are in
+//! `runs/<model>-lr<lr>-seed<seed>/` of the sweep folder.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::common::{
-    load_data, setup_threads, ActivationChoice, DataArgs, ModelsChoice, OptimizerChoice,
-};
-use crate::report::{self, Status};
-use crate::train::{self, TrainArgs};
-use crate::{plot, Error};
+use crate::choices::{ActivationChoice, DataArgs, ModelChoice, ModelsChoice, OptimizerChoice};
+use crate::model_run::RunSpec;
+use crate::report::{fmt_lr, RunRecord, Status};
+use crate::run_dir::RunDir;
+use crate::signals::{self, Signal};
+use crate::train::{self, TrainConfig};
+use crate::{checks, plot, setup, Error};
 
-/// Final accuracy below which a run failed (chance is 0.1 on ten classes).
+/// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
+/// classes).
 const CHANCE_BELOW: f64 = 0.2;
-/// A batch loss above this (the loss starts near ln 10 ≈ 2.3) means the run blew up; a failed
-/// run that never went above it stalled instead.
-const SPIKE_LOSS: f64 = 4.0;
 
 /// Arguments of `lr-sweep`.
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// Learning rates to try.
+    /// Learning rates to try, each once.
     #[arg(long, num_args = 1.., allow_negative_numbers = true, default_values_t = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0])]
     pub lrs: Vec<f64>,
     /// Seeds per learning rate (0, 1, ...).
@@ -41,7 +43,7 @@ pub struct SweepArgs {
     /// Which model(s).
     #[arg(long, value_enum, default_value = "both")]
     pub model: ModelsChoice,
-    /// Samples per training batch.
+    /// Samples per training batch, at most the training set.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Activation.
@@ -49,10 +51,11 @@ pub struct SweepArgs {
     pub activation: ActivationChoice,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Worker threads [default: one per core].
+    /// Worker threads, at most 8 per core [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Output folder [default: runs/sweep-<timestamp>/].
+    /// Output folder; must be new or empty [default: runs/sweep-TIMESTAMP, or
+    /// runs/sweep-TIMESTAMP-2, -3, ... if taken].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Train on the first N training images only.
@@ -68,107 +71,118 @@ struct SweepRun {
     seed: u64,
     final_test_acc: f64,
     outcome: &'static str,
+    /// The largest batch loss of a step taken.
+    max_batch_loss: f64,
 }
 
-/// Runs `lr-sweep`.
-pub fn run(args: SweepArgs) -> Result<(), Error> {
-    if args.lrs.iter().any(|lr| !(lr.is_finite() && *lr > 0.0)) {
-        return Err(Error::Usage(
-            "every --lrs value must be a positive finite number".into(),
-        ));
+/// Checks every option before anything is created or loaded.
+fn check(args: &SweepArgs) -> Result<(), Error> {
+    for (i, &lr) in args.lrs.iter().enumerate() {
+        checks::learning_rate("every --lrs value", lr)?;
+        if args.lrs[..i].contains(&lr) {
+            return Err(Error::Usage(format!(
+                "--lrs lists {} more than once; give each learning rate once (--seeds sets the repeats)",
+                fmt_lr(lr)
+            )));
+        }
     }
-    if args.seeds == 0 || args.epochs == 0 {
-        return Err(Error::Usage(
-            "--seeds and --epochs must be at least 1".into(),
-        ));
+    checks::at_least_one("--seeds", args.seeds)?;
+    checks::at_least_one("--epochs", args.epochs as u64)?;
+    checks::threads(args.threads)?;
+    let train_len = checks::train_samples(args.train_samples)?;
+    checks::batch_size(args.batch_size, &args.model.kinds(), train_len)
+}
+
+/// How a run of the sweep ended: `diverged`, `stalled` or `ok` (see the module docs).
+fn outcome(record: &RunRecord) -> &'static str {
+    match record.status {
+        Status::Diverged { .. } => "diverged",
+        _ if record.final_test_acc.unwrap_or(0.0) < CHANCE_BELOW => "stalled",
+        _ => "ok",
     }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("sweep-{}", crate::timestamp())));
-    setup_threads(args.threads)?;
-    let data = load_data(
-        args.data.dataset,
-        args.data.data_dir.as_deref(),
-        args.train_samples,
-    )?;
+}
+
+/// Runs `lr-sweep`; returns the signal that interrupted it, if one did.
+pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
+    check(&args)?;
+    let out = RunDir::create(args.out.as_deref(), "sweep-")?;
+    setup::threads(args.threads)?;
+    signals::watch();
+    let dataset = args.data.dataset();
+    let data = setup::load_data(dataset, args.data.data_dir.as_deref(), args.train_samples)?;
+    if let Some(signal) = signals::received() {
+        eprintln!("{}: stopped before training", signal.name());
+        return Ok(Some(signal));
+    }
+    let runs_dir = out.subdir("runs")?;
     let mut runs = Vec::new();
     for &lr in &args.lrs {
         for seed in 0..args.seeds {
             for kind in args.model.kinds() {
-                let dir = out
-                    .join("runs")
-                    .join(format!("{}-lr{lr}-seed{seed}", kind.name()));
-                let train_args = TrainArgs {
-                    model: if kind.has_batch_norm() {
-                        ModelsChoice::LenetBn
-                    } else {
-                        ModelsChoice::Lenet
-                    },
-                    data: args.data.clone(),
-                    epochs: Some(args.epochs),
-                    batch_size: args.batch_size,
-                    lr: Some(lr),
-                    optimizer: OptimizerChoice::Sgd,
-                    momentum: 0.0,
+                let spec = RunSpec {
+                    model: ModelChoice::of(kind),
                     activation: args.activation,
+                    optimizer: OptimizerChoice::Sgd,
+                    lr,
+                    momentum: 0.0,
                     seed,
-                    threads: None,
+                    batch_size: args.batch_size,
+                    epochs: args.epochs,
+                    shuffle: true,
                     steps: None,
-                    no_shuffle: false,
                     init: None,
-                    out: Some(dir.clone()),
-                    resume: None,
-                    train_samples: args.train_samples,
                 };
                 eprintln!("\n== {} lr {lr} seed {seed}", kind.name());
-                let config = train::new_config(&train_args)?;
-                let records = train::execute(&config, &dir, &data)?;
-                if records
-                    .iter()
-                    .any(|r| matches!(r.status, Status::Interrupted { .. }))
-                {
-                    return Err(Error::Usage(format!(
-                        "interrupted; partial results are in {}",
-                        out.display()
-                    )));
+                let dir = runs_dir.subdir(&format!("{}-lr{lr}-seed{seed}", kind.name()))?;
+                let config = TrainConfig::new(
+                    dataset,
+                    args.data.data_dir.clone(),
+                    args.train_samples,
+                    args.threads,
+                    vec![spec],
+                );
+                let states = train::new_states(&config)?;
+                let result = train::execute(&config, &dir, &data, states)?;
+                if let Some(signal) = result.stopped_by {
+                    eprintln!(
+                        "interrupted by {}; the finished runs are in {} (a sweep cannot be resumed; \
+                         a single run can, with train-lenet --resume {})",
+                        signal.name(),
+                        runs_dir.path().display(),
+                        dir.path().display()
+                    );
+                    return Ok(Some(signal));
                 }
-                for r in records {
-                    let acc = r.final_test_acc.unwrap_or(0.0);
-                    let outcome = match r.status {
-                        Status::Diverged { .. } => "diverged",
-                        _ if acc < CHANCE_BELOW && r.max_batch_loss > SPIKE_LOSS => "diverged",
-                        _ if acc < CHANCE_BELOW => "stalled",
-                        _ => "ok",
-                    };
+                for r in result.records {
                     runs.push(SweepRun {
+                        outcome: outcome(&r),
                         model: r.model,
                         lr,
                         seed,
-                        final_test_acc: acc,
-                        outcome,
+                        final_test_acc: r.final_test_acc.unwrap_or(0.0),
+                        max_batch_loss: r.max_batch_loss,
                     });
                 }
             }
         }
     }
-    report::write_json(&out.join("sweep.json"), &runs)?;
-    let mut csv = String::from("model,lr,seed,final_test_acc,outcome\n");
+    out.write_json("sweep.json", &runs)?;
+    let mut csv = String::from("model,lr,seed,final_test_acc,outcome,max_batch_loss\n");
     for r in &runs {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{}",
-            r.model, r.lr, r.seed, r.final_test_acc, r.outcome
+            "{},{},{},{},{},{}",
+            r.model, r.lr, r.seed, r.final_test_acc, r.outcome, r.max_batch_loss
         );
     }
-    report::write_file(&out.join("sweep.csv"), csv.as_bytes())?;
+    out.write("sweep.csv", csv.as_bytes())?;
     let lines = summary_lines(&args, &runs);
     println!("\n{}", table(&args, &runs));
     if let Err(e) = plot::sweep_chart(&out, &args.lrs, &lines) {
         eprintln!("warning: chart not written: {e}");
     }
-    eprintln!("results in {}", out.display());
-    Ok(())
+    eprintln!("results in {}", out.path().display());
+    Ok(None)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -214,7 +228,7 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> String {
     }
     s.push('\n');
     for &lr in &args.lrs {
-        let _ = write!(s, "{lr:>8}");
+        let _ = write!(s, "{:>8}", fmt_lr(lr));
         for k in &kinds {
             let cell: Vec<&SweepRun> = runs
                 .iter()

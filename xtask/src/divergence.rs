@@ -1,0 +1,153 @@
+//! When a training run has diverged — one rule for `train-lenet` (which stops the run) and
+//! `lr-sweep` (which labels it): a batch loss that is not finite or above [`DIVERGED_LOSS`]
+//! = 100.
+//!
+//! The mean cross-entropy of a fresh network is near ln 10 ≈ 2.3 (uniform guesses over ten
+//! classes); a batch loss of 100 means the correct classes get a probability of e^-100 on
+//! average: the logits have blown up. The bound is set by what runs that still learn reach.
+//! Largest batch loss, full Fashion-MNIST, batch 256 (3 epochs and seeds 0–2 for lr ≤ 10, 1
+//! epoch and seeds 0–1 above):
+//!
+//! | lr | LeNet | end | LeNet-BN | end |
+//! | --- | --- | --- | --- | --- |
+//! | 0.1–1 | 2.4–2.9 | chance or learns | 2.4–2.5 | learns |
+//! | 3 | 4.8–5.0 | 2 of 3 at chance | 9.8–12.1 | learns (0.75–0.82) |
+//! | 10 | 8.9–13.4 | at chance | 20.9–23.8 | learns (0.79–0.80) |
+//! | 30 | 63–83 | at chance (epoch loss 20) | 44–54 | 0.19–0.40 after 1 epoch |
+//! | 100 | 1000–1137 | at chance | 148–176 | at chance (epoch loss 36) |
+//! | 1000 | 24,000 | at chance | 1400–1600 | at chance |
+//!
+//! LeNet-BN spikes to 24 at lr 10 and 54 at lr 30 and still learns, so no bound can call plain
+//! LeNet's 13 at lr 10 diverged without stopping LeNet-BN's best runs: 100 leaves room above
+//! every run that learns (and for single confidently wrong samples at small batch sizes) and
+//! catches every run whose loss grew by orders of magnitude (lr ≥ 100, or 1e6 where the loss
+//! reaches 1e7). Plain LeNet at lr 3–10 therefore ends "stalled" in the sweep: at chance, its
+//! sigmoids saturated, with a largest batch loss of 5–13 that `sweep.json` records.
+
+use std::rc::Rc;
+
+use norma_layers::{Buffer, Module};
+use norma_tensor::Tensor;
+
+use crate::model_run::RunSpec;
+use crate::report::fmt_lr;
+use crate::train::progress::Progress;
+use crate::Error;
+
+/// Why a step diverged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The batch loss is not finite or above [`DIVERGED_LOSS`].
+    Loss,
+    /// A weight or a batch-norm statistic became infinite or NaN (the loss can stay finite:
+    /// batch norm rescales huge activations).
+    State,
+}
+
+/// Whether any parameter or float buffer of `model` holds an infinity or a NaN.
+pub fn overflowed(model: &dyn Module) -> bool {
+    let finite = |t: &Tensor| t.as_slice().iter().all(|v| v.is_finite());
+    model.parameters().iter().any(|p| !finite(&p.value()))
+        || model
+            .named_buffers()
+            .iter()
+            .any(|(_, b)| matches!(b, Buffer::F32(t) if !finite(&t.get())))
+}
+
+/// The weights and buffers of a model before a step, to undo a step that diverged. Weights are
+/// kept as snapshots (no copy unless the step changes them); buffers are small and copied.
+pub struct Snapshot {
+    params: Vec<Rc<Tensor>>,
+    buffers: Vec<Option<Tensor>>,
+    counters: Vec<Option<i64>>,
+}
+
+impl Snapshot {
+    pub fn take(model: &dyn Module) -> Snapshot {
+        let buffers = model.named_buffers();
+        Snapshot {
+            params: model.parameters().iter().map(|p| p.value()).collect(),
+            buffers: buffers
+                .iter()
+                .map(|(_, b)| match b {
+                    Buffer::F32(t) => Some(t.get()),
+                    Buffer::I64(_) => None,
+                })
+                .collect(),
+            counters: buffers
+                .iter()
+                .map(|(_, b)| match b {
+                    Buffer::I64(c) => Some(c.get()),
+                    Buffer::F32(_) => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts every weight and buffer back.
+    pub fn restore(self, model: &dyn Module) -> Result<(), Error> {
+        for (p, value) in model.parameters().iter().zip(self.params) {
+            p.set_value(Rc::unwrap_or_clone(value))?;
+        }
+        let buffers = model.named_buffers();
+        for (((_, b), t), c) in buffers.iter().zip(self.buffers).zip(self.counters) {
+            match (b, t, c) {
+                (Buffer::F32(buffer), Some(t), _) => buffer.set(t)?,
+                (Buffer::I64(counter), _, Some(c)) => counter.set(c),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A batch loss above this means the run diverged (see the module docs).
+pub const DIVERGED_LOSS: f32 = 100.0;
+
+/// Whether a batch loss means the run diverged: not finite, or above [`DIVERGED_LOSS`].
+pub fn diverged(loss: f32) -> bool {
+    !loss.is_finite() || loss > DIVERGED_LOSS
+}
+
+/// The line that explains a divergence of model `name` at batch loss `loss`.
+pub fn message(name: &str, spec: &RunSpec, loss: f32, cause: Cause, p: &Progress) -> String {
+    let advice = if spec.model.kind().has_batch_norm() {
+        format!("Lower --lr (now {})", fmt_lr(spec.lr))
+    } else {
+        format!(
+            "Lower --lr (now {}) or use batch norm (--model lenet-bn)",
+            fmt_lr(spec.lr)
+        )
+    };
+    let what = match cause {
+        Cause::Loss => format!(
+            "the batch loss reached {} (diverged: above {DIVERGED_LOSS} or not finite)",
+            crate::report::fmt_loss(f64::from(loss))
+        ),
+        Cause::State => format!(
+            "weights or batch-norm statistics overflowed to infinity or NaN (batch loss {})",
+            crate::report::fmt_loss(f64::from(loss))
+        ),
+    };
+    format!(
+        "{name}: {what} at epoch {}, step {}; last good loss {}; the run stopped with the weights of the step before. {advice}.",
+        p.epoch + 1,
+        p.step_in_epoch + 1,
+        p.last_finite_loss.map_or("none".into(), crate::report::fmt_loss),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rule() {
+        for ok in [0.0, 2.3, 24.0, 54.0, 100.0] {
+            assert!(!diverged(ok), "{ok}");
+        }
+        for bad in [100.5, 1.4e7, f32::INFINITY, f32::NAN] {
+            assert!(diverged(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! [`Error`]: everything that can stop a command, each naming the input it concerns. `main`
+//! prints it as one line on stderr and exits with status 1.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad argument or combination of arguments, or a file that is not what it should be.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Data(#[from] norma_datasets::DatasetError),
+    #[error(transparent)]
+    Layer(#[from] norma_layers::LayerError),
+    #[error(transparent)]
+    Autograd(#[from] norma_autograd::AutogradError),
+    #[error(transparent)]
+    Optim(#[from] norma_optim::OptimError),
+    #[error(transparent)]
+    Checkpoint(#[from] norma_layers::checkpoint::CheckpointError),
+    /// A state dict that could not be written or read as safetensors (`what` names it).
+    #[error("{what}: {source}")]
+    Format {
+        what: String,
+        #[source]
+        source: norma_layers::checkpoint::FormatError,
+    },
+    /// Reading or writing `path` failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plot: {0}")]
+    Plot(String),
+}
+
+impl From<norma_tensor::TensorError> for Error {
+    fn from(e: norma_tensor::TensorError) -> Self {
+        Error::Autograd(e.into())
+    }
+}

@@ -1,0 +1,224 @@
+//! Every file xtask writes goes through [`write_via`]: the content is produced in a temporary
+//! file next to the destination, flushed to disk, and renamed over the final name. A reader
+//! (or a run that is killed half-way) sees either the old file or the new one, never a
+//! partial one, and a failed write leaves the old file as it was.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Wraps an I/O error with the path it concerns.
+pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A temporary name in `path`'s folder that keeps its extension (plotters picks the image
+/// format from it) and is unique within this machine's processes and this process's calls.
+fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
+}
+
+/// Writes `path` atomically: `produce` writes the content to the temporary path it is given;
+/// then the temporary file is flushed to disk and renamed to `path`. On any failure the
+/// temporary file is removed and `path` is untouched. Only a regular file is ever replaced: a
+/// symbolic link is followed (the file it points to is replaced, the link stays), and a
+/// directory or a device is refused.
+pub fn write_via(
+    path: &Path,
+    produce: impl FnOnce(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let target = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            fs::canonicalize(path).map_err(io_error(path))?
+        }
+        _ => path.to_path_buf(),
+    };
+    if let Ok(meta) = fs::metadata(&target) {
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            return Err(Error::Usage(format!(
+                "{} is {what}; not replacing it",
+                path.display()
+            )));
+        }
+    }
+    let tmp = temp_path(&target);
+    let result = produce(&tmp).and_then(|()| {
+        // Flush before the rename, so that the name never points at unwritten data.
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(&tmp))?;
+        fs::rename(&tmp, &target).map_err(io_error(path))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_via`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_via(path, |tmp| {
+        fs::File::create(tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(io_error(path))
+    })
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| io_error(path)(std::io::Error::other(e)))?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads JSON written by [`write_json`]; a missing file or bad content names `path`.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> {
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    serde_json::from_str(&text).map_err(|e| io_error(path)(std::io::Error::other(e)))
+}
+
+/// Checks, before any work, that a file can be written at `path` given by `flag`: it is a
+/// regular file or does not exist yet, and its folder exists.
+pub fn check_output_file(flag: &str, path: &Path) -> Result<(), Error> {
+    let shown = path.display();
+    if path.as_os_str().is_empty() {
+        return Err(Error::Usage(format!("{flag} needs a file name")));
+    }
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Error::Usage(format!(
+                "{flag} {shown} is a directory; give a file name"
+            )))
+        }
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::Usage(format!(
+                "{flag} {shown} is not a regular file; give a file name"
+            )))
+        }
+        _ => {}
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::Usage(format!(
+            "{flag} {shown}: the folder {} does not exist",
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `path` given by `flag` is an existing regular file to read.
+pub fn check_input_file(flag: &str, path: &Path) -> Result<(), Error> {
+    let shown = path.display();
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_dir() => Err(Error::Usage(format!(
+            "{flag} {shown} is a directory, not a file"
+        ))),
+        Ok(_) => Err(Error::Usage(format!(
+            "{flag} {shown} is not a regular file"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Usage(format!("{flag} {shown}: no such file")))
+        }
+        Err(e) => Err(Error::Usage(format!("{flag} {shown}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.json");
+        fs::write(&path, "old").unwrap();
+        let result = write_via(&path, |tmp| {
+            fs::write(tmp, "half").unwrap();
+            Err(Error::Plot("drawing failed".into()))
+        });
+        assert!(result.is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_write_replaces_the_file_and_keeps_its_extension_while_producing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        write_via(&path, |tmp| {
+            assert_eq!(tmp.extension().unwrap(), "png");
+            assert_eq!(tmp.parent(), path.parent());
+            fs::write(tmp, "new").map_err(io_error(tmp))
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_directory_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(dir.path().is_dir());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_followed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("real.txt");
+        let link = dir.path().join("link.txt");
+        fs::write(&file, "old").unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "new");
+        let err = write_atomic(Path::new("/dev/null"), b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn output_and_input_checks_name_the_flag_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let err = |r: Result<(), Error>| r.unwrap_err().to_string();
+        assert!(err(check_output_file("--predictions", d)).contains("--predictions"));
+        assert!(err(check_output_file("--predictions", d)).contains("is a directory"));
+        let orphan = d.join("missing/p.txt");
+        assert!(err(check_output_file("--predictions", &orphan)).contains("does not exist"));
+        check_output_file("--predictions", &d.join("p.txt")).unwrap();
+        assert!(err(check_input_file("--weights", d)).contains("is a directory, not a file"));
+        assert!(err(check_input_file("--weights", &d.join("w"))).contains("no such file"));
+    }
+}

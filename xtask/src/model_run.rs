@@ -1,0 +1,186 @@
+//! [`ModelRun`]: one model with its optimizer, built from a [`RunSpec`], able to take a
+//! training step and to evaluate.
+
+use std::path::PathBuf;
+
+use norma_autograd::{no_grad, Var};
+use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order, Split};
+use norma_layers::checkpoint;
+use norma_layers::{Module, Sequential};
+use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use norma_tensor::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::choices::{ActivationChoice, ModelChoice, OptimizerChoice};
+use crate::{divergence, Error};
+
+/// Samples per forward pass when evaluating (fixed, so that accuracies printed by `train-lenet`
+/// and `eval` come from identical computations).
+pub const EVAL_BATCH: usize = 500;
+
+/// Everything that defines one model's training run (part of `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub model: ModelChoice,
+    pub activation: ActivationChoice,
+    pub optimizer: OptimizerChoice,
+    pub lr: f64,
+    pub momentum: f64,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub shuffle: bool,
+    /// Stop after this many optimizer steps in total.
+    pub steps: Option<u64>,
+    /// Start from these weights and buffers instead of a fresh initialisation.
+    pub init: Option<PathBuf>,
+}
+
+impl RunSpec {
+    /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.
+    pub fn epoch_seed(&self, epoch: usize) -> u64 {
+        self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// What happens to a last batch of a single sample: batch norm cannot normalise one
+    /// sample, so it joins the batch before it; without batch norm it stays (which is what
+    /// makes `--batch-size 1` possible for plain LeNet). For every batch size above 1 both
+    /// rules give the same batches unless the last one holds a single sample.
+    pub fn last_batch(&self) -> LastBatch {
+        if self.model.kind().has_batch_norm() || self.batch_size > 1 {
+            LastBatch::MergeSingle
+        } else {
+            LastBatch::Keep
+        }
+    }
+
+    /// The training batches of epoch `epoch` (0-based).
+    pub fn epoch_batches<'a>(&self, data: &'a Dataset, epoch: usize) -> Result<Batches<'a>, Error> {
+        let order = if self.shuffle {
+            Order::Shuffled(self.epoch_seed(epoch))
+        } else {
+            Order::Sequential
+        };
+        Ok(data
+            .train
+            .batches(self.batch_size, order, self.last_batch())?)
+    }
+}
+
+/// One model being trained: network, optimizer, and the spec they came from.
+pub struct ModelRun {
+    pub spec: RunSpec,
+    pub model: Sequential,
+    pub optimizer: Box<dyn Optimizer>,
+}
+
+/// Loss and correct predictions of one training step, and whether it diverged.
+pub struct StepOutcome {
+    pub loss: f32,
+    pub correct: usize,
+    /// Why the step diverged, if it did (then nothing of it was applied).
+    pub diverged: Option<divergence::Cause>,
+}
+
+impl ModelRun {
+    /// Builds the model (Xavier-uniform from the seed, then the `init` checkpoint if the spec
+    /// names one) and its optimizer.
+    pub fn new(spec: RunSpec) -> Result<ModelRun, Error> {
+        let run = Self::fresh(spec)?;
+        if let Some(init) = &run.spec.init {
+            checkpoint::load(&run.model, init)?;
+        }
+        Ok(run)
+    }
+
+    /// Builds the model from the seed only, for weights that a checkpoint will replace.
+    pub fn fresh(spec: RunSpec) -> Result<ModelRun, Error> {
+        let kind = spec.model.kind();
+        let model = kind.build(
+            spec.activation.activation(),
+            &mut Rng::seed_from_u64(spec.seed),
+        )?;
+        let params = model.parameters();
+        let optimizer: Box<dyn Optimizer> = match spec.optimizer {
+            OptimizerChoice::Sgd => Box::new(Sgd::new(
+                params,
+                SgdConfig {
+                    lr: spec.lr,
+                    momentum: spec.momentum,
+                    ..SgdConfig::default()
+                },
+            )?),
+            OptimizerChoice::Adam => Box::new(Adam::new(
+                params,
+                AdamConfig {
+                    lr: spec.lr,
+                    ..AdamConfig::default()
+                },
+            )?),
+        };
+        Ok(ModelRun {
+            spec,
+            model,
+            optimizer,
+        })
+    }
+
+    /// One optimizer step on `batch` in training mode (forward, mean cross-entropy, backward,
+    /// update). A step that diverges — a diverged loss (see [`divergence::diverged`]), or
+    /// weights or batch-norm statistics that overflow to infinity or NaN — is undone: the
+    /// weights and running statistics stay those of the last good step.
+    pub fn step(&mut self, batch: Batch) -> Result<StepOutcome, Error> {
+        let before = divergence::Snapshot::take(&self.model);
+        self.model.train();
+        self.optimizer.zero_grad();
+        let logits = self.model.forward(&Var::constant(batch.images))?;
+        let loss = logits.cross_entropy(&batch.labels)?;
+        let loss_value = loss.value().item()?;
+        let correct = count_correct(logits.value(), &batch.labels)?;
+        let mut diverged = divergence::diverged(loss_value).then_some(divergence::Cause::Loss);
+        if diverged.is_none() {
+            loss.backward()?;
+            self.optimizer.step()?;
+            diverged = divergence::overflowed(&self.model).then_some(divergence::Cause::State);
+        }
+        if diverged.is_some() {
+            before.restore(&self.model)?;
+        }
+        Ok(StepOutcome {
+            loss: loss_value,
+            correct,
+            diverged,
+        })
+    }
+
+    /// Predicted class of every sample of `split`, in eval mode without recording a graph.
+    pub fn predict(&mut self, split: &Split) -> Result<Vec<usize>, Error> {
+        predict(&mut self.model, split)
+    }
+}
+
+/// Predicted class of every sample of `split` (eval mode, no graph).
+pub fn predict(model: &mut dyn Module, split: &Split) -> Result<Vec<usize>, Error> {
+    model.eval();
+    let mut out = Vec::with_capacity(split.len());
+    for batch in split.eval_batches(EVAL_BATCH)? {
+        let logits = no_grad(|| model.forward(&Var::constant(batch.images)))?;
+        out.extend(logits.value().argmax_rows()?);
+    }
+    Ok(out)
+}
+
+/// Fraction of `predictions` equal to `labels`.
+pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    correct as f64 / labels.len().max(1) as f64
+}
+
+fn count_correct(logits: &norma_tensor::Tensor, labels: &[usize]) -> Result<usize, Error> {
+    let predicted = logits.argmax_rows()?;
+    Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count())
+}

@@ -1,0 +1,62 @@
+//! The command line of `train-lenet`. Options that define the experiment are `Option`s with
+//! their defaults applied in [`super::config`], so that `--resume` can tell which ones were
+//! given and refuse those that contradict the stored run.
+
+use std::path::PathBuf;
+
+use crate::choices::{ActivationChoice, DataArgs, ModelsChoice, OptimizerChoice};
+
+/// Arguments of `train-lenet`.
+#[derive(Debug, Default, clap::Args)]
+pub struct TrainArgs {
+    /// Which model(s) to train [default: both].
+    #[arg(long, value_enum)]
+    pub model: Option<ModelsChoice>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Epochs to train [default: 10].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Samples per training batch, at most the training set [default: 256].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate [default: 0.9 for lenet, 1.0 for lenet-bn with SGD; 0.001 with Adam].
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// The optimizer [default: sgd].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerChoice>,
+    /// SGD momentum, in [0, 1) [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
+    /// Activation: sigmoid with average pooling (d2l), or relu with max pooling [default:
+    /// sigmoid].
+    #[arg(long, value_enum)]
+    pub activation: Option<ActivationChoice>,
+    /// Seed of the initialisation and of the data order [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads, at most 8 per core [default: one per core]. Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Stop after this many optimizer steps in total.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Visit training batches in file order instead of shuffling.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Start from these weights and buffers (safetensors, PyTorch state_dict names).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Output folder; must be new or empty [default: runs/TIMESTAMP, or runs/TIMESTAMP-2,
+    /// -3, ... if taken].
+    #[arg(long, conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run stored in this folder. --epochs, --steps, --threads and --data-dir may
+    /// be given again; any other option must match the stored configuration.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Train on the first N training images only (quick experiments and tests).
+    #[arg(long)]
+    pub train_samples: Option<usize>,
+}

@@ -1,0 +1,140 @@
+//! Resumable checkpoints: `checkpoint/<model>/` in the run folder holds the model's weights
+//! and buffers (`model.safetensors`), the optimizer state (`optimizer.safetensors`) and the
+//! [`Progress`] (`progress.json`), which must always belong together.
+//!
+//! A new checkpoint is written complete into `<model>.new/` (progress last), then swapped in:
+//! the old folder is renamed to `<model>.old/`, the new one to `<model>/`, and the old one is
+//! removed. If the process dies between the two renames, `<model>/` is missing and `<model>.new/`
+//! is complete, and [`load`] takes it from there: no moment exists at which the run has no
+//! valid checkpoint.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use norma_layers::checkpoint::{self as weights, StateValue};
+use norma_tensor::Tensor;
+
+use crate::files::{self, io_error};
+use crate::model_run::ModelRun;
+use crate::report::Status;
+use crate::train::progress::Progress;
+use crate::Error;
+
+const PROGRESS: &str = "progress.json";
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+
+/// The checkpoint folder of model `name` in run folder `run_dir`.
+pub fn dir(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join("checkpoint").join(name)
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// The folder holding the current checkpoint in `dir`, if any (see the module docs).
+fn current(dir: &Path) -> Option<PathBuf> {
+    if dir.is_dir() {
+        return Some(dir.to_path_buf());
+    }
+    let fresh = sibling(dir, ".new");
+    fresh.join(PROGRESS).is_file().then_some(fresh)
+}
+
+/// Whether a checkpoint exists in `dir`.
+pub fn exists(dir: &Path) -> bool {
+    current(dir).is_some()
+}
+
+/// The model's state dict as safetensors bytes (the format of `<model>.safetensors`).
+pub fn model_bytes(run: &ModelRun) -> Result<Vec<u8>, Error> {
+    weights::to_bytes(&weights::state_dict(&run.model)).map_err(|source| Error::Format {
+        what: "model state".into(),
+        source,
+    })
+}
+
+/// Writes weights, optimizer state and progress into `dir`, replacing the previous
+/// checkpoint only once the new one is complete.
+pub fn save(dir: &Path, run: &ModelRun, progress: &Progress) -> Result<(), Error> {
+    let fresh = sibling(dir, ".new");
+    let old = sibling(dir, ".old");
+    // Leftovers of a save that was cut short; the checkpoint in `dir` (or a complete
+    // `.new` when `dir` is missing) is taken over first so that nothing valid is deleted.
+    if !dir.is_dir() && fresh.join(PROGRESS).is_file() {
+        fs::rename(&fresh, dir).map_err(io_error(dir))?;
+    }
+    let _ = fs::remove_dir_all(&fresh);
+    let _ = fs::remove_dir_all(&old);
+    fs::create_dir_all(&fresh).map_err(io_error(&fresh))?;
+    files::write_atomic(&fresh.join(MODEL), &model_bytes(run)?)?;
+    let state: BTreeMap<String, StateValue> = run
+        .optimizer
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, StateValue::F32(t)))
+        .collect();
+    let bytes = weights::to_bytes(&state).map_err(|source| Error::Format {
+        what: "optimizer state".into(),
+        source,
+    })?;
+    files::write_atomic(&fresh.join(OPTIMIZER), &bytes)?;
+    files::write_json(&fresh.join(PROGRESS), progress)?;
+    if dir.is_dir() {
+        fs::rename(dir, &old).map_err(io_error(dir))?;
+    }
+    fs::rename(&fresh, dir).map_err(io_error(dir))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Restores model, optimizer and progress from the checkpoint in `dir`; a missing or broken
+/// checkpoint is an error naming the file. A diverged model is finished for good: only its
+/// progress is read, since its weights may hold the non-finite values it diverged to.
+pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
+    let Some(from) = current(dir) else {
+        return Err(Error::Usage(format!(
+            "no checkpoint in {} (the run cannot be continued; start a new one)",
+            dir.display()
+        )));
+    };
+    let progress: Progress = files::read_json(&from.join(PROGRESS))?;
+    if progress.record.model != run.spec.model.kind().name() {
+        return Err(Error::Usage(format!(
+            "{}: holds model {}, not {}",
+            from.join(PROGRESS).display(),
+            progress.record.model,
+            run.spec.model.kind().name()
+        )));
+    }
+    if matches!(progress.record.status, Status::Diverged { .. }) {
+        return Ok(progress);
+    }
+    weights::load(&run.model, &from.join(MODEL))?;
+    let opt_path = from.join(OPTIMIZER);
+    let bytes = fs::read(&opt_path).map_err(io_error(&opt_path))?;
+    let entries = weights::from_bytes(&bytes).map_err(|source| Error::Format {
+        what: opt_path.display().to_string(),
+        source,
+    })?;
+    let mut state: Vec<(String, Tensor)> = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        match value {
+            StateValue::F32(t) => state.push((name, t)),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{}: {name} is not an f32 tensor",
+                    opt_path.display()
+                )))
+            }
+        }
+    }
+    run.optimizer
+        .load_state(&state)
+        .map_err(|e| Error::Usage(format!("{}: {e}", opt_path.display())))?;
+    Ok(progress)
+}

@@ -1,0 +1,122 @@
+//! `config.json`: everything needed to rerun an experiment, built from the command line for a
+//! new run ([`from_args`]); `--resume` reads it back (see [`super::resume`]).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::choices::{
+    default_lr, ActivationChoice, DatasetChoice, ModelChoice, ModelsChoice, OptimizerChoice,
+};
+use crate::model_run::RunSpec;
+use crate::train::args::TrainArgs;
+use crate::{checks, files, Error};
+
+/// Epochs when `--epochs` is not given.
+pub const DEFAULT_EPOCHS: usize = 10;
+/// Batch size when `--batch-size` is not given.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+
+/// Everything needed to rerun an experiment (`config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub dataset: DatasetChoice,
+    pub data_dir: Option<PathBuf>,
+    pub train_samples: Option<usize>,
+    pub threads: Option<usize>,
+    pub runs: Vec<RunSpec>,
+    /// The command line that produced this configuration.
+    pub command: Vec<String>,
+    pub norma_version: String,
+    /// The command lines that continued the run with `--resume`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<Vec<String>>,
+}
+
+impl TrainConfig {
+    /// A configuration of `runs` started by this process's command line.
+    pub fn new(
+        dataset: DatasetChoice,
+        data_dir: Option<PathBuf>,
+        train_samples: Option<usize>,
+        threads: Option<usize>,
+        runs: Vec<RunSpec>,
+    ) -> TrainConfig {
+        TrainConfig {
+            dataset,
+            data_dir,
+            train_samples,
+            threads,
+            runs,
+            command: std::env::args().collect(),
+            norma_version: env!("CARGO_PKG_VERSION").to_string(),
+            resumed: Vec::new(),
+        }
+    }
+
+    /// Checks every run against the checks of the command line (a stored `config.json` may
+    /// have been edited by hand).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.runs.is_empty() {
+            return Err(Error::Usage("the configuration has no runs".into()));
+        }
+        checks::threads(self.threads)?;
+        let train_len = checks::train_samples(self.train_samples)?;
+        for spec in &self.runs {
+            checks::at_least_one("--epochs", spec.epochs as u64)?;
+            if let Some(steps) = spec.steps {
+                checks::at_least_one("--steps", steps)?;
+            }
+            checks::batch_size(spec.batch_size, &[spec.model.kind()], train_len)?;
+            checks::learning_rate("--lr", spec.lr)?;
+            checks::momentum(
+                (spec.momentum != 0.0).then_some(spec.momentum),
+                spec.optimizer,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration of a new run from the command line, with defaults applied.
+pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
+    let kinds = args.model.unwrap_or(ModelsChoice::Both).kinds();
+    let optimizer = args.optimizer.unwrap_or(OptimizerChoice::Sgd);
+    if let Some(lr) = args.lr {
+        checks::learning_rate("--lr", lr)?;
+    }
+    checks::momentum(args.momentum, optimizer)?;
+    if args.init.is_some() && kinds.len() > 1 {
+        return Err(Error::Usage(
+            "--init holds one model's weights: add --model lenet or --model lenet-bn".into(),
+        ));
+    }
+    if let Some(init) = &args.init {
+        files::check_input_file("--init", init)?;
+    }
+    let runs = kinds
+        .into_iter()
+        .map(|kind| RunSpec {
+            model: ModelChoice::of(kind),
+            activation: args.activation.unwrap_or(ActivationChoice::Sigmoid),
+            optimizer,
+            lr: args.lr.unwrap_or_else(|| default_lr(kind, optimizer)),
+            momentum: args.momentum.unwrap_or(0.0),
+            seed: args.seed.unwrap_or(0),
+            batch_size: args.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            epochs: args.epochs.unwrap_or(DEFAULT_EPOCHS),
+            shuffle: !args.no_shuffle,
+            steps: args.steps,
+            init: args.init.clone(),
+        })
+        .collect();
+    let config = TrainConfig::new(
+        args.data.dataset(),
+        args.data.data_dir.clone(),
+        args.train_samples,
+        args.threads,
+        runs,
+    );
+    config.validate()?;
+    Ok(config)
+}

@@ -1,0 +1,222 @@
+//! `--resume`: the stored `config.json` of a run, with only what may change taken from the
+//! command line — the length of the run (`--epochs`, `--steps`), `--threads` and `--data-dir`.
+//! Any other option given must match the stored value; all that do not are listed in one
+//! error, so that a resumed run is always the experiment that was started.
+
+use std::path::Path;
+
+use clap::ValueEnum;
+use norma_layers::models::ModelKind;
+
+use crate::choices::ModelsChoice;
+use crate::report::fmt_lr;
+use crate::train::args::TrainArgs;
+use crate::train::config::TrainConfig;
+use crate::{files, Error};
+
+/// The stored configuration of the run in `dir`, with `--epochs`, `--steps`, `--threads` and
+/// `--data-dir` from the command line applied on top (each change is reported on stderr).
+/// Any other option given must match the stored value; all that do not are listed in one
+/// error.
+pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(Error::Usage(format!(
+            "--resume {}: no config.json there (not a train-lenet run folder)",
+            dir.display()
+        )));
+    }
+    let mut config: TrainConfig = files::read_json(&path)?;
+    // A stored configuration may have been edited by hand.
+    config
+        .validate()
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let conflicts = conflicts(&config, args);
+    if !conflicts.is_empty() {
+        return Err(Error::Usage(format!(
+            "--resume {}: a stored run keeps its configuration; leave out or match {}",
+            dir.display(),
+            conflicts.join(", ")
+        )));
+    }
+    let mut changes = Vec::new();
+    let first = config.runs.first().cloned();
+    if let (Some(epochs), Some(first)) = (args.epochs, &first) {
+        changes.push(format!("--epochs {epochs} (was {})", first.epochs));
+    }
+    match (args.steps, first.as_ref().and_then(|r| r.steps)) {
+        (Some(s), was) => changes.push(format!(
+            "--steps {s} (was {})",
+            was.map_or("none".into(), |w| w.to_string())
+        )),
+        // A step limit is where a run paused, not part of the experiment: resuming drops it
+        // unless it is given again.
+        (None, Some(was)) => changes.push(format!("no step limit (was --steps {was})")),
+        (None, None) => {}
+    }
+    for spec in &mut config.runs {
+        if let Some(e) = args.epochs {
+            spec.epochs = e;
+        }
+        spec.steps = args.steps;
+    }
+    if let Some(threads) = args.threads {
+        changes.push(format!("--threads {threads}"));
+        config.threads = Some(threads);
+    }
+    if let Some(data_dir) = &args.data.data_dir {
+        changes.push(format!("--data-dir {}", data_dir.display()));
+        config.data_dir = Some(data_dir.clone());
+    }
+    config.validate()?;
+    if !changes.is_empty() {
+        eprintln!("resuming {} with {}", dir.display(), changes.join(", "));
+    }
+    config.resumed.push(std::env::args().collect());
+    Ok(config)
+}
+
+/// The name clap shows for a value of a `--flag` enum.
+fn flag_value<T: ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// Every option given in `args` whose value differs from `config`, as `--flag value (stored:
+/// value)`.
+fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
+    let runs = &config.runs;
+    let stored_models = match runs.iter().map(|r| r.model.kind()).collect::<Vec<_>>()[..] {
+        [ModelKind::Lenet] => Some(ModelsChoice::Lenet),
+        [ModelKind::LenetBn] => Some(ModelsChoice::LenetBn),
+        [ModelKind::Lenet, ModelKind::LenetBn] => Some(ModelsChoice::Both),
+        _ => None,
+    };
+    // (flag, value given, values stored)
+    let checks: Vec<(&str, Option<String>, Vec<String>)> = vec![
+        (
+            "--model",
+            args.model.map(flag_value),
+            vec![stored_models.map_or("?".into(), flag_value)],
+        ),
+        (
+            "--dataset",
+            args.data.dataset.map(flag_value),
+            vec![flag_value(config.dataset)],
+        ),
+        (
+            "--train-samples",
+            args.train_samples.map(|n| n.to_string()),
+            vec![config.train_samples.map_or("all".into(), |n| n.to_string())],
+        ),
+        (
+            "--batch-size",
+            args.batch_size.map(|b| b.to_string()),
+            runs.iter().map(|r| r.batch_size.to_string()).collect(),
+        ),
+        (
+            "--lr",
+            args.lr.map(fmt_lr),
+            runs.iter().map(|r| fmt_lr(r.lr)).collect(),
+        ),
+        (
+            "--optimizer",
+            args.optimizer.map(flag_value),
+            runs.iter().map(|r| flag_value(r.optimizer)).collect(),
+        ),
+        (
+            "--momentum",
+            args.momentum.map(|m| m.to_string()),
+            runs.iter().map(|r| r.momentum.to_string()).collect(),
+        ),
+        (
+            "--activation",
+            args.activation.map(flag_value),
+            runs.iter().map(|r| flag_value(r.activation)).collect(),
+        ),
+        (
+            "--seed",
+            args.seed.map(|s| s.to_string()),
+            runs.iter().map(|r| r.seed.to_string()).collect(),
+        ),
+        (
+            "--no-shuffle",
+            args.no_shuffle.then(|| "given".to_string()),
+            runs.iter()
+                .map(|r| if r.shuffle { "not given" } else { "given" }.to_string())
+                .collect(),
+        ),
+        (
+            "--init",
+            args.init.as_ref().map(|p| p.display().to_string()),
+            runs.iter()
+                .map(|r| {
+                    r.init
+                        .as_ref()
+                        .map_or("none".into(), |p| p.display().to_string())
+                })
+                .collect(),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (flag, given, mut stored) in checks {
+        let Some(given) = given else { continue };
+        if stored.iter().all(|s| *s == given) {
+            continue;
+        }
+        stored.dedup();
+        let shown = if flag == "--no-shuffle" {
+            flag.to_string()
+        } else {
+            format!("{flag} {given}")
+        };
+        out.push(format!("{shown} (stored: {})", stored.join(" / ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::from_args;
+
+    fn stored() -> TrainConfig {
+        from_args(&TrainArgs::default()).unwrap()
+    }
+
+    #[test]
+    fn matching_or_absent_options_do_not_conflict() {
+        let args = TrainArgs {
+            model: Some(ModelsChoice::Both),
+            seed: Some(0),
+            batch_size: Some(256),
+            epochs: Some(20),
+            steps: Some(5),
+            threads: Some(1),
+            ..TrainArgs::default()
+        };
+        assert!(conflicts(&stored(), &args).is_empty());
+    }
+
+    #[test]
+    fn every_conflicting_option_is_listed_with_its_stored_value() {
+        let args = TrainArgs {
+            lr: Some(0.05),
+            seed: Some(9),
+            no_shuffle: true,
+            model: Some(ModelsChoice::Lenet),
+            ..TrainArgs::default()
+        };
+        let found = conflicts(&stored(), &args);
+        assert_eq!(
+            found,
+            [
+                "--model lenet (stored: both)",
+                "--lr 0.05 (stored: 0.9 / 1)",
+                "--seed 9 (stored: 0)",
+                "--no-shuffle (stored: not given)",
+            ]
+        );
+    }
+}

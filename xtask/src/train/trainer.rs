@@ -1,0 +1,170 @@
+//! The training loop of one model: epochs of steps from its [`Progress`] on, with a checkpoint
+//! after every epoch, and a clean stop on a step limit, a divergence, or a signal.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use norma_datasets::Dataset;
+
+use crate::model_run::{accuracy, ModelRun};
+use crate::report::{self, EpochRow, Status};
+use crate::run_dir::RunDir;
+use crate::signals::{self, Signal};
+use crate::train::checkpoint;
+use crate::train::progress::Progress;
+use crate::{divergence, Error};
+
+/// One model and where its training stands.
+pub struct ModelState {
+    pub run: ModelRun,
+    pub progress: Progress,
+}
+
+impl ModelState {
+    /// The model's name (`lenet`, `lenet-bn`).
+    pub fn name(&self) -> &'static str {
+        self.run.spec.model.kind().name()
+    }
+}
+
+/// Trains `state` until its spec is done (or it diverges), writing checkpoints and the final
+/// weights into `dir`. Returns the signal that stopped it early, if one did (the checkpoint
+/// then holds the last step taken).
+pub fn train(
+    state: &mut ModelState,
+    data: &Dataset,
+    dir: &RunDir,
+) -> Result<Option<Signal>, Error> {
+    let name = state.name();
+    let ckpt = checkpoint::dir(dir.path(), name);
+    let ModelState { run, progress: p } = state;
+    let spec = run.spec.clone();
+    if p.finished(&spec) {
+        return Ok(None);
+    }
+    p.record.status = Status::Running;
+    while p.epoch < spec.epochs {
+        let batches = spec.epoch_batches(data, p.epoch)?;
+        let bar = progress_bar(name, p.epoch + 1, spec.epochs, batches.len());
+        bar.set_position(p.step_in_epoch as u64);
+        for batch in batches.skip(p.step_in_epoch) {
+            if let Some(signal) = signals::received() {
+                bar.finish_and_clear();
+                p.record.status = Status::Interrupted {
+                    epoch: p.epoch + 1,
+                    step: p.step_in_epoch,
+                };
+                checkpoint::save(&ckpt, run, p)?;
+                return Ok(Some(signal));
+            }
+            let n = batch.len() as u64;
+            let start = Instant::now();
+            let outcome = run.step(batch)?;
+            p.epoch_seconds += start.elapsed().as_secs_f64();
+            if let Some(cause) = outcome.diverged {
+                bar.finish_and_clear();
+                p.record.status = Status::Diverged {
+                    epoch: p.epoch + 1,
+                    step: p.step_in_epoch + 1,
+                    loss: Some(f64::from(outcome.loss)).filter(|l| l.is_finite()),
+                    last_finite_loss: p.last_finite_loss,
+                };
+                eprintln!(
+                    "{}",
+                    divergence::message(name, &spec, outcome.loss, cause, p)
+                );
+                return finish(run, p, data, dir).map(|()| None);
+            }
+            let loss = f64::from(outcome.loss);
+            p.last_finite_loss = Some(loss);
+            p.record.max_batch_loss = p.record.max_batch_loss.max(loss);
+            p.loss_sum += loss * n as f64;
+            p.correct += outcome.correct as u64;
+            p.seen += n;
+            p.step_in_epoch += 1;
+            p.global_step += 1;
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.4}  acc {:.4}  {:.0} samples/s",
+                p.loss_sum / p.seen as f64,
+                p.correct as f64 / p.seen as f64,
+                p.seen as f64 / p.epoch_seconds.max(1e-9)
+            ));
+            if spec.steps.is_some_and(|s| p.global_step >= s) {
+                // Stop mid-epoch without closing it, so that --resume continues this epoch.
+                bar.finish_and_clear();
+                p.record.status = Status::StepLimit {
+                    step: p.global_step,
+                };
+                return finish(run, p, data, dir).map(|()| None);
+            }
+        }
+        bar.finish_and_clear();
+        end_epoch(run, p, data, name)?;
+        checkpoint::save(&ckpt, run, p)?;
+    }
+    p.record.status = Status::Completed;
+    finish(run, p, data, dir).map(|()| None)
+}
+
+/// Closes the epoch in progress: evaluates, prints and records its row, resets the counters.
+fn end_epoch(
+    run: &mut ModelRun,
+    p: &mut Progress,
+    data: &Dataset,
+    name: &str,
+) -> Result<(), Error> {
+    let test_acc = accuracy(&run.predict(&data.test)?, data.test.labels());
+    let row = EpochRow {
+        epoch: p.epoch + 1,
+        train_loss: p.loss_sum / p.seen.max(1) as f64,
+        train_acc: p.correct as f64 / p.seen.max(1) as f64,
+        test_acc,
+        seconds: p.epoch_seconds,
+        samples_per_sec: p.seen as f64 / p.epoch_seconds.max(1e-9),
+    };
+    println!("{}", report::table_row(name, &row));
+    p.record.epochs.push(row);
+    p.record.final_test_acc = Some(test_acc);
+    p.epoch += 1;
+    p.step_in_epoch = 0;
+    p.loss_sum = 0.0;
+    p.correct = 0;
+    p.seen = 0;
+    p.epoch_seconds = 0.0;
+    Ok(())
+}
+
+/// Saves the final weights (`<model>.safetensors`) and checkpoint of a run that stopped for
+/// good.
+fn finish(run: &mut ModelRun, p: &mut Progress, data: &Dataset, dir: &RunDir) -> Result<(), Error> {
+    let name = run.spec.model.kind().name();
+    // A completed run was just evaluated at the end of its last epoch; any other stop
+    // happened after steps that no evaluation has seen yet.
+    if p.record.status != Status::Completed {
+        let acc = accuracy(&run.predict(&data.test)?, data.test.labels());
+        p.record.final_test_acc = Some(acc);
+        println!(
+            "{name}: stopped ({}) after {} steps at epoch {}, step {}; test accuracy {acc:.4}",
+            p.record.status.word(),
+            p.global_step,
+            p.epoch + 1,
+            p.step_in_epoch
+        );
+    }
+    dir.write(
+        &format!("{name}.safetensors"),
+        &checkpoint::model_bytes(run)?,
+    )?;
+    checkpoint::save(&checkpoint::dir(dir.path(), name), run, p)
+}
+
+fn progress_bar(name: &str, epoch: usize, epochs: usize, batches: usize) -> ProgressBar {
+    let bar = ProgressBar::new(batches as u64);
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{name} epoch {epoch}/{epochs}"));
+    bar
+}

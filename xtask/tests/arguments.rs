@@ -1,0 +1,275 @@
+//! Bad command lines fail at once with one line naming the flag and the value, before any
+//! data is loaded (every command here gets an empty `--data-dir`, so a check that came after
+//! loading would report the missing data instead) and without creating anything.
+
+mod common;
+
+use common::{fails_clearly, no_data, save_weights, xtask};
+
+/// `args` plus `--data-dir <empty folder>`.
+fn fails_before_data(args: &[&str], expected: &[&str]) {
+    let empty = no_data();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", empty.path().to_str().unwrap()]);
+    fails_clearly(&all, expected);
+}
+
+#[test]
+fn train_lenet_options_are_checked_first() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--batch-size", "0"], &["--batch-size must be at least 1"]),
+        (
+            &["--batch-size", "1"],
+            &["--batch-size 1 cannot train batch norm (lenet-bn"],
+        ),
+        (
+            &["--model", "lenet-bn", "--batch-size", "1"],
+            &["cannot train batch norm"],
+        ),
+        (
+            &["--train-samples", "100", "--batch-size", "200"],
+            &["--batch-size 200 is larger than the training set (100 images)"],
+        ),
+        (
+            &["--batch-size", "60001"],
+            &["--batch-size 60001 is larger than the training set (60000 images)"],
+        ),
+        (
+            &["--train-samples", "1"],
+            &["--train-samples must be between 2 and 60000, got 1"],
+        ),
+        (
+            &["--train-samples", "70000"],
+            &["--train-samples", "got 70000"],
+        ),
+        (
+            &["--lr", "-0.5"],
+            &["--lr must be a positive number", "got -0.5"],
+        ),
+        (
+            &["--lr", "NaN"],
+            &["--lr must be a positive number", "got NaN"],
+        ),
+        (
+            &["--lr", "inf"],
+            &["--lr must be a positive number", "got inf"],
+        ),
+        (&["--lr", "1e39"], &["--lr", "f32", "got 1e39"]),
+        (&["--lr", "1e-50"], &["--lr", "f32"]),
+        (
+            &["--optimizer", "adam", "--momentum", "0.9"],
+            &["--momentum applies to --optimizer sgd only"],
+        ),
+        (&["--momentum", "1.5"], &["--momentum must be in [0, 1)"]),
+        (
+            &["--momentum", "0.99999999999"],
+            &["--momentum must be in [0, 1)"],
+        ),
+        (&["--epochs", "0"], &["--epochs must be at least 1"]),
+        (&["--steps", "0"], &["--steps must be at least 1"]),
+        (&["--threads", "0"], &["--threads must be between 1 and"]),
+        (
+            &["--threads", "10000"],
+            &["--threads must be between 1 and", "got 10000"],
+        ),
+        (
+            &["--model", "resnet"],
+            &["invalid value 'resnet' for '--model"],
+        ),
+        (&["--init", "/tmp"], &["--init holds one model's weights"]),
+        (
+            &["--init", "/tmp", "--model", "lenet"],
+            &["--init /tmp is a directory, not a file"],
+        ),
+        (
+            &["--init", "/nonexistent/w.safetensors", "--model", "lenet"],
+            &["--init /nonexistent/w.safetensors: no such file"],
+        ),
+        (
+            &["--resume", "/nonexistent/run"],
+            &["--resume /nonexistent/run: no such directory"],
+        ),
+        (
+            &["--resume", "/tmp"],
+            &["--resume /tmp: no config.json there"],
+        ),
+        (
+            &["--resume", "/tmp", "--out", "/tmp/x"],
+            &["cannot be used with"],
+        ),
+        (&["--out", ""], &["a value is required for '--out"]),
+    ];
+    for (args, expected) in cases {
+        fails_before_data(&[&["train-lenet"], *args].concat(), expected);
+    }
+}
+
+#[test]
+fn lr_sweep_options_are_checked_first() {
+    fails_before_data(
+        &["lr-sweep", "--lrs", "0.1", "-1"],
+        &["every --lrs value must be a positive number"],
+    );
+    fails_before_data(&["lr-sweep", "--lrs", "1e39"], &["f32"]);
+    fails_before_data(
+        &["lr-sweep", "--lrs", "0.1", "1", "0.10"],
+        &["--lrs lists 0.1 more than once"],
+    );
+    fails_before_data(
+        &["lr-sweep", "--seeds", "0"],
+        &["--seeds must be at least 1"],
+    );
+    fails_before_data(
+        &["lr-sweep", "--epochs", "0"],
+        &["--epochs must be at least 1"],
+    );
+    fails_before_data(
+        &["lr-sweep", "--batch-size", "1"],
+        &["cannot train batch norm"],
+    );
+    fails_before_data(
+        &["lr-sweep", "--threads", "100000"],
+        &["--threads must be between 1 and"],
+    );
+    fails_before_data(
+        &["lr-sweep", "--train-samples", "64", "--batch-size", "128"],
+        &["--batch-size 128 is larger than the training set (64 images)"],
+    );
+}
+
+#[test]
+fn eval_paths_are_checked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("lenet.safetensors");
+    save_weights(&weights, false);
+    let w = weights.to_str().unwrap();
+    let d = dir.path().to_str().unwrap();
+    fails_before_data(
+        &["eval", "--model", "lenet", "--weights", d],
+        &["--weights", "is a directory, not a file"],
+    );
+    fails_before_data(
+        &[
+            "eval",
+            "--model",
+            "lenet",
+            "--weights",
+            "/nonexistent.safetensors",
+        ],
+        &["--weights /nonexistent.safetensors: no such file"],
+    );
+    fails_before_data(
+        &[
+            "eval",
+            "--model",
+            "lenet",
+            "--weights",
+            w,
+            "--predictions",
+            d,
+        ],
+        &["--predictions", "is a directory"],
+    );
+    let orphan = dir.path().join("missing/p.txt");
+    fails_before_data(
+        &[
+            "eval",
+            "--model",
+            "lenet",
+            "--weights",
+            w,
+            "--predictions",
+            orphan.to_str().unwrap(),
+        ],
+        &["--predictions", "does not exist"],
+    );
+    fails_before_data(
+        &[
+            "eval",
+            "--model",
+            "lenet",
+            "--weights",
+            w,
+            "--predictions",
+            w,
+        ],
+        &["--predictions", "is the --weights file"],
+    );
+    fails_before_data(
+        &[
+            "eval",
+            "--model",
+            "lenet",
+            "--weights",
+            w,
+            "--threads",
+            "100000",
+        ],
+        &["--threads must be between 1 and"],
+    );
+    // The weights file is untouched.
+    assert!(std::fs::metadata(&weights).unwrap().len() > 1000);
+}
+
+#[test]
+fn bench_options_are_checked_first() {
+    fails_before_data(
+        &["bench", "--batch-size", "0"],
+        &["--batch-size must be at least 1"],
+    );
+    fails_before_data(
+        &["bench", "--batch-size", "1"],
+        &["cannot train batch norm"],
+    );
+    fails_before_data(
+        &["bench", "--batch-size", "100000"],
+        &["is larger than the training set"],
+    );
+    fails_before_data(&["bench", "--steps", "0"], &["--steps must be at least 1"]);
+    fails_before_data(
+        &["bench", "--threads", "100000"],
+        &["--threads must be between 1 and"],
+    );
+}
+
+#[test]
+fn unknown_commands_and_missing_data_give_one_line() {
+    fails_clearly(&["frobnicate"], &["unrecognized subcommand"]);
+    let empty = no_data();
+    // Gets as far as the data, which is not there; leaves no run folder behind (checked by
+    // `xtask`).
+    let out = xtask(&[
+        "train-lenet",
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    common::failed_clearly(&out, "train-lenet on an empty --data-dir", &["error:"]);
+}
+
+#[test]
+fn help_documents_the_exit_status_of_an_interrupted_run() {
+    let out = xtask(&["train-lenet", "--help"]);
+    let text = common::stdout(&out);
+    assert!(out.status.success());
+    assert!(text.contains("130") && text.contains("143"), "{text}");
+}
+
+#[test]
+fn an_init_file_that_does_not_fit_the_model_is_rejected_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.safetensors");
+    // LeNet weights given to LeNet-BN: every bn tensor is missing, fc1 has the wrong shape.
+    save_weights(&file, false);
+    let f = file.to_str().unwrap();
+    fails_before_data(
+        &["train-lenet", "--model", "lenet-bn", "--init", f],
+        &["does not fit the model"],
+    );
+    std::fs::write(&file, b"not a checkpoint").unwrap();
+    fails_before_data(
+        &["train-lenet", "--model", "lenet", "--init", f],
+        &["not a valid safetensors file"],
+    );
+}

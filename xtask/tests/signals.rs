@@ -1,0 +1,59 @@
+#![cfg(unix)]
+//! SIGINT and SIGTERM stop training after the current step: the checkpoint is saved, the
+//! resume command printed, and the exit status is 130 or 143; the run then resumes.
+
+mod common;
+
+use std::io::Read;
+
+use common::{have_data, json, long_run, succeeds};
+
+/// Starts a long LeNet-BN run, sends `signal` once its first epoch row is printed, and
+/// checks what the run leaves.
+fn stops_cleanly_on(signal: libc::c_int, status: i32) {
+    let cwd = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().join("run");
+    let o = out.to_str().unwrap();
+    let (mut child, lines) = long_run(cwd.path(), &out);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(status), "stderr:\n{err}");
+    assert!(err.contains(&format!("--resume {o}")), "{err}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    let progress = json(&out.join("checkpoint/lenet-bn/progress.json"));
+    assert_eq!(
+        progress["record"]["status"]["state"], "interrupted",
+        "{progress}"
+    );
+    let steps = progress["global_step"].as_u64().unwrap();
+    assert!(steps >= 4, "{progress}");
+    // And the run continues from there.
+    let more = (steps + 2).to_string();
+    succeeds(&["train-lenet", "--resume", o, "--steps", &more]);
+    let progress = json(&out.join("checkpoint/lenet-bn/progress.json"));
+    assert_eq!(progress["global_step"].as_u64(), Some(steps + 2));
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    if have_data() {
+        stops_cleanly_on(libc::SIGINT, 130);
+    }
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_exits_143() {
+    if have_data() {
+        stops_cleanly_on(libc::SIGTERM, 143);
+    }
+}
