@@ -1,7 +1,7 @@
 //! Checkpoints in safetensors, named and laid out exactly as PyTorch's `state_dict`.
 //!
-//! A model's parameters (`conv1.weight` [6, 1, 5, 5], `fc1.bias` [120], ...) and buffers
-//! (`bn1.running_mean` [6], `bn1.num_batches_tracked` int64 []) are stored under their full
+//! A model's parameters (`conv1.weight` (6, 1, 5, 5), `fc1.bias` (120), ...) and buffers
+//! (`bn1.running_mean` (6), `bn1.num_batches_tracked` int64 scalar) are stored under their full
 //! names; conv weights are (out, in, kh, kw) and linear weights (out, in), so
 //! `model.load_state_dict(safetensors.torch.load_file(path), strict=True)` accepts a file saved
 //! here, and a file saved by `safetensors.torch.save_file(model.state_dict(), path)` loads here.
