@@ -217,6 +217,11 @@ impl<I: BatchNormInput> BatchNorm<I> {
         Ok(())
     }
 
+    /// Sets a momentum taken from a valid configuration, returning the previous one.
+    pub(crate) fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
+        std::mem::replace(&mut self.config.momentum, momentum)
+    }
+
     /// PyTorch's `reset_running_stats`: mean 0, variance 1, no batch seen.
     pub fn reset_running_stats(&mut self) {
         if let Some(r) = &self.running {

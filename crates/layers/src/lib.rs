@@ -46,6 +46,7 @@ mod linear;
 pub mod models;
 mod module;
 mod pool;
+mod precise_bn;
 mod sequential;
 
 pub use activation::{Relu, Sigmoid};
@@ -62,4 +63,5 @@ pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
 };
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;

@@ -24,6 +24,12 @@ impl Sequential {
         self
     }
 
+    /// Appends a boxed child under `name` (builder style).
+    pub fn with_boxed(mut self, name: impl Into<String>, module: Box<dyn Module>) -> Sequential {
+        self.push(name, module);
+        self
+    }
+
     /// Appends a boxed child under `name`.
     pub fn push(&mut self, name: impl Into<String>, module: Box<dyn Module>) {
         self.children.push((name.into(), module));

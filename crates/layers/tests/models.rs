@@ -195,3 +195,64 @@ fn inputs_of_the_wrong_shape_are_errors_naming_the_layer() {
         .unwrap_err();
     assert!(err.to_string().contains("Linear(in=400"), "{err}");
 }
+
+#[test]
+fn batch_norm_after_the_activation_keeps_names_and_weights() {
+    use models::Placement;
+    let before = models::lenet_bn_placed(
+        Activation::Sigmoid,
+        Placement::BeforeActivation,
+        &mut Rng::seed_from_u64(3),
+    )
+    .unwrap();
+    let after = models::lenet_bn_placed(
+        Activation::Relu,
+        Placement::AfterActivation,
+        &mut Rng::seed_from_u64(3),
+    )
+    .unwrap();
+    let order =
+        |m: &norma_layers::Sequential| m.children().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        order(&before)[..4],
+        ["conv1", "bn1", "act1", "pool1"],
+        "the default: normalize, then activate"
+    );
+    assert_eq!(order(&after)[..4], ["conv1", "act1", "bn1", "pool1"]);
+    assert_eq!(order(&after)[8..12], ["flatten", "fc1", "act3", "bn3"]);
+    // Same parameters from the same seed, so the two placements start from the same weights.
+    let (a, b) = (
+        norma_layers::checkpoint::state_dict(&before),
+        norma_layers::checkpoint::state_dict(&after),
+    );
+    assert_eq!(a, b);
+    assert_eq!("after".parse::<Placement>(), Ok(Placement::AfterActivation));
+    assert!("middle"
+        .parse::<Placement>()
+        .unwrap_err()
+        .contains("before or after"));
+    // It trains: the loss on one small batch falls.
+    let mut net = after;
+    let (x, labels) = small_batch(32, 4);
+    let mut sgd = Sgd::new(
+        net.parameters(),
+        SgdConfig {
+            lr: 0.5,
+            ..SgdConfig::default()
+        },
+    )
+    .unwrap();
+    let mut losses = vec![];
+    for _ in 0..30 {
+        sgd.zero_grad();
+        let loss = net
+            .forward(&Var::constant(x.clone()))
+            .unwrap()
+            .cross_entropy(&labels)
+            .unwrap();
+        losses.push(loss.value().item().unwrap());
+        loss.backward().unwrap();
+        sgd.step().unwrap();
+    }
+    assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+}

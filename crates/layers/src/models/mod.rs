@@ -11,9 +11,10 @@
 //! | fc2 Linear(120, 84), act | fc2 Linear(120, 84) → bn4 BatchNorm1d(84), act |
 //! | fc3 Linear(84, 10) | fc3 Linear(84, 10) |
 //!
-//! Batch norm sits after each convolution or linear layer and before its activation. The
-//! activation is sigmoid with average pooling (d2l) or ReLU with max pooling.
-//! Inputs are (N, 1, 28, 28); outputs are (N, 10) logits.
+//! Batch norm sits after each convolution or linear layer and before its activation (the
+//! brief's rule; [`Placement::AfterActivation`] moves it after the activation, before pooling,
+//! for the experiment that compares the two). The activation is sigmoid with average pooling
+//! (d2l) or ReLU with max pooling. Inputs are (N, 1, 28, 28); outputs are (N, 10) logits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +80,45 @@ impl FromStr for ModelKind {
     }
 }
 
+/// Where a normalization layer sits relative to its activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Placement {
+    /// conv/linear → norm → activation (Ioffe & Szegedy, d2l; the default).
+    #[default]
+    BeforeActivation,
+    /// conv/linear → activation → norm (then pooling, for convolutions).
+    AfterActivation,
+}
+
+impl Placement {
+    /// `before` or `after`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::BeforeActivation => "before",
+            Placement::AfterActivation => "after",
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Placement {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "before" => Ok(Placement::BeforeActivation),
+            "after" => Ok(Placement::AfterActivation),
+            other => Err(format!(
+                "unknown placement '{other}' (expected before or after)"
+            )),
+        }
+    }
+}
+
 /// Activation and matching pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Activation {
@@ -97,22 +137,20 @@ impl Activation {
         }
     }
 
-    fn push(self, seq: Sequential, index: usize) -> Result<Sequential> {
-        Ok(match self {
-            Activation::Sigmoid => seq
-                .with(format!("act{index}"), Sigmoid)
-                .with(format!("pool{index}"), AvgPool2d::new(2, 2)?),
-            Activation::Relu => seq
-                .with(format!("act{index}"), Relu)
-                .with(format!("pool{index}"), MaxPool2d::new(2, 2)?),
-        })
-    }
-
-    fn push_dense(self, seq: Sequential, index: usize) -> Sequential {
+    /// The activation `act{index}`.
+    fn push_act(self, seq: Sequential, index: usize) -> Sequential {
         match self {
             Activation::Sigmoid => seq.with(format!("act{index}"), Sigmoid),
             Activation::Relu => seq.with(format!("act{index}"), Relu),
         }
+    }
+
+    /// The matching 2×2 pooling `pool{index}`.
+    fn push_pool(self, seq: Sequential, index: usize) -> Result<Sequential> {
+        Ok(match self {
+            Activation::Sigmoid => seq.with(format!("pool{index}"), AvgPool2d::new(2, 2)?),
+            Activation::Relu => seq.with(format!("pool{index}"), MaxPool2d::new(2, 2)?),
+        })
     }
 }
 
@@ -146,37 +184,56 @@ fn conv(cin: usize, cout: usize, padding: usize, rng: &mut Rng) -> Result<Conv2d
 /// d2l's LeNet (see the module table).
 pub fn lenet(activation: Activation, rng: &mut Rng) -> Result<Sequential> {
     let seq = Sequential::new().with("conv1", conv(1, 6, 2, rng)?);
-    let seq = activation.push(seq, 1)?.with("conv2", conv(6, 16, 0, rng)?);
-    let seq = activation.push(seq, 2)?.with("flatten", Flatten);
-    let seq = seq.with("fc1", Linear::new(16 * 5 * 5, 120, rng)?);
+    let seq = activation.push_pool(activation.push_act(seq, 1), 1)?;
+    let seq = seq.with("conv2", conv(6, 16, 0, rng)?);
+    let seq = activation.push_pool(activation.push_act(seq, 2), 2)?;
+    let seq = seq
+        .with("flatten", Flatten)
+        .with("fc1", Linear::new(16 * 5 * 5, 120, rng)?);
     let seq = activation
-        .push_dense(seq, 3)
+        .push_act(seq, 3)
         .with("fc2", Linear::new(120, 84, rng)?);
     Ok(activation
-        .push_dense(seq, 4)
+        .push_act(seq, 4)
         .with("fc3", Linear::new(84, 10, rng)?))
 }
 
 /// d2l's LeNet with batch normalization (see the module table).
 pub fn lenet_bn(activation: Activation, rng: &mut Rng) -> Result<Sequential> {
-    let seq = Sequential::new()
-        .with("conv1", conv(1, 6, 0, rng)?)
-        .with("bn1", BatchNorm2d::new(6)?);
+    lenet_bn_placed(activation, Placement::BeforeActivation, rng)
+}
+
+/// LeNet-BN with its batch norms before or after the activations. The layers, their names and
+/// the random draws are the same for both placements; only the order of each norm and its
+/// activation differs.
+pub fn lenet_bn_placed(
+    activation: Activation,
+    placement: Placement,
+    rng: &mut Rng,
+) -> Result<Sequential> {
+    // norm and activation of block `i`, in the chosen order.
+    let pair = |seq: Sequential, i: usize, norm: Box<dyn Module>| match placement {
+        Placement::BeforeActivation => {
+            activation.push_act(seq.with_boxed(format!("bn{i}"), norm), i)
+        }
+        Placement::AfterActivation => activation
+            .push_act(seq, i)
+            .with_boxed(format!("bn{i}"), norm),
+    };
+    let seq = Sequential::new().with("conv1", conv(1, 6, 0, rng)?);
+    let seq = pair(seq, 1, Box::new(BatchNorm2d::new(6)?));
     let seq = activation
-        .push(seq, 1)?
-        .with("conv2", conv(6, 16, 0, rng)?)
-        .with("bn2", BatchNorm2d::new(16)?);
-    let seq = activation.push(seq, 2)?.with("flatten", Flatten);
-    let seq = seq
-        .with("fc1", Linear::new(16 * 4 * 4, 120, rng)?)
-        .with("bn3", BatchNorm1d::new(120)?);
+        .push_pool(seq, 1)?
+        .with("conv2", conv(6, 16, 0, rng)?);
+    let seq = pair(seq, 2, Box::new(BatchNorm2d::new(16)?));
     let seq = activation
-        .push_dense(seq, 3)
-        .with("fc2", Linear::new(120, 84, rng)?)
-        .with("bn4", BatchNorm1d::new(84)?);
-    Ok(activation
-        .push_dense(seq, 4)
-        .with("fc3", Linear::new(84, 10, rng)?))
+        .push_pool(seq, 2)?
+        .with("flatten", Flatten)
+        .with("fc1", Linear::new(16 * 4 * 4, 120, rng)?);
+    let seq =
+        pair(seq, 3, Box::new(BatchNorm1d::new(120)?)).with("fc2", Linear::new(120, 84, rng)?);
+    let seq = pair(seq, 4, Box::new(BatchNorm1d::new(84)?));
+    Ok(seq.with("fc3", Linear::new(84, 10, rng)?))
 }
 
 /// The PyTorch `state_dict` names and shapes of a model's parameters and buffers, in order
