@@ -160,24 +160,33 @@ pub fn backward_train(
     })
 }
 
-/// Whether channel `ch`'s dx cancels so much that f32 evaluation would lose its precision:
-/// Σ(dy − mean(dy))² > [`CANCELLATION`] · Σdx'², both known in closed form from the sums
-/// (Σd = 0, Σd² = M·var):
+/// Whether a channel's (or group's) dx cancels so much that f32 evaluation would lose its
+/// precision: Σ(g − mean(g))² > [`CANCELLATION`] · Σdx'², both known in closed form from the
+/// sums over the M values (Σd = 0, Σd² = M·var, with d = x − mean and g the output gradient,
+/// γ-weighted for group norm):
 ///
 /// ```text
-/// Σdx'² = Σ(dy − mean(dy))² − (Σdy·d)² / (M·(var + eps)) · (2 − var / (var + eps))
+/// Σdx'² = Σ(g − mean(g))² − (Σg·d)² / (M·(var + eps)) · (2 − var / (var + eps))
 /// ```
-fn needs_f64(stats: &BatchStats, sums: &GradSums, ch: usize) -> bool {
-    let m = stats.count() as f64;
-    let var = stats.var()[ch];
-    let ve = var + stats.eps() as f64;
-    let centred = sums.sum_dy_sq[ch] - sums.sum_dy[ch] * sums.sum_dy[ch] / m;
+pub(crate) fn cancels(m: f64, var: f64, eps: f32, sum: f64, dot: f64, sum_sq: f64) -> bool {
+    let ve = var + eps as f64;
+    let centred = sum_sq - sum * sum / m;
     if !(centred > 0.0 && ve > 0.0) {
         return false;
     }
-    let dot = sums.sum_dy_xmu[ch];
     let result = centred - dot * dot / (m * ve) * (2.0 - var / ve);
     centred > CANCELLATION * result
+}
+
+fn needs_f64(stats: &BatchStats, sums: &GradSums, ch: usize) -> bool {
+    cancels(
+        stats.count() as f64,
+        stats.var()[ch],
+        stats.eps(),
+        sums.sum_dy[ch],
+        sums.sum_dy_xmu[ch],
+        sums.sum_dy_sq[ch],
+    )
 }
 
 /// dx of training mode from backward sums that may cover more than this shard (the all-reduced

@@ -32,6 +32,13 @@ pub enum KernelError {
         channel: usize,
         value: f64,
     },
+    /// A group count that does not split the channels.
+    Groups { channels: usize, groups: usize },
+    /// A layer-norm shape that is not the trailing dimensions of the input.
+    NormalizedShape {
+        shape: Vec<usize>,
+        normalized_shape: Vec<usize>,
+    },
     /// A scalar argument out of its range.
     Argument { name: &'static str, reason: String },
 }
@@ -65,6 +72,14 @@ impl fmt::Display for KernelError {
             KernelError::InvalidStatistic { name, channel, value } => {
                 write!(f, "{name} of channel {channel} is {value}: a variance must be finite and non-negative, a mean finite")
             }
+            KernelError::Groups { channels, groups } => write!(
+                f,
+                "{channels} channels cannot be split into {groups} groups: the number of groups must be positive and divide the channels"
+            ),
+            KernelError::NormalizedShape { shape, normalized_shape } => write!(
+                f,
+                "normalized_shape {normalized_shape:?} must be the trailing dimensions of the input (non-empty, no zero), got input of shape {shape:?}"
+            ),
             KernelError::Argument { name, reason } => write!(f, "{name} {reason}"),
         }
     }

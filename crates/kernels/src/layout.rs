@@ -161,7 +161,8 @@ pub(crate) fn channel_sums<const N: usize>(
 
 /// A new array of shape `dims` (holding `shape`'s values) with
 /// `out_i = f(x_i, y_i, [consts[0][c], consts[1][c], …])`, c the channel of i. Each constant
-/// slice has one value per channel.
+/// slice has one value per channel (C values, shared by every sample) or one per sample and
+/// channel (N·C values, sample n's at `n·C ..`).
 pub(crate) fn map_channels<const K: usize, E, F>(
     level: SimdLevel,
     shape: BnShape,
@@ -181,23 +182,29 @@ where
         .as_slice_mut()
         .expect("a freshly allocated array is contiguous");
     assert!(x.len() == shape.len() && y.len() == shape.len() && slots.len() == shape.len());
-    assert!(consts.iter().all(|k| k.len() == c));
+    let n = shape.batch;
+    assert!(consts.iter().all(|k| k.len() == c || k.len() == n * c));
+    // How far each constant slice moves from one sample to the next.
+    let strides: [usize; K] = std::array::from_fn(|j| if consts[j].len() == c { 0 } else { c });
     if shape.len() > 0 {
         // Each sample is a row of C·S values; pieces are runs of whole samples.
         let row_len = c * s;
-        let piece_len = shape.rows_per_piece() * row_len;
+        let rows = shape.rows_per_piece();
         slots
-            .par_chunks_mut(piece_len)
-            .zip(x.par_chunks(piece_len))
-            .zip(y.par_chunks(piece_len))
-            .for_each(|((out, x), y)| {
+            .par_chunks_mut(rows * row_len)
+            .zip(x.par_chunks(rows * row_len))
+            .zip(y.par_chunks(rows * row_len))
+            .enumerate()
+            .for_each(|(i, ((out, x), y))| {
+                let first = i * rows;
                 let piece = MapRows {
                     out,
                     x,
                     y,
                     c,
                     s,
-                    consts,
+                    consts: std::array::from_fn(|j| &consts[j][first * strides[j]..]),
+                    strides,
                     f,
                 };
                 vectorized(level, piece)
@@ -231,10 +238,8 @@ impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
             x, y, stride, len, ..
         } = self;
         let planes = (0..self.planes).map(|p| {
-            (
-                &x[p * stride..p * stride + len],
-                &y[p * stride..p * stride + len],
-            )
+            let plane = p * stride..p * stride + len;
+            (&x[plane.clone()], &y[plane.clone()], &y[plane])
         });
         sums::run(level, planes, self.k, self.term)
     }
@@ -270,7 +275,8 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
         } else {
             for (xr, yr) in x.chunks_exact(c * s).zip(y.chunks_exact(c * s)) {
                 for ch in 0..c {
-                    let seg = [(&xr[ch * s..(ch + 1) * s], &yr[ch * s..(ch + 1) * s])];
+                    let (xs, ys) = (&xr[ch * s..(ch + 1) * s], &yr[ch * s..(ch + 1) * s]);
+                    let seg = [(xs, ys, ys)];
                     let t = sums::run(level, seg.into_iter(), k[ch], term);
                     for q in 0..N {
                         acc[q][ch] += t[q];
@@ -289,7 +295,10 @@ struct MapRows<'a, const K: usize, E, F> {
     y: &'a [f32],
     c: usize,
     s: usize,
+    /// The constants of the piece's first sample onwards.
     consts: [&'a [E]; K],
+    /// 0 for constants shared by every sample, C for per-sample ones.
+    strides: [usize; K],
     f: F,
 }
 
@@ -309,14 +318,16 @@ where
             c,
             s,
             consts,
+            strides,
             f,
         } = self;
         let row_len = c * s;
-        for ((o, xr), yr) in out
+        let rows = out
             .chunks_exact_mut(row_len)
             .zip(x.chunks_exact(row_len))
-            .zip(y.chunks_exact(row_len))
-        {
+            .zip(y.chunks_exact(row_len));
+        for (r, ((o, xr), yr)) in rows.enumerate() {
+            let consts: [&[E]; K] = std::array::from_fn(|j| &consts[j][r * strides[j]..]);
             if s == 1 {
                 by_channel_row(o, xr, yr, consts, f);
             } else {
@@ -353,5 +364,60 @@ fn by_channel_row<const K: usize, E, F>(
     let k: [&[E]; K] = std::array::from_fn(|j| &k[j][..n]);
     for i in 0..n {
         out[i].write(f(x[i], y[i], std::array::from_fn(|j| k[j][i])));
+    }
+}
+
+/// For data made of equal-length contiguous runs (`x.len()` = runs × `run_len`), the N sums of
+/// `term(x, x, 1, k[r])` over each run r (group norm's groups, layer norm's rows). Runs are
+/// processed in fixed chunks in parallel; each run's sum is computed whole by one task, so the
+/// result does not depend on the number of threads.
+pub(crate) fn run_sums<const N: usize>(
+    level: SimdLevel,
+    x: &[f32],
+    run_len: usize,
+    k: &[f64],
+    term: impl Term<N>,
+) -> Vec<[f64; N]> {
+    let runs = k.len();
+    assert_eq!(x.len(), runs * run_len);
+    if run_len == 0 {
+        return vec![[0.0; N]; runs];
+    }
+    let per_piece = (PIECE / run_len).max(1);
+    x.par_chunks(per_piece * run_len)
+        .zip(k.par_chunks(per_piece))
+        .map(|(x, k)| {
+            vectorized(
+                level,
+                RunSums {
+                    x,
+                    run_len,
+                    k,
+                    term,
+                },
+            )
+        })
+        .collect::<Vec<Vec<[f64; N]>>>()
+        .concat()
+}
+
+/// One piece of [`run_sums`]: consecutive runs, one sum each.
+struct RunSums<'a, T, const N: usize> {
+    x: &'a [f32],
+    run_len: usize,
+    k: &'a [f64],
+    term: T,
+}
+
+impl<const N: usize, T: Term<N>> Kernel for RunSums<'_, T, N> {
+    type Output = Vec<[f64; N]>;
+
+    #[inline(always)]
+    fn run(self, level: Supported) -> Vec<[f64; N]> {
+        self.x
+            .chunks_exact(self.run_len)
+            .zip(self.k)
+            .map(|(run, &k)| sums::run(level, [(run, run, run)].into_iter(), k, self.term))
+            .collect()
     }
 }

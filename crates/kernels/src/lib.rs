@@ -43,6 +43,7 @@
 mod backward;
 mod error;
 mod forward;
+mod group_norm;
 mod layout;
 mod running;
 mod simd;
@@ -54,6 +55,10 @@ pub use backward::{
 };
 pub use error::KernelError;
 pub use forward::{eval_scale_shift, forward_eval, forward_train, normalize, TrainForward};
+pub use group_norm::{
+    group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward, GroupStats,
+    NormForward,
+};
 pub use running::update_running_stats;
 pub use simd::SimdLevel;
 pub use stats::{partial_sums, BatchStats, PartialSums};

@@ -44,18 +44,20 @@ impl Arith for f64 {
     }
 }
 
-/// N values per element, summed per channel: `eval(x, y, k)` with x and y the widened inputs and
-/// k the channel's constant.
+/// N values per element, summed per channel: `eval(x, y, w, k)` with x, y and w the widened
+/// inputs (w a per-element weight, such as layer norm's γ) and k the run's constant.
 pub(crate) trait Term<const N: usize>: Copy + Send + Sync {
     /// Whether `eval` reads `y` (when not, y is not loaded).
     const USES_Y: bool = true;
+    /// Whether `eval` reads `w` (when not, w is not loaded).
+    const USES_W: bool = false;
 
-    fn eval<T: Arith>(self, x: T, y: T, k: T) -> [T; N];
+    fn eval<T: Arith>(self, x: T, y: T, w: T, k: T) -> [T; N];
 
-    /// The terms of one f32 pair.
+    /// The terms of one element.
     #[inline(always)]
-    fn one(self, x: f32, y: f32, k: f64) -> [f64; N] {
-        self.eval(x as f64, y as f64, k)
+    fn one(self, x: f32, y: f32, w: f32, k: f64) -> [f64; N] {
+        self.eval(x as f64, y as f64, w as f64, k)
     }
 }
 
@@ -67,7 +69,7 @@ impl Term<2> for ShiftedSquares {
     const USES_Y: bool = false;
 
     #[inline(always)]
-    fn eval<T: Arith>(self, x: T, _: T, k: T) -> [T; 2] {
+    fn eval<T: Arith>(self, x: T, _: T, _: T, k: T) -> [T; 2] {
         let d = x.sub(k);
         [d, d.mul(d)]
     }
@@ -79,8 +81,21 @@ pub(crate) struct GradTerms;
 
 impl Term<3> for GradTerms {
     #[inline(always)]
-    fn eval<T: Arith>(self, x: T, dy: T, c: T) -> [T; 3] {
+    fn eval<T: Arith>(self, x: T, dy: T, _: T, c: T) -> [T; 3] {
         [dy, dy.mul(x.sub(c)), dy.mul(dy)]
+    }
+}
+
+/// [`GradTerms`] of the weighted gradient g = w·dy (layer norm's γ·dy): g, g·(x − c) and g².
+#[derive(Clone, Copy)]
+pub(crate) struct WeightedGradTerms;
+
+impl Term<3> for WeightedGradTerms {
+    const USES_W: bool = true;
+
+    #[inline(always)]
+    fn eval<T: Arith>(self, x: T, dy: T, w: T, c: T) -> [T; 3] {
+        GradTerms.eval(x, dy.mul(w), w, c)
     }
 }
 
@@ -267,8 +282,8 @@ mod x86 {
 }
 
 /// The N sums of `term` over several runs that share the constant `k` (the planes of one
-/// channel; `y` runs as long as their `x`; pass `x` twice when one input is enough), on the
-/// widest lanes `level` allows.
+/// channel), each run given as `(x, y, w)` slices of one length (pass `x` again for an input
+/// the term does not read), on the widest lanes `level` allows.
 ///
 /// Within each run, value i goes to lane `i % LANES`: whole groups of LANES values into vector
 /// accumulators, the last `len % LANES` into scalar ones; both sets of lanes are added pairwise
@@ -277,7 +292,7 @@ mod x86 {
 #[inline(always)]
 pub(crate) fn run<'a, const N: usize>(
     level: Supported,
-    runs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    runs: impl Iterator<Item = Run<'a>>,
     k: f64,
     term: impl Term<N>,
 ) -> [f64; N] {
@@ -294,38 +309,46 @@ pub(crate) fn run<'a, const N: usize>(
     unsafe { run_on::<Scalar, N, _>(runs, k, term) }
 }
 
+/// One run of [`run`]: x, y and w slices of one length.
+pub(crate) type Run<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
 /// [`run`] on lanes `L`.
 ///
 /// # Safety
 /// The CPU must support the instructions `L` uses.
 #[inline(always)]
 unsafe fn run_on<'a, L: Lanes, const N: usize, T: Term<N>>(
-    runs: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    runs: impl Iterator<Item = Run<'a>>,
     k: f64,
     term: T,
 ) -> [f64; N] {
     let kv = Vector(L::splat(k));
     let mut acc = [Vector(L::splat(0.0)); N];
     let mut tails = [[0.0f64; LANES]; N];
-    for (x, y) in runs {
-        let y = &y[..x.len()];
-        let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-        let (x_tail, y_tail) = (xc.remainder(), yc.remainder());
-        for (xs, ys) in xc.zip(yc) {
-            let xs: &[f32; LANES] = xs.try_into().expect("chunks are LANES long");
-            let xv = Vector(L::load(xs));
-            let yv = if T::USES_Y {
-                Vector(L::load(ys.try_into().expect("chunks are LANES long")))
-            } else {
-                xv
-            };
-            let t = term.eval(xv, yv, kv);
+    let load = |v: &[f32]| Vector(L::load(v.try_into().expect("chunks are LANES long")));
+    for (x, y, w) in runs {
+        let (y, w) = (&y[..x.len()], &w[..x.len()]);
+        let (xc, yc, wc) = (
+            x.chunks_exact(LANES),
+            y.chunks_exact(LANES),
+            w.chunks_exact(LANES),
+        );
+        let tail = xc
+            .remainder()
+            .iter()
+            .zip(yc.remainder())
+            .zip(wc.remainder());
+        for ((xs, ys), ws) in xc.zip(yc).zip(wc) {
+            let xv = load(xs);
+            let yv = if T::USES_Y { load(ys) } else { xv };
+            let wv = if T::USES_W { load(ws) } else { xv };
+            let t = term.eval(xv, yv, wv, kv);
             for j in 0..N {
                 acc[j] = acc[j].add(t[j]);
             }
         }
-        for (l, (&xv, &yv)) in x_tail.iter().zip(y_tail).enumerate() {
-            let t = term.one(xv, yv, k);
+        for (l, ((&xv, &yv), &wv)) in tail.enumerate() {
+            let t = term.one(xv, yv, wv, k);
             for j in 0..N {
                 tails[j][l] += t[j];
             }
@@ -375,7 +398,7 @@ pub(crate) fn rows<const N: usize>(
         let xr: [&[f32]; 4] = std::array::from_fn(|i| &x[(r + i) * c..(r + i + 1) * c]);
         let yr: [&[f32]; 4] = std::array::from_fn(|i| &y[(r + i) * c..(r + i + 1) * c]);
         for i in 0..c {
-            let t: [[f64; N]; 4] = std::array::from_fn(|q| term.one(xr[q][i], yr[q][i], k[i]));
+            let t: [[f64; N]; 4] = std::array::from_fn(|q| term.one(xr[q][i], yr[q][i], 1.0, k[i]));
             for j in 0..N {
                 acc[j][i] += (t[0][j] + t[1][j]) + (t[2][j] + t[3][j]);
             }
@@ -384,7 +407,7 @@ pub(crate) fn rows<const N: usize>(
     for r in quads..n_rows {
         let (xr, yr) = (&x[r * c..(r + 1) * c], &y[r * c..(r + 1) * c]);
         for i in 0..c {
-            let t = term.one(xr[i], yr[i], k[i]);
+            let t = term.one(xr[i], yr[i], 1.0, k[i]);
             for j in 0..N {
                 acc[j][i] += t[j];
             }
@@ -400,7 +423,7 @@ mod tests {
     fn reference(x: &[f32], y: &[f32], k: f64) -> [f64; 3] {
         let mut s = [0.0f64; 3];
         for (&x, &y) in x.iter().zip(y) {
-            let t = GradTerms.one(x, y, k);
+            let t = GradTerms.one(x, y, 1.0, k);
             for j in 0..3 {
                 s[j] += t[j];
             }
@@ -416,7 +439,14 @@ mod tests {
             for level in SimdLevel::supported() {
                 let got = vectorized(
                     level,
-                    TestKernel(|level| run(level, [(&x[..], &y[..])].into_iter(), 1e4, GradTerms)),
+                    TestKernel(|level| {
+                        run(
+                            level,
+                            [(&x[..], &y[..], &y[..])].into_iter(),
+                            1e4,
+                            GradTerms,
+                        )
+                    }),
                 );
                 let want = reference(&x, &y, 1e4);
                 for j in 0..3 {
@@ -442,9 +472,16 @@ mod tests {
                 TestKernel(|level| {
                     let mut acc: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; 5]);
                     rows(&x, &y, &k, &mut acc, GradTerms);
-                    let runs = (3..40)
-                        .map(|s| run(level, [(&x[s..], &y[s..])].into_iter(), 7.0, GradTerms));
-                    let planes = (0..9).map(|p| (&x[p * 37..p * 37 + 30], &x[p * 37..p * 37 + 30]));
+                    let runs = (3..40).map(|s| {
+                        run(
+                            level,
+                            [(&x[s..], &y[s..], &x[s..])].into_iter(),
+                            7.0,
+                            GradTerms,
+                        )
+                    });
+                    let plane = |p: usize| &x[p * 37..p * 37 + 30];
+                    let planes = (0..9).map(|p| (plane(p), plane(p), plane(p)));
                     let squares = run(level, planes, 6.0, ShiftedSquares);
                     (runs.collect::<Vec<_>>(), squares, acc)
                 }),
