@@ -14,13 +14,13 @@
 //! writes dx.
 //!
 //! **Exactness.** dx is a difference of terms of the size of dy that can nearly cancel: with
-//! two values per channel it is (dy − mean(dy))·eps/(var + eps), and whenever dy is close to a
-//! linear function of x̂ (the gradient of Σy²/2, say) it is small next to dy. Evaluated in f32,
-//! the rounding of the terms (~1e-7·|dy|) would then dominate the result. From the three sums
-//! the kernel knows Σ(dy − mean(dy))² and Σdx² before writing dx (see [`needs_f64`]); when
-//! they differ by more than [`CANCELLATION`] it evaluates the map in f64 instead, which keeps dx
-//! within about 1e-6 of its largest value relative to float64 arithmetic. Ordinary batches stay
-//! on the f32 path.
+//! two values per channel it is (dy − mean(dy))·eps/(var + eps), whenever dy is close to a
+//! linear function of x̂ (the gradient of Σy²/2, say) it is small next to dy, and so it is when
+//! dy is nearly constant. Evaluated in f32, the rounding of the terms (~1e-7·|dy|) would then
+//! dominate the result. From the three sums the kernel knows Σdy² and Σdx² before writing dx
+//! (see [`cancels`]); when they differ by more than [`CANCELLATION`] it evaluates the map in
+//! f64 instead, which keeps dx within about 1e-6 of its largest value relative to float64
+//! arithmetic. Ordinary batches stay on the f32 path.
 //!
 //! Evaluation mode uses fixed running statistics, so dx = dy·γ/sqrt(running_var + eps).
 
@@ -32,9 +32,9 @@ use crate::simd::SimdLevel;
 use crate::stats::{inv_std, BatchStats};
 use crate::{check_channels, contiguous, sums, KernelError};
 
-/// Σ(dy − mean(dy))² / Σdx'² above which dx is computed in f64 (dx' is dx before the γ·inv_std
-/// factor): the f32 path's rounding, a few ulps of |dy − mean(dy)|, is then more than
-/// sqrt(256)·6e-8 ≈ 1e-6 of the result's size.
+/// Σdy² / Σdx'² above which dx is computed in f64 (dx' is dx before the γ·inv_std factor): the
+/// f32 path's rounding, a few ulps of |dy|, is then more than sqrt(256)·6e-8 ≈ 1e-6 of the
+/// result's size.
 const CANCELLATION: f64 = 256.0;
 
 /// Gradients of batch norm with respect to its input and affine parameters.
@@ -161,21 +161,26 @@ pub fn backward_train(
 }
 
 /// Whether a channel's (or group's) dx cancels so much that f32 evaluation would lose its
-/// precision: Σ(g − mean(g))² > [`CANCELLATION`] · Σdx'², both known in closed form from the
-/// sums over the M values (Σd = 0, Σd² = M·var, with d = x − mean and g the output gradient,
-/// γ-weighted for group norm):
+/// precision. The f32 path's rounding is a few ulps of the terms it subtracts, which are of the
+/// size of the output gradient g; f64 is used when Σg² > [`CANCELLATION`] · Σdx'², both known in
+/// closed form from the sums over the M values (Σd = 0, Σd² = M·var, with d = x − mean and g
+/// the output gradient, γ-weighted for group norm):
 ///
 /// ```text
 /// Σdx'² = Σ(g − mean(g))² − (Σg·d)² / (M·(var + eps)) · (2 − var / (var + eps))
 /// ```
+///
+/// This catches both ways dx can be small next to g: g nearly constant (g − mean(g) cancels,
+/// or one value per group) and g nearly linear in x̂ (two values per channel, the gradient of
+/// Σy²/2).
 pub(crate) fn cancels(m: f64, var: f64, eps: f32, sum: f64, dot: f64, sum_sq: f64) -> bool {
     let ve = var + eps as f64;
-    let centred = sum_sq - sum * sum / m;
-    if !(centred > 0.0 && ve > 0.0) {
+    if !(sum_sq > 0.0 && ve > 0.0) {
         return false;
     }
+    let centred = sum_sq - sum * sum / m;
     let result = centred - dot * dot / (m * ve) * (2.0 - var / ve);
-    centred > CANCELLATION * result
+    sum_sq > CANCELLATION * result
 }
 
 fn needs_f64(stats: &BatchStats, sums: &GradSums, ch: usize) -> bool {

@@ -95,3 +95,15 @@ fn ordinary_batches_are_exact_too() {
         check("ordinary", &x, &dy, &gamma, 1e-5);
     }
 }
+
+#[test]
+fn output_gradient_nearly_constant() {
+    // dy = 5 + small noise: dy − mean(dy) cancels; dx is as small as the noise.
+    let mut rng = TestRng::new(5);
+    for shape in [[64usize, 4, 6, 6].as_slice(), &[512, 8], &[2, 5]] {
+        let x = rng.array(shape, 1.0, 2.0);
+        let dy = rng.array(shape, 5.0, 1e-3);
+        let gamma = rng.vec(shape[1], 1.0, 0.5);
+        check("dy = 5 + N(0, 1e-3)", &x, &dy, &gamma, 1e-5);
+    }
+}
