@@ -17,10 +17,11 @@
 
 use std::marker::PhantomData;
 
-use norma_autograd::{Backward, BackwardContext, OpError, Param, Var};
-use norma_kernels::{BatchStats, Gradients, KernelError};
+use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_kernels::BatchStats;
 use norma_tensor::Tensor;
 
+use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
 use crate::{impl_any, LayerError, Result};
 
@@ -121,8 +122,7 @@ impl RunningStats {
 pub struct BatchNorm<I: BatchNormInput> {
     num_features: usize,
     config: BatchNormConfig,
-    weight: Option<Param>,
-    bias: Option<Param>,
+    affine: Affine,
     running: Option<RunningStats>,
     mode: Mode,
     input: PhantomData<I>,
@@ -157,8 +157,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
         Ok(BatchNorm {
             num_features,
             config,
-            weight: config.affine.then(|| Param::new(Tensor::ones(&[c]))),
-            bias: config.affine.then(|| Param::new(Tensor::zeros(&[c]))),
+            affine: Affine::new(&[c], config.affine, config.affine),
             running: config.track_running_stats.then(|| RunningStats::new(c)),
             mode: Mode::Train,
             input: PhantomData,
@@ -182,12 +181,12 @@ impl<I: BatchNormInput> BatchNorm<I> {
 
     /// γ (`weight`), if `affine`.
     pub fn weight(&self) -> Option<&Param> {
-        self.weight.as_ref()
+        self.affine.weight.as_ref()
     }
 
     /// β (`bias`), if `affine`.
     pub fn bias(&self) -> Option<&Param> {
-        self.bias.as_ref()
+        self.affine.bias.as_ref()
     }
 
     /// The running mean, if running statistics are tracked.
@@ -239,8 +238,8 @@ impl<I: BatchNormInput> BatchNorm<I> {
         let Some(running) = &self.running else {
             return Ok(None);
         };
-        let gamma = self.weight.as_ref().map(Param::value);
-        let beta = self.bias.as_ref().map(Param::value);
+        let gamma = self.weight().map(Param::value);
+        let beta = self.bias().map(Param::value);
         Ok(Some(norma_kernels::eval_scale_shift(
             running.mean.get().as_slice(),
             running.var.get().as_slice(),
@@ -283,15 +282,11 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
         if !I::accepts(x.shape(), self.num_features) {
             return Err(self.input_error(x.shape()));
         }
-        let weight = self.weight.as_ref().map(Param::var);
-        let bias = self.bias.as_ref().map(Param::var);
-        let gamma = weight.as_ref().map(|w| w.value().as_slice());
-        let beta = bias.as_ref().map(|b| b.value().as_slice());
-        let mut inputs = vec![x];
-        inputs.extend(weight.as_ref());
-        inputs.extend(bias.as_ref());
+        let vars = self.affine.vars();
+        let (gamma, beta) = (vars.gamma(), vars.beta());
+        let inputs = vars.inputs(x);
         let eps = self.config.eps;
-        let affine = weight.is_some();
+        let affine = vars.layout();
 
         let running = match (&self.running, self.mode) {
             (Some(running), Mode::Eval) => running,
@@ -331,10 +326,7 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     }
 
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
-        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-            out.push((join_name(prefix, "weight"), w.clone()));
-            out.push((join_name(prefix, "bias"), b.clone()));
-        }
+        self.affine.collect(prefix, out);
     }
 
     fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
@@ -371,42 +363,10 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     impl_any!();
 }
 
-/// Splits kernel gradients into the autograd order [x, γ?, β?].
-fn gradients(
-    g: Gradients,
-    ctx: &BackwardContext<'_>,
-    affine: bool,
-) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-    let c = g.dgamma.len();
-    let mut out = vec![ctx.needs_grad(0).then(|| Tensor::from_array(g.dx))];
-    if affine {
-        out.push(
-            ctx.needs_grad(1)
-                .then(|| Tensor::from_vec(&[c], g.dgamma))
-                .transpose()?,
-        );
-        out.push(
-            ctx.needs_grad(2)
-                .then(|| Tensor::from_vec(&[c], g.dbeta))
-                .transpose()?,
-        );
-    }
-    Ok(out)
-}
-
-/// A kernel error inside a backward pass, kept typed (it comes out as
-/// [`LayerError::Kernel`]).
-pub(crate) fn kernel_error(op: &'static str, e: KernelError) -> norma_autograd::AutogradError {
-    norma_autograd::AutogradError::Op {
-        op,
-        source: OpError::new(e),
-    }
-}
-
 /// Backward with batch statistics: the kernels' closed form.
 struct TrainBackward {
     stats: BatchStats,
-    affine: bool,
+    affine: AffineLayout,
 }
 
 impl Backward for TrainBackward {
@@ -415,15 +375,14 @@ impl Backward for TrainBackward {
     }
 
     fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let gamma = self.affine.then(|| ctx.input(1).as_slice());
         let g = norma_kernels::backward_train(
             ctx.input(0).view(),
             ctx.grad_output().view(),
             &self.stats,
-            gamma,
+            self.affine.gamma(ctx),
         )
         .map_err(|e| kernel_error("batch_norm", e))?;
-        gradients(g, ctx, self.affine)
+        self.affine.gradients(g, ctx)
     }
 }
 
@@ -432,7 +391,7 @@ struct EvalBackward {
     mean: Tensor,
     var: Tensor,
     eps: f32,
-    affine: bool,
+    affine: AffineLayout,
 }
 
 impl Backward for EvalBackward {
@@ -441,16 +400,15 @@ impl Backward for EvalBackward {
     }
 
     fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let gamma = self.affine.then(|| ctx.input(1).as_slice());
         let g = norma_kernels::backward_eval(
             ctx.input(0).view(),
             ctx.grad_output().view(),
             self.mean.as_slice(),
             self.var.as_slice(),
-            gamma,
+            self.affine.gamma(ctx),
             self.eps,
         )
         .map_err(|e| kernel_error("batch_norm_eval", e))?;
-        gradients(g, ctx, self.affine)
+        self.affine.gradients(g, ctx)
     }
 }

@@ -8,6 +8,7 @@
 //! | [`Linear`] | `y = x·Wᵀ + b` |
 //! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
+//! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
 //! | [`AvgPool2d`], [`MaxPool2d`] | pooling |
 //! | [`Sigmoid`], [`Relu`] | activations |
 //! | [`Flatten`], [`Dropout`], [`Sequential`] | plumbing |
@@ -32,6 +33,7 @@
 //! ```
 
 mod activation;
+mod affine;
 pub mod batch_norm;
 mod batch_norm1d;
 mod batch_norm2d;
@@ -41,7 +43,9 @@ mod dropout;
 mod error;
 mod flatten;
 mod fold;
+mod group_norm;
 pub mod init;
+mod layer_norm;
 mod linear;
 pub mod models;
 mod module;
@@ -58,6 +62,8 @@ pub use dropout::Dropout;
 pub use error::{LayerError, Result};
 pub use flatten::Flatten;
 pub use fold::fold_batch_norm;
+pub use group_norm::{GroupNorm, GroupNormConfig};
+pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;
 pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,

@@ -15,6 +15,21 @@
 //! brief's rule; [`Placement::AfterActivation`] moves it after the activation, before pooling,
 //! for the experiment that compares the two). The activation is sigmoid with average pooling
 //! (d2l) or ReLU with max pooling. Inputs are (N, 1, 28, 28); outputs are (N, 10) logits.
+//!
+//! **Other normalizations** ([`lenet_norm`]): the same network as LeNet-BN with group norm or
+//! layer norm in the four places of batch norm, named `norm1`…`norm4` (`conv1, norm1, conv2,
+//! norm2, fc1, norm3, fc2, norm4, fc3`; LeNet-BN keeps `bn1`…`bn4`):
+//!
+//! | position | output | `lenet-bn` | `lenet-gn` | `lenet-ln` |
+//! | --- | --- | --- | --- | --- |
+//! | after conv1 | (N, 6, 24, 24) | BatchNorm2d(6) | GroupNorm(2, 6) | LayerNorm([6, 24, 24]) |
+//! | after conv2 | (N, 16, 8, 8) | BatchNorm2d(16) | GroupNorm(4, 16) | LayerNorm([16, 8, 8]) |
+//! | after fc1 | (N, 120) | BatchNorm1d(120) | GroupNorm(4, 120) | LayerNorm([120]) |
+//! | after fc2 | (N, 84) | BatchNorm1d(84) | GroupNorm(4, 84) | LayerNorm([84]) |
+//!
+//! Group counts: Wu & He use 32 groups of ≥ 16 channels; LeNet's layers are narrow, so the
+//! groups hold 3 (conv1), 4 (conv2), 30 and 21 (fc) channels. Layer norm is PyTorch's
+//! `nn.LayerNorm` over each layer's whole output, with an element-wise affine of that shape.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,8 +37,8 @@ use std::str::FromStr;
 use norma_tensor::Rng;
 
 use crate::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, Linear, MaxPool2d, Module,
-    Relu, Result, Sequential, Sigmoid,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, GroupNorm, LayerNorm,
+    Linear, MaxPool2d, Module, Relu, Result, Sequential, Sigmoid,
 };
 
 /// The two models of the experiment.
@@ -114,6 +129,84 @@ impl FromStr for Placement {
             "after" => Ok(Placement::AfterActivation),
             other => Err(format!(
                 "unknown placement '{other}' (expected before or after)"
+            )),
+        }
+    }
+}
+
+/// The normalization of a LeNet variant ([`lenet_norm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Norm {
+    /// Batch norm (`lenet-bn`).
+    Batch,
+    /// Group norm (`lenet-gn`).
+    Group,
+    /// Layer norm (`lenet-ln`).
+    Layer,
+}
+
+impl Norm {
+    /// Every normalization, batch first.
+    pub const ALL: [Norm; 3] = [Norm::Batch, Norm::Group, Norm::Layer];
+
+    /// `batch`, `group` or `layer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Batch => "batch",
+            Norm::Group => "group",
+            Norm::Layer => "layer",
+        }
+    }
+
+    /// The model's name: `lenet-bn`, `lenet-gn` or `lenet-ln`.
+    pub fn model_name(self) -> &'static str {
+        match self {
+            Norm::Batch => "lenet-bn",
+            Norm::Group => "lenet-gn",
+            Norm::Layer => "lenet-ln",
+        }
+    }
+
+    /// The layer after conv1, conv2, fc1 or fc2 (`index` 1–4), whose output has `channels`
+    /// channels and `side`×`side` positions (`side` 0 for the fully connected layers).
+    fn layer(self, index: usize, channels: usize, side: usize) -> Result<Box<dyn Module>> {
+        let image = side > 0;
+        Ok(match self {
+            Norm::Batch if image => Box::new(BatchNorm2d::new(channels)?),
+            Norm::Batch => Box::new(BatchNorm1d::new(channels)?),
+            Norm::Group => Box::new(GroupNorm::new(GN_GROUPS[index - 1], channels)?),
+            Norm::Layer if image => Box::new(LayerNorm::new(&[channels, side, side])?),
+            Norm::Layer => Box::new(LayerNorm::new(&[channels])?),
+        })
+    }
+
+    /// The layer's name: `bn{index}` for batch norm (as d2l), `norm{index}` otherwise.
+    fn layer_name(self, index: usize) -> String {
+        match self {
+            Norm::Batch => format!("bn{index}"),
+            _ => format!("norm{index}"),
+        }
+    }
+}
+
+/// Groups of group norm after conv1, conv2, fc1 and fc2 (see the module docs).
+const GN_GROUPS: [usize; 4] = [2, 4, 4, 4];
+
+impl fmt::Display for Norm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Norm {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "batch" | "bn" => Ok(Norm::Batch),
+            "group" | "gn" => Ok(Norm::Group),
+            "layer" | "ln" => Ok(Norm::Layer),
+            other => Err(format!(
+                "unknown normalization '{other}' (expected batch, group or layer)"
             )),
         }
     }
@@ -211,28 +304,39 @@ pub fn lenet_bn_placed(
     placement: Placement,
     rng: &mut Rng,
 ) -> Result<Sequential> {
-    // norm and activation of block `i`, in the chosen order.
-    let pair = |seq: Sequential, i: usize, norm: Box<dyn Module>| match placement {
-        Placement::BeforeActivation => {
-            activation.push_act(seq.with_boxed(format!("bn{i}"), norm), i)
-        }
-        Placement::AfterActivation => activation
-            .push_act(seq, i)
-            .with_boxed(format!("bn{i}"), norm),
+    lenet_norm(Norm::Batch, activation, placement, rng)
+}
+
+/// LeNet-BN's network with `norm` in the places of batch norm (see the module docs), before or
+/// after each activation. Convolutions and linear layers draw their weights in the same order
+/// for every normalization, so one seed gives every variant the same initial weights.
+pub fn lenet_norm(
+    norm: Norm,
+    activation: Activation,
+    placement: Placement,
+    rng: &mut Rng,
+) -> Result<Sequential> {
+    // Block `i`'s normalization and activation, in the chosen order.
+    let pair = |seq: Sequential, i: usize, channels: usize, side: usize| -> Result<Sequential> {
+        let layer = norm.layer(i, channels, side)?;
+        let name = norm.layer_name(i);
+        Ok(match placement {
+            Placement::BeforeActivation => activation.push_act(seq.with_boxed(name, layer), i),
+            Placement::AfterActivation => activation.push_act(seq, i).with_boxed(name, layer),
+        })
     };
     let seq = Sequential::new().with("conv1", conv(1, 6, 0, rng)?);
-    let seq = pair(seq, 1, Box::new(BatchNorm2d::new(6)?));
+    let seq = pair(seq, 1, 6, 24)?;
     let seq = activation
         .push_pool(seq, 1)?
         .with("conv2", conv(6, 16, 0, rng)?);
-    let seq = pair(seq, 2, Box::new(BatchNorm2d::new(16)?));
+    let seq = pair(seq, 2, 16, 8)?;
     let seq = activation
         .push_pool(seq, 2)?
         .with("flatten", Flatten)
         .with("fc1", Linear::new(16 * 4 * 4, 120, rng)?);
-    let seq =
-        pair(seq, 3, Box::new(BatchNorm1d::new(120)?)).with("fc2", Linear::new(120, 84, rng)?);
-    let seq = pair(seq, 4, Box::new(BatchNorm1d::new(84)?));
+    let seq = pair(seq, 3, 120, 0)?.with("fc2", Linear::new(120, 84, rng)?);
+    let seq = pair(seq, 4, 84, 0)?;
     Ok(seq.with("fc3", Linear::new(84, 10, rng)?))
 }
 
