@@ -98,7 +98,7 @@ proptest! {
             gn.forward(&v[0]).map_err(op_error)
         };
         let cfg = GradCheck { step: 1e-3, abs_tol: 2e-2, rel_tol: 2e-2, ..GradCheck::default() };
-        check(f, &[x.clone()], &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(f, std::slice::from_ref(&x), &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut gn = GroupNorm::new(groups, c).unwrap();
         gn.weight().unwrap().set_value(gamma).unwrap();
         check_parameters(&mut gn, &x, &r)?;
@@ -118,7 +118,7 @@ proptest! {
             ln.forward(&v[0]).map_err(op_error)
         };
         let cfg = GradCheck { step: 1e-3, abs_tol: 2e-2, rel_tol: 2e-2, ..GradCheck::default() };
-        check(f, &[x.clone()], &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(f, std::slice::from_ref(&x), &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut ln = LayerNorm::with_config(&trail, config).unwrap();
         ln.weight().unwrap().set_value(gamma).unwrap();
         prop_assert_eq!(ln.parameters().len(), if bias { 2 } else { 1 });
