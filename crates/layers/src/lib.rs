@@ -49,6 +49,7 @@ mod layer_norm;
 mod linear;
 pub mod models;
 mod module;
+pub mod observe;
 mod pool;
 mod precise_bn;
 mod sequential;
@@ -68,6 +69,7 @@ pub use linear::Linear;
 pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
 };
+pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;

@@ -1,15 +1,18 @@
 //! A chain of named modules.
 
-use norma_autograd::{Param, Var};
+use norma_autograd::{is_grad_enabled, Param, Var};
 
 use crate::module::{join_name, Buffer, Mode, Module};
-use crate::{impl_any, Result};
+use crate::observe::SharedObserver;
+use crate::{impl_any, LayerError, Result};
 
 /// `y = f_k(… f_2(f_1(x)))`, each child named. Parameters are named `<child>.<param>`
 /// (`conv1.weight`), as in a PyTorch module with those attributes.
 #[derive(Default)]
 pub struct Sequential {
     children: Vec<(String, Box<dyn Module>)>,
+    /// (child index, observer) pairs, see [`Sequential::observe_input`].
+    observers: Vec<(usize, SharedObserver)>,
 }
 
 impl Sequential {
@@ -45,6 +48,35 @@ impl Sequential {
         self.children
     }
 
+    /// Shows the input of child `name` to `observer` on every training forward pass (one that
+    /// records a graph; see [`crate::observe`]).
+    ///
+    /// Errors: no child of that name.
+    pub fn observe_input(&mut self, name: &str, observer: SharedObserver) -> Result<()> {
+        let index = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| LayerError::Config {
+                layer: "Sequential".into(),
+                reason: format!(
+                    "no child named '{name}' to observe (children: {})",
+                    self.children
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        self.observers.push((index, observer));
+        Ok(())
+    }
+
+    /// Detaches every observer.
+    pub fn clear_observers(&mut self) {
+        self.observers.clear();
+    }
+
     /// Number of children.
     pub fn len(&self) -> usize {
         self.children.len()
@@ -59,7 +91,19 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&mut self, input: &Var) -> Result<Var> {
         let mut x = input.clone();
-        for (_, child) in &mut self.children {
+        let observing = !self.observers.is_empty() && is_grad_enabled();
+        for (i, (name, child)) in self.children.iter_mut().enumerate() {
+            if observing {
+                for (_, observer) in self.observers.iter().filter(|(at, _)| *at == i) {
+                    let mut observer = observer.try_borrow_mut().map_err(|_| LayerError::Config {
+                        layer: "Sequential".into(),
+                        reason: format!(
+                            "the observer of '{name}' is borrowed elsewhere during a forward pass (drop the borrow first)"
+                        ),
+                    })?;
+                    observer.observe(name, x.value());
+                }
+            }
             x = child.forward(&x)?;
         }
         Ok(x)
