@@ -168,7 +168,7 @@ impl InputObserver for ActivationStats {
     fn observe(&mut self, layer: &str, input: &Tensor) {
         let pass = self.passes.entry(layer.to_string()).or_insert(0);
         *pass += 1;
-        if (*pass - 1) % self.every == 0 {
+        if (*pass - 1).is_multiple_of(self.every) {
             if let Some(summary) = Summary::of(input.as_slice()) {
                 self.records.push(ActivationRecord {
                     step: *pass,
