@@ -53,6 +53,7 @@ pub mod observe;
 mod pool;
 mod precise_bn;
 mod sequential;
+mod shift_noise;
 
 pub use activation::{Relu, Sigmoid};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
@@ -73,3 +74,4 @@ pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;
+pub use shift_noise::{ShiftNoise, ShiftNoiseConfig};

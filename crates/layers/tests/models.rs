@@ -256,3 +256,38 @@ fn batch_norm_after_the_activation_keeps_names_and_weights() {
     }
     assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
 }
+
+#[test]
+fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
+    use norma_layers::ShiftNoiseConfig;
+    let clean = models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(8)).unwrap();
+    let mut noisy = models::lenet_bn_noisy(
+        Activation::Sigmoid,
+        ShiftNoiseConfig::default(),
+        &mut Rng::seed_from_u64(8),
+    )
+    .unwrap();
+    assert_eq!(
+        norma_layers::checkpoint::state_dict(&clean),
+        norma_layers::checkpoint::state_dict(&noisy),
+        "same weights, same state_dict names"
+    );
+    let names: Vec<String> = noisy.children().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names[..4], ["conv1", "bn1", "noise1", "act1"]);
+    // The noise changes at every training step and vanishes in eval mode.
+    let (x, _) = small_batch(4, 1);
+    let a = noisy.forward(&Var::constant(x.clone())).unwrap();
+    let b = noisy.forward(&Var::constant(x.clone())).unwrap();
+    assert!(a.value().max_abs_diff(b.value()).unwrap() > 1e-3);
+    noisy.eval();
+    let c = no_grad(|| noisy.forward(&Var::constant(x.clone()))).unwrap();
+    let d = no_grad(|| noisy.forward(&Var::constant(x.clone()))).unwrap();
+    assert_eq!(c.value(), d.value(), "no noise in eval mode");
+
+    let mut net = models::mlp(&[100, 100, 100], true, 0.01, &mut Rng::seed_from_u64(0)).unwrap();
+    assert_eq!(net.named_parameters().len(), 2 * 4 + 2 * 3);
+    let y = net.forward(&Var::constant(x)).unwrap();
+    assert_eq!(y.shape(), &[4, 10]);
+    assert!(models::mlp(&[], false, 0.01, &mut Rng::seed_from_u64(0)).is_err());
+    assert!(models::mlp(&[10], false, -1.0, &mut Rng::seed_from_u64(0)).is_err());
+}

@@ -34,11 +34,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use norma_tensor::Rng;
+use norma_tensor::{Rng, Tensor};
 
 use crate::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, GroupNorm, LayerNorm,
-    Linear, MaxPool2d, Module, Relu, Result, Sequential, Sigmoid,
+    Linear, MaxPool2d, Module, Relu, Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
 };
 
 /// The two models of the experiment.
@@ -338,6 +338,71 @@ pub fn lenet_norm(
     let seq = pair(seq, 3, 120, 0)?.with("fc2", Linear::new(120, 84, rng)?);
     let seq = pair(seq, 4, 84, 0)?;
     Ok(seq.with("fc3", Linear::new(84, 10, rng)?))
+}
+
+/// LeNet-BN with Santurkar et al.'s "noisy BatchNorm": a [`ShiftNoise`] (`noise1`…`noise4`)
+/// right after each batch norm, moving every channel's distribution at every training step.
+/// The weights are those of [`lenet_bn`] from the same generator (the noise draws from a
+/// generator forked after them), and the `state_dict` is the same (the noise has no state).
+pub fn lenet_bn_noisy(
+    activation: Activation,
+    noise: ShiftNoiseConfig,
+    rng: &mut Rng,
+) -> Result<Sequential> {
+    let clean = lenet_bn(activation, rng)?;
+    let mut noisy = Sequential::new();
+    for (name, layer) in clean.into_children() {
+        let channels = match name.as_str() {
+            "bn1" => Some(6),
+            "bn2" => Some(16),
+            "bn3" => Some(120),
+            "bn4" => Some(84),
+            _ => None,
+        };
+        noisy.push(name.clone(), layer);
+        if let Some(c) = channels {
+            let noise = ShiftNoise::new(c, noise, rng.fork())?;
+            noisy.push(name.replace("bn", "noise"), Box::new(noise));
+        }
+    }
+    Ok(noisy)
+}
+
+/// The multilayer perceptron of Ioffe & Szegedy's MNIST experiment (Section 4.1, Figure 1):
+/// flattened 28×28 inputs, hidden layers of `hidden` sizes (theirs: 100, 100, 100) with
+/// sigmoid activations, 10 outputs; with `batch_norm`, a BatchNorm1d after each hidden linear
+/// layer, before its sigmoid. Weights are drawn from N(0, `init_std`²) ("small random Gaussian
+/// values"), biases start at 0. Names: `flatten, fc1, [bn1,] act1, …, fc{k+1}`.
+///
+/// Errors: no hidden layer, a size of 0, or an `init_std` that is negative or not finite.
+pub fn mlp(hidden: &[usize], batch_norm: bool, init_std: f32, rng: &mut Rng) -> Result<Sequential> {
+    if hidden.is_empty() || hidden.contains(&0) || !(init_std >= 0.0 && init_std.is_finite()) {
+        return Err(crate::LayerError::Config {
+            layer: format!("mlp({hidden:?})"),
+            reason: format!(
+                "needs at least one hidden layer, no size 0 and a finite init_std >= 0 (got {init_std})"
+            ),
+        });
+    }
+    let mut seq = Sequential::new().with("flatten", Flatten);
+    let mut fan_in = 28 * 28;
+    for (i, &width) in hidden.iter().enumerate() {
+        let weight = Tensor::rand_normal(&[width, fan_in], 0.0, init_std, rng);
+        seq = seq.with(
+            format!("fc{}", i + 1),
+            Linear::from_tensors(weight, Some(Tensor::zeros(&[width])))?,
+        );
+        if batch_norm {
+            seq = seq.with(format!("bn{}", i + 1), BatchNorm1d::new(width)?);
+        }
+        seq = seq.with(format!("act{}", i + 1), Sigmoid);
+        fan_in = width;
+    }
+    let weight = Tensor::rand_normal(&[10, fan_in], 0.0, init_std, rng);
+    Ok(seq.with(
+        format!("fc{}", hidden.len() + 1),
+        Linear::from_tensors(weight, Some(Tensor::zeros(&[10])))?,
+    ))
 }
 
 /// The PyTorch `state_dict` names and shapes of a model's parameters and buffers, in order
