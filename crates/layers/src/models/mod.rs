@@ -22,10 +22,10 @@
 //!
 //! | position | output | `lenet-bn` | `lenet-gn` | `lenet-ln` |
 //! | --- | --- | --- | --- | --- |
-//! | after conv1 | (N, 6, 24, 24) | BatchNorm2d(6) | GroupNorm(2, 6) | LayerNorm([6, 24, 24]) |
-//! | after conv2 | (N, 16, 8, 8) | BatchNorm2d(16) | GroupNorm(4, 16) | LayerNorm([16, 8, 8]) |
-//! | after fc1 | (N, 120) | BatchNorm1d(120) | GroupNorm(4, 120) | LayerNorm([120]) |
-//! | after fc2 | (N, 84) | BatchNorm1d(84) | GroupNorm(4, 84) | LayerNorm([84]) |
+//! | after conv1 | (N, 6, 24, 24) | BatchNorm2d(6) | GroupNorm(2, 6) | LayerNorm(\[6, 24, 24\]) |
+//! | after conv2 | (N, 16, 8, 8) | BatchNorm2d(16) | GroupNorm(4, 16) | LayerNorm(\[16, 8, 8\]) |
+//! | after fc1 | (N, 120) | BatchNorm1d(120) | GroupNorm(4, 120) | LayerNorm(\[120\]) |
+//! | after fc2 | (N, 84) | BatchNorm1d(84) | GroupNorm(4, 84) | LayerNorm(\[84\]) |
 //!
 //! Group counts: Wu & He use 32 groups of ≥ 16 channels; LeNet's layers are narrow, so the
 //! groups hold 3 (conv1), 4 (conv2), 30 and 21 (fc) channels. Layer norm is PyTorch's
