@@ -26,7 +26,7 @@ impl DatasetChoice {
 }
 
 /// `--dataset` and `--data-dir`, shared by every command.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
 pub struct DataArgs {
     /// The dataset [default: fashion-mnist].
     #[arg(long, value_enum)]

@@ -15,7 +15,9 @@ mod choices;
 mod divergence;
 mod error;
 mod eval;
+mod experiment;
 mod files;
+mod html;
 mod model_run;
 mod plot;
 mod report;
@@ -23,6 +25,7 @@ mod run_dir;
 mod setup;
 mod signals;
 mod sweep;
+mod table;
 mod train;
 
 use std::process::ExitCode;

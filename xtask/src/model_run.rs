@@ -11,12 +11,15 @@ use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{ActivationChoice, ModelChoice, OptimizerChoice};
+use crate::choices::{default_lr, ActivationChoice, ModelChoice, OptimizerChoice};
 use crate::{divergence, Error};
 
 /// Samples per forward pass when evaluating (fixed, so that accuracies printed by `train-lenet`
 /// and `eval` come from identical computations).
 pub const EVAL_BATCH: usize = 500;
+
+/// Samples per training batch unless an experiment says otherwise (d2l's 256).
+pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 /// Everything that defines one model's training run (part of `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,30 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// d2l's recipe for `model` from `seed`: SGD without momentum at the default learning
+    /// rate, batch 256, shuffled every epoch, no step limit, fresh weights. Experiments change
+    /// fields from here.
+    pub fn recipe(
+        model: ModelChoice,
+        activation: ActivationChoice,
+        seed: u64,
+        epochs: usize,
+    ) -> RunSpec {
+        RunSpec {
+            model,
+            activation,
+            optimizer: OptimizerChoice::Sgd,
+            lr: default_lr(model.kind(), OptimizerChoice::Sgd),
+            momentum: 0.0,
+            seed,
+            batch_size: DEFAULT_BATCH_SIZE,
+            epochs,
+            shuffle: true,
+            steps: None,
+            init: None,
+        }
+    }
+
     /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.
     pub fn epoch_seed(&self, epoch: usize) -> u64 {
         self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::RunDir;
+use crate::table::Table;
 use crate::Error;
 
 /// One epoch of one model.
@@ -98,36 +99,83 @@ pub fn fmt_loss(loss: f64) -> String {
     }
 }
 
+/// The columns of the per-epoch table and their widths on the terminal (rows are printed one
+/// at a time, as epochs end, so the widths are fixed).
+const EPOCH_COLUMNS: [(&str, usize); 7] = [
+    ("model", 9),
+    ("epoch", 5),
+    ("train loss", 10),
+    ("train acc", 9),
+    ("test acc", 8),
+    ("seconds", 8),
+    ("samples/s", 10),
+];
+
+/// The cells of one row of the per-epoch table.
+fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
+    vec![
+        model.to_string(),
+        row.epoch.to_string(),
+        fmt_loss(row.train_loss),
+        format!("{:.4}", row.train_acc),
+        format!("{:.4}", row.test_acc),
+        format!("{:.2}", row.seconds),
+        format!("{:.0}", row.samples_per_sec),
+    ]
+}
+
+/// `cells` padded to the widths of [`EPOCH_COLUMNS`] (the first left-aligned).
+fn fixed_width(cells: &[String]) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(EPOCH_COLUMNS)
+        .enumerate()
+        .map(|(i, (c, (_, w)))| {
+            if i == 0 {
+                format!("{c:<w$}")
+            } else {
+                format!("{c:>w$}")
+            }
+        })
+        .collect();
+    padded.join(" ")
+}
+
 /// The header of the per-epoch table.
 pub fn table_header() -> String {
-    format!(
-        "{:<9} {:>5} {:>10} {:>9} {:>8} {:>8} {:>10}",
-        "model", "epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"
-    )
+    let names: Vec<String> = EPOCH_COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+    fixed_width(&names)
 }
 
 /// One row of the per-epoch table.
 pub fn table_row(model: &str, row: &EpochRow) -> String {
-    format!(
-        "{:<9} {:>5} {:>10} {:>9.4} {:>8.4} {:>8.2} {:>10.0}",
-        model,
-        row.epoch,
-        fmt_loss(row.train_loss),
-        row.train_acc,
-        row.test_acc,
-        row.seconds,
-        row.samples_per_sec
-    )
+    fixed_width(&epoch_cells(model, row))
 }
 
-/// The final side-by-side comparison of the models of a run.
-pub fn summary(records: &[RunRecord]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  status",
-        "model", "lr", "train loss", "train acc", "test acc", "s/epoch", "samples/s"
-    );
+/// Every epoch of every model: the rows printed during training.
+pub fn epochs_table(records: &[RunRecord]) -> Table {
+    let mut t = Table::new(EPOCH_COLUMNS.iter().map(|(n, _)| *n));
+    for r in records {
+        for e in &r.epochs {
+            t.row(epoch_cells(&r.model, e));
+        }
+    }
+    t
+}
+
+/// The final side-by-side comparison of the models of a run: last epoch's training loss and
+/// accuracy, final test accuracy, mean time per epoch, status.
+pub fn summary(records: &[RunRecord]) -> Table {
+    let mut t = Table::new([
+        "model",
+        "lr",
+        "train loss",
+        "train acc",
+        "test acc",
+        "s/epoch",
+        "samples/s",
+        "status",
+    ]);
     for r in records {
         let last = r.epochs.last();
         let mean = |f: fn(&EpochRow) -> f64, digits: usize| {
@@ -137,20 +185,31 @@ pub fn summary(records: &[RunRecord]) -> String {
             let m = r.epochs.iter().map(f).sum::<f64>() / r.epochs.len() as f64;
             format!("{m:.digits$}")
         };
-        let _ = writeln!(
-            s,
-            "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
-            r.model,
+        t.row([
+            r.model.clone(),
             fmt_lr(r.lr),
             last.map_or("-".into(), |e| fmt_loss(e.train_loss)),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
             r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
             mean(|e| e.seconds, 2),
             mean(|e| e.samples_per_sec, 0),
-            r.status.word()
-        );
+            r.status.word().to_string(),
+        ]);
     }
-    s
+    t
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).

@@ -8,14 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::choices::{
     default_lr, ActivationChoice, DatasetChoice, ModelChoice, ModelsChoice, OptimizerChoice,
 };
-use crate::model_run::RunSpec;
+use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
 use crate::{checks, files, Error};
 
 /// Epochs when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 10;
-/// Batch size when `--batch-size` is not given.
-pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 /// Everything needed to rerun an experiment (`config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,11 +108,12 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             init: args.init.clone(),
         })
         .collect();
+    let common = &args.common;
     let config = TrainConfig::new(
-        args.data.dataset(),
-        args.data.data_dir.clone(),
-        args.train_samples,
-        args.threads,
+        common.data.dataset(),
+        common.data.data_dir.clone(),
+        common.train_samples,
+        common.threads,
         runs,
     );
     config.validate()?;
