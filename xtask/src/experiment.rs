@@ -21,7 +21,7 @@ use crate::report::RunRecord;
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::train::{self, TrainConfig};
-use crate::{checks, setup, Error};
+use crate::{checks, precise, setup, Error};
 
 /// Options every experiment takes.
 #[derive(Debug, Default, Clone, clap::Args, Serialize)]
@@ -48,6 +48,15 @@ impl CommonArgs {
         checks::threads(self.threads)?;
         checks::train_samples(self.train_samples)
     }
+}
+
+/// `--precise-bn` of the experiments that train LeNet-BN and compare final accuracies.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct PreciseArgs {
+    /// Measure LeNet-BN's test accuracy with batch-norm statistics recomputed from this many
+    /// training batches (precise BN; 0: only with the moving averages kept during training).
+    #[arg(long, allow_negative_numbers = true, default_value_t = precise::DEFAULT_BATCHES)]
+    pub precise_bn: usize,
 }
 
 /// `--seed` and `--seeds` of an experiment repeated over seeds; `COUNT` is the default number

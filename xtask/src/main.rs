@@ -3,6 +3,8 @@
 //! - `train-lenet`: LeNet vs LeNet-BN on Fashion-MNIST (the brief's experiment)
 //! - `lr-sweep`: final test accuracy of both models across learning rates and seeds
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
+//! - `placement`: LeNet-BN with batch norm before or after the activations
+//! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
 //! - `bench`: training throughput of a full step, both models
 //!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
@@ -19,11 +21,14 @@ mod experiment;
 mod files;
 mod html;
 mod model_run;
+mod placement;
 mod plot;
+mod precise;
 mod report;
 mod run_dir;
 mod setup;
 mod signals;
+mod snapshot;
 mod sweep;
 mod table;
 mod train;
@@ -56,6 +61,12 @@ enum Command {
     LrSweep(sweep::SweepArgs),
     /// Test accuracy, per-class accuracy and confusion matrix of saved weights.
     Eval(eval::EvalArgs),
+    /// LeNet-BN with batch norm before vs after the activations (sigmoid and ReLU): final and
+    /// per-epoch test accuracy over seeds.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; the runs finished so far stay in the output folder.
+    Placement(placement::PlacementArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -103,6 +114,7 @@ fn main() -> ExitCode {
         Command::TrainLenet(args) => train::run(args),
         Command::LrSweep(args) => sweep::run(args),
         Command::Eval(args) => eval::run(args).map(|()| None),
+        Command::Placement(args) => placement::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {

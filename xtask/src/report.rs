@@ -18,8 +18,13 @@ pub struct EpochRow {
     pub train_loss: f64,
     /// Fraction of the epoch's training samples predicted right, in train mode.
     pub train_acc: f64,
-    /// Test accuracy after the epoch, in eval mode.
+    /// Test accuracy after the epoch, in eval mode with the running statistics (the moving
+    /// averages kept during training: what PyTorch reports by default).
     pub test_acc: f64,
+    /// Test accuracy after the epoch with precise batch-norm statistics (see
+    /// [`crate::precise`]); `None` without batch norm or with `--precise-bn 0`.
+    #[serde(default)]
+    pub test_acc_precise: Option<f64>,
     /// Wall-clock seconds of the epoch's training steps (data, evaluation and I/O excluded).
     pub seconds: f64,
     /// Training samples per second over those steps.
@@ -52,6 +57,28 @@ pub enum Status {
     Interrupted { epoch: usize, step: usize },
 }
 
+impl EpochRow {
+    /// The test accuracy to lead with: precise statistics when measured, else the running
+    /// statistics.
+    pub fn headline_acc(&self) -> f64 {
+        self.test_acc_precise.unwrap_or(self.test_acc)
+    }
+}
+
+impl RunRecord {
+    /// The final test accuracy to lead with: precise statistics when measured.
+    pub fn headline_acc(&self) -> Option<f64> {
+        self.final_test_acc_precise.or(self.final_test_acc)
+    }
+
+    /// Records the evaluation of the final weights.
+    pub fn set_final(&mut self, eval: &crate::model_run::Evaluation) {
+        self.final_test_acc = Some(eval.test_acc);
+        self.final_test_acc_precise = eval.test_acc_precise;
+        self.precise_bn_batches = eval.precise_batches;
+    }
+}
+
 impl Status {
     /// A short word for tables.
     pub fn word(&self) -> &'static str {
@@ -73,8 +100,15 @@ pub struct RunRecord {
     pub lr: f64,
     pub status: Status,
     pub epochs: Vec<EpochRow>,
-    /// Test accuracy of the final weights (after the last step taken).
+    /// Test accuracy of the final weights (after the last step taken), with the running
+    /// statistics.
     pub final_test_acc: Option<f64>,
+    /// The same with precise batch-norm statistics, when the run computes them.
+    #[serde(default)]
+    pub final_test_acc_precise: Option<f64>,
+    /// Training batches the precise statistics were averaged over.
+    #[serde(default)]
+    pub precise_bn_batches: Option<usize>,
     /// The largest batch loss of a step that was taken (below the divergence bound).
     #[serde(default)]
     pub max_batch_loss: f64,
@@ -99,17 +133,30 @@ pub fn fmt_loss(loss: f64) -> String {
     }
 }
 
+/// An accuracy with 4 decimals, or `-`.
+pub fn fmt_acc(acc: Option<f64>) -> String {
+    acc.map_or("-".into(), |a| format!("{a:.4}"))
+}
+
 /// The columns of the per-epoch table and their widths on the terminal (rows are printed one
 /// at a time, as epochs end, so the widths are fixed).
-const EPOCH_COLUMNS: [(&str, usize); 7] = [
+const EPOCH_COLUMNS: [(&str, usize); 8] = [
     ("model", 9),
     ("epoch", 5),
     ("train loss", 10),
     ("train acc", 9),
     ("test acc", 8),
+    ("precise BN", 10),
     ("seconds", 8),
     ("samples/s", 10),
 ];
+
+/// What the test-accuracy columns mean, printed under the tables.
+pub const ACCURACY_NOTE: &str = "test acc: eval mode with the running statistics (moving \
+averages kept during training, PyTorch's default); precise BN: eval mode with batch-norm \
+statistics recomputed from training batches after the epoch (see --precise-bn). In the final \
+comparison, test acc is the precise-BN accuracy for models with batch norm and moving-avg BN the \
+accuracy with the running statistics.";
 
 /// The cells of one row of the per-epoch table.
 fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
@@ -119,6 +166,7 @@ fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
         fmt_loss(row.train_loss),
         format!("{:.4}", row.train_acc),
         format!("{:.4}", row.test_acc),
+        fmt_acc(row.test_acc_precise),
         format!("{:.2}", row.seconds),
         format!("{:.0}", row.samples_per_sec),
     ]
@@ -164,7 +212,8 @@ pub fn epochs_table(records: &[RunRecord]) -> Table {
 }
 
 /// The final side-by-side comparison of the models of a run: last epoch's training loss and
-/// accuracy, final test accuracy, mean time per epoch, status.
+/// accuracy, final test accuracy (precise statistics first, then the moving averages), mean
+/// time per epoch, status.
 pub fn summary(records: &[RunRecord]) -> Table {
     let mut t = Table::new([
         "model",
@@ -172,6 +221,7 @@ pub fn summary(records: &[RunRecord]) -> Table {
         "train loss",
         "train acc",
         "test acc",
+        "moving-avg BN",
         "s/epoch",
         "samples/s",
         "status",
@@ -190,7 +240,8 @@ pub fn summary(records: &[RunRecord]) -> Table {
             fmt_lr(r.lr),
             last.map_or("-".into(), |e| fmt_loss(e.train_loss)),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
-            r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
+            fmt_acc(r.headline_acc()),
+            fmt_acc(r.final_test_acc_precise.and(r.final_test_acc)),
             mean(|e| e.seconds, 2),
             mean(|e| e.samples_per_sec, 0),
             r.status.word().to_string(),
@@ -215,18 +266,20 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).
 pub fn write_metrics(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
     dir.write_json("metrics.json", &records)?;
-    let mut csv =
-        String::from("model,epoch,train_loss,train_acc,test_acc,seconds,samples_per_sec\n");
+    let mut csv = String::from(
+        "model,epoch,train_loss,train_acc,test_acc,test_acc_precise,seconds,samples_per_sec\n",
+    );
     for r in records {
         for e in &r.epochs {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 r.model,
                 e.epoch,
                 e.train_loss,
                 e.train_acc,
                 e.test_acc,
+                e.test_acc_precise.map_or(String::new(), |a| a.to_string()),
                 e.seconds,
                 e.samples_per_sec
             );
@@ -246,6 +299,7 @@ mod tests {
             train_loss: loss,
             train_acc: 0.1,
             test_acc: 0.1,
+            test_acc_precise: Some(0.2),
             seconds: 1.0,
             samples_per_sec: 1000.0,
         };

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::choices::{ActivationChoice, ModelChoice, ModelsChoice};
-use crate::experiment::{self, CommonArgs, SeedArgs};
+use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
 use crate::html::Page;
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::report::{fmt_lr, median, RunRecord, Status};
@@ -51,6 +51,9 @@ pub struct SweepArgs {
     pub activation: ActivationChoice,
     #[command(flatten)]
     #[serde(flatten)]
+    pub precise: PreciseArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: CommonArgs,
 }
 
@@ -60,7 +63,11 @@ struct SweepRun {
     model: String,
     lr: f64,
     seed: u64,
+    /// With precise statistics for LeNet-BN (unless `--precise-bn 0`), else with the running
+    /// statistics.
     final_test_acc: f64,
+    /// With the running statistics (the moving averages), for LeNet-BN with precise statistics.
+    final_test_acc_moving_avg: Option<f64>,
     outcome: &'static str,
     /// The largest batch loss of a step taken.
     max_batch_loss: f64,
@@ -87,7 +94,7 @@ fn check(args: &SweepArgs) -> Result<(), Error> {
 fn outcome(record: &RunRecord) -> &'static str {
     match record.status {
         Status::Diverged { .. } => "diverged",
-        _ if record.final_test_acc.unwrap_or(0.0) < CHANCE_BELOW => "stalled",
+        _ if record.headline_acc().unwrap_or(0.0) < CHANCE_BELOW => "stalled",
         _ => "ok",
     }
 }
@@ -108,6 +115,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
                 let spec = RunSpec {
                     lr,
                     batch_size: args.batch_size,
+                    precise_bn: args.precise.precise_bn,
                     ..RunSpec::recipe(model, args.activation, seed, args.epochs)
                 };
                 eprintln!("\n== {} lr {lr} seed {seed}", kind.name());
@@ -119,10 +127,11 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
                 for r in records {
                     runs.push(SweepRun {
                         outcome: outcome(&r),
-                        model: r.model,
+                        model: r.model.clone(),
                         lr,
                         seed,
-                        final_test_acc: r.final_test_acc.unwrap_or(0.0),
+                        final_test_acc: r.headline_acc().unwrap_or(0.0),
+                        final_test_acc_moving_avg: r.final_test_acc_precise.and(r.final_test_acc),
                         max_batch_loss: r.max_batch_loss,
                     });
                 }
@@ -130,11 +139,16 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
         }
     }
     session.dir.write_json("sweep.json", &runs)?;
-    let mut csv = String::from("model,lr,seed,final_test_acc,outcome,max_batch_loss\n");
+    let mut csv = String::from(
+        "model,lr,seed,final_test_acc,final_test_acc_moving_avg,outcome,max_batch_loss\n",
+    );
     for r in &runs {
+        let moving = r
+            .final_test_acc_moving_avg
+            .map_or(String::new(), |a| a.to_string());
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{}",
+            "{},{},{},{},{moving},{},{}",
             r.model, r.lr, r.seed, r.final_test_acc, r.outcome, r.max_batch_loss
         );
     }
@@ -144,9 +158,11 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     let mut page = Page::new("lr-sweep: final test accuracy against learning rate");
     page.text(format!(
         "Each model trained for {} epochs at every learning rate, seeds {}. Cells: the median \
-         final test accuracy over seeds, then each seed's accuracy and outcome: diverged (a \
-         batch loss above 100 or not finite), stalled (ending below {CHANCE_BELOW} without \
-         diverging) or ok. Every run's own folder, with its report, is in runs/.",
+         final test accuracy over seeds (LeNet-BN with precise batch-norm statistics unless \
+         --precise-bn 0; sweep.csv also has the accuracy with the moving averages), then each \
+         seed's accuracy and outcome: diverged (a batch loss above 100 or not finite), stalled \
+         (ending below {CHANCE_BELOW} without diverging) or ok. Every run's own folder, with \
+         its report, is in runs/.",
         args.epochs,
         experiment::seed_range(&args.seeds.list())
     ));

@@ -57,6 +57,7 @@ fn lenet_bn_learns_fashion_mnist_in_a_few_hundred_steps() {
             "config.json",
             "curves.png",
             "curves.svg",
+            "lenet-bn-precise-bn.safetensors",
             "lenet-bn.safetensors",
             "metrics.csv",
             "metrics.json",

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice};
+use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice, PlacementChoice};
 use crate::experiment::CommonArgs;
 
 /// Arguments of `train-lenet`.
@@ -34,9 +34,17 @@ pub struct TrainArgs {
     /// sigmoid].
     #[arg(long, value_enum)]
     pub activation: Option<ActivationChoice>,
+    /// LeNet-BN's batch norms before or after the activations [default: before].
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementChoice>,
     /// Seed of the initialisation and of the data order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// After every epoch, also measure test accuracy with batch-norm statistics recomputed from
+    /// this many training batches (precise BN; 0: off) [default: 200]. Training itself is
+    /// unchanged; <model>-precise-bn.safetensors holds the final weights with these statistics.
+    #[arg(long, allow_negative_numbers = true)]
+    pub precise_bn: Option<usize>,
     /// Stop after this many optimizer steps in total.
     #[arg(long)]
     pub steps: Option<u64>,

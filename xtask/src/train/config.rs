@@ -10,7 +10,7 @@ use crate::choices::{
 };
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
-use crate::{checks, files, Error};
+use crate::{checks, files, precise, Error};
 
 /// Epochs when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 10;
@@ -89,6 +89,12 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             "--init holds one model's weights: add --model lenet or --model lenet-bn".into(),
         ));
     }
+    if args.placement.is_some() && !kinds.iter().any(|k| k.has_batch_norm()) {
+        return Err(Error::Usage(
+            "--placement moves batch norm, which lenet does not have; use --model lenet-bn or both"
+                .into(),
+        ));
+    }
     if let Some(init) = &args.init {
         files::check_input_file("--init", init)?;
     }
@@ -106,6 +112,8 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             shuffle: !args.no_shuffle,
             steps: args.steps,
             init: args.init.clone(),
+            precise_bn: args.precise_bn.unwrap_or(precise::DEFAULT_BATCHES),
+            placement: args.placement.unwrap_or_default(),
         })
         .collect();
     let common = &args.common;

@@ -10,6 +10,7 @@
 //!   and what it may change;
 //! - [`progress`] and [`checkpoint`]: where a model stands, saved and restored;
 //! - [`trainer`]: the loop over epochs and steps;
+//! - [`targets`]: epochs to a target accuracy and the train − test gap;
 //! - [`page`]: the run's `report.html`.
 
 pub mod args;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod page;
 pub mod progress;
 pub mod resume;
+pub mod targets;
 pub mod trainer;
 
 pub use args::TrainArgs;
@@ -75,6 +77,15 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
     );
     let outcome = execute(&config, &dir, &data, states)?;
     println!("\n{}", report::summary(&outcome.records).text());
+    println!("{}", report::ACCURACY_NOTE);
+    println!(
+        "\nepochs to a test accuracy:\n{}",
+        targets::epochs_to_target(&outcome.records).text()
+    );
+    println!(
+        "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
+        targets::gap_table(&outcome.records).text()
+    );
     match outcome.stopped_by {
         Some(signal) => eprintln!(
             "interrupted by {}; checkpoints are in {}. Resume with:\n  cargo xtask train-lenet --resume {}",

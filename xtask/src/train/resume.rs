@@ -148,6 +148,16 @@ fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
                 .collect(),
         ),
         (
+            "--placement",
+            args.placement.map(flag_value),
+            runs.iter().map(|r| flag_value(r.placement)).collect(),
+        ),
+        (
+            "--precise-bn",
+            args.precise_bn.map(|k| k.to_string()),
+            runs.iter().map(|r| r.precise_bn.to_string()).collect(),
+        ),
+        (
             "--init",
             args.init.as_ref().map(|p| p.display().to_string()),
             runs.iter()
