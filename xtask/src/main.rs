@@ -17,6 +17,7 @@ mod choices;
 mod divergence;
 mod error;
 mod eval;
+mod eval_mode;
 mod experiment;
 mod files;
 mod html;
@@ -67,6 +68,10 @@ enum Command {
     /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
     /// 143; the runs finished so far stay in the output folder.
     Placement(placement::PlacementArgs),
+    /// The brief's train/eval warning: a trained LeNet-BN predicting the test set in eval mode
+    /// and in training mode with test batches of 1 to 1000 images, and how often an image's
+    /// class changes with the other images in its batch.
+    EvalMode(eval_mode::EvalModeArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
         Command::LrSweep(args) => sweep::run(args),
         Command::Eval(args) => eval::run(args).map(|()| None),
         Command::Placement(args) => placement::run(args),
+        Command::EvalMode(args) => eval_mode::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {

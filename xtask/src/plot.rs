@@ -95,6 +95,14 @@ impl Line {
             ..Line::solid(label, color)
         }
     }
+
+    /// A dashed line without dots (a reference level).
+    pub fn reference(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            markers: false,
+            ..Line::dashed(label, color)
+        }
+    }
 }
 
 /// One line of a panel: the legend entry it belongs to, and its points.

@@ -188,6 +188,45 @@ fn placement_options_are_checked_first() {
 }
 
 #[test]
+fn eval_mode_options_are_checked_first() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--batch-sizes", "0"],
+            &[
+                "every --batch-sizes value must be between 1 and 10000",
+                "got 0",
+            ],
+        ),
+        (&["--batch-sizes", "20000"], &["got 20000"]),
+        (
+            &["--batch-sizes", "2", "8", "2"],
+            &["--batch-sizes lists 2 more than once"],
+        ),
+        (&["--orders", "0"], &["--orders must be at least 1"]),
+        (&["--epochs", "0"], &["--epochs must be at least 1"]),
+        (
+            &["--weights", "/nonexistent.safetensors"],
+            &["--weights /nonexistent.safetensors: no such file"],
+        ),
+        (
+            &["--weights", "/tmp", "--epochs", "3"],
+            &["cannot be used with"],
+        ),
+        (
+            &["--threads", "100000"],
+            &["--threads must be between 1 and"],
+        ),
+        (
+            &["--precise-bn", "x"],
+            &["invalid value 'x' for '--precise-bn"],
+        ),
+    ];
+    for (args, expected) in cases {
+        fails_before_data(&[&["eval-mode"], *args].concat(), expected);
+    }
+}
+
+#[test]
 fn eval_paths_are_checked_first() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("lenet.safetensors");

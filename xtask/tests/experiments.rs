@@ -223,3 +223,113 @@ fn placement_trains_both_placements_from_the_same_start_and_reports() {
     assert_report(&out, &["placement", "Final test accuracy", "median"]);
     assert_eq!(json(&out.join("config.json"))["experiment"], "placement");
 }
+
+#[test]
+fn eval_mode_trains_a_model_and_shows_what_training_mode_does_to_predictions() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval-mode");
+    let result = succeeds(&[
+        "eval-mode",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "1024",
+        "--batch-sizes",
+        "1",
+        "2",
+        "500",
+        "--orders",
+        "2",
+        "--precise-bn",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // The model it trained is a train-lenet run of its own.
+    let model = json(&out.join("model/metrics.json"));
+    assert_eq!(model[0]["model"], "lenet-bn");
+    assert_eq!(model[0]["epochs"].as_array().unwrap().len(), 1);
+    let r = json(&out.join("eval-mode.json"));
+    // A batch of one image cannot be normalized in training mode (BatchNorm1d).
+    let one = &r["train"][0];
+    assert_eq!(one["batch_size"], 1);
+    assert!(
+        one["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 1 value per channel"),
+        "{one}"
+    );
+    // Eval mode: the class never depends on the batch; training mode: it does.
+    for e in r["eval"].as_array().unwrap() {
+        assert_eq!(e["depends_on_company"], 0.0, "{e}");
+        assert_eq!(e["differs_from_alone"], 0.0, "{e}");
+    }
+    let two = &r["train"][1];
+    assert!(two["error"].is_null());
+    assert!(two["differs_from_alone"].as_f64().unwrap() > 0.05, "{two}");
+    assert!(
+        two["depends_on_company"].as_f64().unwrap()
+            > r["train"][2]["depends_on_company"].as_f64().unwrap(),
+        "smaller batches, more dependence: {r}"
+    );
+    assert_eq!(r["eval_precise"][1], 3, "{r}");
+    let text = stdout(&result);
+    assert!(text.contains("fails (see below)"), "{text}");
+    assert!(text.contains("training mode with batches of 1: "), "{text}");
+    for file in [
+        "eval-mode.csv",
+        "eval-mode.png",
+        "eval-mode.svg",
+        "config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert_report(&out, &["eval-mode", "class depends on the company"]);
+}
+
+#[test]
+fn eval_mode_takes_weights_and_refuses_weights_of_another_model() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("bn.safetensors");
+    common::save_weights(&weights, true);
+    let out = dir.path().join("out");
+    succeeds(&[
+        "eval-mode",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--batch-sizes",
+        "100",
+        "--orders",
+        "1",
+        "--precise-bn",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.join("model").exists(), "nothing trained");
+    let r = json(&out.join("eval-mode.json"));
+    assert!(r["eval_precise"].is_null(), "{r}");
+    assert_eq!(r["train"].as_array().unwrap().len(), 1);
+    // LeNet weights are not LeNet-BN's: refused before any folder or data.
+    let plain = dir.path().join("plain.safetensors");
+    common::save_weights(&plain, false);
+    let refused = dir.path().join("refused");
+    common::fails_clearly(
+        &[
+            "eval-mode",
+            "--weights",
+            plain.to_str().unwrap(),
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+        &["does not fit the model"],
+    );
+    assert!(!refused.exists());
+}
