@@ -22,7 +22,11 @@ use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::report::{fmt_lr, median, RunRecord, Status};
 use crate::signals::{self, Signal};
 use crate::table::Table;
-use crate::{checks, plot, Error};
+use plotters::prelude::IntoLogRange;
+
+use crate::plot::{render, Figure, Line, Panel, Series};
+use crate::run_dir::RunDir;
+use crate::{checks, Error};
 
 /// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
 /// classes).
@@ -168,7 +172,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     ));
     page.table(table);
     let lines = summary_lines(&args, &runs);
-    if let Some(chart) = plot::sweep_chart(&session.dir, &args.lrs, &lines).transpose() {
+    if let Some(chart) = chart(&session.dir, &args.lrs, &lines).transpose() {
         page.figure("the sweep chart", chart);
     }
     session.finish(page, "lr-sweep", &args)?;
@@ -224,4 +228,43 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> Table {
         t.row(row);
     }
     t
+}
+
+/// `sweep.png` / `sweep.svg`: final test accuracy against learning rate, one line per model
+/// through the median over seeds.
+fn chart(
+    dir: &RunDir,
+    lrs: &[f64],
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<Option<Figure>, Error> {
+    let lo = lrs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = lrs.iter().copied().fold(0.0f64, f64::max);
+    if !(lo > 0.0 && hi >= lo) {
+        return Ok(None);
+    }
+    let legend: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| Line::solid(label.clone(), i))
+        .collect();
+    let panels = || {
+        vec![Panel {
+            title: "Final test accuracy vs learning rate".into(),
+            x_label: "learning rate (log scale)".into(),
+            y_label: "test accuracy (median over seeds)".into(),
+            x_range: (lo / 1.5..hi * 1.5).log_scale(),
+            y_range: 0.0..1.0,
+            series: lines
+                .iter()
+                .enumerate()
+                .map(|(i, (_, points))| Series {
+                    line: i,
+                    points: points.clone(),
+                })
+                .collect(),
+            integer_x: false,
+        }]
+    };
+    let caption = "Final test accuracy against learning rate (median over seeds).";
+    render(dir, "sweep", caption, &legend, panels).map(Some)
 }

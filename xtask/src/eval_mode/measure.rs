@@ -162,9 +162,10 @@ mod tests {
         let mut model = lenet_bn(Activation::Relu, &mut rng).unwrap();
         let images = Tensor::rand_uniform(&[30, 1, 28, 28], 0.0, 1.0, &mut rng);
         let split = Split::new(images, (0..30).map(|i| i % 10).collect()).unwrap();
-        let batches = split.batches(10, Order::Sequential, LastBatch::Keep).unwrap();
-        norma_layers::recompute_batch_norm_stats(&mut model, batches.map(|b| b.images), 3)
+        let batches = split
+            .batches(10, Order::Sequential, LastBatch::Keep)
             .unwrap();
+        norma_layers::recompute_batch_norm_stats(&mut model, batches.map(|b| b.images), 3).unwrap();
         (model, split)
     }
 
@@ -184,7 +185,10 @@ mod tests {
         assert_eq!(state(&model), before, "the running statistics are put back");
         // One image alone in training mode: BatchNorm1d has one value per channel.
         let one = at_batch_size(&mut model, &split, 1, 2, 0, Mode::Train, &alone).unwrap();
-        let err = one.error.clone().expect("a batch of one fails in training mode");
+        let err = one
+            .error
+            .clone()
+            .expect("a batch of one fails in training mode");
         assert!(err.contains("value per channel"), "{err}");
         assert!(one.accuracies.is_empty() && one.mean_accuracy().is_nan());
         assert_eq!(state(&model), before);

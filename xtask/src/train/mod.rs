@@ -11,11 +11,12 @@
 //! - [`progress`] and [`checkpoint`]: where a model stands, saved and restored;
 //! - [`trainer`]: the loop over epochs and steps;
 //! - [`targets`]: epochs to a target accuracy and the train − test gap;
-//! - [`page`]: the run's `report.html`.
+//! - [`curves`] and [`page`]: the run's chart and `report.html`.
 
 pub mod args;
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
 pub mod page;
 pub mod progress;
 pub mod resume;
@@ -33,7 +34,7 @@ use crate::report::{self, RunRecord};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::train::progress::Progress;
-use crate::{experiment, html, plot, setup, Error};
+use crate::{experiment, html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -159,7 +160,7 @@ pub fn execute(
         }
     }
     let records: Vec<RunRecord> = states.into_iter().map(|s| s.progress.record).collect();
-    let curves = plot::training_curves(dir, &records).transpose();
+    let curves = curves::training_curves(dir, &records).transpose();
     page::page(config, &records, curves).write(dir)?;
     Ok(Outcome {
         records,
