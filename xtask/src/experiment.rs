@@ -59,19 +59,24 @@ pub struct PreciseArgs {
     pub precise_bn: usize,
 }
 
-/// `--seed` and `--seeds` of an experiment repeated over seeds; `COUNT` is the default number
-/// of seeds.
+/// `--seed` and `--seeds` of an experiment repeated over seeds. The default number of seeds is
+/// [`DEFAULT_SEEDS`]; a command that wants another sets it with
+/// `#[command(mut_arg("seeds", |a| a.default_value("1")))]` on its arguments (a generic
+/// default does not work: clap keeps the rendered default in one static for all instances).
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct SeedArgs<const COUNT: u64> {
+pub struct SeedArgs {
     /// The first seed (of the initialisation and the data order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// How many seeds to run: SEED, SEED + 1, ...
-    #[arg(long, default_value_t = COUNT)]
+    #[arg(long, default_value_t = DEFAULT_SEEDS)]
     pub seeds: u64,
 }
 
-impl<const COUNT: u64> SeedArgs<COUNT> {
+/// Seeds per experiment unless the command says otherwise.
+pub const DEFAULT_SEEDS: u64 = 3;
+
+impl SeedArgs {
     /// Checks that there is at least one seed and that the last one exists.
     pub fn check(&self) -> Result<(), Error> {
         checks::at_least_one("--seeds", self.seeds)?;
@@ -242,21 +247,21 @@ mod tests {
 
     #[test]
     fn seeds_count_up_from_the_first_and_stay_in_range() {
-        let s = SeedArgs::<3> { seed: 5, seeds: 3 };
+        let s = SeedArgs { seed: 5, seeds: 3 };
         assert_eq!(s.list(), [5, 6, 7]);
         s.check().unwrap();
-        let none = SeedArgs::<3> { seed: 0, seeds: 0 };
+        let none = SeedArgs { seed: 0, seeds: 0 };
         assert!(none
             .check()
             .unwrap_err()
             .to_string()
             .contains("--seeds must be at least 1"));
-        let past = SeedArgs::<3> {
+        let past = SeedArgs {
             seed: u64::MAX,
             seeds: 2,
         };
         assert!(past.check().unwrap_err().to_string().contains("goes past"));
-        SeedArgs::<3> {
+        SeedArgs {
             seed: u64::MAX,
             seeds: 1,
         }

@@ -132,3 +132,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn each_experiment_has_its_own_default_number_of_seeds() {
+        match parse(&["placement"]) {
+            Command::Placement(a) => assert_eq!(a.seeds.list(), [0]),
+            _ => unreachable!(),
+        }
+        match parse(&["lr-sweep"]) {
+            Command::LrSweep(a) => assert_eq!(a.seeds.list(), [0, 1, 2]),
+            _ => unreachable!(),
+        }
+        match parse(&["placement", "--seed", "4", "--seeds", "2"]) {
+            Command::Placement(a) => assert_eq!(a.seeds.list(), [4, 5]),
+            _ => unreachable!(),
+        }
+    }
+}

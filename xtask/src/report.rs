@@ -151,13 +151,6 @@ const EPOCH_COLUMNS: [(&str, usize); 8] = [
     ("samples/s", 10),
 ];
 
-/// What the test-accuracy columns mean, printed under the tables.
-pub const ACCURACY_NOTE: &str = "test acc: eval mode with the running statistics (moving \
-averages kept during training, PyTorch's default); precise BN: eval mode with batch-norm \
-statistics recomputed from training batches after the epoch (see --precise-bn). In the final \
-comparison, test acc is the precise-BN accuracy for models with batch norm and moving-avg BN the \
-accuracy with the running statistics.";
-
 /// The cells of one row of the per-epoch table.
 fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
     vec![
@@ -209,6 +202,21 @@ pub fn epochs_table(records: &[RunRecord]) -> Table {
         }
     }
     t
+}
+
+/// What the test-accuracy columns mean, for runs that measured precise statistics (`None`
+/// otherwise: then there is one test accuracy, with the running statistics).
+pub fn accuracy_note(records: &[RunRecord]) -> Option<&'static str> {
+    records
+        .iter()
+        .any(|r| r.final_test_acc_precise.is_some())
+        .then_some(
+            "test acc: eval mode with the running statistics (moving averages kept during \
+             training, PyTorch's default); precise BN: eval mode with batch-norm statistics \
+             recomputed from training batches after the epoch (see --precise-bn). In the final \
+             comparison, test acc is the precise-BN accuracy for models with batch norm and \
+             moving-avg BN the accuracy with the running statistics.",
+        )
 }
 
 /// The final side-by-side comparison of the models of a run: last epoch's training loss and

@@ -40,7 +40,7 @@ pub struct SweepArgs {
     pub lrs: Vec<f64>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub seeds: SeedArgs<3>,
+    pub seeds: SeedArgs,
     /// Epochs per run.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,

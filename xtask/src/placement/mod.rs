@@ -27,8 +27,9 @@ use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::{checks, Error};
 
-/// Arguments of `placement`.
+/// Arguments of `placement` (one seed by default: 4 runs of 10 epochs, a few minutes).
 #[derive(Debug, clap::Args, Serialize)]
+#[command(mut_arg("seeds", |a| a.default_value("1")))]
 pub struct PlacementArgs {
     /// Activations to compare the placements with.
     #[arg(long, value_enum, num_args = 1.., default_values = ["sigmoid", "relu"])]
@@ -41,7 +42,7 @@ pub struct PlacementArgs {
     pub lr: Option<f64>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub seeds: SeedArgs<1>,
+    pub seeds: SeedArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub precise: PreciseArgs,

@@ -78,7 +78,9 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
     );
     let outcome = execute(&config, &dir, &data, states)?;
     println!("\n{}", report::summary(&outcome.records).text());
-    println!("{}", report::ACCURACY_NOTE);
+    if let Some(note) = report::accuracy_note(&outcome.records) {
+        println!("{note}");
+    }
     println!(
         "\nepochs to a test accuracy:\n{}",
         targets::epochs_to_target(&outcome.records).text()

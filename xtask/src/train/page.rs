@@ -24,8 +24,10 @@ pub fn page(
          recomputed from training batches after the epoch.",
     );
     page.heading("Final comparison")
-        .table(report::summary(records))
-        .text(report::ACCURACY_NOTE);
+        .table(report::summary(records));
+    if let Some(note) = report::accuracy_note(records) {
+        page.text(note);
+    }
     if let Some(curves) = curves {
         page.figure("the training curves", curves);
     }
