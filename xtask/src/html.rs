@@ -192,8 +192,8 @@ fn render_figure(s: &mut String, f: &Figure) {
     }
     let _ = writeln!(
         s,
-        "\n<figcaption>{} (also {}.png and {}.svg in this folder)</figcaption>\n</figure>",
-        escape(&f.caption),
+        "\n<figcaption>{} (also {}.png and {}.svg in this folder).</figcaption>\n</figure>",
+        escape(f.caption.trim_end_matches('.')),
         escape(&f.stem),
         escape(&f.stem)
     );

@@ -42,7 +42,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     /// After every epoch, also measure test accuracy with batch-norm statistics recomputed from
     /// this many training batches (precise BN; 0: off) [default: 200]. Training itself is
-    /// unchanged; <model>-precise-bn.safetensors holds the final weights with these statistics.
+    /// unchanged; MODEL-precise-bn.safetensors holds the final weights with these statistics.
     #[arg(long, allow_negative_numbers = true)]
     pub precise_bn: Option<usize>,
     /// Stop after this many optimizer steps in total.
