@@ -120,8 +120,10 @@ pub struct ExperimentConfig<'a, T: Serialize> {
     pub options: &'a T,
 }
 
-/// A started experiment: its output folder, its data and its options.
+/// A started experiment: its name, output folder, data and options.
 pub struct Session {
+    /// The command (`placement`, `lr-sweep`, ...).
+    pub name: &'static str,
     pub dir: RunDir,
     pub data: Dataset,
     pub common: CommonArgs,
@@ -131,7 +133,7 @@ pub struct Session {
 /// (`--out`, or a new `runs/<command>-<timestamp>`), sizes the thread pool, watches for
 /// SIGINT/SIGTERM and loads the data. `None` when a signal arrived while the data loaded
 /// (nothing was written; the caller returns [`signals::received`]).
-pub fn start(command: &str, common: &CommonArgs) -> Result<Option<Session>, Error> {
+pub fn start(command: &'static str, common: &CommonArgs) -> Result<Option<Session>, Error> {
     common.check()?;
     let dir = RunDir::create(common.out.as_deref(), &format!("{command}-"))?;
     setup::threads(common.threads)?;
@@ -149,6 +151,7 @@ pub fn start(command: &str, common: &CommonArgs) -> Result<Option<Session>, Erro
         rayon::current_num_threads()
     );
     Ok(Some(Session {
+        name: command,
         dir,
         data,
         common: common.clone(),
@@ -173,9 +176,9 @@ pub fn load_data(
 
 impl Session {
     /// Writes `config.json`: the experiment's name, the command line and `options`.
-    pub fn write_config(&self, experiment: &str, options: &impl Serialize) -> Result<(), Error> {
+    pub fn write_config(&self, options: &impl Serialize) -> Result<(), Error> {
         self.dir
-            .write_json("config.json", &config(experiment, options))
+            .write_json("config.json", &config(self.name, options))
     }
 
     /// Trains `runs` in a new subfolder `name` of `parent` as one `train-lenet` run (its own
@@ -215,13 +218,8 @@ impl Session {
 
     /// Adds the configuration to `page`, writes it as `report.html` and says where the results
     /// are.
-    pub fn finish(
-        &self,
-        mut page: Page,
-        experiment: &str,
-        options: &impl Serialize,
-    ) -> Result<(), Error> {
-        page.config(&config(experiment, options));
+    pub fn finish(&self, mut page: Page, options: &impl Serialize) -> Result<(), Error> {
+        page.config(&config(self.name, options));
         page.write(&self.dir)?;
         eprintln!(
             "results in {} (open {} in a browser)",

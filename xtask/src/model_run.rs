@@ -222,9 +222,10 @@ impl ModelRun {
             test_acc_precise: None,
             precise_batches: None,
         };
-        let batches = match precise {
-            true => precise::batches(&self.spec, data)?,
-            false => None,
+        let batches = if precise {
+            precise::batches(&self.spec, data)?
+        } else {
+            None
         };
         if let Some(batches) = batches {
             let (predicted, used) =

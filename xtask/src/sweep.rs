@@ -109,7 +109,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     let Some(session) = experiment::start("lr-sweep", &args.common)? else {
         return Ok(signals::received());
     };
-    session.write_config("lr-sweep", &args)?;
+    session.write_config(&args)?;
     let runs_dir = session.dir.subdir("runs")?;
     let mut runs = Vec::new();
     for &lr in &args.lrs {
@@ -175,7 +175,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     if let Some(chart) = chart(&session.dir, &args.lrs, &lines).transpose() {
         page.figure("the sweep chart", chart);
     }
-    session.finish(page, "lr-sweep", &args)?;
+    session.finish(page, &args)?;
     Ok(None)
 }
 

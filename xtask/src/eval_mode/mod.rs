@@ -123,7 +123,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
     let Some(session) = experiment::start("eval-mode", &args.common)? else {
         return Ok(signals::received());
     };
-    session.write_config("eval-mode", &args)?;
+    session.write_config(&args)?;
     let spec = RunSpec {
         placement: args.placement,
         precise_bn: args.precise.precise_bn,
@@ -160,7 +160,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
         report.pre(failures);
     }
     report.figure("the eval-mode chart", chart::chart(&session.dir, &results));
-    session.finish(report, "eval-mode", &args)?;
+    session.finish(report, &args)?;
     Ok(None)
 }
 

@@ -95,7 +95,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
     let Some(session) = experiment::start("placement", &args.common)? else {
         return Ok(signals::received());
     };
-    session.write_config("placement", &args)?;
+    session.write_config(&args)?;
     let runs_dir = session.dir.subdir("runs")?;
     let total = args.seeds.list().len() * args.activations.len() * PLACEMENTS.len();
     let mut runs = Vec::new();
@@ -161,7 +161,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
         chart::chart(&session.dir, &args, &runs),
     );
     page.heading("Median test accuracy per epoch").table(epochs);
-    session.finish(page, "placement", &args)?;
+    session.finish(page, &args)?;
     Ok(None)
 }
 

@@ -143,9 +143,9 @@ fn end_epoch(
 fn finish(run: &mut ModelRun, p: &mut Progress, data: &Dataset, dir: &RunDir) -> Result<(), Error> {
     let name = run.spec.model.kind().name();
     // A completed run was just evaluated at the end of its last epoch; any other stop
-    // happened after steps that no evaluation has seen yet.
-    // A diverged run keeps the weights of its last good step, which may be too large to run in
-    // training mode without overflowing: it is evaluated with its running statistics only.
+    // happened after steps that no evaluation has seen yet. A diverged run keeps the weights
+    // of its last good step, which may be too large to run in training mode without
+    // overflowing: it is evaluated with its running statistics only, and gets no precise file.
     let diverged = matches!(p.record.status, Status::Diverged { .. });
     if p.record.status != Status::Completed {
         let eval = run.evaluate(data, !diverged)?;
