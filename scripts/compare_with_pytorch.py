@@ -8,9 +8,9 @@
 4. Compares every tensor of the two state_dicts (weights and running statistics) and loads
    norma's file back into PyTorch with load_state_dict(strict=True).
 
-Run from the repository root with the venv of ../shared/bench/torch/setup.sh:
+Run from the repository root with a Python venv that has torch, numpy and safetensors:
 
-    /tmp/norma-torch-venv/bin/python scripts/compare_with_pytorch.py --model lenet-bn --steps 50
+    python scripts/compare_with_pytorch.py --model lenet-bn --steps 50
 """
 
 from __future__ import annotations

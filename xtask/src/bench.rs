@@ -70,6 +70,8 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             shuffle: false,
             steps: None,
             init: None,
+            precise_bn: 0,
+            placement: Default::default(),
         })?;
         let mut times = Vec::with_capacity(args.steps);
         for i in 0..args.warmup + args.steps {

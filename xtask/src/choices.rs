@@ -1,11 +1,13 @@
-//! What the command line chooses between: dataset, model(s), optimizer, activation, and the
-//! default learning rates.
+//! What the command line chooses between: dataset, model(s), optimizer, activation, where batch
+//! norm sits, and the default learning rates; [`build_model`] builds the network they name.
 
 use std::path::PathBuf;
 
 use clap::ValueEnum;
 use norma_datasets::DatasetKind;
-use norma_layers::models::{Activation, ModelKind};
+use norma_layers::models::{self, Activation, ModelKind, Placement};
+use norma_layers::Sequential;
+use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
 /// `--dataset`.
@@ -26,7 +28,7 @@ impl DatasetChoice {
 }
 
 /// `--dataset` and `--data-dir`, shared by every command.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
 pub struct DataArgs {
     /// The dataset [default: fashion-mnist].
     #[arg(long, value_enum)]
@@ -108,6 +110,45 @@ impl ActivationChoice {
         match self {
             ActivationChoice::Sigmoid => Activation::Sigmoid,
             ActivationChoice::Relu => Activation::Relu,
+        }
+    }
+}
+
+/// `--placement`: batch norm before the activation (the brief's rule, d2l) or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementChoice {
+    #[default]
+    Before,
+    After,
+}
+
+impl PlacementChoice {
+    pub fn placement(self) -> Placement {
+        match self {
+            PlacementChoice::Before => Placement::BeforeActivation,
+            PlacementChoice::After => Placement::AfterActivation,
+        }
+    }
+
+    /// `before` or `after`.
+    pub fn name(self) -> &'static str {
+        self.placement().name()
+    }
+}
+
+/// The network `model` with `activation` and, for LeNet-BN, its batch norms at `placement`,
+/// with Xavier-uniform weights drawn from `rng`.
+pub fn build_model(
+    model: ModelChoice,
+    activation: ActivationChoice,
+    placement: PlacementChoice,
+    rng: &mut Rng,
+) -> Result<Sequential, norma_layers::LayerError> {
+    match model {
+        ModelChoice::Lenet => models::lenet(activation.activation(), rng),
+        ModelChoice::LenetBn => {
+            models::lenet_bn_placed(activation.activation(), placement.placement(), rng)
         }
     }
 }

@@ -24,15 +24,12 @@
 //! reaches 1e7). Plain LeNet at lr 3–10 therefore ends "stalled" in the sweep: at chance, its
 //! sigmoids saturated, with a largest batch loss of 5–13 that `sweep.json` records.
 
-use std::rc::Rc;
-
 use norma_layers::{Buffer, Module};
 use norma_tensor::Tensor;
 
 use crate::model_run::RunSpec;
 use crate::report::fmt_lr;
 use crate::train::progress::Progress;
-use crate::Error;
 
 /// Why a step diverged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,53 +49,6 @@ pub fn overflowed(model: &dyn Module) -> bool {
             .named_buffers()
             .iter()
             .any(|(_, b)| matches!(b, Buffer::F32(t) if !finite(&t.get())))
-}
-
-/// The weights and buffers of a model before a step, to undo a step that diverged. Weights are
-/// kept as snapshots (no copy unless the step changes them); buffers are small and copied.
-pub struct Snapshot {
-    params: Vec<Rc<Tensor>>,
-    buffers: Vec<Option<Tensor>>,
-    counters: Vec<Option<i64>>,
-}
-
-impl Snapshot {
-    pub fn take(model: &dyn Module) -> Snapshot {
-        let buffers = model.named_buffers();
-        Snapshot {
-            params: model.parameters().iter().map(|p| p.value()).collect(),
-            buffers: buffers
-                .iter()
-                .map(|(_, b)| match b {
-                    Buffer::F32(t) => Some(t.get()),
-                    Buffer::I64(_) => None,
-                })
-                .collect(),
-            counters: buffers
-                .iter()
-                .map(|(_, b)| match b {
-                    Buffer::I64(c) => Some(c.get()),
-                    Buffer::F32(_) => None,
-                })
-                .collect(),
-        }
-    }
-
-    /// Puts every weight and buffer back.
-    pub fn restore(self, model: &dyn Module) -> Result<(), Error> {
-        for (p, value) in model.parameters().iter().zip(self.params) {
-            p.set_value(Rc::unwrap_or_clone(value))?;
-        }
-        let buffers = model.named_buffers();
-        for (((_, b), t), c) in buffers.iter().zip(self.buffers).zip(self.counters) {
-            match (b, t, c) {
-                (Buffer::F32(buffer), Some(t), _) => buffer.set(t)?,
-                (Buffer::I64(counter), _, Some(c)) => counter.set(c),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A batch loss above this means the run diverged (see the module docs).

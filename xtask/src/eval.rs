@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use norma_layers::checkpoint;
 use norma_tensor::Rng;
 
-use crate::choices::{ActivationChoice, DataArgs, ModelChoice};
+use crate::choices::{build_model, ActivationChoice, DataArgs, ModelChoice, PlacementChoice};
 use crate::model_run::{accuracy, predict};
 use crate::{files, setup, Error};
 
@@ -24,6 +24,10 @@ pub struct EvalArgs {
     /// Activation the model was trained with.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub activation: ActivationChoice,
+    /// Where LeNet-BN's batch norms were when it trained (a checkpoint does not say: both
+    /// placements have the same tensors).
+    #[arg(long, value_enum, default_value = "before")]
+    pub placement: PlacementChoice,
     #[command(flatten)]
     pub data: DataArgs,
     /// Write the predicted class of each test image to this file, one per line, in test order
@@ -59,10 +63,12 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
     check(&args)?;
     setup::threads(args.threads)?;
     // The initialisation is overwritten by the checkpoint; the seed does not matter.
-    let mut model = args
-        .model
-        .kind()
-        .build(args.activation.activation(), &mut Rng::seed_from_u64(0))?;
+    let mut model = build_model(
+        args.model,
+        args.activation,
+        args.placement,
+        &mut Rng::seed_from_u64(0),
+    )?;
     checkpoint::load(&model, &args.weights)?;
     let data = setup::load_data(args.data.dataset(), args.data.data_dir.as_deref(), None)?;
     let predicted = predict(&mut model, &data.test)?;

@@ -3,6 +3,8 @@
 //! - `train-lenet`: LeNet vs LeNet-BN on Fashion-MNIST (the brief's experiment)
 //! - `lr-sweep`: final test accuracy of both models across learning rates and seeds
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
+//! - `placement`: LeNet-BN with batch norm before or after the activations
+//! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
 //! - `bench`: training throughput of a full step, both models
 //!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
@@ -15,14 +17,21 @@ mod choices;
 mod divergence;
 mod error;
 mod eval;
+mod eval_mode;
+mod experiment;
 mod files;
+mod html;
 mod model_run;
+mod placement;
 mod plot;
+mod precise;
 mod report;
 mod run_dir;
 mod setup;
 mod signals;
+mod snapshot;
 mod sweep;
+mod table;
 mod train;
 
 use std::process::ExitCode;
@@ -53,6 +62,16 @@ enum Command {
     LrSweep(sweep::SweepArgs),
     /// Test accuracy, per-class accuracy and confusion matrix of saved weights.
     Eval(eval::EvalArgs),
+    /// LeNet-BN with batch norm before vs after the activations (sigmoid and ReLU): final and
+    /// per-epoch test accuracy over seeds.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; the runs finished so far stay in the output folder.
+    Placement(placement::PlacementArgs),
+    /// The brief's train/eval warning: a trained LeNet-BN predicting the test set in eval mode
+    /// and in training mode with test batches of 1 to 1000 images, and how often an image's
+    /// class changes with the other images in its batch.
+    EvalMode(eval_mode::EvalModeArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -100,6 +119,8 @@ fn main() -> ExitCode {
         Command::TrainLenet(args) => train::run(args),
         Command::LrSweep(args) => sweep::run(args),
         Command::Eval(args) => eval::run(args).map(|()| None),
+        Command::Placement(args) => placement::run(args),
+        Command::EvalMode(args) => eval_mode::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {
@@ -108,6 +129,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn each_experiment_has_its_own_default_number_of_seeds() {
+        match parse(&["placement"]) {
+            Command::Placement(a) => assert_eq!(a.seeds.list(), [0]),
+            _ => unreachable!(),
+        }
+        match parse(&["lr-sweep"]) {
+            Command::LrSweep(a) => assert_eq!(a.seeds.list(), [0, 1, 2]),
+            _ => unreachable!(),
+        }
+        match parse(&["placement", "--seed", "4", "--seeds", "2"]) {
+            Command::Placement(a) => assert_eq!(a.seeds.list(), [4, 5]),
+            _ => unreachable!(),
         }
     }
 }

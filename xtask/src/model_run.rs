@@ -11,12 +11,18 @@ use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{ActivationChoice, ModelChoice, OptimizerChoice};
-use crate::{divergence, Error};
+use crate::choices::{
+    build_model, default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice,
+};
+use crate::snapshot::Snapshot;
+use crate::{divergence, precise, Error};
 
 /// Samples per forward pass when evaluating (fixed, so that accuracies printed by `train-lenet`
 /// and `eval` come from identical computations).
 pub const EVAL_BATCH: usize = 500;
+
+/// Samples per training batch unless an experiment says otherwise (d2l's 256).
+pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 /// Everything that defines one model's training run (part of `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,9 +40,44 @@ pub struct RunSpec {
     pub steps: Option<u64>,
     /// Start from these weights and buffers instead of a fresh initialisation.
     pub init: Option<PathBuf>,
+    /// Training batches to recompute batch-norm statistics from for a second test accuracy
+    /// after every epoch (see [`crate::precise`]); 0: none. Ignored without batch norm. Runs
+    /// stored before it existed read as 0.
+    #[serde(default)]
+    pub precise_bn: usize,
+    /// Where LeNet-BN's batch norms sit relative to the activations (runs stored before it
+    /// existed had them before).
+    #[serde(default)]
+    pub placement: PlacementChoice,
 }
 
 impl RunSpec {
+    /// d2l's recipe for `model` from `seed`: SGD without momentum at the default learning
+    /// rate, batch 256, shuffled every epoch, no step limit, fresh weights. Experiments change
+    /// fields from here.
+    pub fn recipe(
+        model: ModelChoice,
+        activation: ActivationChoice,
+        seed: u64,
+        epochs: usize,
+    ) -> RunSpec {
+        RunSpec {
+            model,
+            activation,
+            optimizer: OptimizerChoice::Sgd,
+            lr: default_lr(model.kind(), OptimizerChoice::Sgd),
+            momentum: 0.0,
+            seed,
+            batch_size: DEFAULT_BATCH_SIZE,
+            epochs,
+            shuffle: true,
+            steps: None,
+            init: None,
+            precise_bn: precise::DEFAULT_BATCHES,
+            placement: PlacementChoice::Before,
+        }
+    }
+
     /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.
     pub fn epoch_seed(&self, epoch: usize) -> u64 {
         self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -95,9 +136,10 @@ impl ModelRun {
 
     /// Builds the model from the seed only, for weights that a checkpoint will replace.
     pub fn fresh(spec: RunSpec) -> Result<ModelRun, Error> {
-        let kind = spec.model.kind();
-        let model = kind.build(
-            spec.activation.activation(),
+        let model = build_model(
+            spec.model,
+            spec.activation,
+            spec.placement,
             &mut Rng::seed_from_u64(spec.seed),
         )?;
         let params = model.parameters();
@@ -130,7 +172,7 @@ impl ModelRun {
     /// weights or batch-norm statistics that overflow to infinity or NaN — is undone: the
     /// weights and running statistics stay those of the last good step.
     pub fn step(&mut self, batch: Batch) -> Result<StepOutcome, Error> {
-        let before = divergence::Snapshot::take(&self.model);
+        let before = Snapshot::take(&self.model);
         self.model.train();
         self.optimizer.zero_grad();
         let logits = self.model.forward(&Var::constant(batch.images))?;
@@ -157,6 +199,65 @@ impl ModelRun {
     pub fn predict(&mut self, split: &Split) -> Result<Vec<usize>, Error> {
         predict(&mut self.model, split)
     }
+}
+
+/// Test accuracy of a model as it stands, with its moving-average statistics and, for a model
+/// with batch norm and `precise_bn` > 0, with precise statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    pub test_acc: f64,
+    pub test_acc_precise: Option<f64>,
+    /// Training batches the precise statistics were averaged over.
+    pub precise_batches: Option<usize>,
+}
+
+impl ModelRun {
+    /// Test accuracy with the running statistics and, if `precise` and the spec asks for it,
+    /// with precise statistics (computed on the side: the model is left exactly as it was).
+    pub fn evaluate(&mut self, data: &Dataset, precise: bool) -> Result<Evaluation, Error> {
+        let labels = data.test.labels();
+        let test_acc = accuracy(&self.predict(&data.test)?, labels);
+        let mut eval = Evaluation {
+            test_acc,
+            test_acc_precise: None,
+            precise_batches: None,
+        };
+        let batches = if precise {
+            precise::batches(&self.spec, data)?
+        } else {
+            None
+        };
+        if let Some(batches) = batches {
+            let (predicted, used) =
+                precise::with_precise_stats(&mut self.model, batches, self.spec.precise_bn, |m| {
+                    predict(m, &data.test)
+                })?;
+            eval.test_acc_precise = Some(accuracy(&predicted, labels));
+            eval.precise_batches = Some(used);
+        }
+        Ok(eval)
+    }
+
+    /// The state dict with precise batch-norm statistics, as safetensors bytes, if the spec
+    /// asks for precise statistics (the model is left exactly as it was).
+    pub fn precise_state_bytes(&mut self, data: &Dataset) -> Result<Option<Vec<u8>>, Error> {
+        let Some(batches) = precise::batches(&self.spec, data)? else {
+            return Ok(None);
+        };
+        let (bytes, _) =
+            precise::with_precise_stats(&mut self.model, batches, self.spec.precise_bn, |m| {
+                state_bytes(m)
+            })?;
+        Ok(Some(bytes))
+    }
+}
+
+/// A model's state dict as safetensors bytes (the format of `<model>.safetensors`).
+pub fn state_bytes(model: &dyn Module) -> Result<Vec<u8>, Error> {
+    checkpoint::to_bytes(&checkpoint::state_dict(model)).map_err(|source| Error::Format {
+        what: "model state".into(),
+        source,
+    })
 }
 
 /// Predicted class of every sample of `split` (eval mode, no graph).

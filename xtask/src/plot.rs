@@ -1,17 +1,17 @@
-//! Charts with plotters, each written as PNG and SVG (atomically, through the run folder): the
-//! training curves of `train-lenet` (loss and test accuracy per epoch, both models on shared
-//! axes) and the `lr-sweep` chart (final test accuracy against learning rate, log x axis, a
-//! line per model). The legend sits in a strip below the panels, never on the data.
+//! Charts with plotters, each written as PNG and SVG (atomically, through the run folder) and
+//! returned as a [`Figure`] whose SVG text `report.html` inlines. [`render`] draws any number
+//! of panels side by side with one legend in a strip below them, where it never covers data.
+//! Each experiment builds its charts from [`Panel`]s and [`Line`]s in its own module.
 
 use std::sync::OnceLock;
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{fmt_lr, RunRecord};
 use crate::run_dir::RunDir;
 use crate::Error;
 
@@ -50,13 +50,66 @@ fn ensure_font() -> Result<(), Error> {
     .map_err(Error::Plot)
 }
 
-/// One line of a chart (its label is in the figure's legend, at the same position).
+/// A chart as written: `<stem>.png` and `<stem>.svg` in the run folder, and the SVG text for
+/// `report.html`.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// File name without extension.
+    pub stem: String,
+    /// One sentence saying what the figure shows (the caption in `report.html`).
+    pub caption: String,
+    /// The SVG document.
+    pub svg: String,
+}
+
+/// How one kind of line is drawn, and its legend label. A figure has one list of them; each
+/// series names its entry, so the same model looks the same in every panel and one legend
+/// serves them all.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    /// Index into the palette.
+    pub color: usize,
+    pub dashed: bool,
+    /// Draw a dot at every point (off for reference lines such as a constant level).
+    pub markers: bool,
+}
+
+impl Line {
+    /// A solid line with dots, in palette color `color`.
+    pub fn solid(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            label: label.into(),
+            color,
+            dashed: false,
+            markers: true,
+        }
+    }
+
+    /// A dashed line with dots.
+    pub fn dashed(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            dashed: true,
+            ..Line::solid(label, color)
+        }
+    }
+
+    /// A dashed line without dots (a reference level).
+    pub fn reference(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            markers: false,
+            ..Line::dashed(label, color)
+        }
+    }
+}
+
+/// One line of a panel: the legend entry it belongs to, and its points.
 pub struct Series {
+    pub line: usize,
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart panel. Series get colors by position, so that the same position in several
-/// panels is the same model and one legend serves them all.
+/// One chart panel.
 pub struct Panel<X> {
     pub title: String,
     pub x_label: String,
@@ -68,19 +121,26 @@ pub struct Panel<X> {
     pub integer_x: bool,
 }
 
-const COLORS: [RGBColor; 4] = [
+/// Tableau's ten colors: distinct, and readable by most color-blind readers.
+const COLORS: [RGBColor; 10] = [
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-fn line_style(i: usize) -> ShapeStyle {
-    ShapeStyle::from(&color(i)).stroke_width(3)
+fn line_style(line: &Line) -> ShapeStyle {
+    ShapeStyle::from(&color(line.color)).stroke_width(3)
 }
 
 /// Width of a panel and height of the panels' row, in pixels.
@@ -88,8 +148,14 @@ const PANEL_SIZE: (u32, u32) = (640, 480);
 /// Height of one row of the legend strip below the panels.
 const LEGEND_ROW: u32 = 30;
 const LEGEND_FONT: u32 = 18;
+/// Dash length and gap of dashed lines, in pixels.
+const DASH: (u32, u32) = (10, 6);
 
-fn draw_panel<DB, X>(area: &DrawingArea<DB, Shift>, panel: Panel<X>) -> Result<(), String>
+fn draw_panel<DB, X>(
+    area: &DrawingArea<DB, Shift>,
+    panel: Panel<X>,
+    lines: &[Line],
+) -> Result<(), String>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
@@ -121,17 +187,34 @@ where
         .axis_desc_style(("sans-serif", 18))
         .draw()
         .map_err(err)?;
-    for (i, s) in panel.series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(s.points.clone(), line_style(i)))
-            .map_err(err)?;
-        chart
-            .draw_series(
-                s.points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color(i).filled())),
-            )
-            .map_err(err)?;
+    for s in panel.series {
+        let Some(line) = lines.get(s.line) else {
+            return Err(format!("series of unknown legend entry {}", s.line));
+        };
+        let style = line_style(line);
+        if line.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    s.points.clone(),
+                    DASH.0,
+                    DASH.1,
+                    style,
+                ))
+                .map_err(err)?;
+        } else {
+            chart
+                .draw_series(LineSeries::new(s.points.clone(), style))
+                .map_err(err)?;
+        }
+        if line.markers {
+            chart
+                .draw_series(
+                    s.points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color(line.color).filled())),
+                )
+                .map_err(err)?;
+        }
     }
     Ok(())
 }
@@ -139,7 +222,7 @@ where
 /// Lays the legend entries out left to right, wrapping to new rows: the top-left corner of
 /// each entry relative to the strip, and the number of rows.
 fn legend_layout(widths: &[u32], strip_width: u32) -> (Vec<(i32, i32)>, u32) {
-    let (margin, sample, gap) = (24, 34, 28);
+    let (margin, sample, gap) = (24, 44, 28);
     let mut at = Vec::with_capacity(widths.len());
     let (mut x, mut row) = (margin, 0u32);
     for &w in widths {
@@ -154,9 +237,9 @@ fn legend_layout(widths: &[u32], strip_width: u32) -> (Vec<(i32, i32)>, u32) {
     (at, row + 1)
 }
 
-/// The legend's entries: their labels and where each goes in the strip.
+/// The legend's entries and where each goes in the strip.
 struct Legend<'a> {
-    labels: &'a [String],
+    lines: &'a [Line],
     positions: Vec<(i32, i32)>,
 }
 
@@ -166,19 +249,32 @@ fn draw_legend<DB: DrawingBackend>(
     legend: &Legend,
 ) -> Result<(), String> {
     let font = ("sans-serif", LEGEND_FONT).into_font();
-    for (i, (label, &(x, y))) in legend.labels.iter().zip(&legend.positions).enumerate() {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    for (line, &(x, y)) in legend.lines.iter().zip(&legend.positions) {
         let mid = y + LEGEND_ROW as i32 / 2;
-        area.draw(&PathElement::new(
-            vec![(x, mid), (x + 24, mid)],
-            line_style(i),
-        ))
-        .map_err(|e| e.to_string())?;
+        let sample = vec![(x, mid), (x + 34, mid)];
+        if line.dashed {
+            area.draw(&DashedPathElement::new(
+                sample,
+                DASH.0,
+                DASH.1,
+                line_style(line),
+            ))
+            .map_err(e)?;
+        } else {
+            area.draw(&PathElement::new(sample, line_style(line)))
+                .map_err(e)?;
+        }
+        if line.markers {
+            area.draw(&Circle::new((x + 17, mid), 4, color(line.color).filled()))
+                .map_err(e)?;
+        }
         let style = font
             .clone()
             .color(&BLACK)
             .pos(Pos::new(HPos::Left, VPos::Center));
-        area.draw(&Text::new(label.clone(), (x + 34, mid), style))
-            .map_err(|e| e.to_string())?;
+        area.draw(&Text::new(line.label.clone(), (x + 44, mid), style))
+            .map_err(e)?;
     }
     Ok(())
 }
@@ -197,20 +293,21 @@ where
     let (charts, strip) = root.split_vertically(PANEL_SIZE.1);
     let n = panels.len().max(1);
     for (area, panel) in charts.split_evenly((1, n)).iter().zip(panels) {
-        draw_panel(area, panel)?;
+        draw_panel(area, panel, legend.lines)?;
     }
     draw_legend(&strip, legend)?;
     root.present().map_err(|e| e.to_string())
 }
 
-/// Draws the panels side by side, with the legend (one entry per series position) below
-/// them, into `<stem>.png` and `<stem>.svg` in `dir`, each written atomically.
-fn render<X>(
+/// Draws the panels side by side, with the legend of `lines` below them, into `<stem>.png`
+/// and `<stem>.svg` in `dir` (each written atomically), and returns the figure.
+pub fn render<X>(
     dir: &RunDir,
     stem: &str,
-    legend: &[String],
+    caption: &str,
+    lines: &[Line],
     make_panels: impl Fn() -> Vec<Panel<X>>,
-) -> Result<(), Error>
+) -> Result<Figure, Error>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
@@ -220,15 +317,12 @@ where
     let width = PANEL_SIZE.0 * panels;
     // The legend's rows, measured with the font the backends will use.
     let font = ("sans-serif", LEGEND_FONT).into_font();
-    let widths: Vec<u32> = legend
+    let widths: Vec<u32> = lines
         .iter()
-        .map(|l| font.box_size(l).map_or(200, |(w, _)| w))
+        .map(|l| font.box_size(&l.label).map_or(200, |(w, _)| w))
         .collect();
     let (positions, rows) = legend_layout(&widths, width);
-    let legend = Legend {
-        labels: legend,
-        positions,
-    };
+    let legend = Legend { lines, positions };
     let size = (width, PANEL_SIZE.1 + rows * LEGEND_ROW + 12);
     let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
     let png = format!("{stem}.png");
@@ -240,97 +334,28 @@ where
         )
         .map_err(|e| failed(&png, e))
     })?;
-    let svg = format!("{stem}.svg");
-    dir.write_via(&svg, |tmp| {
-        draw_all(
-            SVGBackend::new(tmp, size).into_drawing_area(),
-            make_panels(),
-            &legend,
-        )
-        .map_err(|e| failed(&svg, e))
+    let svg_name = format!("{stem}.svg");
+    let mut svg = String::new();
+    draw_all(
+        SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+        make_panels(),
+        &legend,
+    )
+    .map_err(|e| failed(&svg_name, e))?;
+    dir.write(&svg_name, svg.as_bytes())?;
+    Ok(Figure {
+        stem: stem.to_string(),
+        caption: caption.to_string(),
+        svg,
     })
 }
 
-/// `curves.png` / `curves.svg`: training loss and test accuracy per epoch for every model.
-pub fn training_curves(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
-    let records: Vec<&RunRecord> = records.iter().filter(|r| !r.epochs.is_empty()).collect();
-    let epochs = records.iter().map(|r| r.epochs.len()).max().unwrap_or(0);
-    if epochs == 0 {
-        return Ok(());
-    }
-    let max_loss = records
-        .iter()
-        .flat_map(|r| r.epochs.iter().map(|e| e.train_loss))
-        .filter(|l| l.is_finite())
-        .fold(0.0f64, f64::max);
-    let x_range = 0.5..epochs as f64 + 0.5;
-    let legend: Vec<String> = records
-        .iter()
-        .map(|r| format!("{} (lr {})", r.model, fmt_lr(r.lr)))
-        .collect();
-    let panels = || {
-        let series = |f: fn(&crate::report::EpochRow) -> f64| {
-            records
-                .iter()
-                .map(|r| Series {
-                    points: r.epochs.iter().map(|e| (e.epoch as f64, f(e))).collect(),
-                })
-                .collect()
-        };
-        vec![
-            Panel {
-                title: "Training loss".into(),
-                x_label: "epoch".into(),
-                y_label: "cross-entropy (train mode)".into(),
-                x_range: x_range.clone(),
-                y_range: 0.0..(max_loss * 1.1).max(0.1),
-                series: series(|e| e.train_loss),
-                integer_x: true,
-            },
-            Panel {
-                title: "Test accuracy".into(),
-                x_label: "epoch".into(),
-                y_label: "accuracy (eval mode)".into(),
-                x_range: x_range.clone(),
-                y_range: 0.0..1.0,
-                series: series(|e| e.test_acc),
-                integer_x: true,
-            },
-        ]
-    };
-    render(dir, "curves", &legend, panels)
-}
-
-/// `sweep.png` / `sweep.svg`: final test accuracy against learning rate, one line per model
-/// through the median over seeds.
-pub fn sweep_chart(
-    dir: &RunDir,
-    lrs: &[f64],
-    lines: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), Error> {
-    let lo = lrs.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = lrs.iter().copied().fold(0.0f64, f64::max);
-    if !(lo > 0.0 && hi >= lo) {
-        return Ok(());
-    }
-    let legend: Vec<String> = lines.iter().map(|(label, _)| label.clone()).collect();
-    let panels = || {
-        vec![Panel {
-            title: "Final test accuracy vs learning rate".into(),
-            x_label: "learning rate (log scale)".into(),
-            y_label: "test accuracy (median over seeds)".into(),
-            x_range: (lo / 1.5..hi * 1.5).log_scale(),
-            y_range: 0.0..1.0,
-            series: lines
-                .iter()
-                .map(|(_, points)| Series {
-                    points: points.clone(),
-                })
-                .collect(),
-            integer_x: false,
-        }]
-    };
-    render(dir, "sweep", &legend, panels)
+/// The largest finite value of `values` (0 if none), for a y range.
+pub fn finite_max(values: impl IntoIterator<Item = f64>) -> f64 {
+    values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::RunDir;
+use crate::table::Table;
 use crate::Error;
 
 /// One epoch of one model.
@@ -17,8 +18,13 @@ pub struct EpochRow {
     pub train_loss: f64,
     /// Fraction of the epoch's training samples predicted right, in train mode.
     pub train_acc: f64,
-    /// Test accuracy after the epoch, in eval mode.
+    /// Test accuracy after the epoch, in eval mode with the running statistics (the moving
+    /// averages kept during training: what PyTorch reports by default).
     pub test_acc: f64,
+    /// Test accuracy after the epoch with precise batch-norm statistics (see
+    /// [`crate::precise`]); `None` without batch norm or with `--precise-bn 0`.
+    #[serde(default)]
+    pub test_acc_precise: Option<f64>,
     /// Wall-clock seconds of the epoch's training steps (data, evaluation and I/O excluded).
     pub seconds: f64,
     /// Training samples per second over those steps.
@@ -51,6 +57,28 @@ pub enum Status {
     Interrupted { epoch: usize, step: usize },
 }
 
+impl EpochRow {
+    /// The test accuracy to lead with: precise statistics when measured, else the running
+    /// statistics.
+    pub fn headline_acc(&self) -> f64 {
+        self.test_acc_precise.unwrap_or(self.test_acc)
+    }
+}
+
+impl RunRecord {
+    /// The final test accuracy to lead with: precise statistics when measured.
+    pub fn headline_acc(&self) -> Option<f64> {
+        self.final_test_acc_precise.or(self.final_test_acc)
+    }
+
+    /// Records the evaluation of the final weights.
+    pub fn set_final(&mut self, eval: &crate::model_run::Evaluation) {
+        self.final_test_acc = Some(eval.test_acc);
+        self.final_test_acc_precise = eval.test_acc_precise;
+        self.precise_bn_batches = eval.precise_batches;
+    }
+}
+
 impl Status {
     /// A short word for tables.
     pub fn word(&self) -> &'static str {
@@ -72,8 +100,15 @@ pub struct RunRecord {
     pub lr: f64,
     pub status: Status,
     pub epochs: Vec<EpochRow>,
-    /// Test accuracy of the final weights (after the last step taken).
+    /// Test accuracy of the final weights (after the last step taken), with the running
+    /// statistics.
     pub final_test_acc: Option<f64>,
+    /// The same with precise batch-norm statistics, when the run computes them.
+    #[serde(default)]
+    pub final_test_acc_precise: Option<f64>,
+    /// Training batches the precise statistics were averaged over.
+    #[serde(default)]
+    pub precise_bn_batches: Option<usize>,
     /// The largest batch loss of a step that was taken (below the divergence bound).
     #[serde(default)]
     pub max_batch_loss: f64,
@@ -98,36 +133,107 @@ pub fn fmt_loss(loss: f64) -> String {
     }
 }
 
+/// An accuracy with 4 decimals, or `-`.
+pub fn fmt_acc(acc: Option<f64>) -> String {
+    acc.map_or("-".into(), |a| format!("{a:.4}"))
+}
+
+/// The columns of the per-epoch table and their widths on the terminal (rows are printed one
+/// at a time, as epochs end, so the widths are fixed).
+const EPOCH_COLUMNS: [(&str, usize); 8] = [
+    ("model", 9),
+    ("epoch", 5),
+    ("train loss", 10),
+    ("train acc", 9),
+    ("test acc", 8),
+    ("precise BN", 10),
+    ("seconds", 8),
+    ("samples/s", 10),
+];
+
+/// The cells of one row of the per-epoch table.
+fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
+    vec![
+        model.to_string(),
+        row.epoch.to_string(),
+        fmt_loss(row.train_loss),
+        format!("{:.4}", row.train_acc),
+        format!("{:.4}", row.test_acc),
+        fmt_acc(row.test_acc_precise),
+        format!("{:.2}", row.seconds),
+        format!("{:.0}", row.samples_per_sec),
+    ]
+}
+
+/// `cells` padded to the widths of [`EPOCH_COLUMNS`] (the first left-aligned).
+fn fixed_width(cells: &[String]) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(EPOCH_COLUMNS)
+        .enumerate()
+        .map(|(i, (c, (_, w)))| {
+            if i == 0 {
+                format!("{c:<w$}")
+            } else {
+                format!("{c:>w$}")
+            }
+        })
+        .collect();
+    padded.join(" ")
+}
+
 /// The header of the per-epoch table.
 pub fn table_header() -> String {
-    format!(
-        "{:<9} {:>5} {:>10} {:>9} {:>8} {:>8} {:>10}",
-        "model", "epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"
-    )
+    let names: Vec<String> = EPOCH_COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+    fixed_width(&names)
 }
 
 /// One row of the per-epoch table.
 pub fn table_row(model: &str, row: &EpochRow) -> String {
-    format!(
-        "{:<9} {:>5} {:>10} {:>9.4} {:>8.4} {:>8.2} {:>10.0}",
-        model,
-        row.epoch,
-        fmt_loss(row.train_loss),
-        row.train_acc,
-        row.test_acc,
-        row.seconds,
-        row.samples_per_sec
-    )
+    fixed_width(&epoch_cells(model, row))
 }
 
-/// The final side-by-side comparison of the models of a run.
-pub fn summary(records: &[RunRecord]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  status",
-        "model", "lr", "train loss", "train acc", "test acc", "s/epoch", "samples/s"
-    );
+/// Every epoch of every model: the rows printed during training.
+pub fn epochs_table(records: &[RunRecord]) -> Table {
+    let mut t = Table::new(EPOCH_COLUMNS.iter().map(|(n, _)| *n));
+    for r in records {
+        for e in &r.epochs {
+            t.row(epoch_cells(&r.model, e));
+        }
+    }
+    t
+}
+
+/// What the test-accuracy columns mean, for runs that measured precise statistics (`None`
+/// otherwise: then there is one test accuracy, with the running statistics).
+pub fn accuracy_note(records: &[RunRecord]) -> Option<&'static str> {
+    records
+        .iter()
+        .any(|r| r.final_test_acc_precise.is_some())
+        .then_some(
+            "test acc: eval mode with the running statistics (moving averages kept during \
+             training, PyTorch's default); precise BN: eval mode with batch-norm statistics \
+             recomputed from training batches after the epoch (see --precise-bn). In the final \
+             comparison, test acc is the precise-BN accuracy for models with batch norm and \
+             moving-avg BN the accuracy with the running statistics.",
+        )
+}
+
+/// The final side-by-side comparison of the models of a run: last epoch's training loss and
+/// accuracy, final test accuracy (precise statistics first, then the moving averages), mean
+/// time per epoch, status.
+pub fn summary(records: &[RunRecord]) -> Table {
+    let mut t = Table::new([
+        "model",
+        "lr",
+        "train loss",
+        "train acc",
+        "test acc",
+        "moving-avg BN",
+        "s/epoch",
+        "samples/s",
+        "status",
+    ]);
     for r in records {
         let last = r.epochs.last();
         let mean = |f: fn(&EpochRow) -> f64, digits: usize| {
@@ -137,37 +243,51 @@ pub fn summary(records: &[RunRecord]) -> String {
             let m = r.epochs.iter().map(f).sum::<f64>() / r.epochs.len() as f64;
             format!("{m:.digits$}")
         };
-        let _ = writeln!(
-            s,
-            "{:<9} {:>6} {:>11} {:>10} {:>9} {:>9} {:>10}  {}",
-            r.model,
+        t.row([
+            r.model.clone(),
             fmt_lr(r.lr),
             last.map_or("-".into(), |e| fmt_loss(e.train_loss)),
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
-            r.final_test_acc.map_or("-".into(), |a| format!("{a:.4}")),
+            fmt_acc(r.headline_acc()),
+            fmt_acc(r.final_test_acc_precise.and(r.final_test_acc)),
             mean(|e| e.seconds, 2),
             mean(|e| e.samples_per_sec, 0),
-            r.status.word()
-        );
+            r.status.word().to_string(),
+        ]);
     }
-    s
+    t
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).
 pub fn write_metrics(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
     dir.write_json("metrics.json", &records)?;
-    let mut csv =
-        String::from("model,epoch,train_loss,train_acc,test_acc,seconds,samples_per_sec\n");
+    let mut csv = String::from(
+        "model,epoch,train_loss,train_acc,test_acc,test_acc_precise,seconds,samples_per_sec\n",
+    );
     for r in records {
         for e in &r.epochs {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 r.model,
                 e.epoch,
                 e.train_loss,
                 e.train_acc,
                 e.test_acc,
+                e.test_acc_precise.map_or(String::new(), |a| a.to_string()),
                 e.seconds,
                 e.samples_per_sec
             );
@@ -187,6 +307,7 @@ mod tests {
             train_loss: loss,
             train_acc: 0.1,
             test_acc: 0.1,
+            test_acc_precise: Some(0.2),
             seconds: 1.0,
             samples_per_sec: 1000.0,
         };

@@ -91,11 +91,7 @@ impl RunDir {
                 let mut entries = fs::read_dir(path)
                     .map_err(|e| Error::Usage(format!("--out {shown}: cannot read it: {e}")))?;
                 if entries.next().is_some() {
-                    let hint = if path.join("config.json").is_file() {
-                        format!(" (it holds a run: continue it with --resume {shown})")
-                    } else {
-                        String::new()
-                    };
+                    let hint = held_run_hint(path);
                     return Err(Error::Usage(format!(
                         "--out {shown} is not empty; give a new or empty folder{hint}"
                     )));
@@ -204,6 +200,24 @@ impl Drop for RunDir {
     }
 }
 
+/// What the refusal of a non-empty `--out` adds when the folder holds a run: a `train-lenet`
+/// run can be continued with `--resume`; the other experiments (whose `config.json` names
+/// them) cannot.
+fn held_run_hint(path: &Path) -> String {
+    let shown = path.display();
+    let config = path.join("config.json");
+    if !config.is_file() {
+        return String::new();
+    }
+    let experiment = files::read_json::<serde_json::Value>(&config)
+        .ok()
+        .and_then(|v| v.get("experiment")?.as_str().map(str::to_string));
+    match experiment {
+        Some(name) => format!(" (it holds a {name} run)"),
+        None => format!(" (it holds a run: continue it with --resume {shown})"),
+    }
+}
+
 /// Creates the missing ancestors of `path`, outermost first, and returns those it created;
 /// on failure, the folder that could not be created and why.
 fn create_parents(path: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
@@ -309,6 +323,12 @@ mod tests {
 
         fs::write(new.join("config.json"), "{}").unwrap();
         assert!(usage(RunDir::create(Some(&new), "")).contains("--resume"));
+        fs::write(new.join("config.json"), r#"{"experiment": "placement"}"#).unwrap();
+        let err = usage(RunDir::create(Some(&new), ""));
+        assert!(
+            err.contains("it holds a placement run") && !err.contains("--resume"),
+            "{err}"
+        );
 
         let file = tmp.path().join("file");
         fs::write(&file, "mine").unwrap();

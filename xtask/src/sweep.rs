@@ -12,31 +12,35 @@
 //! `runs/<model>-lr<lr>-seed<seed>/` of the sweep folder.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::choices::{ActivationChoice, DataArgs, ModelChoice, ModelsChoice, OptimizerChoice};
-use crate::model_run::RunSpec;
-use crate::report::{fmt_lr, RunRecord, Status};
-use crate::run_dir::RunDir;
+use crate::choices::{ActivationChoice, ModelChoice, ModelsChoice};
+use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
+use crate::html::Page;
+use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
+use crate::report::{fmt_lr, median, RunRecord, Status};
 use crate::signals::{self, Signal};
-use crate::train::{self, TrainConfig};
-use crate::{checks, plot, setup, Error};
+use crate::table::Table;
+use plotters::prelude::IntoLogRange;
+
+use crate::plot::{render, Figure, Line, Panel, Series};
+use crate::run_dir::RunDir;
+use crate::{checks, Error};
 
 /// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
 /// classes).
 const CHANCE_BELOW: f64 = 0.2;
 
 /// Arguments of `lr-sweep`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Args, Serialize)]
 pub struct SweepArgs {
     /// Learning rates to try, each once.
     #[arg(long, num_args = 1.., allow_negative_numbers = true, default_values_t = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0])]
     pub lrs: Vec<f64>,
-    /// Seeds per learning rate (0, 1, ...).
-    #[arg(long, default_value_t = 3)]
-    pub seeds: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub seeds: SeedArgs,
     /// Epochs per run.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -44,23 +48,17 @@ pub struct SweepArgs {
     #[arg(long, value_enum, default_value = "both")]
     pub model: ModelsChoice,
     /// Samples per training batch, at most the training set.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Activation.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub activation: ActivationChoice,
     #[command(flatten)]
-    pub data: DataArgs,
-    /// Worker threads, at most 8 per core [default: one per core].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Output folder; must be new or empty [default: runs/sweep-TIMESTAMP, or
-    /// runs/sweep-TIMESTAMP-2, -3, ... if taken].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Train on the first N training images only.
-    #[arg(long)]
-    pub train_samples: Option<usize>,
+    #[serde(flatten)]
+    pub precise: PreciseArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
 }
 
 /// One run of the sweep.
@@ -69,7 +67,11 @@ struct SweepRun {
     model: String,
     lr: f64,
     seed: u64,
+    /// With precise statistics for LeNet-BN (unless `--precise-bn 0`), else with the running
+    /// statistics.
     final_test_acc: f64,
+    /// With the running statistics (the moving averages), for LeNet-BN with precise statistics.
+    final_test_acc_moving_avg: Option<f64>,
     outcome: &'static str,
     /// The largest batch loss of a step taken.
     max_batch_loss: f64,
@@ -86,10 +88,9 @@ fn check(args: &SweepArgs) -> Result<(), Error> {
             )));
         }
     }
-    checks::at_least_one("--seeds", args.seeds)?;
+    args.seeds.check()?;
     checks::at_least_one("--epochs", args.epochs as u64)?;
-    checks::threads(args.threads)?;
-    let train_len = checks::train_samples(args.train_samples)?;
+    let train_len = args.common.check()?;
     checks::batch_size(args.batch_size, &args.model.kinds(), train_len)
 }
 
@@ -97,7 +98,7 @@ fn check(args: &SweepArgs) -> Result<(), Error> {
 fn outcome(record: &RunRecord) -> &'static str {
     match record.status {
         Status::Diverged { .. } => "diverged",
-        _ if record.final_test_acc.unwrap_or(0.0) < CHANCE_BELOW => "stalled",
+        _ if record.headline_acc().unwrap_or(0.0) < CHANCE_BELOW => "stalled",
         _ => "ok",
     }
 }
@@ -105,96 +106,77 @@ fn outcome(record: &RunRecord) -> &'static str {
 /// Runs `lr-sweep`; returns the signal that interrupted it, if one did.
 pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     check(&args)?;
-    let out = RunDir::create(args.out.as_deref(), "sweep-")?;
-    setup::threads(args.threads)?;
-    signals::watch();
-    let dataset = args.data.dataset();
-    let data = setup::load_data(dataset, args.data.data_dir.as_deref(), args.train_samples)?;
-    if let Some(signal) = signals::received() {
-        eprintln!("{}: stopped before training", signal.name());
-        return Ok(Some(signal));
-    }
-    let runs_dir = out.subdir("runs")?;
+    let Some(session) = experiment::start("lr-sweep", &args.common)? else {
+        return Ok(signals::received());
+    };
+    session.write_config(&args)?;
+    let runs_dir = session.dir.subdir("runs")?;
     let mut runs = Vec::new();
     for &lr in &args.lrs {
-        for seed in 0..args.seeds {
+        for seed in args.seeds.list() {
             for kind in args.model.kinds() {
+                let model = ModelChoice::of(kind);
                 let spec = RunSpec {
-                    model: ModelChoice::of(kind),
-                    activation: args.activation,
-                    optimizer: OptimizerChoice::Sgd,
                     lr,
-                    momentum: 0.0,
-                    seed,
                     batch_size: args.batch_size,
-                    epochs: args.epochs,
-                    shuffle: true,
-                    steps: None,
-                    init: None,
+                    precise_bn: args.precise.precise_bn,
+                    ..RunSpec::recipe(model, args.activation, seed, args.epochs)
                 };
                 eprintln!("\n== {} lr {lr} seed {seed}", kind.name());
-                let dir = runs_dir.subdir(&format!("{}-lr{lr}-seed{seed}", kind.name()))?;
-                let config = TrainConfig::new(
-                    dataset,
-                    args.data.data_dir.clone(),
-                    args.train_samples,
-                    args.threads,
-                    vec![spec],
-                );
-                let states = train::new_states(&config)?;
-                let result = train::execute(&config, &dir, &data, states)?;
-                if let Some(signal) = result.stopped_by {
-                    eprintln!(
-                        "interrupted by {}; the finished runs are in {} (a sweep cannot be resumed; \
-                         a single run can, with train-lenet --resume {})",
-                        signal.name(),
-                        runs_dir.path().display(),
-                        dir.path().display()
-                    );
-                    return Ok(Some(signal));
-                }
-                for r in result.records {
+                let name = format!("{}-lr{lr}-seed{seed}", kind.name());
+                let records = match session.train(&runs_dir, &name, vec![spec])? {
+                    Ok(records) => records,
+                    Err(signal) => return Ok(Some(signal)),
+                };
+                for r in records {
                     runs.push(SweepRun {
                         outcome: outcome(&r),
-                        model: r.model,
+                        model: r.model.clone(),
                         lr,
                         seed,
-                        final_test_acc: r.final_test_acc.unwrap_or(0.0),
+                        final_test_acc: r.headline_acc().unwrap_or(0.0),
+                        final_test_acc_moving_avg: r.final_test_acc_precise.and(r.final_test_acc),
                         max_batch_loss: r.max_batch_loss,
                     });
                 }
             }
         }
     }
-    out.write_json("sweep.json", &runs)?;
-    let mut csv = String::from("model,lr,seed,final_test_acc,outcome,max_batch_loss\n");
+    session.dir.write_json("sweep.json", &runs)?;
+    let mut csv = String::from(
+        "model,lr,seed,final_test_acc,final_test_acc_moving_avg,outcome,max_batch_loss\n",
+    );
     for r in &runs {
+        let moving = r
+            .final_test_acc_moving_avg
+            .map_or(String::new(), |a| a.to_string());
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{}",
+            "{},{},{},{},{moving},{},{}",
             r.model, r.lr, r.seed, r.final_test_acc, r.outcome, r.max_batch_loss
         );
     }
-    out.write("sweep.csv", csv.as_bytes())?;
+    session.dir.write("sweep.csv", csv.as_bytes())?;
+    let table = table(&args, &runs);
+    println!("\n{}", table.text());
+    let mut page = Page::new("lr-sweep: final test accuracy against learning rate");
+    page.text(format!(
+        "Each model trained for {} epochs at every learning rate, seeds {}. Cells: the median \
+         final test accuracy over seeds (LeNet-BN with precise batch-norm statistics unless \
+         --precise-bn 0; sweep.csv also has the accuracy with the moving averages), then each \
+         seed's accuracy and outcome: diverged (a batch loss above 100 or not finite), stalled \
+         (ending below {CHANCE_BELOW} without diverging) or ok. Every run's own folder, with \
+         its report, is in runs/.",
+        args.epochs,
+        experiment::seed_range(&args.seeds.list())
+    ));
+    page.table(table);
     let lines = summary_lines(&args, &runs);
-    println!("\n{}", table(&args, &runs));
-    if let Err(e) = plot::sweep_chart(&out, &args.lrs, &lines) {
-        eprintln!("warning: chart not written: {e}");
+    if let Some(chart) = chart(&session.dir, &args.lrs, &lines).transpose() {
+        page.figure("the sweep chart", chart);
     }
-    eprintln!("results in {}", out.path().display());
+    session.finish(page, &args)?;
     Ok(None)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Median accuracy per (model, lr), for the chart.
@@ -220,15 +202,17 @@ fn summary_lines(args: &SweepArgs, runs: &[SweepRun]) -> Vec<(String, Vec<(f64, 
 }
 
 /// Rows: learning rates; per model the median accuracy and each seed's outcome.
-fn table(args: &SweepArgs, runs: &[SweepRun]) -> String {
+fn table(args: &SweepArgs, runs: &[SweepRun]) -> Table {
     let kinds = args.model.kinds();
-    let mut s = format!("{:>8}", "lr");
-    for k in &kinds {
-        let _ = write!(s, "  {:<48}", format!("{} median acc (per seed)", k.name()));
-    }
-    s.push('\n');
+    let mut t = Table::new(
+        std::iter::once("lr".to_string()).chain(
+            kinds
+                .iter()
+                .map(|k| format!("{} median acc (per seed)", k.name())),
+        ),
+    );
     for &lr in &args.lrs {
-        let _ = write!(s, "{:>8}", fmt_lr(lr));
+        let mut row = vec![fmt_lr(lr)];
         for k in &kinds {
             let cell: Vec<&SweepRun> = runs
                 .iter()
@@ -239,9 +223,48 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> String {
                 .iter()
                 .map(|r| format!("{:.2} {}", r.final_test_acc, r.outcome))
                 .collect();
-            let _ = write!(s, "  {:<48}", format!("{med:.3} ({})", seeds.join(", ")));
+            row.push(format!("{med:.3} ({})", seeds.join(", ")));
         }
-        s.push('\n');
+        t.row(row);
     }
-    s
+    t
+}
+
+/// `sweep.png` / `sweep.svg`: final test accuracy against learning rate, one line per model
+/// through the median over seeds.
+fn chart(
+    dir: &RunDir,
+    lrs: &[f64],
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<Option<Figure>, Error> {
+    let lo = lrs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = lrs.iter().copied().fold(0.0f64, f64::max);
+    if !(lo > 0.0 && hi >= lo) {
+        return Ok(None);
+    }
+    let legend: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (label, _))| Line::solid(label.clone(), i))
+        .collect();
+    let panels = || {
+        vec![Panel {
+            title: "Final test accuracy vs learning rate".into(),
+            x_label: "learning rate (log scale)".into(),
+            y_label: "test accuracy (median over seeds)".into(),
+            x_range: (lo / 1.5..hi * 1.5).log_scale(),
+            y_range: 0.0..1.0,
+            series: lines
+                .iter()
+                .enumerate()
+                .map(|(i, (_, points))| Series {
+                    line: i,
+                    points: points.clone(),
+                })
+                .collect(),
+            integer_x: false,
+        }]
+    };
+    let caption = "Final test accuracy against learning rate (median over seeds).";
+    render(dir, "sweep", caption, &legend, panels).map(Some)
 }

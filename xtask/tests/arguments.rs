@@ -98,6 +98,18 @@ fn train_lenet_options_are_checked_first() {
             &["cannot be used with"],
         ),
         (&["--out", ""], &["a value is required for '--out"]),
+        (
+            &["--model", "lenet", "--placement", "after"],
+            &["--placement moves batch norm, which lenet does not have"],
+        ),
+        (
+            &["--placement", "sideways"],
+            &["invalid value 'sideways' for '--placement"],
+        ),
+        (
+            &["--precise-bn", "-1"],
+            &["invalid value '-1' for '--precise-bn"],
+        ),
     ];
     for (args, expected) in cases {
         fails_before_data(&[&["train-lenet"], *args].concat(), expected);
@@ -135,6 +147,83 @@ fn lr_sweep_options_are_checked_first() {
         &["lr-sweep", "--train-samples", "64", "--batch-size", "128"],
         &["--batch-size 128 is larger than the training set (64 images)"],
     );
+}
+
+#[test]
+fn placement_options_are_checked_first() {
+    fails_before_data(
+        &["placement", "--activations", "relu", "relu"],
+        &["--activations lists relu more than once"],
+    );
+    fails_before_data(
+        &["placement", "--epochs", "0"],
+        &["--epochs must be at least 1"],
+    );
+    fails_before_data(
+        &["placement", "--seeds", "0"],
+        &["--seeds must be at least 1"],
+    );
+    fails_before_data(
+        &[
+            "placement",
+            "--seed",
+            "18446744073709551615",
+            "--seeds",
+            "2",
+        ],
+        &["goes past the largest seed"],
+    );
+    fails_before_data(
+        &["placement", "--lr", "0"],
+        &["--lr must be a positive number"],
+    );
+    fails_before_data(
+        &["placement", "--train-samples", "1"],
+        &["--train-samples must be between 2 and 60000, got 1"],
+    );
+    fails_before_data(
+        &["placement", "--threads", "100000"],
+        &["--threads must be between 1 and"],
+    );
+}
+
+#[test]
+fn eval_mode_options_are_checked_first() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--batch-sizes", "0"],
+            &[
+                "every --batch-sizes value must be between 1 and 10000",
+                "got 0",
+            ],
+        ),
+        (&["--batch-sizes", "20000"], &["got 20000"]),
+        (
+            &["--batch-sizes", "2", "8", "2"],
+            &["--batch-sizes lists 2 more than once"],
+        ),
+        (&["--orders", "0"], &["--orders must be at least 1"]),
+        (&["--epochs", "0"], &["--epochs must be at least 1"]),
+        (
+            &["--weights", "/nonexistent.safetensors"],
+            &["--weights /nonexistent.safetensors: no such file"],
+        ),
+        (
+            &["--weights", "/tmp", "--epochs", "3"],
+            &["cannot be used with"],
+        ),
+        (
+            &["--threads", "100000"],
+            &["--threads must be between 1 and"],
+        ),
+        (
+            &["--precise-bn", "x"],
+            &["invalid value 'x' for '--precise-bn"],
+        ),
+    ];
+    for (args, expected) in cases {
+        fails_before_data(&[&["eval-mode"], *args].concat(), expected);
+    }
 }
 
 #[test]

@@ -57,11 +57,14 @@ fn lenet_bn_learns_fashion_mnist_in_a_few_hundred_steps() {
             "config.json",
             "curves.png",
             "curves.svg",
+            "lenet-bn-precise-bn.safetensors",
             "lenet-bn.safetensors",
             "metrics.csv",
-            "metrics.json"
+            "metrics.json",
+            "report.html"
         ]
     );
+    common::assert_report(dir.path(), &["Final comparison", "lenet-bn"]);
     let net = norma_layers::models::lenet_bn(
         norma_layers::models::Activation::Sigmoid,
         &mut norma_tensor::Rng::seed_from_u64(9),
@@ -275,7 +278,9 @@ fn a_sweep_labels_its_runs_with_the_rule_that_stops_training() {
     assert_eq!(outcomes, [("stalled", 0.01), ("diverged", 1e6)], "{runs}");
     let one = json(&out.join("runs/lenet-lr1000000-seed0/metrics.json"));
     assert_eq!(one[0]["status"]["state"], "diverged");
-    for file in ["sweep.csv", "sweep.png", "sweep.svg"] {
+    for file in ["sweep.csv", "sweep.png", "sweep.svg", "config.json"] {
         assert!(out.join(file).is_file(), "{file}");
     }
+    common::assert_report(&out, &["lr-sweep", "1e6", "stalled", "diverged"]);
+    common::assert_report(&out.join("runs/lenet-lr0.01-seed0"), &["Final comparison"]);
 }

@@ -99,6 +99,21 @@ fn a_resume_that_cannot_go_ahead_changes_nothing() {
         &["train-lenet", "--resume", d, "--lr", "0.05", "--seed", "9"],
         &["--lr 0.05 (stored: 0.9 / 1)", "--seed 9 (stored: 0)"],
     );
+    refused(
+        &[
+            "train-lenet",
+            "--resume",
+            d,
+            "--precise-bn",
+            "5",
+            "--placement",
+            "after",
+        ],
+        &[
+            "--placement after (stored: before)",
+            "--precise-bn 5 (stored: 200)",
+        ],
+    );
     // Limits below what was done.
     refused(
         &["train-lenet", "--resume", d, "--steps", "2"],

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::choices::{ActivationChoice, DataArgs, ModelsChoice, OptimizerChoice};
+use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice, PlacementChoice};
+use crate::experiment::CommonArgs;
 
 /// Arguments of `train-lenet`.
 #[derive(Debug, Default, clap::Args)]
@@ -13,7 +14,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub model: Option<ModelsChoice>,
     #[command(flatten)]
-    pub data: DataArgs,
+    pub common: CommonArgs,
     /// Epochs to train [default: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -33,12 +34,17 @@ pub struct TrainArgs {
     /// sigmoid].
     #[arg(long, value_enum)]
     pub activation: Option<ActivationChoice>,
+    /// LeNet-BN's batch norms before or after the activations [default: before].
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementChoice>,
     /// Seed of the initialisation and of the data order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Worker threads, at most 8 per core [default: one per core]. Results do not depend on it.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// After every epoch, also measure test accuracy with batch-norm statistics recomputed from
+    /// this many training batches (precise BN; 0: off) [default: 200]. Training itself is
+    /// unchanged; MODEL-precise-bn.safetensors holds the final weights with these statistics.
+    #[arg(long, allow_negative_numbers = true)]
+    pub precise_bn: Option<usize>,
     /// Stop after this many optimizer steps in total.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -48,15 +54,8 @@ pub struct TrainArgs {
     /// Start from these weights and buffers (safetensors, PyTorch state_dict names).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Output folder; must be new or empty [default: runs/TIMESTAMP, or runs/TIMESTAMP-2,
-    /// -3, ... if taken].
-    #[arg(long, conflicts_with = "resume")]
-    pub out: Option<PathBuf>,
     /// Continue the run stored in this folder. --epochs, --steps, --threads and --data-dir may
     /// be given again; any other option must match the stored configuration.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
-    /// Train on the first N training images only (quick experiments and tests).
-    #[arg(long)]
-    pub train_samples: Option<usize>,
 }

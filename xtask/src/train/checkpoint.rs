@@ -52,10 +52,7 @@ pub fn exists(dir: &Path) -> bool {
 
 /// The model's state dict as safetensors bytes (the format of `<model>.safetensors`).
 pub fn model_bytes(run: &ModelRun) -> Result<Vec<u8>, Error> {
-    weights::to_bytes(&weights::state_dict(&run.model)).map_err(|source| Error::Format {
-        what: "model state".into(),
-        source,
-    })
+    crate::model_run::state_bytes(&run.model)
 }
 
 /// Writes weights, optimizer state and progress into `dir`, replacing the previous

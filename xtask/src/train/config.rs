@@ -8,14 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::choices::{
     default_lr, ActivationChoice, DatasetChoice, ModelChoice, ModelsChoice, OptimizerChoice,
 };
-use crate::model_run::RunSpec;
+use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
-use crate::{checks, files, Error};
+use crate::{checks, files, precise, Error};
 
 /// Epochs when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 10;
-/// Batch size when `--batch-size` is not given.
-pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 /// Everything needed to rerun an experiment (`config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +89,12 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             "--init holds one model's weights: add --model lenet or --model lenet-bn".into(),
         ));
     }
+    if args.placement.is_some() && !kinds.iter().any(|k| k.has_batch_norm()) {
+        return Err(Error::Usage(
+            "--placement moves batch norm, which lenet does not have; use --model lenet-bn or both"
+                .into(),
+        ));
+    }
     if let Some(init) = &args.init {
         files::check_input_file("--init", init)?;
     }
@@ -108,13 +112,16 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             shuffle: !args.no_shuffle,
             steps: args.steps,
             init: args.init.clone(),
+            precise_bn: args.precise_bn.unwrap_or(precise::DEFAULT_BATCHES),
+            placement: args.placement.unwrap_or_default(),
         })
         .collect();
+    let common = &args.common;
     let config = TrainConfig::new(
-        args.data.dataset(),
-        args.data.data_dir.clone(),
-        args.train_samples,
-        args.threads,
+        common.data.dataset(),
+        common.data.data_dir.clone(),
+        common.train_samples,
+        common.threads,
         runs,
     );
     config.validate()?;

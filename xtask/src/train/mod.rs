@@ -9,13 +9,18 @@
 //! - [`args`]: the command line; [`config`]: `config.json`; [`resume`]: what `--resume` keeps
 //!   and what it may change;
 //! - [`progress`] and [`checkpoint`]: where a model stands, saved and restored;
-//! - [`trainer`]: the loop over epochs and steps.
+//! - [`trainer`]: the loop over epochs and steps;
+//! - [`targets`]: epochs to a target accuracy and the train − test gap;
+//! - [`curves`] and [`page`]: the run's chart and `report.html`.
 
 pub mod args;
 pub mod checkpoint;
 pub mod config;
+pub mod curves;
+pub mod page;
 pub mod progress;
 pub mod resume;
+pub mod targets;
 pub mod trainer;
 
 pub use args::TrainArgs;
@@ -29,7 +34,7 @@ use crate::report::{self, RunRecord};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::train::progress::Progress;
-use crate::{plot, setup, Error};
+use crate::{experiment, html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -51,30 +56,39 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
         }
         None => {
             let config = config::from_args(&args)?;
-            let dir = RunDir::create(args.out.as_deref(), "")?;
+            let dir = RunDir::create(args.common.out.as_deref(), "train-lenet-")?;
             setup::threads(config.threads)?;
             let states = new_states(&config)?;
             (config, dir, states)
         }
     };
-    signals::watch();
-    let data = setup::load_data(
+    let Some(data) = experiment::load_data(
         config.dataset,
         config.data_dir.as_deref(),
         config.train_samples,
-    )?;
-    if let Some(signal) = signals::received() {
+    )?
+    else {
         // Stopped while the data loaded: nothing was written.
-        eprintln!("{}: stopped before training", signal.name());
-        return Ok(Some(signal));
-    }
+        return Ok(signals::received());
+    };
     eprintln!(
         "writing to {} ({} threads)",
         dir.path().display(),
         rayon::current_num_threads()
     );
     let outcome = execute(&config, &dir, &data, states)?;
-    println!("\n{}", report::summary(&outcome.records));
+    println!("\n{}", report::summary(&outcome.records).text());
+    if let Some(note) = report::accuracy_note(&outcome.records) {
+        println!("{note}");
+    }
+    println!(
+        "\nepochs to a test accuracy:\n{}",
+        targets::epochs_to_target(&outcome.records).text()
+    );
+    println!(
+        "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
+        targets::gap_table(&outcome.records).text()
+    );
     match outcome.stopped_by {
         Some(signal) => eprintln!(
             "interrupted by {}; checkpoints are in {}. Resume with:\n  cargo xtask train-lenet --resume {}",
@@ -82,7 +96,11 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
             dir.file("checkpoint").display(),
             dir.path().display()
         ),
-        None => eprintln!("results in {}", dir.path().display()),
+        None => eprintln!(
+            "results in {} (open {} in a browser)",
+            dir.path().display(),
+            dir.file(html::REPORT).display()
+        ),
     }
     Ok(outcome.stopped_by)
 }
@@ -144,9 +162,8 @@ pub fn execute(
         }
     }
     let records: Vec<RunRecord> = states.into_iter().map(|s| s.progress.record).collect();
-    if let Err(e) = plot::training_curves(dir, &records) {
-        eprintln!("warning: plots not written: {e}");
-    }
+    let curves = curves::training_curves(dir, &records).transpose();
+    page::page(config, &records, curves).write(dir)?;
     Ok(Outcome {
         records,
         stopped_by,

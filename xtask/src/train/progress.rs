@@ -42,6 +42,8 @@ impl Progress {
                 status: Status::Pending,
                 epochs: Vec::new(),
                 final_test_acc: None,
+                final_test_acc_precise: None,
+                precise_bn_batches: None,
                 max_batch_loss: 0.0,
             },
         }

@@ -60,11 +60,11 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
         }
         spec.steps = args.steps;
     }
-    if let Some(threads) = args.threads {
+    if let Some(threads) = args.common.threads {
         changes.push(format!("--threads {threads}"));
         config.threads = Some(threads);
     }
-    if let Some(data_dir) = &args.data.data_dir {
+    if let Some(data_dir) = &args.common.data.data_dir {
         changes.push(format!("--data-dir {}", data_dir.display()));
         config.data_dir = Some(data_dir.clone());
     }
@@ -102,12 +102,12 @@ fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
         ),
         (
             "--dataset",
-            args.data.dataset.map(flag_value),
+            args.common.data.dataset.map(flag_value),
             vec![flag_value(config.dataset)],
         ),
         (
             "--train-samples",
-            args.train_samples.map(|n| n.to_string()),
+            args.common.train_samples.map(|n| n.to_string()),
             vec![config.train_samples.map_or("all".into(), |n| n.to_string())],
         ),
         (
@@ -146,6 +146,16 @@ fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
             runs.iter()
                 .map(|r| if r.shuffle { "not given" } else { "given" }.to_string())
                 .collect(),
+        ),
+        (
+            "--placement",
+            args.placement.map(flag_value),
+            runs.iter().map(|r| flag_value(r.placement)).collect(),
+        ),
+        (
+            "--precise-bn",
+            args.precise_bn.map(|k| k.to_string()),
+            runs.iter().map(|r| r.precise_bn.to_string()).collect(),
         ),
         (
             "--init",
@@ -193,7 +203,10 @@ mod tests {
             batch_size: Some(256),
             epochs: Some(20),
             steps: Some(5),
-            threads: Some(1),
+            common: crate::experiment::CommonArgs {
+                threads: Some(1),
+                ..Default::default()
+            },
             ..TrainArgs::default()
         };
         assert!(conflicts(&stored(), &args).is_empty());

@@ -6,7 +6,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use norma_datasets::Dataset;
 
-use crate::model_run::{accuracy, ModelRun};
+use crate::model_run::ModelRun;
 use crate::report::{self, EpochRow, Status};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
@@ -107,25 +107,27 @@ pub fn train(
     finish(run, p, data, dir).map(|()| None)
 }
 
-/// Closes the epoch in progress: evaluates, prints and records its row, resets the counters.
+/// Closes the epoch in progress: evaluates (with the running statistics, and with precise
+/// statistics if the spec asks for them), prints and records its row, resets the counters.
 fn end_epoch(
     run: &mut ModelRun,
     p: &mut Progress,
     data: &Dataset,
     name: &str,
 ) -> Result<(), Error> {
-    let test_acc = accuracy(&run.predict(&data.test)?, data.test.labels());
+    let eval = run.evaluate(data, true)?;
     let row = EpochRow {
         epoch: p.epoch + 1,
         train_loss: p.loss_sum / p.seen.max(1) as f64,
         train_acc: p.correct as f64 / p.seen.max(1) as f64,
-        test_acc,
+        test_acc: eval.test_acc,
+        test_acc_precise: eval.test_acc_precise,
         seconds: p.epoch_seconds,
         samples_per_sec: p.seen as f64 / p.epoch_seconds.max(1e-9),
     };
     println!("{}", report::table_row(name, &row));
     p.record.epochs.push(row);
-    p.record.final_test_acc = Some(test_acc);
+    p.record.set_final(&eval);
     p.epoch += 1;
     p.step_in_epoch = 0;
     p.loss_sum = 0.0;
@@ -135,27 +137,40 @@ fn end_epoch(
     Ok(())
 }
 
-/// Saves the final weights (`<model>.safetensors`) and checkpoint of a run that stopped for
-/// good.
+/// Saves the final weights of a run that stopped for good — `<model>.safetensors` as training
+/// left them, and `<model>-precise-bn.safetensors` with precise batch-norm statistics when the
+/// run computes them — and its checkpoint.
 fn finish(run: &mut ModelRun, p: &mut Progress, data: &Dataset, dir: &RunDir) -> Result<(), Error> {
     let name = run.spec.model.kind().name();
     // A completed run was just evaluated at the end of its last epoch; any other stop
-    // happened after steps that no evaluation has seen yet.
+    // happened after steps that no evaluation has seen yet. A diverged run keeps the weights
+    // of its last good step, which may be too large to run in training mode without
+    // overflowing: it is evaluated with its running statistics only, and gets no precise file.
+    let diverged = matches!(p.record.status, Status::Diverged { .. });
     if p.record.status != Status::Completed {
-        let acc = accuracy(&run.predict(&data.test)?, data.test.labels());
-        p.record.final_test_acc = Some(acc);
+        let eval = run.evaluate(data, !diverged)?;
+        p.record.set_final(&eval);
+        let precise = eval.test_acc_precise.map_or(String::new(), |a| {
+            format!(", {a:.4} with precise BN statistics")
+        });
         println!(
-            "{name}: stopped ({}) after {} steps at epoch {}, step {}; test accuracy {acc:.4}",
+            "{name}: stopped ({}) after {} steps at epoch {}, step {}; test accuracy {:.4}{precise}",
             p.record.status.word(),
             p.global_step,
             p.epoch + 1,
-            p.step_in_epoch
+            p.step_in_epoch,
+            eval.test_acc
         );
     }
     dir.write(
         &format!("{name}.safetensors"),
         &checkpoint::model_bytes(run)?,
     )?;
+    if !diverged {
+        if let Some(bytes) = run.precise_state_bytes(data)? {
+            dir.write(&format!("{name}-precise-bn.safetensors"), &bytes)?;
+        }
+    }
     checkpoint::save(&checkpoint::dir(dir.path(), name), run, p)
 }
 

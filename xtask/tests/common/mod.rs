@@ -192,3 +192,23 @@ pub fn long_run(cwd: &Path, out: &Path) -> (Child, Lines<BufReader<ChildStdout>>
     let _ = child.wait();
     panic!("the run ended without printing an epoch row:\n{seen}");
 }
+
+/// Asserts that `dir/report.html` is a complete page with at least one inline SVG figure,
+/// nothing fetched from elsewhere, and each of `expected` in it.
+pub fn assert_report(dir: &Path, expected: &[&str]) {
+    let path = dir.join("report.html");
+    let html = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(html.starts_with("<!DOCTYPE html>"), "{}", path.display());
+    assert!(html.trim_end().ends_with("</html>"), "{}", path.display());
+    assert!(
+        html.contains("<svg") && html.contains("</svg>"),
+        "no figure in {}",
+        path.display()
+    );
+    for external in ["<script", "<link", "src=\"", "url("] {
+        assert!(!html.contains(external), "{external} in {}", path.display());
+    }
+    for e in expected {
+        assert!(html.contains(e), "'{e}' not in {}", path.display());
+    }
+}

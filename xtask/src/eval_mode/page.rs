@@ -1,0 +1,159 @@
+//! What `eval-mode` shows: its table (text and HTML), the failures under it, the page's
+//! introduction, and `eval-mode.csv`.
+
+use std::fmt::Write as _;
+
+use crate::eval_mode::{EvalModeArgs, Results, DEFAULT_EPOCHS};
+use crate::run_dir::RunDir;
+use crate::table::Table;
+use crate::Error;
+
+fn percent(f: f64) -> String {
+    format!("{:.1} %", 100.0 * f)
+}
+
+/// Rows: eval mode (stored and precise statistics, any batch size), then training mode per
+/// batch size.
+pub fn table(r: &Results, args: &EvalModeArgs) -> Table {
+    let mut t = Table::new([
+        "mode",
+        "statistics",
+        "test batch size",
+        "test accuracy (mean over orders)",
+        "lowest-highest",
+        "class depends on the company",
+        "class differs from eval mode alone",
+    ]);
+    let sizes = args
+        .batch_sizes
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let eval_varies = r
+        .eval
+        .iter()
+        .map(|o| o.depends_on_company)
+        .fold(0.0f64, f64::max);
+    let eval_differs = r
+        .eval
+        .iter()
+        .map(|o| o.differs_from_alone)
+        .fold(0.0f64, f64::max);
+    t.row([
+        "eval".to_string(),
+        "stored in the weights".into(),
+        "any".into(),
+        format!("{:.4}", r.eval_stored),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+    ]);
+    let (reference, acc) = match r.eval_precise {
+        Some((acc, k)) => (format!("precise ({k} training batches)"), acc),
+        None => ("stored in the weights".to_string(), r.eval_stored),
+    };
+    t.row([
+        "eval".to_string(),
+        reference,
+        format!("each of {sizes}"),
+        format!("{acc:.4}"),
+        "-".into(),
+        percent(eval_varies),
+        percent(eval_differs),
+    ]);
+    for o in &r.train {
+        let mut row = vec![
+            "training".to_string(),
+            "each batch's own".into(),
+            o.batch_size.to_string(),
+        ];
+        match &o.error {
+            Some(_) => row.extend([
+                "fails (see below)".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]),
+            None => {
+                let (lo, hi) = o.range();
+                row.extend([
+                    format!("{:.4}", o.mean_accuracy()),
+                    format!("{lo:.4}-{hi:.4}"),
+                    percent(o.depends_on_company),
+                    percent(o.differs_from_alone),
+                ]);
+            }
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// Why training mode failed at some batch sizes, one line each.
+pub fn failures(r: &Results) -> String {
+    r.train
+        .iter()
+        .filter_map(|o| {
+            let e = o.error.as_ref()?;
+            Some(format!(
+                "training mode with batches of {}: {e}\n",
+                o.batch_size
+            ))
+        })
+        .collect()
+}
+
+/// The page's introduction.
+pub fn describe(args: &EvalModeArgs) -> String {
+    let model = match &args.weights {
+        Some(w) => format!("LeNet-BN with the weights of {}", w.display()),
+        None => format!(
+            "LeNet-BN trained for {} epochs (seed {}, d2l's recipe; its run is in model/)",
+            args.epochs.unwrap_or(DEFAULT_EPOCHS),
+            args.seed
+        ),
+    };
+    format!(
+        "{model}, predicting the 10,000 test images. Eval mode normalizes with fixed statistics, \
+         so an image's class never depends on the other images in its batch. Training mode \
+         (forgetting model.eval()) normalizes each batch with its own mean and variance: the \
+         test set is cut into batches of each size in {} random orders, and an image's class \
+         can change with the images it shares a batch with. 'Class depends on the company': \
+         images whose class is not the same in all orders; 'differs from eval mode alone': \
+         predictions that differ from the image's class when it is predicted alone in eval \
+         mode with the reference statistics of the second row.",
+        args.orders
+    )
+}
+
+/// `eval-mode.csv`: one line per mode and batch size.
+pub fn write_csv(dir: &RunDir, r: &Results) -> Result<(), Error> {
+    let mut csv = String::from(
+        "mode,batch_size,mean_accuracy,lowest,highest,depends_on_company,differs_from_alone,error\n",
+    );
+    for (mode, outcomes) in [("eval", &r.eval), ("train", &r.train)] {
+        for o in outcomes {
+            let (lo, hi) = o.range();
+            let num = |v: f64| {
+                if o.error.is_some() {
+                    String::new()
+                } else {
+                    v.to_string()
+                }
+            };
+            let _ = writeln!(
+                csv,
+                "{mode},{},{},{},{},{},{},{}",
+                o.batch_size,
+                num(o.mean_accuracy()),
+                num(lo),
+                num(hi),
+                num(o.depends_on_company),
+                num(o.differs_from_alone),
+                o.error.as_deref().unwrap_or("").replace([',', '\n'], ";")
+            );
+        }
+    }
+    dir.write("eval-mode.csv", csv.as_bytes())
+}

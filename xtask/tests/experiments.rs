@@ -1,0 +1,335 @@
+//! The brief's claims as experiments, end to end on small budgets: precise batch-norm
+//! statistics in `train-lenet` (measured on the side, never changing training), epochs to a
+//! target and the train − test gap, `placement` and `eval-mode`.
+
+mod common;
+
+use common::{assert_report, have_data, json, metrics_without_timing, stdout, succeeds, train};
+
+/// The running statistics of a safetensors file, by name.
+fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    norma_layers::checkpoint::from_bytes(&bytes)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            norma_layers::checkpoint::StateValue::F32(t) => Some((name, t.as_slice().to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn precise_statistics_are_measured_on_the_side_and_saved_apart() {
+    if !have_data() {
+        return;
+    }
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "1024",
+        "--epochs",
+        "2",
+        "--seed",
+        "4",
+    ];
+    let with = tempfile::tempdir().unwrap();
+    let out = train(with.path(), &[&args[..], &["--precise-bn", "3"]].concat());
+    let without = tempfile::tempdir().unwrap();
+    train(
+        without.path(),
+        &[&args[..], &["--precise-bn", "0"]].concat(),
+    );
+    // Training is the same step for step: same weights, same running statistics, same
+    // moving-average accuracy every epoch.
+    assert!(
+        common::weights(with.path(), "lenet-bn") == common::weights(without.path(), "lenet-bn"),
+        "precise evaluation changed training"
+    );
+    let (a, b) = (
+        metrics_without_timing(with.path()),
+        metrics_without_timing(without.path()),
+    );
+    for (ea, eb) in a[0]["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b[0]["epochs"].as_array().unwrap())
+    {
+        assert_eq!(ea["train_loss"], eb["train_loss"]);
+        assert_eq!(ea["test_acc"], eb["test_acc"]);
+        assert!(ea["test_acc_precise"].as_f64().is_some(), "{ea}");
+        assert!(eb["test_acc_precise"].is_null(), "{eb}");
+    }
+    assert_eq!(a[0]["precise_bn_batches"], 3);
+    assert!(!without
+        .path()
+        .join("lenet-bn-precise-bn.safetensors")
+        .exists());
+    // The precise file has the trained weights and other statistics, averaged over 3 batches.
+    let trained = tensors(&with.path().join("lenet-bn.safetensors"));
+    let precise = tensors(&with.path().join("lenet-bn-precise-bn.safetensors"));
+    assert_eq!(trained["conv1.weight"], precise["conv1.weight"]);
+    assert_ne!(trained["bn1.running_mean"], precise["bn1.running_mean"]);
+    let counter = norma_layers::checkpoint::from_bytes(
+        &std::fs::read(with.path().join("lenet-bn-precise-bn.safetensors")).unwrap(),
+    )
+    .unwrap()
+    .into_iter()
+    .find(|(n, _)| n == "bn1.num_batches_tracked")
+    .map(|(_, v)| v);
+    assert_eq!(
+        counter,
+        Some(norma_layers::checkpoint::StateValue::I64(3)),
+        "a cumulative average over 3 batches"
+    );
+    // The final comparison leads with the precise number and shows the other.
+    let text = stdout(&out);
+    let final_acc = a[0]["final_test_acc_precise"].as_f64().unwrap();
+    let moving = a[0]["final_test_acc"].as_f64().unwrap();
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !(l.starts_with("model") && l.contains("moving-avg BN")))
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        summary[..6],
+        [
+            "lenet-bn",
+            "1",
+            summary[2],
+            summary[3],
+            &format!("{final_acc:.4}"),
+            &format!("{moving:.4}")
+        ],
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(with.path().join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("model,epoch,train_loss,train_acc,test_acc,test_acc_precise,"));
+    assert_report(
+        with.path(),
+        &["precise BN", "moving-avg BN", "Epochs to a test accuracy"],
+    );
+}
+
+#[test]
+fn twenty_epochs_report_epochs_to_target_and_the_gap_for_both_models() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(
+        dir.path(),
+        &[
+            "--train-samples",
+            "512",
+            "--batch-size",
+            "128",
+            "--epochs",
+            "20",
+            "--precise-bn",
+            "2",
+        ],
+    );
+    let text = stdout(&out);
+    let metrics = json(&dir.path().join("metrics.json"));
+    for run in metrics.as_array().unwrap() {
+        assert_eq!(run["epochs"].as_array().unwrap().len(), 20, "{run}");
+    }
+    // One row per model (two for LeNet-BN: precise and moving averages), a cell per target.
+    let targets: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("epochs to a test accuracy"))
+        .skip(2)
+        .take(3)
+        .collect();
+    assert!(targets[0].starts_with("lenet "), "{text}");
+    assert!(targets[1].starts_with("lenet-bn (precise BN)"), "{text}");
+    assert!(targets[2].starts_with("lenet-bn (moving-avg BN)"), "{text}");
+    for row in &targets {
+        assert!(row.ends_with(" 20"), "epochs run: {row}");
+    }
+    // The gap table has all 20 epochs, and its numbers are train minus test accuracy.
+    let gap: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("train - test accuracy gap"))
+        .skip(2)
+        .collect();
+    assert!(gap[19].starts_with("20 "), "{text}");
+    let last = &metrics[1]["epochs"][19];
+    let expected = last["train_acc"].as_f64().unwrap() - last["test_acc_precise"].as_f64().unwrap();
+    assert!(
+        gap[19].trim_end().ends_with(&format!("{expected:+.4}")),
+        "{}",
+        gap[19]
+    );
+    assert_report(dir.path(), &["Train - test accuracy gap", "first epoch"]);
+}
+
+#[test]
+fn placement_trains_both_placements_from_the_same_start_and_reports() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("placement");
+    let o = out.to_str().unwrap();
+    let result = succeeds(&[
+        "placement",
+        "--activations",
+        "relu",
+        "--epochs",
+        "1",
+        "--seeds",
+        "2",
+        "--train-samples",
+        "512",
+        "--precise-bn",
+        "2",
+        "--out",
+        o,
+    ]);
+    let csv = std::fs::read_to_string(out.join("placement.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for (row, prefix) in rows.iter().zip([
+        "relu,before,0,",
+        "relu,after,0,",
+        "relu,before,1,",
+        "relu,after,1,",
+    ]) {
+        assert!(row.starts_with(prefix), "{csv}");
+        assert!(row.ends_with(",ok"), "{csv}");
+    }
+    // Each run is a train-lenet run with its placement in its configuration.
+    let config = json(&out.join("runs/relu-after-seed1/config.json"));
+    assert_eq!(config["runs"][0]["placement"], "after");
+    assert_eq!(config["runs"][0]["seed"], 1);
+    assert_eq!(config["runs"][0]["activation"], "relu");
+    // Same seed, same initial weights: the two placements differ in the order of layers only,
+    // so a different result shows the placement took effect.
+    let before = json(&out.join("runs/relu-before-seed0/metrics.json"));
+    let after = json(&out.join("runs/relu-after-seed0/metrics.json"));
+    assert_ne!(
+        before[0]["epochs"][0]["train_loss"],
+        after[0]["epochs"][0]["train_loss"]
+    );
+    let text = stdout(&result);
+    assert!(text.contains("relu, BN before activation"), "{text}");
+    assert!(text.contains("relu, BN after activation"), "{text}");
+    assert_report(&out, &["placement", "Final test accuracy", "median"]);
+    assert_eq!(json(&out.join("config.json"))["experiment"], "placement");
+}
+
+#[test]
+fn eval_mode_trains_a_model_and_shows_what_training_mode_does_to_predictions() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval-mode");
+    let result = succeeds(&[
+        "eval-mode",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "1024",
+        "--batch-sizes",
+        "1",
+        "2",
+        "500",
+        "--orders",
+        "2",
+        "--precise-bn",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // The model it trained is a train-lenet run of its own.
+    let model = json(&out.join("model/metrics.json"));
+    assert_eq!(model[0]["model"], "lenet-bn");
+    assert_eq!(model[0]["epochs"].as_array().unwrap().len(), 1);
+    let r = json(&out.join("eval-mode.json"));
+    // A batch of one image cannot be normalized in training mode (BatchNorm1d).
+    let one = &r["train"][0];
+    assert_eq!(one["batch_size"], 1);
+    assert!(
+        one["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 1 value per channel"),
+        "{one}"
+    );
+    // Eval mode: the class never depends on the batch; training mode: it does.
+    for e in r["eval"].as_array().unwrap() {
+        assert_eq!(e["depends_on_company"], 0.0, "{e}");
+        assert_eq!(e["differs_from_alone"], 0.0, "{e}");
+    }
+    let two = &r["train"][1];
+    assert!(two["error"].is_null());
+    assert!(two["differs_from_alone"].as_f64().unwrap() > 0.05, "{two}");
+    assert!(
+        two["depends_on_company"].as_f64().unwrap()
+            > r["train"][2]["depends_on_company"].as_f64().unwrap(),
+        "smaller batches, more dependence: {r}"
+    );
+    assert_eq!(r["eval_precise"][1], 3, "{r}");
+    let text = stdout(&result);
+    assert!(text.contains("fails (see below)"), "{text}");
+    assert!(text.contains("training mode with batches of 1: "), "{text}");
+    for file in [
+        "eval-mode.csv",
+        "eval-mode.png",
+        "eval-mode.svg",
+        "config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert_report(&out, &["eval-mode", "class depends on the company"]);
+}
+
+#[test]
+fn eval_mode_takes_weights_and_refuses_weights_of_another_model() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("bn.safetensors");
+    common::save_weights(&weights, true);
+    let out = dir.path().join("out");
+    succeeds(&[
+        "eval-mode",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--batch-sizes",
+        "100",
+        "--orders",
+        "1",
+        "--precise-bn",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.join("model").exists(), "nothing trained");
+    let r = json(&out.join("eval-mode.json"));
+    assert!(r["eval_precise"].is_null(), "{r}");
+    assert_eq!(r["train"].as_array().unwrap().len(), 1);
+    // LeNet weights are not LeNet-BN's: refused before any folder or data.
+    let plain = dir.path().join("plain.safetensors");
+    common::save_weights(&plain, false);
+    let refused = dir.path().join("refused");
+    common::fails_clearly(
+        &[
+            "eval-mode",
+            "--weights",
+            plain.to_str().unwrap(),
+            "--out",
+            refused.to_str().unwrap(),
+        ],
+        &["does not fit the model"],
+    );
+    assert!(!refused.exists());
+}
