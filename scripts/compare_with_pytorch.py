@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Do norma's training steps give PyTorch's weights?
 
 1. Builds d2l's LeNet-BN (or LeNet) in PyTorch, Xavier-uniform weights from a seed, and saves
@@ -8,7 +9,7 @@
 4. Compares every tensor of the two state_dicts (weights and running statistics) and loads
    norma's file back into PyTorch with load_state_dict(strict=True).
 
-Run from the repository root with the venv of ../shared/bench/torch/setup.sh:
+Run from the repository root with the venv that scripts/setup-torch-venv.sh makes:
 
     /tmp/norma-torch-venv/bin/python scripts/compare_with_pytorch.py --model lenet-bn --steps 50
 """

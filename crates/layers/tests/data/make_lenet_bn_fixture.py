@@ -1,5 +1,6 @@
-"""Makes the PyTorch-side fixture of tests/checkpoint.rs (run with the venv of
-../shared/bench/torch/setup.sh from the repository root):
+#!/usr/bin/env python3
+"""Makes the PyTorch-side fixture of tests/checkpoint.rs (run from the repository root with the
+venv that scripts/setup-torch-venv.sh makes):
 
     /tmp/norma-torch-venv/bin/python crates/layers/tests/data/make_lenet_bn_fixture.py
 
