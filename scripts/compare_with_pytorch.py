@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Do norma's training steps give PyTorch's weights?
 
 1. Builds d2l's LeNet-BN (or LeNet) in PyTorch, Xavier-uniform weights from a seed, and saves
@@ -8,9 +9,13 @@
 4. Compares every tensor of the two state_dicts (weights and running statistics) and loads
    norma's file back into PyTorch with load_state_dict(strict=True).
 
-Run from the repository root with a Python venv that has torch, numpy and safetensors:
+Run from the repository root with the venv that scripts/setup-torch-venv.sh makes:
 
-    python scripts/compare_with_pytorch.py --model lenet-bn --steps 50
+    /tmp/norma-torch-venv/bin/python scripts/compare_with_pytorch.py --model lenet-bn --steps 50
+
+The PyTorch models are those of scripts/norma_models.py. scripts/check_checkpoints_in_pytorch.py
+checks the strict loading for every model of the LeNet family (lenet-gn, lenet-ln, ReLU, ...),
+which `cargo xtask train-lenet` does not train.
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import subprocess
+import sys
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+try:
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+    from torch import nn
+
+    from norma_models import build
+except ImportError as e:
+    sys.exit(f"error: {e}; run with the venv of scripts/setup-torch-venv.sh (see --help)")
 
 
 def idx(path: Path) -> np.ndarray:
@@ -35,22 +45,6 @@ def idx(path: Path) -> np.ndarray:
         n, rows, cols = (int.from_bytes(raw[4 * i:4 * i + 4], "big") for i in (1, 2, 3))
         return np.frombuffer(raw, np.uint8, offset=16).reshape(n, rows, cols)
     return np.frombuffer(raw, np.uint8, offset=8)
-
-
-def lenet(bn: bool) -> nn.Sequential:
-    """The two models with norma's child names (conv1, bn1, ..., fc3)."""
-    act, pool = nn.Sigmoid, lambda: nn.AvgPool2d(2, 2)
-    layers: list[tuple[str, nn.Module]] = [("conv1", nn.Conv2d(1, 6, 5, padding=0 if bn else 2))]
-    layers += [("bn1", nn.BatchNorm2d(6))] if bn else []
-    layers += [("act1", act()), ("pool1", pool()), ("conv2", nn.Conv2d(6, 16, 5))]
-    layers += [("bn2", nn.BatchNorm2d(16))] if bn else []
-    layers += [("act2", act()), ("pool2", pool()), ("flatten", nn.Flatten())]
-    layers += [("fc1", nn.Linear(256 if bn else 400, 120))]
-    layers += [("bn3", nn.BatchNorm1d(120))] if bn else []
-    layers += [("act3", act()), ("fc2", nn.Linear(120, 84))]
-    layers += [("bn4", nn.BatchNorm1d(84))] if bn else []
-    layers += [("act4", act()), ("fc3", nn.Linear(84, 10))]
-    return nn.Sequential(OrderedDict(layers))
 
 
 def main() -> None:
@@ -64,7 +58,7 @@ def main() -> None:
     lr = args.lr if args.lr is not None else (1.0 if args.model == "lenet-bn" else 0.9)
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
-    model = lenet(args.model == "lenet-bn")
+    model = build(args.model)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
@@ -107,7 +101,7 @@ def main() -> None:
         worst = max(worst, diff / max(scale, 1e-12))
         print(f"{name:<26} {diff:>12.3e} {scale:>12.3e} {diff / max(scale, 1e-12):>10.2e}")
     print(f"worst relative difference {worst:.3e}")
-    check = lenet(args.model == "lenet-bn")
+    check = build(args.model)
     check.load_state_dict(ours, strict=True)
     print("norma's checkpoint loads into PyTorch with load_state_dict(strict=True)")
 
