@@ -8,6 +8,7 @@
 //! | [`Linear`] | `y = x·Wᵀ + b` |
 //! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
+//! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
 //! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
 //! | [`AvgPool2d`], [`MaxPool2d`] | pooling |
 //! | [`Sigmoid`], [`Relu`] | activations |
@@ -53,6 +54,7 @@ pub mod observe;
 mod pool;
 mod precise_bn;
 mod sequential;
+pub mod sync_batch_norm;
 
 pub use activation::{Relu, Sigmoid};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
@@ -73,3 +75,4 @@ pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;
+pub use sync_batch_norm::convert_sync_batch_norm;
