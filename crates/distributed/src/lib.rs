@@ -2,7 +2,7 @@
 //!
 //! The transport of data-parallel training, behind a small interface: every process holds the
 //! model, takes a shard of each batch, and the processes add up what must be global (batch-norm
-//! statistics in `norma_layers::SyncBatchNorm`, gradients in the training loop).
+//! statistics in `norma_layers`' synchronized batch norm, gradients in the training loop).
 //!
 //! | item | what |
 //! | --- | --- |
@@ -10,6 +10,7 @@
 //! | [`SingleProcess`] | the job of one process: every collective leaves buffers as they are |
 //! | [`mpi_world`] | MPI_COMM_WORLD over Open MPI (rsmpi), with the cargo feature `mpi` |
 //! | [`shard`], [`global_count`], [`same_on_every_process`] | splitting a batch, counting, checking replicas |
+//! | [`testing::run_group`] | K threads standing in for K processes, for tests without MPI |
 //! | [`testing::Checks`] | collective checks for test programs run under mpirun |
 //!
 //! Layers and training loops depend on [`Communicator`] only, so this crate needs no MPI
@@ -42,12 +43,15 @@
 //!   prints the reason with the process's rank and ends the whole job (MPI_Abort; Open MPI's
 //!   mpirun kills the others within a second or two, even inside a collective).
 //! - A panic on any thread aborts the job the same way (a hook installed by [`mpi_world`]).
-//! - A process that is killed or exits without finalizing MPI: mpirun ends the job.
+//! - A process that is killed or exits without finalizing MPI: mpirun ends the job, and fails
+//!   it. So a process that succeeds must return from `main` (dropping every handle of the
+//!   communicator finalizes MPI) rather than call `std::process::exit`.
 //! - Layers that can check before communicating (synchronized batch norm) exchange a failure
 //!   flag with their sums, so every process gets an error at the same step
 //!   ([`CommError::PeerFailed`]) instead of waiting.
 //!
-//! Started without mpirun, an MPI build runs as a job of one process (singleton init).
+//! Started without mpirun, an MPI build runs as a job of one process (singleton init; the MPI
+//! tests are run that way too).
 //!
 //! ## Running the MPI tests
 //!
