@@ -14,15 +14,24 @@
 //!
 //! m is the momentum (0.1), or 1/num_batches_tracked when momentum is `None` (cumulative
 //! average). This is PyTorch's convention, including the unbiased running variance.
+//!
+//! **Synchronized.** A layer given a communicator ([`BatchNorm::synchronized`],
+//! [`crate::convert_sync_batch_norm`]) is PyTorch's `SyncBatchNorm`: in training mode μ_B, σ²_B
+//! and M are those of the global batch of every process of a data-parallel job (see
+//! [`crate::sync_batch_norm`]). Everything else — parameters, buffers, eval mode, the running
+//! update — is this one layer.
 
 use std::marker::PhantomData;
+use std::rc::Rc;
 
 use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_distributed::Communicator;
 use norma_kernels::BatchStats;
 use norma_tensor::Tensor;
 
 use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
+use crate::sync_batch_norm::Synced;
 use crate::{impl_any, LayerError, Result};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
@@ -119,12 +128,15 @@ impl RunningStats {
 /// - parameters: `weight` γ (C), init 1; `bias` β (C), init 0 (with `affine`)
 /// - buffers: `running_mean` (C), `running_var` (C), `num_batches_tracked` (int64 scalar)
 ///   (with `track_running_stats`)
+/// - synchronized (with a communicator): training statistics over every process's input
 pub struct BatchNorm<I: BatchNormInput> {
     num_features: usize,
     config: BatchNormConfig,
     affine: Affine,
     running: Option<RunningStats>,
     mode: Mode,
+    /// Set: training statistics are those of the global batch of every process.
+    sync: Option<Synced>,
     input: PhantomData<I>,
 }
 
@@ -160,8 +172,27 @@ impl<I: BatchNormInput> BatchNorm<I> {
             affine: Affine::new(&[c], config.affine, config.affine),
             running: config.track_running_stats.then(|| RunningStats::new(c)),
             mode: Mode::Train,
+            sync: None,
             input: PhantomData,
         })
+    }
+
+    /// The layer as PyTorch's `SyncBatchNorm`: in training mode, statistics over the global
+    /// batch of every process of `comm` (see [`crate::sync_batch_norm`]). The parameters and
+    /// buffers stay the same handles.
+    pub fn synchronized(mut self, comm: Rc<dyn Communicator>) -> Self {
+        self.synchronize(comm);
+        self
+    }
+
+    /// [`BatchNorm::synchronized`] in place (what [`crate::convert_sync_batch_norm`] does).
+    pub fn synchronize(&mut self, comm: Rc<dyn Communicator>) {
+        self.sync = Some(Synced::new(comm));
+    }
+
+    /// The communicator of a synchronized layer.
+    pub fn communicator(&self) -> Option<&Rc<dyn Communicator>> {
+        self.sync.as_ref().map(Synced::communicator)
     }
 
     /// Number of channels C.
@@ -279,9 +310,11 @@ fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
 
 impl<I: BatchNormInput> Module for BatchNorm<I> {
     fn forward(&mut self, x: &Var) -> Result<Var> {
-        if !I::accepts(x.shape(), self.num_features) {
-            return Err(self.input_error(x.shape()));
-        }
+        let checked = if I::accepts(x.shape(), self.num_features) {
+            Ok(())
+        } else {
+            Err(self.input_error(x.shape()))
+        };
         let vars = self.affine.vars();
         let (gamma, beta) = (vars.gamma(), vars.beta());
         let inputs = vars.inputs(x);
@@ -291,14 +324,27 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
         let running = match (&self.running, self.mode) {
             (Some(running), Mode::Eval) => running,
             _ => {
-                // Batch statistics: training, or no running statistics to use.
-                let out = norma_kernels::forward_train(x.value().view(), gamma, beta, eps)?;
+                // Batch statistics: training, or no running statistics to use. Only training
+                // synchronizes (as PyTorch): evaluation never communicates.
+                let sync = self.sync.clone().filter(|_| self.mode == Mode::Train);
+                let out = match &sync {
+                    // The other processes expect this one in the exchange even if its input
+                    // is wrong: it reports the failure there.
+                    Some(sync) => {
+                        sync.forward(x.value(), checked, self.num_features, gamma, beta, eps)?
+                    }
+                    None => {
+                        checked?;
+                        norma_kernels::forward_train(x.value().view(), gamma, beta, eps)?
+                    }
+                };
                 if let (Some(running), Mode::Train) = (&self.running, self.mode) {
                     self.update_running(running, &out.stats)?;
                 }
                 let backward = TrainBackward {
                     stats: out.stats,
                     affine,
+                    sync,
                 };
                 return Ok(Var::from_op(
                     &inputs,
@@ -307,6 +353,7 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
                 ));
             }
         };
+        checked?;
         let (mean, var) = (running.mean.get(), running.var.get());
         let output = norma_kernels::forward_eval(
             x.value().view(),
@@ -350,23 +397,26 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     fn describe(&self) -> String {
         let c = &self.config;
         let momentum = c.momentum.map_or("None".to_string(), |m| m.to_string());
+        let name = if self.sync.is_some() {
+            "SyncBatchNorm"
+        } else {
+            I::NAME
+        };
         format!(
-            "{}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
-            I::NAME,
-            self.num_features,
-            c.eps,
-            c.affine,
-            c.track_running_stats
+            "{name}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
+            self.num_features, c.eps, c.affine, c.track_running_stats
         )
     }
 
     impl_any!();
 }
 
-/// Backward with batch statistics: the kernels' closed form.
+/// Backward with batch statistics: the kernels' closed form, over every process when the
+/// forward was synchronized.
 struct TrainBackward {
     stats: BatchStats,
     affine: AffineLayout,
+    sync: Option<Synced>,
 }
 
 impl Backward for TrainBackward {
@@ -375,13 +425,12 @@ impl Backward for TrainBackward {
     }
 
     fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let g = norma_kernels::backward_train(
-            ctx.input(0).view(),
-            ctx.grad_output().view(),
-            &self.stats,
-            self.affine.gamma(ctx),
-        )
-        .map_err(|e| kernel_error("batch_norm", e))?;
+        let (x, dy, gamma) = (ctx.input(0), ctx.grad_output(), self.affine.gamma(ctx));
+        let g = match &self.sync {
+            Some(sync) => sync.backward(x, dy, &self.stats, gamma)?,
+            None => norma_kernels::backward_train(x.view(), dy.view(), &self.stats, gamma)
+                .map_err(|e| kernel_error("batch_norm", e))?,
+        };
         self.affine.gradients(g, ctx)
     }
 }

@@ -1,6 +1,7 @@
 //! The error type of `norma-layers`.
 
 use norma_autograd::AutogradError;
+use norma_distributed::CommError;
 use norma_kernels::KernelError;
 use norma_tensor::TensorError;
 use thiserror::Error;
@@ -28,18 +29,26 @@ pub enum LayerError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    /// A synchronized layer could not communicate, or another process failed at the same step
+    /// (in the forward or the backward pass).
+    #[error(transparent)]
+    Distributed(#[from] CommError),
     /// The autograd engine or a tensor operation failed.
     #[error(transparent)]
     Autograd(AutogradError),
 }
 
-/// Kernel errors raised inside a backward pass travel through autograd wrapped in an
-/// [`AutogradError::Op`]; they come out as [`LayerError::Kernel`] again.
+/// Kernel and communication errors raised inside a backward pass travel through autograd
+/// wrapped in an [`AutogradError::Op`]; they come out as [`LayerError::Kernel`] and
+/// [`LayerError::Distributed`] again.
 impl From<AutogradError> for LayerError {
     fn from(e: AutogradError) -> Self {
         if let AutogradError::Op { source, .. } = &e {
             if let Some(k) = source.downcast_ref::<KernelError>() {
                 return LayerError::Kernel(k.clone());
+            }
+            if let Some(c) = source.downcast_ref::<CommError>() {
+                return LayerError::Distributed(c.clone());
             }
         }
         LayerError::Autograd(e)

@@ -8,6 +8,7 @@
 //! | [`Linear`] | `y = x·Wᵀ + b` |
 //! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
+//! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
 //! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
 //! | [`AvgPool2d`], [`MaxPool2d`] | pooling |
 //! | [`Sigmoid`], [`Relu`] | activations |
@@ -54,6 +55,7 @@ mod pool;
 mod precise_bn;
 mod sequential;
 mod shift_noise;
+pub mod sync_batch_norm;
 
 pub use activation::{Relu, Sigmoid};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
@@ -75,3 +77,4 @@ pub use pool::{AvgPool2d, MaxPool2d};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;
 pub use shift_noise::{ShiftNoise, ShiftNoiseConfig};
+pub use sync_batch_norm::convert_sync_batch_norm;
