@@ -1,0 +1,216 @@
+//! The register-blocked inner loops that every product-like kernel (matrix product, the three
+//! convolution passes) is built on, written once over [`Simd`].
+//!
+//! - [`broadcast_tile`]: an MR × (NV vectors) block of `Σ_k a(r, k) · b_k[pos_v ..]`, where each
+//!   `a(r, k)` is a scalar broadcast to all lanes and `b_k` is a row of the streamed operand,
+//!   found through [`Rows`] (a stride for a matrix, an offset table for the taps of a
+//!   convolution read straight from the image).
+//! - [`dot_step`]: one vector step of MR × NT dot products `Σ_p a_r[p] · b_t[p]`, whose lanes
+//!   are summed only at the end (weight gradients, where the reduction is long).
+//!
+//! The tile sizes are chosen for the level's register count (see [`pick_tile`]): the
+//! accumulators, the streamed vectors and one broadcast must fit in the registers.
+
+use crate::simd::Simd;
+
+/// Where row `k` of a streamed operand starts.
+pub(crate) trait Rows: Copy {
+    /// # Safety
+    /// `k` must be a row of the operand (the kernels only ask for `k < depth`).
+    unsafe fn row(self, k: usize) -> *const f32;
+}
+
+/// Row `k` at `base + k · stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub base: *const f32,
+    pub stride: usize,
+}
+
+impl Rows for Strided {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        // SAFETY: the caller keeps `k` among the operand's rows, so the offset stays inside it.
+        unsafe { self.base.add(k * self.stride) }
+    }
+}
+
+/// Row `k` at `base + offsets[k]` (the taps of a convolution, read from the image).
+#[derive(Clone, Copy)]
+pub(crate) struct Offsets<'a> {
+    pub base: *const f32,
+    pub offsets: &'a [usize],
+}
+
+impl Rows for Offsets<'_> {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        debug_assert!(k < self.offsets.len());
+        // SAFETY: `k < offsets.len()` (caller), and the offsets point inside the image.
+        unsafe { self.base.add(*self.offsets.get_unchecked(k)) }
+    }
+}
+
+/// The broadcast operand: element `(r, k)` of an MR-row block.
+pub(crate) trait Broadcast: Copy {
+    /// # Safety
+    /// `r` < MR and `k` < the block's depth.
+    unsafe fn get(self, r: usize, k: usize) -> f32;
+}
+
+/// A block packed depth-major: `(r, k)` at `ptr[k · MR + r]` (weights, packed once per call).
+#[derive(Clone, Copy)]
+pub(crate) struct Packed<const MR: usize> {
+    pub ptr: *const f32,
+}
+
+impl<const MR: usize> Broadcast for Packed<MR> {
+    #[inline(always)]
+    unsafe fn get(self, r: usize, k: usize) -> f32 {
+        // SAFETY: the panel holds depth × MR values and `(r, k)` is inside it (caller).
+        unsafe { *self.ptr.add(k * MR + r) }
+    }
+}
+
+/// A block read in place: `(r, k)` at `rows[r][k · step]`.
+#[derive(Clone, Copy)]
+pub(crate) struct InPlace<const MR: usize> {
+    pub rows: [*const f32; MR],
+    pub step: usize,
+}
+
+impl<const MR: usize> Broadcast for InPlace<MR> {
+    #[inline(always)]
+    unsafe fn get(self, r: usize, k: usize) -> f32 {
+        // SAFETY: each row pointer addresses `depth` values `step` apart (caller).
+        unsafe { *self.rows[r].add(k * self.step) }
+    }
+}
+
+/// `acc[r][v] = Σ_{k < depth} a(r, k) · b.row(k)[pos[v] .. pos[v] + LANES]`.
+///
+/// # Safety
+/// For every `k < depth` and `v`, `b.row(k) + pos[v] .. + LANES` must be readable and
+/// `a.get(r, k)` valid for `r < MR`.
+#[inline(always)]
+pub(crate) unsafe fn broadcast_tile<
+    S: Simd,
+    A: Broadcast,
+    B: Rows,
+    const MR: usize,
+    const NV: usize,
+>(
+    s: S,
+    depth: usize,
+    a: A,
+    b: B,
+    pos: &[usize; NV],
+) -> [[S::V; NV]; MR] {
+    let mut acc = [[s.zero(); NV]; MR];
+    for k in 0..depth {
+        // SAFETY: the caller's contract covers every row `k < depth` at every position.
+        let row = unsafe { b.row(k) };
+        let bv: [S::V; NV] = std::array::from_fn(|v| unsafe { s.load(row.add(pos[v])) });
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: `r < MR`, `k < depth`.
+            let ar = s.splat(unsafe { a.get(r, k) });
+            for (acc_rv, &bv) in acc_r.iter_mut().zip(&bv) {
+                *acc_rv = s.mul_add(ar, bv, *acc_rv);
+            }
+        }
+    }
+    acc
+}
+
+/// One vector step of MR × NT dot products: `acc[r][t] += a[r][pa ..] · b[t][pb ..]` lane by lane.
+///
+/// # Safety
+/// `a[r] + pa .. + LANES` and `b[t] + pb .. + LANES` must be readable.
+#[inline(always)]
+pub(crate) unsafe fn dot_step<S: Simd, const MR: usize, const NT: usize>(
+    s: S,
+    a: &[*const f32; MR],
+    pa: usize,
+    b: &[*const f32; NT],
+    pb: usize,
+    acc: &mut [[S::V; NT]; MR],
+) {
+    // SAFETY: the caller guarantees both ranges.
+    let av: [S::V; MR] = std::array::from_fn(|r| unsafe { s.load(a[r].add(pa)) });
+    let bv: [S::V; NT] = std::array::from_fn(|t| unsafe { s.load(b[t].add(pb)) });
+    for (acc_r, &ar) in acc.iter_mut().zip(&av) {
+        for (acc_rt, &bt) in acc_r.iter_mut().zip(&bv) {
+            *acc_rt = s.mul_add(ar, bt, *acc_rt);
+        }
+    }
+}
+
+/// A computation run with one of the tile shapes of [`pick_tile`] / [`pick_dot_tile`].
+pub(crate) trait TileFn {
+    type Output;
+    fn call<const MR: usize, const NV: usize>(self) -> Self::Output;
+}
+
+/// Rows padded up to whole blocks of `mr`.
+pub(crate) fn padded(rows: usize, mr: usize) -> usize {
+    rows.div_ceil(mr) * mr
+}
+
+/// The broadcast-tile shape (MR rows, NV vectors) for `rows` rows on a level with `registers`
+/// vector registers: MR·NV accumulators, NV streamed vectors and a broadcast must fit. Six
+/// rows when that wastes fewer padded rows, else the level's other shape.
+pub(crate) fn tile_shape(registers: usize, rows: usize) -> (usize, usize) {
+    let (six, other) = if registers >= 32 {
+        ((6, 4), (8, 3))
+    } else {
+        ((6, 2), (4, 3))
+    };
+    if padded(rows, 6) < padded(rows, other.0) {
+        six
+    } else {
+        other
+    }
+}
+
+/// Runs `f` with the [`tile_shape`] for `rows` rows.
+#[inline(always)]
+pub(crate) fn pick_tile<F: TileFn>(registers: usize, rows: usize, f: F) -> F::Output {
+    match tile_shape(registers, rows) {
+        (6, 4) => f.call::<6, 4>(),
+        (8, 3) => f.call::<8, 3>(),
+        (6, 2) => f.call::<6, 2>(),
+        _ => f.call::<4, 3>(),
+    }
+}
+
+/// The dot-tile shape (MR rows of `a`, NT rows of `b`) for `rows` × `cols` dot products:
+/// MR·NT accumulators and MR + NT streamed vectors must fit; fewer padded products win.
+pub(crate) fn dot_tile_shape(registers: usize, rows: usize, cols: usize) -> (usize, usize) {
+    let work = |(mr, nt): (usize, usize)| padded(rows, mr) * padded(cols, nt);
+    let (a, b) = if registers >= 32 {
+        ((6, 3), (4, 5))
+    } else {
+        ((3, 3), (4, 2))
+    };
+    if work(a) <= work(b) {
+        a
+    } else {
+        b
+    }
+}
+
+/// Runs `f` with the [`dot_tile_shape`] (NV = NT).
+#[inline(always)]
+pub(crate) fn pick_dot_tile<F: TileFn>(
+    registers: usize,
+    rows: usize,
+    cols: usize,
+    f: F,
+) -> F::Output {
+    match dot_tile_shape(registers, rows, cols) {
+        (6, 3) => f.call::<6, 3>(),
+        (4, 5) => f.call::<4, 5>(),
+        (3, 3) => f.call::<3, 3>(),
+        _ => f.call::<4, 2>(),
+    }
+}
