@@ -1,10 +1,15 @@
 //! 2-D average and max pooling over NCHW tensors (no padding), with their gradients.
 //!
 //! Every (n, c) plane is independent, so planes are split over rayon and each output is
-//! written by exactly one task.
+//! written by exactly one task. Average pooling is compiled for each SIMD level, with a copy of
+//! its loops for LeNet's 2×2 windows that the compiler vectorizes.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::parallel::vectorized;
+use crate::simd::active_level;
 use crate::{Result, Tensor, TensorError};
 
 /// Planes handled per rayon task (LeNet: 6 or 16 channels per sample).
@@ -81,6 +86,54 @@ impl PoolGeometry {
         }
     }
 
+    /// Averages one plane `x` into `y` (`kernel` and `stride` equal to the geometry's; passed
+    /// separately so that a call with constants compiles to a vectorized loop). Column sums
+    /// first, then across: `((x00 + x10) + (x01 + x11)) / 4` for 2×2 windows.
+    #[inline(always)]
+    fn avg_plane(&self, kernel: usize, stride: usize, x: &[f32], y: &mut [MaybeUninit<f32>]) {
+        let scale = 1.0 / (kernel * kernel) as f32;
+        for (oy, y_row) in y.chunks_exact_mut(self.out_w).enumerate() {
+            let rows = &x[oy * stride * self.width..];
+            for (ox, y) in y_row.iter_mut().enumerate() {
+                let mut sum = 0.0;
+                for j in 0..kernel {
+                    let mut column = 0.0;
+                    for i in 0..kernel {
+                        column += rows[i * self.width + ox * stride + j];
+                    }
+                    sum += column;
+                }
+                y.write(sum * scale);
+            }
+        }
+    }
+
+    /// The gradient of [`Self::avg_plane`] when windows tile the plane (`kernel` = stride): every
+    /// input of window (oy, ox) gets `dy[oy, ox] / k²`; rows and columns no window reaches get 0.
+    #[inline(always)]
+    fn avg_spread_plane(&self, kernel: usize, dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+        let scale = 1.0 / (kernel * kernel) as f32;
+        let covered = self.out_w * kernel;
+        for (row, dx_row) in dx.chunks_exact_mut(self.width).enumerate() {
+            let oy = row / kernel;
+            if oy >= self.out_h {
+                dx_row.iter_mut().for_each(|d| {
+                    d.write(0.0);
+                });
+                continue;
+            }
+            let dy_row = &dy[oy * self.out_w..][..self.out_w];
+            for (window, &g) in dx_row[..covered].chunks_exact_mut(kernel).zip(dy_row) {
+                window.iter_mut().for_each(|d| {
+                    d.write(g * scale);
+                });
+            }
+            dx_row[covered..].iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+        }
+    }
+
     /// Runs `f(input plane, output plane)` on every plane pair, in parallel.
     fn planes_par<A: Sync, B: Send>(
         &self,
@@ -114,18 +167,16 @@ impl Tensor {
     /// `y[n,c,i,j] = mean of x[n, c, i·s .. i·s+k, j·s .. j·s+k]`; (N, C, H, W) → (N, C, OH, OW).
     pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d", self.shape(), kernel, stride)?;
-        let scale = 1.0 / (kernel * kernel) as f32;
+        let level = active_level();
         // Every output is written once: one window each.
         Ok(Tensor::from_fill(&g.output_shape(self.shape()), |out| {
             g.planes_par(self.as_slice(), out, g.in_plane(), g.out_plane(), |x, y| {
-                g.for_each_window(|o, corner| {
-                    let mut s = 0.0;
-                    for r in 0..kernel {
-                        let row = corner + r * g.width;
-                        s += x[row..row + kernel].iter().sum::<f32>();
-                    }
-                    y[o].write(s * scale);
-                });
+                // LeNet's 2×2 windows get a copy of the loop with the sizes known, which the
+                // compiler vectorizes.
+                vectorized(level, || match (kernel, stride) {
+                    (2, 2) => g.avg_plane(2, 2, x, y),
+                    _ => g.avg_plane(kernel, stride, x, y),
+                })
             });
         }))
     }
@@ -140,6 +191,24 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d_backward", input_shape, kernel, stride)?;
         self.expect_shape("avg_pool2d_backward", &g.output_shape(input_shape))?;
+        let level = active_level();
+        if kernel == stride {
+            // Windows tile the input: each input value is written once, with no accumulation.
+            return Ok(Tensor::from_fill(input_shape, |dx| {
+                g.planes_par(
+                    self.as_slice(),
+                    dx,
+                    g.out_plane(),
+                    g.in_plane(),
+                    |dy, dx| {
+                        vectorized(level, || match kernel {
+                            2 => g.avg_spread_plane(2, dy, dx),
+                            _ => g.avg_spread_plane(kernel, dy, dx),
+                        })
+                    },
+                );
+            }));
+        }
         let mut dx = Tensor::zeros(input_shape);
         let scale = 1.0 / (kernel * kernel) as f32;
         g.planes_par(
