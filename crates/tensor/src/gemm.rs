@@ -72,7 +72,7 @@ fn gemm_in(
     let level = active_level();
     let width = choose_width(level, m, n);
     let (lanes, registers) = vector_shape(level, width);
-    let (mr, nv) = tile_shape(registers, m);
+    let (mr, nv) = tile_shape(registers, m, n.div_ceil(lanes));
     let nr = nv * lanes;
     let panels = n.div_ceil(nr);
     // Whole panels of a row-major B are read where they are; the rest is packed.
@@ -112,7 +112,7 @@ fn gemm_in(
 fn choose_width(level: Level, m: usize, n: usize) -> Width {
     let padded_cols = |width| {
         let (lanes, registers) = vector_shape(level, width);
-        padded(n, tile_shape(registers, m).1 * lanes)
+        padded(n, tile_shape(registers, m, n.div_ceil(lanes)).1 * lanes)
     };
     if padded_cols(Width::Narrow) < padded_cols(Width::Widest) {
         Width::Narrow
@@ -157,7 +157,13 @@ impl Kernel for Block<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        pick_tile(S::REGISTERS, self.shape_rows, Tiles { s, block: self });
+        let vectors = self.b.ncols().div_ceil(S::LANES);
+        pick_tile(
+            S::REGISTERS,
+            self.shape_rows,
+            vectors,
+            Tiles { s, block: self },
+        );
     }
 }
 

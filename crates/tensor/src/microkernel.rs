@@ -110,7 +110,12 @@ pub(crate) unsafe fn broadcast_tile<
     for k in 0..depth {
         // SAFETY: the caller's contract covers every row `k < depth` at every position.
         let row = unsafe { b.row(k) };
-        let bv: [S::V; NV] = std::array::from_fn(|v| unsafe { s.load(row.add(pos[v])) });
+        // Plain loops, not closures: closures may be compiled apart from the dispatched entry
+        // point, without its instruction set, and then cannot inline the vector instructions.
+        let mut bv = [s.zero(); NV];
+        for (bv, &p) in bv.iter_mut().zip(pos) {
+            *bv = unsafe { s.load(row.add(p)) };
+        }
         for (r, acc_r) in acc.iter_mut().enumerate() {
             // SAFETY: `r < MR`, `k < depth`.
             let ar = s.splat(unsafe { a.get(r, k) });
@@ -135,10 +140,16 @@ pub(crate) unsafe fn dot_step<S: Simd, const MR: usize, const NT: usize>(
     pb: usize,
     acc: &mut [[S::V; NT]; MR],
 ) {
-    // SAFETY: the caller guarantees both ranges.
-    let av: [S::V; MR] = std::array::from_fn(|r| unsafe { s.load(a[r].add(pa)) });
-    let bv: [S::V; NT] = std::array::from_fn(|t| unsafe { s.load(b[t].add(pb)) });
-    for (acc_r, &ar) in acc.iter_mut().zip(&av) {
+    let mut bv = [s.zero(); NT];
+    for (bv, b) in bv.iter_mut().zip(b) {
+        // SAFETY: the caller guarantees the range.
+        *bv = unsafe { s.load(b.add(pb)) };
+    }
+    // Each row of `a` is loaded just before its products: NT + 1 live vectors besides the
+    // accumulators.
+    for (acc_r, a) in acc.iter_mut().zip(a) {
+        // SAFETY: the caller guarantees the range.
+        let ar = unsafe { s.load(a.add(pa)) };
         for (acc_rt, &bt) in acc_r.iter_mut().zip(&bv) {
             *acc_rt = s.mul_add(ar, bt, *acc_rt);
         }
@@ -156,26 +167,32 @@ pub(crate) fn padded(rows: usize, mr: usize) -> usize {
     rows.div_ceil(mr) * mr
 }
 
-/// The broadcast-tile shape (MR rows, NV vectors) for `rows` rows on a level with `registers`
-/// vector registers: MR·NV accumulators, NV streamed vectors and a broadcast must fit. Six
-/// rows when that wastes fewer padded rows, else the level's other shape.
-pub(crate) fn tile_shape(registers: usize, rows: usize) -> (usize, usize) {
+/// The broadcast-tile shape (MR rows, NV vectors) for `rows` × `vectors` outputs on a level with
+/// `registers` vector registers: MR·NV accumulators, NV streamed vectors and a broadcast must
+/// fit. Of the level's two shapes, the one with fewer padded outputs (ties: more rows).
+pub(crate) fn tile_shape(registers: usize, rows: usize, vectors: usize) -> (usize, usize) {
     let (six, other) = if registers >= 32 {
         ((6, 4), (8, 3))
     } else {
         ((6, 2), (4, 3))
     };
-    if padded(rows, 6) < padded(rows, other.0) {
+    let work = |(mr, nv): (usize, usize)| padded(rows, mr) * padded(vectors, nv);
+    if work(six) < work(other) {
         six
     } else {
         other
     }
 }
 
-/// Runs `f` with the [`tile_shape`] for `rows` rows.
+/// Runs `f` with the [`tile_shape`] for `rows` × `vectors` outputs.
 #[inline(always)]
-pub(crate) fn pick_tile<F: TileFn>(registers: usize, rows: usize, f: F) -> F::Output {
-    match tile_shape(registers, rows) {
+pub(crate) fn pick_tile<F: TileFn>(
+    registers: usize,
+    rows: usize,
+    vectors: usize,
+    f: F,
+) -> F::Output {
+    match tile_shape(registers, rows, vectors) {
         (6, 4) => f.call::<6, 4>(),
         (8, 3) => f.call::<8, 3>(),
         (6, 2) => f.call::<6, 2>(),
@@ -187,8 +204,9 @@ pub(crate) fn pick_tile<F: TileFn>(registers: usize, rows: usize, f: F) -> F::Ou
 /// MR·NT accumulators and MR + NT streamed vectors must fit; fewer padded products win.
 pub(crate) fn dot_tile_shape(registers: usize, rows: usize, cols: usize) -> (usize, usize) {
     let work = |(mr, nt): (usize, usize)| padded(rows, mr) * padded(cols, nt);
+    // The compiler unrolls the step loop twice: leave room for two steps' loads.
     let (a, b) = if registers >= 32 {
-        ((6, 3), (4, 5))
+        ((6, 3), (4, 4))
     } else {
         ((3, 3), (4, 2))
     };
@@ -209,7 +227,7 @@ pub(crate) fn pick_dot_tile<F: TileFn>(
 ) -> F::Output {
     match dot_tile_shape(registers, rows, cols) {
         (6, 3) => f.call::<6, 3>(),
-        (4, 5) => f.call::<4, 5>(),
+        (4, 4) => f.call::<4, 4>(),
         (3, 3) => f.call::<3, 3>(),
         _ => f.call::<4, 2>(),
     }

@@ -15,7 +15,9 @@ use crate::simd::{active_level, dispatch, Kernel, Level, Simd, Width};
 pub const CHUNK: usize = 1 << 15;
 
 /// Runs `f`, compiled with the instructions of `level`: loops in `f` (inlined into it) are
-/// vectorized for that level by the compiler.
+/// vectorized for that level by the compiler. `f` must be small enough for the compiler to
+/// inline it into the dispatched entry point (a loop over a slice); code it does not inline is
+/// compiled for the target's baseline.
 #[inline(always)]
 pub(crate) fn vectorized<R>(level: Level, f: impl FnOnce() -> R) -> R {
     struct Body<F>(F);

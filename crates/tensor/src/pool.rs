@@ -8,8 +8,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::parallel::vectorized;
-use crate::simd::active_level;
+use crate::simd::{active_level, dispatch, Kernel, Simd, Width};
 use crate::{Result, Tensor, TensorError};
 
 /// Planes handled per rayon task (LeNet: 6 or 16 channels per sample).
@@ -143,14 +142,63 @@ impl PoolGeometry {
         out_len: usize,
         f: impl Fn(&[A], &mut [B]) + Sync,
     ) {
+        self.tasks_par(input, output, in_len, out_len, |src, dst| {
+            for (s, d) in src.chunks_exact(in_len).zip(dst.chunks_exact_mut(out_len)) {
+                f(s, d);
+            }
+        });
+    }
+
+    /// Runs `f(input planes, output planes)` on groups of [`PLANES_PER_TASK`] planes, in
+    /// parallel.
+    fn tasks_par<A: Sync, B: Send>(
+        &self,
+        input: &[A],
+        output: &mut [B],
+        in_len: usize,
+        out_len: usize,
+        f: impl Fn(&[A], &mut [B]) + Sync,
+    ) {
         input
             .par_chunks(PLANES_PER_TASK * in_len)
             .zip(output.par_chunks_mut(PLANES_PER_TASK * out_len))
-            .for_each(|(src, dst)| {
-                for (s, d) in src.chunks_exact(in_len).zip(dst.chunks_exact_mut(out_len)) {
-                    f(s, d);
-                }
-            });
+            .for_each(|(src, dst)| f(src, dst));
+    }
+}
+
+/// Average pooling (or, `backward`, its gradient when windows tile the input) of the planes of
+/// one task, compiled for each SIMD level.
+struct AvgPlanes<'a> {
+    g: &'a PoolGeometry,
+    backward: bool,
+    src: &'a [f32],
+    dst: &'a mut [MaybeUninit<f32>],
+}
+
+impl Kernel for AvgPlanes<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, _: S) {
+        let g = self.g;
+        let (from, to) = if self.backward {
+            (g.out_plane(), g.in_plane())
+        } else {
+            (g.in_plane(), g.out_plane())
+        };
+        for (x, y) in self
+            .src
+            .chunks_exact(from)
+            .zip(self.dst.chunks_exact_mut(to))
+        {
+            // LeNet's 2×2 windows get a copy of the loops with the sizes known, which the
+            // compiler vectorizes.
+            match (self.backward, g.kernel, g.stride) {
+                (false, 2, 2) => g.avg_plane(2, 2, x, y),
+                (false, k, s) => g.avg_plane(k, s, x, y),
+                (true, 2, _) => g.avg_spread_plane(2, x, y),
+                (true, k, _) => g.avg_spread_plane(k, x, y),
+            }
+        }
     }
 }
 
@@ -170,14 +218,21 @@ impl Tensor {
         let level = active_level();
         // Every output is written once: one window each.
         Ok(Tensor::from_fill(&g.output_shape(self.shape()), |out| {
-            g.planes_par(self.as_slice(), out, g.in_plane(), g.out_plane(), |x, y| {
-                // LeNet's 2×2 windows get a copy of the loop with the sizes known, which the
-                // compiler vectorizes.
-                vectorized(level, || match (kernel, stride) {
-                    (2, 2) => g.avg_plane(2, 2, x, y),
-                    _ => g.avg_plane(kernel, stride, x, y),
-                })
-            });
+            g.tasks_par(
+                self.as_slice(),
+                out,
+                g.in_plane(),
+                g.out_plane(),
+                |src, dst| {
+                    let planes = AvgPlanes {
+                        g: &g,
+                        backward: false,
+                        src,
+                        dst,
+                    };
+                    dispatch(level, Width::Widest, planes);
+                },
+            );
         }))
     }
 
@@ -195,16 +250,19 @@ impl Tensor {
         if kernel == stride {
             // Windows tile the input: each input value is written once, with no accumulation.
             return Ok(Tensor::from_fill(input_shape, |dx| {
-                g.planes_par(
+                g.tasks_par(
                     self.as_slice(),
                     dx,
                     g.out_plane(),
                     g.in_plane(),
-                    |dy, dx| {
-                        vectorized(level, || match kernel {
-                            2 => g.avg_spread_plane(2, dy, dx),
-                            _ => g.avg_spread_plane(kernel, dy, dx),
-                        })
+                    |src, dst| {
+                        let planes = AvgPlanes {
+                            g: &g,
+                            backward: true,
+                            src,
+                            dst,
+                        };
+                        dispatch(level, Width::Widest, planes);
                     },
                 );
             }));

@@ -35,8 +35,11 @@ use crate::simd::{active_level, dispatch, vector_shape, Kernel, Level, Simd, Wid
 
 /// Samples per task of the forward pass and the input gradient (each sample is independent).
 const SAMPLES_PER_TASK: usize = 8;
-/// Samples per partial weight gradient (partials are added in order: fixed by the shapes).
-const SAMPLES_PER_PARTIAL: usize = 32;
+/// Floats of images and gradient planes a weight-gradient task streams through for each tile:
+/// 256 KiB, a quarter of an L2 cache.
+const PARTIAL_FLOATS: usize = 1 << 16;
+/// Bounds on the samples per partial weight gradient.
+const PARTIAL_SAMPLES: (usize, usize) = (4, 32);
 
 /// How one convolution's output planes are covered by vectors of `lanes` values.
 #[derive(Debug, Clone)]
@@ -124,6 +127,31 @@ impl Plan {
         self.count() * self.lanes
     }
 
+    /// Samples per partial weight gradient (fixed by the shapes: partials are added in order).
+    fn samples_per_partial(&self) -> usize {
+        let image = self.image_scratch().max(self.sample_in());
+        let planes = self.planes_scratch().max(self.sample_out());
+        (PARTIAL_FLOATS / (image + planes)).clamp(PARTIAL_SAMPLES.0, PARTIAL_SAMPLES.1)
+    }
+
+    /// Scratch for one padded image, or none when the input is read in place.
+    fn image_scratch(&self) -> usize {
+        if self.in_place_input {
+            0
+        } else {
+            self.image_len
+        }
+    }
+
+    /// Scratch for one sample's output planes, or none when the output layout is the tensor's.
+    fn planes_scratch(&self) -> usize {
+        if self.in_place_output {
+            0
+        } else {
+            self.g.out_channels * self.plane()
+        }
+    }
+
     fn sample_in(&self) -> usize {
         self.g.in_channels * self.g.height * self.g.width
     }
@@ -147,7 +175,7 @@ impl Plan {
             .zip(image.chunks_exact_mut(plane))
         {
             for (row, line) in src.chunks_exact(w).enumerate() {
-                dst[(row + p) * wp + p..][..w].copy_from_slice(line);
+                copy_short(&mut dst[(row + p) * wp + p..][..w], line);
             }
         }
     }
@@ -177,7 +205,7 @@ impl Plan {
             .zip(planes.chunks_exact_mut(self.plane()))
         {
             for (row, line) in src.chunks_exact(ow).enumerate() {
-                dst[row * self.out_row..][..ow].copy_from_slice(line);
+                copy_short(&mut dst[row * self.out_row..][..ow], line);
             }
         }
     }
@@ -190,12 +218,33 @@ impl Plan {
             .zip(y.chunks_exact_mut(oh * ow))
         {
             for (row, line) in dst.chunks_exact_mut(ow).enumerate() {
-                for (d, &s) in line.iter_mut().zip(&src[row * self.out_row..][..ow]) {
-                    d.write(s);
-                }
+                copy_short(line, as_uninit(&src[row * self.out_row..][..ow]));
             }
         }
     }
+}
+
+/// Copies a short row (8 to 28 values in LeNet) with fixed-size moves: a plain copy loop would be
+/// turned into a call to `memmove`, whose overhead dominates at this size.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// Initialised values seen as possibly uninitialised ones (to copy them into an output).
+fn as_uninit(values: &[f32]) -> &[MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and every `f32` is a valid
+    // `MaybeUninit<f32>`; the slice is only read.
+    unsafe { &*(values as *const [f32] as *const [MaybeUninit<f32>]) }
 }
 
 /// `rows` × `depth` matrix `at(r, k)` packed into panels of `mr` rows, depth-major within each
@@ -223,21 +272,29 @@ pub(super) fn forward(
     let level = active_level();
     let (plan, width) = Plan::choose(g, level);
     let (o, k) = (g.out_channels, g.patch_len());
-    let mr = tile_shape(vector_shape(level, width).1, o).0;
+    let mr = tile_shape(vector_shape(level, width).1, o, plan.count()).0;
     let weights = pack(o, k, mr, |r, t| w[r * k + t]);
     let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let image_len = plan.image_scratch();
+    let planes_len = plan.planes_scratch();
     x.par_chunks(SAMPLES_PER_TASK * sin)
         .zip(out.par_chunks_mut(SAMPLES_PER_TASK * sout))
         .for_each(|(x, y)| {
-            let task = Forward {
-                plan: &plan,
-                x,
-                weights: &weights,
-                mr,
-                bias,
-                y,
-            };
-            dispatch(level, width, task);
+            // Scratch is taken before entering the SIMD code: everything between the dispatched
+            // entry point and the vector instructions must be inlined into it.
+            with_buffers([image_len, planes_len], |[image, planes]| {
+                let task = Forward {
+                    plan: &plan,
+                    x,
+                    weights: &weights,
+                    mr,
+                    bias,
+                    y,
+                    image,
+                    planes,
+                };
+                dispatch(level, width, task);
+            })
         });
 }
 
@@ -249,17 +306,17 @@ struct Forward<'a> {
     mr: usize,
     bias: Option<&'a [f32]>,
     y: &'a mut [MaybeUninit<f32>],
+    /// Scratch for one padded image and one sample's output planes (empty when in place).
+    image: &'a mut [f32],
+    planes: &'a mut [f32],
 }
 
 impl Kernel for Forward<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        pick_tile(
-            S::REGISTERS,
-            self.plan.g.out_channels,
-            WithSimd { s, task: self },
-        );
+        let (rows, vectors) = (self.plan.g.out_channels, self.plan.count());
+        pick_tile(S::REGISTERS, rows, vectors, WithSimd { s, task: self });
     }
 }
 
@@ -275,10 +332,8 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
     fn call<const MR: usize, const NV: usize>(self) {
         let WithSimd { s, task } = self;
         let plan = task.plan;
-        assert!(
-            MR == task.mr && S::LANES == plan.lanes,
-            "internal: tile differs from the plan"
-        );
+        let same = MR == task.mr && S::LANES == plan.lanes;
+        assert!(same, "internal: tile differs from the plan");
         let (o, k, count, plane) = (
             plan.g.out_channels,
             plan.taps.len(),
@@ -286,64 +341,52 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
             plan.plane(),
         );
         let (sin, sout) = (plan.sample_in(), plan.sample_out());
-        let image_len = if plan.in_place_input {
-            0
-        } else {
-            plan.image_len
-        };
-        let planes_len = if plan.in_place_output { 0 } else { o * plane };
-        with_buffers([image_len, planes_len], |[image, planes]| {
-            for (x, y) in task.x.chunks_exact(sin).zip(task.y.chunks_exact_mut(sout)) {
-                let src = if plan.in_place_input {
-                    x.as_ptr()
-                } else {
-                    plan.fill_image(x, image);
-                    image.as_ptr()
+        for (x, y) in task.x.chunks_exact(sin).zip(task.y.chunks_exact_mut(sout)) {
+            let src = if plan.in_place_input {
+                x.as_ptr()
+            } else {
+                plan.fill_image(x, task.image);
+                task.image.as_ptr()
+            };
+            let dst: *mut f32 = if plan.in_place_output {
+                y.as_mut_ptr().cast()
+            } else {
+                task.planes.as_mut_ptr()
+            };
+            let taps = Offsets {
+                base: src,
+                offsets: &plan.taps,
+            };
+            for panel in 0..o.div_ceil(MR) {
+                let a = Packed::<MR> {
+                    ptr: task.weights[panel * k * MR..][..k * MR].as_ptr(),
                 };
-                let dst: *mut f32 = if plan.in_place_output {
-                    y.as_mut_ptr().cast()
-                } else {
-                    planes.as_mut_ptr()
-                };
-                let taps = Offsets {
-                    base: src,
-                    offsets: &plan.taps,
-                };
-                for panel in 0..o.div_ceil(MR) {
-                    let a = Packed::<MR> {
-                        ptr: task.weights[panel * k * MR..][..k * MR].as_ptr(),
-                    };
-                    let rows = MR.min(o - panel * MR);
-                    for q0 in (0..count).step_by(NV) {
-                        let valid = NV.min(count - q0);
-                        // Vectors past the end repeat the last one; they are not stored.
-                        let pos = std::array::from_fn(|v| plan.ipos[(q0 + v).min(count - 1)]);
-                        // SAFETY: every tap plus every position plus LANES stays within
-                        // `image_len` values of the padded image, or within the sample when read
-                        // in place (`Plan::new`); the panel holds k × MR weights.
-                        let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, k, a, taps, &pos) };
-                        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                            let ch = panel * MR + r;
-                            let b = s.splat(task.bias.map_or(0.0, |b| b[ch]));
-                            for (v, &value) in acc_r.iter().enumerate().take(valid) {
-                                // SAFETY: channel `ch < O` and vector `q0 + v < count` lie inside
-                                // the O planes of `plane` values of the output layout, which is
-                                // `y` itself (O·OH·OW values) or `planes` (O · plane).
-                                unsafe {
-                                    s.store(
-                                        dst.add(ch * plane + (q0 + v) * S::LANES),
-                                        s.add(value, b),
-                                    )
-                                };
-                            }
+                let rows = MR.min(o - panel * MR);
+                for q0 in (0..count).step_by(NV) {
+                    let valid = NV.min(count - q0);
+                    // Vectors past the end repeat the last one; they are not stored.
+                    let pos = std::array::from_fn(|v| plan.ipos[(q0 + v).min(count - 1)]);
+                    // SAFETY: every tap plus every position plus LANES stays within `image_len`
+                    // values of the padded image, or within the sample when read in place
+                    // (`Plan::new`); the panel holds k × MR weights.
+                    let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, k, a, taps, &pos) };
+                    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                        let ch = panel * MR + r;
+                        let b = s.splat(task.bias.map_or(0.0, |b| b[ch]));
+                        for (v, &value) in acc_r.iter().enumerate().take(valid) {
+                            let at = ch * plane + (q0 + v) * S::LANES;
+                            // SAFETY: channel `ch < O` and vector `q0 + v < count` lie inside the
+                            // O planes of `plane` values of the output layout, which is `y`
+                            // itself (O·OH·OW values) or `planes` (O · plane).
+                            unsafe { s.store(dst.add(at), s.add(value, b)) };
                         }
                     }
                 }
-                if !plan.in_place_output {
-                    plan.copy_out(planes, y);
-                }
             }
-        });
+            if !plan.in_place_output {
+                plan.copy_out(task.planes, y);
+            }
+        }
     }
 }
 
@@ -352,7 +395,7 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
     let level = active_level();
     let (plan, width) = Plan::choose(g, level);
     let (o, k) = (g.out_channels, g.patch_len());
-    let mr = tile_shape(vector_shape(level, width).1, k).0;
+    let mr = tile_shape(vector_shape(level, width).1, k, plan.count()).0;
     // The taps in channel-minor order (ki, kj, c): the MR taps of a tile are then a plane apart
     // (when C >= MR) and the tile's additions into dx never overlap each other. Overlapping
     // unaligned read-modify-writes a few values apart defeat store-to-load forwarding and made
@@ -363,18 +406,23 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
     // Wᵀ: rows are taps, depth is output channels.
     let weights = pack(k, o, mr, |i, ch| w[ch * k + order[i]]);
     let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let (planes_len, image_len) = (plan.planes_scratch(), plan.image_scratch());
     dy.par_chunks(SAMPLES_PER_TASK * sout)
         .zip(dx.par_chunks_mut(SAMPLES_PER_TASK * sin))
         .for_each(|(dy, dx)| {
-            let task = BackwardInput {
-                plan: &plan,
-                taps: &taps,
-                dy,
-                weights: &weights,
-                mr,
-                dx,
-            };
-            dispatch(level, width, task);
+            with_buffers([planes_len, image_len], |[planes, image]| {
+                let task = BackwardInput {
+                    plan: &plan,
+                    taps: &taps,
+                    dy,
+                    weights: &weights,
+                    mr,
+                    dx,
+                    planes,
+                    image,
+                };
+                dispatch(level, width, task);
+            })
         });
 }
 
@@ -386,17 +434,18 @@ struct BackwardInput<'a> {
     weights: &'a [f32],
     mr: usize,
     dx: &'a mut [f32],
+    /// Scratch for one sample's gradient planes and padded image gradient (empty when in
+    /// place).
+    planes: &'a mut [f32],
+    image: &'a mut [f32],
 }
 
 impl Kernel for BackwardInput<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        pick_tile(
-            S::REGISTERS,
-            self.plan.taps.len(),
-            WithSimd { s, task: self },
-        );
+        let (rows, vectors) = (self.taps.len(), self.plan.count());
+        pick_tile(S::REGISTERS, rows, vectors, WithSimd { s, task: self });
     }
 }
 
@@ -406,77 +455,66 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
     fn call<const MR: usize, const NV: usize>(self) {
         let WithSimd { s, task } = self;
         let plan = task.plan;
-        assert!(
-            MR == task.mr && S::LANES == plan.lanes,
-            "internal: tile differs from the plan"
-        );
+        let same = MR == task.mr && S::LANES == plan.lanes;
+        assert!(same, "internal: tile differs from the plan");
         let (o, k, count, plane) = (
             plan.g.out_channels,
-            plan.taps.len(),
+            task.taps.len(),
             plan.count(),
             plan.plane(),
         );
         let (sin, sout) = (plan.sample_in(), plan.sample_out());
-        let planes_len = if plan.in_place_output { 0 } else { o * plane };
-        let image_len = if plan.in_place_input {
-            0
-        } else {
-            plan.image_len
-        };
-        with_buffers([planes_len, image_len], |[planes, image]| {
-            for (dy, dx) in task
-                .dy
-                .chunks_exact(sout)
-                .zip(task.dx.chunks_exact_mut(sin))
-            {
-                let src = if plan.in_place_output {
-                    dy.as_ptr()
-                } else {
-                    plan.fill_planes(dy, planes);
-                    planes.as_ptr()
+        for (dy, dx) in task
+            .dy
+            .chunks_exact(sout)
+            .zip(task.dx.chunks_exact_mut(sin))
+        {
+            let src = if plan.in_place_output {
+                dy.as_ptr()
+            } else {
+                plan.fill_planes(dy, task.planes);
+                task.planes.as_ptr()
+            };
+            let dst = if plan.in_place_input {
+                dx.as_mut_ptr()
+            } else {
+                task.image.fill(0.0);
+                task.image.as_mut_ptr()
+            };
+            let channels = Strided {
+                base: src,
+                stride: plane,
+            };
+            for panel in 0..k.div_ceil(MR) {
+                let a = Packed::<MR> {
+                    ptr: task.weights[panel * o * MR..][..o * MR].as_ptr(),
                 };
-                let dst = if plan.in_place_input {
-                    dx.as_mut_ptr()
-                } else {
-                    image.fill(0.0);
-                    image.as_mut_ptr()
-                };
-                let channels = Strided {
-                    base: src,
-                    stride: plane,
-                };
-                for panel in 0..k.div_ceil(MR) {
-                    let a = Packed::<MR> {
-                        ptr: task.weights[panel * o * MR..][..o * MR].as_ptr(),
-                    };
-                    let rows = MR.min(k - panel * MR);
-                    for q0 in (0..count).step_by(NV) {
-                        let valid = NV.min(count - q0);
-                        let pos = std::array::from_fn(|v| (q0 + v).min(count - 1) * S::LANES);
-                        // SAFETY: channel `< O` plus vector `< count` stays inside the O planes
-                        // of `plane` values; the panel holds O × MR weights.
-                        let acc =
-                            unsafe { broadcast_tile::<S, _, _, MR, NV>(s, o, a, channels, &pos) };
-                        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                            let tap = task.taps[panel * MR + r];
-                            for (v, &value) in acc_r.iter().enumerate().take(valid) {
-                                // SAFETY: tap + position + LANES stays within the padded image
-                                // (`image_len`), or within the sample when written in place.
-                                // Lanes past a row's outputs add the zeros of the gradient
-                                // layout (times the weights).
-                                unsafe {
-                                    let p = dst.add(tap + plan.ipos[q0 + v]);
-                                    s.store(p, s.add(s.load(p), value));
-                                }
+                let rows = MR.min(k - panel * MR);
+                for q0 in (0..count).step_by(NV) {
+                    let valid = NV.min(count - q0);
+                    let pos = std::array::from_fn(|v| (q0 + v).min(count - 1) * S::LANES);
+                    // SAFETY: channel `< O` plus vector `< count` stays inside the O planes of
+                    // `plane` values; the panel holds O × MR weights.
+                    let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, o, a, channels, &pos) };
+                    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                        let tap = task.taps[panel * MR + r];
+                        for (v, &value) in acc_r.iter().enumerate().take(valid) {
+                            // SAFETY: tap + position + LANES stays within the padded image
+                            // (`image_len`), or within the sample when written in place. Lanes
+                            // past a row's outputs add the zeros of the gradient layout (times
+                            // the weights).
+                            unsafe {
+                                let p = dst.add(tap + plan.ipos[q0 + v]);
+                                s.store(p, s.add(s.load(p), value));
                             }
                         }
                     }
                 }
-                if !plan.in_place_input {
-                    plan.crop_add(image, dx);
-                }
             }
-        });
+            if !plan.in_place_input {
+                plan.crop_add(task.image, dx);
+            }
+        }
     }
 }
 
@@ -487,23 +525,52 @@ pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec
     let (plan, width) = Plan::choose(g, level);
     let (o, k, lanes) = (g.out_channels, g.patch_len(), plan.lanes);
     let (sin, sout) = (plan.sample_in(), plan.sample_out());
-    let tasks = g.batch.div_ceil(SAMPLES_PER_PARTIAL);
+    let group = plan.samples_per_partial();
+    let tasks = g.batch.div_ceil(group);
+    let (image_len, planes_len) = (plan.image_scratch(), plan.planes_scratch());
     // Per task, per (o, t) and per o: one partial sum per lane.
     let (dw_len, db_len) = (o * k * lanes, o * lanes);
     with_buffers([tasks * dw_len, tasks * db_len], |[dw_parts, db_parts]| {
-        x.par_chunks(SAMPLES_PER_PARTIAL * sin)
-            .zip(dy.par_chunks(SAMPLES_PER_PARTIAL * sout))
+        x.par_chunks(group * sin)
+            .zip(dy.par_chunks(group * sout))
             .zip(dw_parts.par_chunks_mut(dw_len))
             .zip(db_parts.par_chunks_mut(db_len))
             .for_each(|(((x, dy), dw), db)| {
-                let task = BackwardParams {
-                    plan: &plan,
-                    x,
-                    dy,
-                    dw,
-                    db,
-                };
-                dispatch(level, width, task);
+                let samples = x.len() / sin;
+                let lens = [samples * image_len, samples * planes_len];
+                with_buffers(lens, |[images, planes]| {
+                    // The samples' images and gradient planes, in the plan's layouts.
+                    let images: &[f32] = if plan.in_place_input {
+                        x
+                    } else {
+                        for (x, image) in
+                            x.chunks_exact(sin).zip(images.chunks_exact_mut(image_len))
+                        {
+                            plan.fill_image(x, image);
+                        }
+                        images
+                    };
+                    let planes: &[f32] = if plan.in_place_output {
+                        dy
+                    } else {
+                        for (dy, p) in dy
+                            .chunks_exact(sout)
+                            .zip(planes.chunks_exact_mut(planes_len))
+                        {
+                            plan.fill_planes(dy, p);
+                        }
+                        planes
+                    };
+                    let task = BackwardParams {
+                        plan: &plan,
+                        samples,
+                        images,
+                        planes,
+                        dw,
+                        db,
+                    };
+                    dispatch(level, width, task);
+                })
             });
         let sum = |parts: &[f32], len: usize| {
             let mut out = vec![0.0f32; len];
@@ -523,8 +590,10 @@ pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec
 
 struct BackwardParams<'a> {
     plan: &'a Plan,
-    x: &'a [f32],
-    dy: &'a [f32],
+    samples: usize,
+    /// The samples' images and gradient planes in the plan's layouts, one after the other.
+    images: &'a [f32],
+    planes: &'a [f32],
     /// Per-lane partial sums, (O, C·kh·kw, LANES) and (O, LANES).
     dw: &'a mut [f32],
     db: &'a mut [f32],
@@ -535,12 +604,8 @@ impl Kernel for BackwardParams<'_> {
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
         let g = &self.plan.g;
-        pick_dot_tile(
-            S::REGISTERS,
-            g.out_channels,
-            g.patch_len(),
-            WithSimd { s, task: self },
-        );
+        let (rows, cols) = (g.out_channels, g.patch_len());
+        pick_dot_tile(S::REGISTERS, rows, cols, WithSimd { s, task: self });
     }
 }
 
@@ -555,90 +620,51 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardParams<'_>> {
             plan.lanes,
             "internal: vectors differ from the plan"
         );
-        debug_assert_eq!(
-            (MR, NT),
-            dot_tile_shape(S::REGISTERS, plan.g.out_channels, plan.taps.len())
-        );
         let (o, k, plane) = (plan.g.out_channels, plan.taps.len(), plan.plane());
-        let (sin, sout) = (plan.sample_in(), plan.sample_out());
-        let samples = task.x.len() / sin;
-        let image_len = if plan.in_place_input {
-            0
-        } else {
-            plan.image_len
-        };
-        let planes_len = if plan.in_place_output { 0 } else { o * plane };
-        with_buffers(
-            [samples * image_len, samples * planes_len],
-            |[images, planes]| {
-                // The samples' images and gradient planes, in the plan's layouts.
-                let images: &[f32] = if plan.in_place_input {
-                    task.x
-                } else {
-                    for (x, image) in task
-                        .x
-                        .chunks_exact(sin)
-                        .zip(images.chunks_exact_mut(image_len))
-                    {
-                        plan.fill_image(x, image);
+        debug_assert_eq!((MR, NT), dot_tile_shape(S::REGISTERS, o, k));
+        let (images, planes) = (task.images, task.planes);
+        let (image_step, planes_step) = (images.len() / task.samples, planes.len() / task.samples);
+        for op in 0..o.div_ceil(MR) {
+            for tp in 0..k.div_ceil(NT) {
+                let mut acc = [[s.zero(); NT]; MR];
+                for n in 0..task.samples {
+                    let (image, dy) = (&images[n * image_step..], &planes[n * planes_step..]);
+                    // Rows and taps past the end repeat the last one; they are not stored.
+                    let mut a = [dy.as_ptr(); MR];
+                    for (r, a) in a.iter_mut().enumerate() {
+                        *a = dy[(op * MR + r).min(o - 1) * plane..].as_ptr();
                     }
-                    images
-                };
-                let planes: &[f32] = if plan.in_place_output {
-                    task.dy
-                } else {
-                    for (dy, p) in task
-                        .dy
-                        .chunks_exact(sout)
-                        .zip(planes.chunks_exact_mut(planes_len))
-                    {
-                        plan.fill_planes(dy, p);
+                    let mut b = [image.as_ptr(); NT];
+                    for (t, b) in b.iter_mut().enumerate() {
+                        *b = image[plan.taps[(tp * NT + t).min(k - 1)]..].as_ptr();
                     }
-                    planes
-                };
-                let (image_step, planes_step) = (images.len() / samples, planes.len() / samples);
-                for op in 0..o.div_ceil(MR) {
-                    for tp in 0..k.div_ceil(NT) {
-                        let mut acc = [[s.zero(); NT]; MR];
-                        for n in 0..samples {
-                            let (image, dy) =
-                                (&images[n * image_step..], &planes[n * planes_step..]);
-                            // Rows and taps past the end repeat the last one; not stored.
-                            let a = std::array::from_fn(|r| {
-                                dy[(op * MR + r).min(o - 1) * plane..].as_ptr()
-                            });
-                            let b = std::array::from_fn(|t| {
-                                image[plan.taps[(tp * NT + t).min(k - 1)]..].as_ptr()
-                            });
-                            for (q, &ipos) in plan.ipos.iter().enumerate() {
-                                // SAFETY: channel planes hold `count` vectors; every tap plus every
-                                // position plus LANES is inside the image (see `Plan::new`).
-                                unsafe { dot_step(s, &a, q * S::LANES, &b, ipos, &mut acc) };
-                            }
-                        }
-                        for (r, acc_r) in acc.iter().enumerate().take(MR.min(o - op * MR)) {
-                            for (t, &value) in acc_r.iter().enumerate().take(NT.min(k - tp * NT)) {
-                                let at = ((op * MR + r) * k + tp * NT + t) * S::LANES;
-                                // SAFETY: `(o, t)` is inside the (O, K, LANES) partial.
-                                unsafe { s.store(task.dw[at..][..S::LANES].as_mut_ptr(), value) };
-                            }
-                        }
+                    for (q, &ipos) in plan.ipos.iter().enumerate() {
+                        // SAFETY: channel planes hold `count` vectors; every tap plus every
+                        // position plus LANES is inside the image (see `Plan::new`).
+                        unsafe { dot_step(s, &a, q * S::LANES, &b, ipos, &mut acc) };
                     }
                 }
-                for (ch, db) in task.db.chunks_exact_mut(S::LANES).enumerate() {
-                    let mut acc = s.zero();
-                    for n in 0..samples {
-                        let dy = &planes[n * planes_step + ch * plane..][..plane];
-                        for v in dy.chunks_exact(S::LANES) {
-                            // SAFETY: `v` holds LANES values.
-                            acc = s.add(acc, unsafe { s.load(v.as_ptr()) });
-                        }
+                for (r, acc_r) in acc.iter().enumerate().take(MR.min(o - op * MR)) {
+                    for (t, &value) in acc_r.iter().enumerate().take(NT.min(k - tp * NT)) {
+                        let at = ((op * MR + r) * k + tp * NT + t) * S::LANES;
+                        // SAFETY: `(o, t)` is inside the (O, K, LANES) partial.
+                        unsafe { s.store(task.dw[at..][..S::LANES].as_mut_ptr(), value) };
                     }
-                    // SAFETY: `db` holds LANES values.
-                    unsafe { s.store(db.as_mut_ptr(), acc) };
                 }
-            },
-        );
+            }
+        }
+        for (ch, db) in task.db.chunks_exact_mut(S::LANES).enumerate() {
+            let mut acc = s.zero();
+            for n in 0..task.samples {
+                let dy = &planes[n * planes_step + ch * plane..][..plane];
+                for v in dy.chunks_exact(S::LANES) {
+                    // SAFETY: `v` holds LANES values.
+                    acc = s.add(acc, unsafe { s.load(v.as_ptr()) });
+                }
+            }
+            // SAFETY: `db` holds LANES values.
+            unsafe { s.store(db.as_mut_ptr(), acc) };
+        }
     }
 }
 
