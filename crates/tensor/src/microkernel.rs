@@ -87,6 +87,23 @@ impl<const MR: usize> Broadcast for InPlace<MR> {
     }
 }
 
+/// A block gathered from the image: `(r, k)` at `rows[r][offsets[k]]` (row r is an output pixel
+/// and k a tap, or row r a tap and k an output pixel).
+#[derive(Clone, Copy)]
+pub(crate) struct Gather<'a, const MR: usize> {
+    pub rows: [*const f32; MR],
+    pub offsets: &'a [usize],
+}
+
+impl<const MR: usize> Broadcast for Gather<'_, MR> {
+    #[inline(always)]
+    unsafe fn get(self, r: usize, k: usize) -> f32 {
+        debug_assert!(k < self.offsets.len());
+        // SAFETY: `k < offsets.len()` (caller) and row r plus every offset is inside the image.
+        unsafe { *self.rows[r].add(*self.offsets.get_unchecked(k)) }
+    }
+}
+
 /// `acc[r][v] = Σ_{k < depth} a(r, k) · b.row(k)[pos[v] .. pos[v] + LANES]`.
 ///
 /// # Safety
@@ -107,6 +124,30 @@ pub(crate) unsafe fn broadcast_tile<
     pos: &[usize; NV],
 ) -> [[S::V; NV]; MR] {
     let mut acc = [[s.zero(); NV]; MR];
+    // SAFETY: the caller's contract.
+    unsafe { broadcast_tile_into(s, depth, a, b, pos, &mut acc) };
+    acc
+}
+
+/// [`broadcast_tile`] added onto `acc`.
+///
+/// # Safety
+/// As [`broadcast_tile`].
+#[inline(always)]
+pub(crate) unsafe fn broadcast_tile_into<
+    S: Simd,
+    A: Broadcast,
+    B: Rows,
+    const MR: usize,
+    const NV: usize,
+>(
+    s: S,
+    depth: usize,
+    a: A,
+    b: B,
+    pos: &[usize; NV],
+    acc: &mut [[S::V; NV]; MR],
+) {
     for k in 0..depth {
         // SAFETY: the caller's contract covers every row `k < depth` at every position.
         let row = unsafe { b.row(k) };
@@ -124,7 +165,6 @@ pub(crate) unsafe fn broadcast_tile<
             }
         }
     }
-    acc
 }
 
 /// One vector step of MR × NT dot products: `acc[r][t] += a[r][pa ..] · b[t][pb ..]` lane by lane.
@@ -153,6 +193,29 @@ pub(crate) unsafe fn dot_step<S: Simd, const MR: usize, const NT: usize>(
         for (acc_rt, &bt) in acc_r.iter_mut().zip(&bv) {
             *acc_rt = s.mul_add(ar, bt, *acc_rt);
         }
+    }
+}
+
+/// The tile shape (MR rows, NV vectors) for rows that are output pixels and `vectors` vectors
+/// of output channels: one or two vectors of channels per tile, as many pixels as registers
+/// allow.
+pub(crate) fn channel_tile_shape(registers: usize, vectors: usize) -> (usize, usize) {
+    match (registers >= 32, vectors) {
+        (true, 1) => (24, 1),
+        (true, _) => (12, 2),
+        (false, 1) => (12, 1),
+        (false, _) => (6, 2),
+    }
+}
+
+/// Runs `f` with the [`channel_tile_shape`].
+#[inline(always)]
+pub(crate) fn pick_channel_tile<F: TileFn>(registers: usize, vectors: usize, f: F) -> F::Output {
+    match channel_tile_shape(registers, vectors) {
+        (24, 1) => f.call::<24, 1>(),
+        (12, 2) => f.call::<12, 2>(),
+        (12, 1) => f.call::<12, 1>(),
+        _ => f.call::<6, 2>(),
     }
 }
 

@@ -201,8 +201,8 @@ fn check_conv(case: &Case) {
 }
 
 /// Shapes that reach every layout of the direct kernels: LeNet's four convolutions (in place,
-/// padded, flat), rows that are a multiple of 8 or 16 lanes or not, channel and tap counts that
-/// leave partial tiles, and batches that leave partial tasks.
+/// padded, flat, output-channel vectors), rows that are a multiple of 8 or 16 lanes or not,
+/// channel and tap counts that leave partial tiles, and batches that leave partial tasks.
 #[test]
 fn conv2d_matches_direct_loops_at_lenet_and_edge_shapes() {
     let cases = [
@@ -216,6 +216,9 @@ fn conv2d_matches_direct_loops_at_lenet_and_edge_shapes() {
         (2, 5, 9, 9, 40, 1, 1, 0),
         (4, 4, 3, 6, 6, 6, 1, 0),
         (2, 3, 17, 10, 10, 3, 1, 3),
+        // Output-channel vectors: one (16 channels, LeNet's conv2 above), two (32), padded (17).
+        (3, 4, 32, 9, 9, 3, 1, 0),
+        (5, 2, 17, 9, 9, 3, 1, 1),
         (5, 2, 4, 13, 11, 4, 2, 1),
     ];
     for (i, &(n, c, o, h, w, k, stride, pad)) in cases.iter().enumerate() {

@@ -13,6 +13,9 @@
 //! - weight gradient: `dW[o][t] = Σ_n Σ_q dy[o][q] · x[tap_t + pos_q]`, dot tiles over the
 //!   batch, with per-lane partial sums added in a fixed order and reduced once.
 //!
+//! When the output rows are short and the output channels many, the forward pass and the weight
+//! gradient vectorize over output channels instead ([`channels`]).
+//!
 //! The output vectors cover an output plane in one of two layouts ([`Plan`]), whichever needs
 //! fewer: *rows* (each output row split into ⌈OW / L⌉ vectors) or *flat* (positions `oy·Wp + ox`
 //! as one long row). Lanes past the end of a row are computed on scratch values and never
@@ -20,6 +23,8 @@
 //! is exactly the tensor's (rows of a multiple of L values: LeNet-BN's 24 and 8 columns with
 //! 8-lane vectors) outputs and gradients are read and written in place, and an unpadded image
 //! whose reads stay inside it is read in place too.
+
+mod channels;
 
 use std::mem::MaybeUninit;
 
@@ -271,6 +276,9 @@ pub(super) fn forward(
 ) {
     let level = active_level();
     let (plan, width) = Plan::choose(g, level);
+    if let Some(width) = channels::worthwhile(&plan, width, level) {
+        return channels::forward(&plan, level, width, x, w, bias, out);
+    }
     let (o, k) = (g.out_channels, g.patch_len());
     let mr = tile_shape(vector_shape(level, width).1, o, plan.count()).0;
     let weights = pack(o, k, mr, |r, t| w[r * k + t]);
@@ -523,6 +531,9 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
 pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let level = active_level();
     let (plan, width) = Plan::choose(g, level);
+    if let Some(width) = channels::worthwhile(&plan, width, level) {
+        return channels::backward_params(&plan, level, width, x, dy);
+    }
     let (o, k, lanes) = (g.out_channels, g.patch_len(), plan.lanes);
     let (sin, sout) = (plan.sample_in(), plan.sample_out());
     let group = plan.samples_per_partial();
