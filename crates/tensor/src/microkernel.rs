@@ -230,21 +230,38 @@ pub(crate) fn padded(rows: usize, mr: usize) -> usize {
     rows.div_ceil(mr) * mr
 }
 
-/// The broadcast-tile shape (MR rows, NV vectors) for `rows` × `vectors` outputs on a level with
-/// `registers` vector registers: MR·NV accumulators, NV streamed vectors and a broadcast must
-/// fit. Of the level's two shapes, the one with fewer padded outputs (ties: more rows).
-pub(crate) fn tile_shape(registers: usize, rows: usize, vectors: usize) -> (usize, usize) {
-    let (six, other) = if registers >= 32 {
-        ((6, 4), (8, 3))
+/// The broadcast-tile shapes (MR rows, NV vectors) of a level with `registers` vector
+/// registers: MR·NV accumulators, NV streamed vectors and a broadcast must fit (with room for
+/// the compiler's unrolling).
+pub(crate) fn tile_shapes(registers: usize) -> &'static [(usize, usize)] {
+    if registers >= 32 {
+        &[(8, 3), (6, 4), (6, 3)]
     } else {
-        ((6, 2), (4, 3))
-    };
-    let work = |(mr, nv): (usize, usize)| padded(rows, mr) * padded(vectors, nv);
-    if work(six) < work(other) {
-        six
-    } else {
-        other
+        &[(4, 3), (6, 2)]
     }
+}
+
+/// The shape of [`tile_shapes`] with at most `max_rows` rows (any if none has so few) that pads
+/// `rows` × `vectors` outputs the least; ties go to the larger tile (fewer tiles to set up).
+pub(crate) fn tile_shape_within(
+    registers: usize,
+    rows: usize,
+    vectors: usize,
+    max_rows: usize,
+) -> (usize, usize) {
+    let shapes = tile_shapes(registers);
+    let fits = shapes.iter().any(|&(mr, _)| mr <= max_rows);
+    let work = |&(mr, nv): &(usize, usize)| padded(rows, mr) * padded(vectors, nv);
+    *shapes
+        .iter()
+        .filter(|&&(mr, _)| !fits || mr <= max_rows)
+        .min_by_key(|&shape| (work(shape), usize::MAX - shape.0 * shape.1))
+        .expect("every level has tile shapes")
+}
+
+/// [`tile_shape_within`] without a bound on the rows.
+pub(crate) fn tile_shape(registers: usize, rows: usize, vectors: usize) -> (usize, usize) {
+    tile_shape_within(registers, rows, vectors, usize::MAX)
 }
 
 /// Runs `f` with the [`tile_shape`] for `rows` × `vectors` outputs.
@@ -255,11 +272,18 @@ pub(crate) fn pick_tile<F: TileFn>(
     vectors: usize,
     f: F,
 ) -> F::Output {
-    match tile_shape(registers, rows, vectors) {
-        (6, 4) => f.call::<6, 4>(),
+    pick_tile_shape(tile_shape(registers, rows, vectors), f)
+}
+
+/// Runs `f` with `shape`, one of the [`tile_shapes`].
+#[inline(always)]
+pub(crate) fn pick_tile_shape<F: TileFn>(shape: (usize, usize), f: F) -> F::Output {
+    match shape {
         (8, 3) => f.call::<8, 3>(),
-        (6, 2) => f.call::<6, 2>(),
-        _ => f.call::<4, 3>(),
+        (6, 4) => f.call::<6, 4>(),
+        (6, 3) => f.call::<6, 3>(),
+        (4, 3) => f.call::<4, 3>(),
+        _ => f.call::<6, 2>(),
     }
 }
 

@@ -32,8 +32,8 @@ use rayon::prelude::*;
 
 use super::Conv2dGeometry;
 use crate::microkernel::{
-    broadcast_tile, dot_step, dot_tile_shape, pick_dot_tile, pick_tile, tile_shape, Offsets,
-    Packed, Strided, TileFn,
+    broadcast_tile, dot_step, dot_tile_shape, pick_dot_tile, pick_tile, pick_tile_shape,
+    tile_shape, tile_shape_within, Offsets, Packed, Strided, TileFn,
 };
 use crate::scratch::with_buffers;
 use crate::simd::{active_level, dispatch, vector_shape, Kernel, Level, Simd, Width};
@@ -403,12 +403,13 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
     let level = active_level();
     let (plan, width) = Plan::choose(g, level);
     let (o, k) = (g.out_channels, g.patch_len());
-    let mr = tile_shape(vector_shape(level, width).1, k, plan.count()).0;
     // The taps in channel-minor order (ki, kj, c): the MR taps of a tile are then a plane apart
-    // (when C >= MR) and the tile's additions into dx never overlap each other. Overlapping
+    // when MR <= C, and the tile's additions into dx never overlap each other. Overlapping
     // unaligned read-modify-writes a few values apart defeat store-to-load forwarding and made
     // this pass twice as slow as the forward.
     let (c, kk) = (g.in_channels, g.kernel_h * g.kernel_w);
+    let shape = input_tile_shape(vector_shape(level, width).1, k, plan.count(), c);
+    let mr = shape.0;
     let order: Vec<usize> = (0..k).map(|i| (i % c) * kk + i / c).collect();
     let taps: Vec<usize> = order.iter().map(|&t| plan.taps[t]).collect();
     // Wᵀ: rows are taps, depth is output channels.
@@ -421,6 +422,7 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
             with_buffers([planes_len, image_len], |[planes, image]| {
                 let task = BackwardInput {
                     plan: &plan,
+                    shape,
                     taps: &taps,
                     dy,
                     weights: &weights,
@@ -434,8 +436,20 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
         });
 }
 
+/// The tile shape of the input gradient: at most as many rows (taps of a tile, channel-minor)
+/// as input channels, so that no two taps of a tile are one column apart.
+fn input_tile_shape(
+    registers: usize,
+    taps: usize,
+    vectors: usize,
+    channels: usize,
+) -> (usize, usize) {
+    tile_shape_within(registers, taps, vectors, channels)
+}
+
 struct BackwardInput<'a> {
     plan: &'a Plan,
+    shape: (usize, usize),
     /// The plan's taps in the order of the packed weights.
     taps: &'a [usize],
     dy: &'a [f32],
@@ -452,8 +466,7 @@ impl Kernel for BackwardInput<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Simd>(self, s: S) {
-        let (rows, vectors) = (self.taps.len(), self.plan.count());
-        pick_tile(S::REGISTERS, rows, vectors, WithSimd { s, task: self });
+        pick_tile_shape(self.shape, WithSimd { s, task: self });
     }
 }
 
