@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use norma_datasets::Batch;
+use norma_layers::models::ModelKind;
 use norma_tensor::{Rng, Tensor};
 
 use crate::choices::{
@@ -58,30 +59,11 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         "model", "median ms", "p10 ms", "p90 ms", "samples/s"
     );
     for kind in args.model.kinds() {
-        let mut run = ModelRun::new(RunSpec {
-            model: ModelChoice::of(kind),
-            activation: ActivationChoice::Sigmoid,
-            optimizer: OptimizerChoice::Sgd,
-            lr: default_lr(kind, OptimizerChoice::Sgd),
-            momentum: 0.0,
-            seed: 0,
-            batch_size: args.batch_size,
-            epochs: 1,
-            shuffle: false,
-            steps: None,
-            init: None,
-            precise_bn: 0,
-            placement: Default::default(),
-        })?;
-        let mut times = Vec::with_capacity(args.steps);
-        for i in 0..args.warmup + args.steps {
-            let batch = batches[i % batches.len()].clone();
-            let start = Instant::now();
-            run.step(batch)?;
-            if i >= args.warmup {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-        }
+        // The steps run on a worker of rayon's pool, which takes part in every parallel loop,
+        // as PyTorch's main thread does in its own: called from outside the pool, each of the
+        // ~40 parallel loops of a step would hand its work to the pool and put the caller to
+        // sleep until it is done.
+        let mut times = rayon::scope(|_| time_steps(kind, &args, &batches))?;
         times.sort_by(f64::total_cmp);
         let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
         let median = at(0.5);
@@ -95,6 +77,35 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Wall time of each timed step of `kind` (ms), on the fixed batches.
+fn time_steps(kind: ModelKind, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
+    let mut run = ModelRun::new(RunSpec {
+        model: ModelChoice::of(kind),
+        activation: ActivationChoice::Sigmoid,
+        optimizer: OptimizerChoice::Sgd,
+        lr: default_lr(kind, OptimizerChoice::Sgd),
+        momentum: 0.0,
+        seed: 0,
+        batch_size: args.batch_size,
+        epochs: 1,
+        shuffle: false,
+        steps: None,
+        init: None,
+        precise_bn: 0,
+        placement: Default::default(),
+    })?;
+    let mut times = Vec::with_capacity(args.steps);
+    for i in 0..args.warmup + args.steps {
+        let batch = batches[i % batches.len()].clone();
+        let start = Instant::now();
+        run.step(batch)?;
+        if i >= args.warmup {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times)
 }
 
 /// 16 batches to rotate through: the first training images, or random ones.

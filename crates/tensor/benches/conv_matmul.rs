@@ -1,12 +1,14 @@
-//! Matmul and conv2d (forward, input gradient, weight gradient) at LeNet's shapes, batch 256.
+//! Convolutions and matrix products of a LeNet training step at batch 256, at each SIMD level
+//! this CPU has (`NORMA_BENCH_LEVELS=avx512,avx2` to choose).
 //!
 //! Criterion's "thrpt" column is set to FLOP/s (reported as "elem/s": read Gelem/s as
-//! GFLOP/s). FLOPs count 2 per multiply-add; the backward pass of a convolution has the
-//! forward's FLOPs once for the input gradient and once for the weight gradient.
+//! GFLOP/s). FLOPs count 2 per multiply-add; each gradient of a convolution has the forward's
+//! FLOPs.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use norma_tensor::simd::{with_level, Level};
 use norma_tensor::{Conv2dGeometry, Rng, Tensor};
 
 const BATCH: usize = 256;
@@ -19,15 +21,26 @@ const CONVS: &[(&str, [usize; 3], usize, usize)] = &[
     ("conv2 6->16 12x12", [6, 12, 12], 16, 0),
 ];
 
-/// (name, m, k, n): LeNet's linear layers (forward x·Wᵀ and the two backward products).
-const MATMULS: &[(&str, usize, usize, usize)] = &[
-    ("fc1 256x400x120", BATCH, 400, 120),
-    ("fc1 256x256x120", BATCH, 256, 120),
-    ("fc2 256x120x84", BATCH, 120, 84),
-    ("square 512", 512, 512, 512),
+/// (name, batch, in, out): LeNet's linear layers.
+const LINEARS: &[(&str, usize, usize, usize)] = &[
+    ("fc1 400->120", BATCH, 400, 120),
+    ("fc1 256->120", BATCH, 256, 120),
+    ("fc2 120->84", BATCH, 120, 84),
+    ("fc3 84->10", BATCH, 84, 10),
 ];
 
-fn bench(c: &mut Criterion) {
+/// The levels to time: `NORMA_BENCH_LEVELS` (comma-separated), else every level this CPU has.
+fn levels() -> Vec<Level> {
+    match std::env::var("NORMA_BENCH_LEVELS") {
+        Ok(list) => list.split(',').filter_map(Level::parse).collect(),
+        Err(_) => Level::ALL
+            .into_iter()
+            .filter(|&l| l <= Level::detected())
+            .collect(),
+    }
+}
+
+fn convolutions(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);
     for &(name, [ch, h, w], out, pad) in CONVS {
         let x = Tensor::rand_normal(&[BATCH, ch, h, w], 0.0, 1.0, &mut rng);
@@ -39,49 +52,71 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("conv2d {name}"));
         group.sample_size(20);
         group.throughput(Throughput::Elements(flops));
-        group.bench_function("forward", |bch| {
-            bch.iter(|| black_box(&x).conv2d(&wt, Some(&b), 1, pad).unwrap())
-        });
-        group.bench_function("input grad", |bch| {
-            bch.iter(|| {
-                black_box(&y)
-                    .conv2d_backward_input(&wt, x.shape(), 1, pad)
-                    .unwrap()
-            })
-        });
-        group.bench_function("weight grad", |bch| {
-            bch.iter(|| {
-                black_box(&y)
-                    .conv2d_backward_params(&x, wt.shape(), 1, pad)
-                    .unwrap()
-            })
-        });
-        group.throughput(Throughput::Elements(3 * flops));
-        group.bench_function("forward+backward", |bch| {
-            bch.iter(|| {
-                let y = black_box(&x).conv2d(&wt, Some(&b), 1, pad).unwrap();
-                let dx = y.conv2d_backward_input(&wt, x.shape(), 1, pad).unwrap();
-                (
-                    dx,
-                    y.conv2d_backward_params(&x, wt.shape(), 1, pad).unwrap(),
-                )
-            })
-        });
-        group.finish();
-    }
-    for &(name, m, k, n) in MATMULS {
-        let a = Tensor::rand_normal(&[m, k], 0.0, 1.0, &mut rng);
-        let b = Tensor::rand_normal(&[k, n], 0.0, 1.0, &mut rng);
-        let mut group = c.benchmark_group(format!("matmul {name}"));
-        group.throughput(Throughput::Elements(2 * (m * k * n) as u64));
-        group.bench_function("a·b", |bch| bch.iter(|| black_box(&a).matmul(&b).unwrap()));
-        group.bench_function("aᵀ·(a·b)", |bch| {
-            let ab = a.matmul(&b).unwrap();
-            bch.iter(|| black_box(&a).matmul_t(true, &ab, false).unwrap())
-        });
+        for level in levels() {
+            group.bench_function(format!("{level} forward"), |bch| {
+                with_level(level, || {
+                    bch.iter(|| black_box(&x).conv2d(&wt, Some(&b), 1, pad).unwrap())
+                })
+            });
+            group.bench_function(format!("{level} input grad"), |bch| {
+                with_level(level, || {
+                    bch.iter(|| {
+                        black_box(&y)
+                            .conv2d_backward_input(&wt, x.shape(), 1, pad)
+                            .unwrap()
+                    })
+                })
+            });
+            group.bench_function(format!("{level} weight grad"), |bch| {
+                with_level(level, || {
+                    bch.iter(|| {
+                        black_box(&y)
+                            .conv2d_backward_params(&x, wt.shape(), 1, pad)
+                            .unwrap()
+                    })
+                })
+            });
+        }
         group.finish();
     }
 }
 
-criterion_group!(benches, bench);
+fn linears(c: &mut Criterion) {
+    let mut rng = Rng::seed_from_u64(1);
+    for &(name, n, inputs, outputs) in LINEARS {
+        let x = Tensor::rand_normal(&[n, inputs], 0.0, 1.0, &mut rng);
+        let w = Tensor::rand_normal(&[outputs, inputs], 0.0, 1.0, &mut rng);
+        let g = Tensor::rand_normal(&[n, outputs], 0.0, 1.0, &mut rng);
+        let mut group = c.benchmark_group(format!("linear {name}"));
+        group.throughput(Throughput::Elements(2 * (n * inputs * outputs) as u64));
+        for level in levels() {
+            group.bench_function(format!("{level} x·wᵀ"), |bch| {
+                with_level(level, || {
+                    bch.iter(|| black_box(&x).matmul_t(false, &w, true).unwrap())
+                })
+            });
+            group.bench_function(format!("{level} g·w"), |bch| {
+                with_level(level, || bch.iter(|| black_box(&g).matmul(&w).unwrap()))
+            });
+            group.bench_function(format!("{level} gᵀ·x"), |bch| {
+                with_level(level, || {
+                    bch.iter(|| black_box(&g).matmul_t(true, &x, false).unwrap())
+                })
+            });
+        }
+        group.finish();
+    }
+    let a = Tensor::rand_normal(&[512, 512], 0.0, 1.0, &mut rng);
+    let mut group = c.benchmark_group("matmul square 512");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(2 * 512u64.pow(3)));
+    for level in levels() {
+        group.bench_function(format!("{level} a·a"), |bch| {
+            with_level(level, || bch.iter(|| black_box(&a).matmul(&a).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, convolutions, linears);
 criterion_main!(benches);

@@ -9,10 +9,13 @@
 //! | elementwise | [`Tensor::add`], [`Tensor::sub`], [`Tensor::mul`], [`Tensor::div`] (numpy broadcasting), scalar ops, [`Tensor::exp`], [`Tensor::ln`], [`Tensor::sigmoid`], [`Tensor::relu`], [`Tensor::tanh`] |
 //! | reductions | [`Tensor::sum_axes`], [`Tensor::mean_axes`], [`Tensor::sum_to_shape`] |
 //! | shape | [`Tensor::reshape`], [`Tensor::permute`], [`Tensor::t`] |
-//! | linear algebra | [`Tensor::matmul`], [`Tensor::matmul_t`] (ndarray's GEMM, split over rayon) |
-//! | convolution | [`Tensor::conv2d`] and its two gradients, lowered to GEMM by im2col |
+//! | linear algebra | [`Tensor::matmul`], [`Tensor::matmul_t`], [`gemm`] (our SIMD kernels, split over rayon) |
+//! | convolution | [`Tensor::conv2d`] and its two gradients: direct SIMD kernels for stride 1, im2col + GEMM otherwise |
 //! | pooling | [`Tensor::avg_pool2d`], [`Tensor::max_pool2d`] and their gradients |
 //! | losses | [`Tensor::log_softmax`], [`Tensor::cross_entropy`] with integer labels |
+//!
+//! The hot kernels pick AVX-512, AVX2+FMA or portable code when they run (see [`simd`]; the
+//! environment variable `NORMA_SIMD` lowers the level).
 //!
 //! Tensors are always contiguous and row-major, so kernels work on plain slices. Parallel
 //! loops split work in fixed-size pieces and combine partial results in a fixed order:
@@ -31,21 +34,24 @@
 mod conv;
 mod elementwise;
 mod error;
+mod gemm;
 mod loss;
 pub mod math;
 mod matmul;
+mod microkernel;
 pub mod parallel;
 mod pool;
 mod reduce;
 mod rng;
 mod scratch;
 mod shape;
+pub mod simd;
 mod tensor;
 
 pub use conv::Conv2dGeometry;
 pub use elementwise::{broadcast_shape, BinaryOp, Exp, Ln, Relu, Sigmoid, Tanh, UnaryFn};
 pub use error::{Result, TensorError};
-pub use matmul::gemm;
+pub use gemm::gemm;
 pub use pool::MaxPoolOutput;
 pub use rng::Rng;
 pub use tensor::Tensor;

@@ -19,7 +19,8 @@ pub fn exp(x: f32) -> f32 {
     // The clamp keeps the exponent arithmetic in range; the final multiplications still
     // overflow to inf or underflow to 0 exactly where the true result does.
     let xc = x.clamp(-104.0, 89.0);
-    let n = (xc * LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    let shifted = xc * LOG2_E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
     let r = (xc - n * LN2_HI) - n * LN2_LO; // |r| <= ln2/2
                                             // Taylor series of e^r to degree 7: truncation error r^8/8! < 6e-9, below half an ulp.
     let p = 1.0 / 5040.0;
@@ -30,8 +31,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    // 2^n as two factors so that each stays a normal float for n in [-150, 129].
-    let n = n as i32;
+    // 2^n as two factors so that each stays a normal float for n in [-150, 129]. The integer n
+    // sits in the low mantissa bits of `shifted` (its unit is 1 there): reading it from the bits
+    // vectorizes, where the saturating `n as i32` would be converted one lane at a time.
+    let n = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
     let n1 = n >> 1;
     let n2 = n - n1;
     let s1 = f32::from_bits(((n1 + 127) as u32) << 23);

@@ -1,38 +1,9 @@
-//! Matrix multiplication on ndarray's GEMM (matrixmultiply), split over rayon by row blocks.
+//! Matrix multiplication of 2-D tensors on [`crate::gemm`].
 
-use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis, Ix2};
-use rayon::prelude::*;
+use ndarray::{ArrayView2, Ix2};
 
+use crate::gemm::gemm;
 use crate::{Result, Tensor, TensorError};
-
-/// Rows of the output computed per rayon task. Fixed, so every output element is computed by
-/// the same GEMM call whatever the number of threads: results are bitwise reproducible.
-const ROW_BLOCK: usize = 64;
-
-/// `c = alpha · a · b + beta · c` on matrix views of any strides (transposes are free).
-///
-/// Shapes must agree (`a`: m×k, `b`: k×n, `c`: m×n); callers check them and report errors.
-pub fn gemm(
-    alpha: f32,
-    a: ArrayView2<'_, f32>,
-    b: ArrayView2<'_, f32>,
-    beta: f32,
-    mut c: ArrayViewMut2<'_, f32>,
-) {
-    debug_assert_eq!(a.nrows(), c.nrows());
-    debug_assert_eq!(b.ncols(), c.ncols());
-    debug_assert_eq!(a.ncols(), b.nrows());
-    if c.nrows() <= ROW_BLOCK {
-        general_mat_mul(alpha, &a, &b, beta, &mut c);
-        return;
-    }
-    let a_blocks: Vec<_> = a.axis_chunks_iter(Axis(0), ROW_BLOCK).collect();
-    let c_blocks: Vec<_> = c.axis_chunks_iter_mut(Axis(0), ROW_BLOCK).collect();
-    a_blocks
-        .into_par_iter()
-        .zip(c_blocks)
-        .for_each(|(a, mut c)| general_mat_mul(alpha, &a, &b, beta, &mut c));
-}
 
 impl Tensor {
     pub(crate) fn as_matrix(&self, op: &'static str) -> Result<ArrayView2<'_, f32>> {
@@ -80,7 +51,7 @@ impl Tensor {
             .view_mut()
             .into_dimensionality::<Ix2>()
             .expect("internal: output is 2-D");
-        gemm(1.0, a, b, 0.0, c);
+        gemm(1.0, a, b, 0.0, c)?;
         Ok(out)
     }
 }

@@ -1,10 +1,14 @@
 //! 2-D average and max pooling over NCHW tensors (no padding), with their gradients.
 //!
 //! Every (n, c) plane is independent, so planes are split over rayon and each output is
-//! written by exactly one task.
+//! written by exactly one task. Average pooling is compiled for each SIMD level, with a copy of
+//! its loops for LeNet's 2×2 windows that the compiler vectorizes.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::simd::{active_level, dispatch, Kernel, Simd, Width};
 use crate::{Result, Tensor, TensorError};
 
 /// Planes handled per rayon task (LeNet: 6 or 16 channels per sample).
@@ -81,8 +85,73 @@ impl PoolGeometry {
         }
     }
 
+    /// Averages one plane `x` into `y` (`kernel` and `stride` equal to the geometry's; passed
+    /// separately so that a call with constants compiles to a vectorized loop). Column sums
+    /// first, then across: `((x00 + x10) + (x01 + x11)) / 4` for 2×2 windows.
+    #[inline(always)]
+    fn avg_plane(&self, kernel: usize, stride: usize, x: &[f32], y: &mut [MaybeUninit<f32>]) {
+        let scale = 1.0 / (kernel * kernel) as f32;
+        for (oy, y_row) in y.chunks_exact_mut(self.out_w).enumerate() {
+            let rows = &x[oy * stride * self.width..];
+            for (ox, y) in y_row.iter_mut().enumerate() {
+                let mut sum = 0.0;
+                for j in 0..kernel {
+                    let mut column = 0.0;
+                    for i in 0..kernel {
+                        column += rows[i * self.width + ox * stride + j];
+                    }
+                    sum += column;
+                }
+                y.write(sum * scale);
+            }
+        }
+    }
+
+    /// The gradient of [`Self::avg_plane`] when windows tile the plane (`kernel` = stride): every
+    /// input of window (oy, ox) gets `dy[oy, ox] / k²`; rows and columns no window reaches get 0.
+    #[inline(always)]
+    fn avg_spread_plane(&self, kernel: usize, dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+        let scale = 1.0 / (kernel * kernel) as f32;
+        let covered = self.out_w * kernel;
+        for (row, dx_row) in dx.chunks_exact_mut(self.width).enumerate() {
+            let oy = row / kernel;
+            if oy >= self.out_h {
+                dx_row.iter_mut().for_each(|d| {
+                    d.write(0.0);
+                });
+                continue;
+            }
+            let dy_row = &dy[oy * self.out_w..][..self.out_w];
+            for (window, &g) in dx_row[..covered].chunks_exact_mut(kernel).zip(dy_row) {
+                window.iter_mut().for_each(|d| {
+                    d.write(g * scale);
+                });
+            }
+            dx_row[covered..].iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+        }
+    }
+
     /// Runs `f(input plane, output plane)` on every plane pair, in parallel.
     fn planes_par<A: Sync, B: Send>(
+        &self,
+        input: &[A],
+        output: &mut [B],
+        in_len: usize,
+        out_len: usize,
+        f: impl Fn(&[A], &mut [B]) + Sync,
+    ) {
+        self.tasks_par(input, output, in_len, out_len, |src, dst| {
+            for (s, d) in src.chunks_exact(in_len).zip(dst.chunks_exact_mut(out_len)) {
+                f(s, d);
+            }
+        });
+    }
+
+    /// Runs `f(input planes, output planes)` on groups of [`PLANES_PER_TASK`] planes, in
+    /// parallel.
+    fn tasks_par<A: Sync, B: Send>(
         &self,
         input: &[A],
         output: &mut [B],
@@ -93,11 +162,43 @@ impl PoolGeometry {
         input
             .par_chunks(PLANES_PER_TASK * in_len)
             .zip(output.par_chunks_mut(PLANES_PER_TASK * out_len))
-            .for_each(|(src, dst)| {
-                for (s, d) in src.chunks_exact(in_len).zip(dst.chunks_exact_mut(out_len)) {
-                    f(s, d);
-                }
-            });
+            .for_each(|(src, dst)| f(src, dst));
+    }
+}
+
+/// Average pooling (or, `backward`, its gradient when windows tile the input) of the planes of
+/// one task, compiled for each SIMD level.
+struct AvgPlanes<'a> {
+    g: &'a PoolGeometry,
+    backward: bool,
+    src: &'a [f32],
+    dst: &'a mut [MaybeUninit<f32>],
+}
+
+impl Kernel for AvgPlanes<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, _: S) {
+        let g = self.g;
+        let (from, to) = if self.backward {
+            (g.out_plane(), g.in_plane())
+        } else {
+            (g.in_plane(), g.out_plane())
+        };
+        for (x, y) in self
+            .src
+            .chunks_exact(from)
+            .zip(self.dst.chunks_exact_mut(to))
+        {
+            // LeNet's 2×2 windows get a copy of the loops with the sizes known, which the
+            // compiler vectorizes.
+            match (self.backward, g.kernel, g.stride) {
+                (false, 2, 2) => g.avg_plane(2, 2, x, y),
+                (false, k, s) => g.avg_plane(k, s, x, y),
+                (true, 2, _) => g.avg_spread_plane(2, x, y),
+                (true, k, _) => g.avg_spread_plane(k, x, y),
+            }
+        }
     }
 }
 
@@ -114,19 +215,24 @@ impl Tensor {
     /// `y[n,c,i,j] = mean of x[n, c, i·s .. i·s+k, j·s .. j·s+k]`; (N, C, H, W) → (N, C, OH, OW).
     pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d", self.shape(), kernel, stride)?;
-        let scale = 1.0 / (kernel * kernel) as f32;
+        let level = active_level();
         // Every output is written once: one window each.
         Ok(Tensor::from_fill(&g.output_shape(self.shape()), |out| {
-            g.planes_par(self.as_slice(), out, g.in_plane(), g.out_plane(), |x, y| {
-                g.for_each_window(|o, corner| {
-                    let mut s = 0.0;
-                    for r in 0..kernel {
-                        let row = corner + r * g.width;
-                        s += x[row..row + kernel].iter().sum::<f32>();
-                    }
-                    y[o].write(s * scale);
-                });
-            });
+            g.tasks_par(
+                self.as_slice(),
+                out,
+                g.in_plane(),
+                g.out_plane(),
+                |src, dst| {
+                    let planes = AvgPlanes {
+                        g: &g,
+                        backward: false,
+                        src,
+                        dst,
+                    };
+                    dispatch(level, Width::Widest, planes);
+                },
+            );
         }))
     }
 
@@ -140,6 +246,27 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d_backward", input_shape, kernel, stride)?;
         self.expect_shape("avg_pool2d_backward", &g.output_shape(input_shape))?;
+        let level = active_level();
+        if kernel == stride {
+            // Windows tile the input: each input value is written once, with no accumulation.
+            return Ok(Tensor::from_fill(input_shape, |dx| {
+                g.tasks_par(
+                    self.as_slice(),
+                    dx,
+                    g.out_plane(),
+                    g.in_plane(),
+                    |src, dst| {
+                        let planes = AvgPlanes {
+                            g: &g,
+                            backward: true,
+                            src,
+                            dst,
+                        };
+                        dispatch(level, Width::Widest, planes);
+                    },
+                );
+            }));
+        }
         let mut dx = Tensor::zeros(input_shape);
         let scale = 1.0 / (kernel * kernel) as f32;
         g.planes_par(

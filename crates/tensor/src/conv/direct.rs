@@ -1,0 +1,716 @@
+//! Stride-1 convolution computed straight from the image, without im2col.
+//!
+//! With stride 1, the input pixel `(c, oy + ki, ox + kj)` of output `(oy, ox)` sits at the fixed
+//! offset `tap = c·Hp·Wp + ki·Wp + kj` from position `oy·Wp + ox` of the (zero-padded, Hp × Wp)
+//! image. A vector of L outputs `(oy, ox .. ox + L)` therefore reads L consecutive input values
+//! at each tap: the taps are the rows of a GEMM operand that is never built, read in place
+//! through an offset table ([`Offsets`]).
+//!
+//! - forward: `y[o][q] = b[o] + Σ_t W[o][t] · x[tap_t + pos_q]`, a broadcast tile with rows o
+//!   and depth t;
+//! - input gradient: `dx[tap_t + pos_q] += Σ_o W[o][t] · dy[o][q]`, a broadcast tile with rows t
+//!   and depth o whose results are added at the taps' offsets: col2im fused into the GEMM;
+//! - weight gradient: `dW[o][t] = Σ_n Σ_q dy[o][q] · x[tap_t + pos_q]`, dot tiles over the
+//!   batch, with per-lane partial sums added in a fixed order and reduced once.
+//!
+//! When the output rows are short and the output channels many, the forward pass and the weight
+//! gradient vectorize over output channels instead ([`channels`]).
+//!
+//! The output vectors cover an output plane in one of two layouts ([`Plan`]), whichever needs
+//! fewer: *rows* (each output row split into ⌈OW / L⌉ vectors) or *flat* (positions `oy·Wp + ox`
+//! as one long row). Lanes past the end of a row are computed on scratch values and never
+//! stored; the output gradient is copied into the same layout with zeros there. When the layout
+//! is exactly the tensor's (rows of a multiple of L values: LeNet-BN's 24 and 8 columns with
+//! 8-lane vectors) outputs and gradients are read and written in place, and an unpadded image
+//! whose reads stay inside it is read in place too.
+
+mod channels;
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::Conv2dGeometry;
+use crate::microkernel::{
+    broadcast_tile, dot_step, dot_tile_shape, pick_dot_tile, pick_tile, pick_tile_shape,
+    tile_shape, tile_shape_within, Offsets, Packed, Strided, TileFn,
+};
+use crate::scratch::with_buffers;
+use crate::simd::{active_level, dispatch, vector_shape, Kernel, Level, Simd, Width};
+
+/// Samples per task of the forward pass and the input gradient (each sample is independent).
+const SAMPLES_PER_TASK: usize = 8;
+/// Floats of images and gradient planes a weight-gradient task streams through for each tile:
+/// 256 KiB, a quarter of an L2 cache.
+const PARTIAL_FLOATS: usize = 1 << 16;
+/// Bounds on the samples per partial weight gradient.
+const PARTIAL_SAMPLES: (usize, usize) = (4, 32);
+
+/// How one convolution's output planes are covered by vectors of `lanes` values.
+#[derive(Debug, Clone)]
+struct Plan {
+    g: Conv2dGeometry,
+    /// Width of the padded image.
+    wp: usize,
+    lanes: usize,
+    /// Input position (in the padded image) of each output vector; vector q sits at `q · lanes`
+    /// in the output layout.
+    ipos: Vec<usize>,
+    /// Distance between output rows in the output layout.
+    out_row: usize,
+    /// Offset of each tap (c, ki, kj) in the padded image.
+    taps: Vec<usize>,
+    /// Values of the padded image including the slack that the last vectors read.
+    image_len: usize,
+    /// The input tensor itself can be read (no padding, every read inside the sample).
+    in_place_input: bool,
+    /// The output layout is the tensor's (O, OH, OW).
+    in_place_output: bool,
+}
+
+impl Plan {
+    fn new(g: &Conv2dGeometry, lanes: usize) -> Plan {
+        debug_assert_eq!(g.stride, 1);
+        let (hp, wp) = (g.height + 2 * g.padding, g.width + 2 * g.padding);
+        let (oh, ow) = (g.out_h, g.out_w);
+        let per_row = ow.div_ceil(lanes);
+        let flat = ((oh - 1) * wp + ow).div_ceil(lanes);
+        let (ipos, out_row): (Vec<usize>, usize) = if oh * per_row <= flat {
+            let ipos = (0..oh)
+                .flat_map(|r| (0..per_row).map(move |j| r * wp + j * lanes))
+                .collect();
+            (ipos, per_row * lanes)
+        } else {
+            ((0..flat).map(|q| q * lanes).collect(), wp)
+        };
+        let mut taps = Vec::with_capacity(g.patch_len());
+        for c in 0..g.in_channels {
+            for ki in 0..g.kernel_h {
+                for kj in 0..g.kernel_w {
+                    taps.push((c * hp + ki) * wp + kj);
+                }
+            }
+        }
+        // Taps and positions both increase: the last of each gives the furthest read.
+        let reach = taps[taps.len() - 1] + ipos[ipos.len() - 1] + lanes;
+        let image = g.in_channels * hp * wp;
+        Plan {
+            g: *g,
+            wp,
+            lanes,
+            in_place_output: out_row == ow && ipos.len() * lanes == oh * ow,
+            in_place_input: g.padding == 0 && reach <= image,
+            image_len: reach.max(image),
+            ipos,
+            out_row,
+            taps,
+        }
+    }
+
+    /// The plan for `level`, and the vector width: on AVX-512, 8-lane vectors when they cover
+    /// the planes with fewer lanes than 16-lane ones.
+    fn choose(g: &Conv2dGeometry, level: Level) -> (Plan, Width) {
+        let lanes = |p: &Plan| p.ipos.len() * p.lanes;
+        let (widest, _) = vector_shape(level, Width::Widest);
+        let wide = Plan::new(g, widest);
+        if widest > 8 {
+            let narrow = Plan::new(g, 8);
+            if lanes(&narrow) < lanes(&wide) {
+                return (narrow, Width::Narrow);
+            }
+        }
+        (wide, Width::Widest)
+    }
+
+    /// Vectors per output plane.
+    fn count(&self) -> usize {
+        self.ipos.len()
+    }
+
+    /// Values per output plane in the output layout.
+    fn plane(&self) -> usize {
+        self.count() * self.lanes
+    }
+
+    /// Samples per partial weight gradient (fixed by the shapes: partials are added in order).
+    fn samples_per_partial(&self) -> usize {
+        let image = self.image_scratch().max(self.sample_in());
+        let planes = self.planes_scratch().max(self.sample_out());
+        (PARTIAL_FLOATS / (image + planes)).clamp(PARTIAL_SAMPLES.0, PARTIAL_SAMPLES.1)
+    }
+
+    /// Scratch for one padded image, or none when the input is read in place.
+    fn image_scratch(&self) -> usize {
+        if self.in_place_input {
+            0
+        } else {
+            self.image_len
+        }
+    }
+
+    /// Scratch for one sample's output planes, or none when the output layout is the tensor's.
+    fn planes_scratch(&self) -> usize {
+        if self.in_place_output {
+            0
+        } else {
+            self.g.out_channels * self.plane()
+        }
+    }
+
+    fn sample_in(&self) -> usize {
+        self.g.in_channels * self.g.height * self.g.width
+    }
+
+    fn sample_out(&self) -> usize {
+        self.g.out_channels * self.g.out_h * self.g.out_w
+    }
+
+    /// Writes sample `x` (C, H, W) into `image` (`image_len` values): zero border and slack.
+    fn fill_image(&self, x: &[f32], image: &mut [f32]) {
+        let (p, w, wp) = (self.g.padding, self.g.width, self.wp);
+        let plane = (self.g.height + 2 * p) * wp;
+        if p == 0 {
+            image[..x.len()].copy_from_slice(x);
+            image[x.len()..].fill(0.0);
+            return;
+        }
+        image.fill(0.0);
+        for (src, dst) in x
+            .chunks_exact(self.g.height * w)
+            .zip(image.chunks_exact_mut(plane))
+        {
+            for (row, line) in src.chunks_exact(w).enumerate() {
+                copy_short(&mut dst[(row + p) * wp + p..][..w], line);
+            }
+        }
+    }
+
+    /// Adds the inside of a padded image gradient onto `dx` (C, H, W).
+    fn crop_add(&self, image: &[f32], dx: &mut [f32]) {
+        let (p, w, wp) = (self.g.padding, self.g.width, self.wp);
+        let plane = (self.g.height + 2 * p) * wp;
+        for (dst, src) in dx
+            .chunks_exact_mut(self.g.height * w)
+            .zip(image.chunks_exact(plane))
+        {
+            for (row, line) in dst.chunks_exact_mut(w).enumerate() {
+                let src = &src[(row + p) * wp + p..][..w];
+                line.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            }
+        }
+    }
+
+    /// Copies one sample's output gradient (O, OH, OW) into the output layout, with zeros in the
+    /// lanes no output maps to.
+    fn fill_planes(&self, dy: &[f32], planes: &mut [f32]) {
+        let (oh, ow) = (self.g.out_h, self.g.out_w);
+        planes.fill(0.0);
+        for (src, dst) in dy
+            .chunks_exact(oh * ow)
+            .zip(planes.chunks_exact_mut(self.plane()))
+        {
+            for (row, line) in src.chunks_exact(ow).enumerate() {
+                copy_short(&mut dst[row * self.out_row..][..ow], line);
+            }
+        }
+    }
+
+    /// Copies one sample's outputs from the output layout into `y` (O, OH, OW).
+    fn copy_out(&self, planes: &[f32], y: &mut [MaybeUninit<f32>]) {
+        let (oh, ow) = (self.g.out_h, self.g.out_w);
+        for (src, dst) in planes
+            .chunks_exact(self.plane())
+            .zip(y.chunks_exact_mut(oh * ow))
+        {
+            for (row, line) in dst.chunks_exact_mut(ow).enumerate() {
+                copy_short(line, as_uninit(&src[row * self.out_row..][..ow]));
+            }
+        }
+    }
+}
+
+/// Copies a short row (8 to 28 values in LeNet) with fixed-size moves: a plain copy loop would be
+/// turned into a call to `memmove`, whose overhead dominates at this size.
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// Initialised values seen as possibly uninitialised ones (to copy them into an output).
+fn as_uninit(values: &[f32]) -> &[MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and every `f32` is a valid
+    // `MaybeUninit<f32>`; the slice is only read.
+    unsafe { &*(values as *const [f32] as *const [MaybeUninit<f32>]) }
+}
+
+/// `rows` × `depth` matrix `at(r, k)` packed into panels of `mr` rows, depth-major within each
+/// panel (`(r, k)` of panel p at `(p · depth + k) · mr + r`), rows past the end zero.
+fn pack(rows: usize, depth: usize, mr: usize, at: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let panels = rows.div_ceil(mr);
+    let mut out = vec![0.0f32; panels * depth * mr];
+    for (i, v) in out.iter_mut().enumerate() {
+        let (r, k, p) = (i % mr, (i / mr) % depth, i / (mr * depth));
+        if p * mr + r < rows {
+            *v = at(p * mr + r, k);
+        }
+    }
+    out
+}
+
+/// Writes `conv2d(x, w) + bias` (stride 1) into every element of `out` (N, O, OH, OW).
+pub(super) fn forward(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let level = active_level();
+    let (plan, width) = Plan::choose(g, level);
+    if let Some(width) = channels::worthwhile(&plan, width, level) {
+        return channels::forward(&plan, level, width, x, w, bias, out);
+    }
+    let (o, k) = (g.out_channels, g.patch_len());
+    let mr = tile_shape(vector_shape(level, width).1, o, plan.count()).0;
+    let weights = pack(o, k, mr, |r, t| w[r * k + t]);
+    let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let image_len = plan.image_scratch();
+    let planes_len = plan.planes_scratch();
+    x.par_chunks(SAMPLES_PER_TASK * sin)
+        .zip(out.par_chunks_mut(SAMPLES_PER_TASK * sout))
+        .for_each(|(x, y)| {
+            // Scratch is taken before entering the SIMD code: everything between the dispatched
+            // entry point and the vector instructions must be inlined into it.
+            with_buffers([image_len, planes_len], |[image, planes]| {
+                let task = Forward {
+                    plan: &plan,
+                    x,
+                    weights: &weights,
+                    mr,
+                    bias,
+                    y,
+                    image,
+                    planes,
+                };
+                dispatch(level, width, task);
+            })
+        });
+}
+
+struct Forward<'a> {
+    plan: &'a Plan,
+    /// The task's samples.
+    x: &'a [f32],
+    weights: &'a [f32],
+    mr: usize,
+    bias: Option<&'a [f32]>,
+    y: &'a mut [MaybeUninit<f32>],
+    /// Scratch for one padded image and one sample's output planes (empty when in place).
+    image: &'a mut [f32],
+    planes: &'a mut [f32],
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let (rows, vectors) = (self.plan.g.out_channels, self.plan.count());
+        pick_tile(S::REGISTERS, rows, vectors, WithSimd { s, task: self });
+    }
+}
+
+/// A task and the vector token it runs with, for [`TileFn`].
+struct WithSimd<S, T> {
+    s: S,
+    task: T,
+}
+
+impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn call<const MR: usize, const NV: usize>(self) {
+        let WithSimd { s, task } = self;
+        let plan = task.plan;
+        let same = MR == task.mr && S::LANES == plan.lanes;
+        assert!(same, "internal: tile differs from the plan");
+        let (o, k, count, plane) = (
+            plan.g.out_channels,
+            plan.taps.len(),
+            plan.count(),
+            plan.plane(),
+        );
+        let (sin, sout) = (plan.sample_in(), plan.sample_out());
+        for (x, y) in task.x.chunks_exact(sin).zip(task.y.chunks_exact_mut(sout)) {
+            let src = if plan.in_place_input {
+                x.as_ptr()
+            } else {
+                plan.fill_image(x, task.image);
+                task.image.as_ptr()
+            };
+            let dst: *mut f32 = if plan.in_place_output {
+                y.as_mut_ptr().cast()
+            } else {
+                task.planes.as_mut_ptr()
+            };
+            let taps = Offsets {
+                base: src,
+                offsets: &plan.taps,
+            };
+            for panel in 0..o.div_ceil(MR) {
+                let a = Packed::<MR> {
+                    ptr: task.weights[panel * k * MR..][..k * MR].as_ptr(),
+                };
+                let rows = MR.min(o - panel * MR);
+                for q0 in (0..count).step_by(NV) {
+                    let valid = NV.min(count - q0);
+                    // Vectors past the end repeat the last one; they are not stored.
+                    let pos = std::array::from_fn(|v| plan.ipos[(q0 + v).min(count - 1)]);
+                    // SAFETY: every tap plus every position plus LANES stays within `image_len`
+                    // values of the padded image, or within the sample when read in place
+                    // (`Plan::new`); the panel holds k × MR weights.
+                    let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, k, a, taps, &pos) };
+                    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                        let ch = panel * MR + r;
+                        let b = s.splat(task.bias.map_or(0.0, |b| b[ch]));
+                        for (v, &value) in acc_r.iter().enumerate().take(valid) {
+                            let at = ch * plane + (q0 + v) * S::LANES;
+                            // SAFETY: channel `ch < O` and vector `q0 + v < count` lie inside the
+                            // O planes of `plane` values of the output layout, which is `y`
+                            // itself (O·OH·OW values) or `planes` (O · plane).
+                            unsafe { s.store(dst.add(at), s.add(value, b)) };
+                        }
+                    }
+                }
+            }
+            if !plan.in_place_output {
+                plan.copy_out(task.planes, y);
+            }
+        }
+    }
+}
+
+/// Adds the input gradient of `dy` (N, O, OH, OW) onto `dx` (N, C, H, W) (stride 1).
+pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let level = active_level();
+    let (plan, width) = Plan::choose(g, level);
+    let (o, k) = (g.out_channels, g.patch_len());
+    // The taps in channel-minor order (ki, kj, c): the MR taps of a tile are then a plane apart
+    // when MR <= C, and the tile's additions into dx never overlap each other. Overlapping
+    // unaligned read-modify-writes a few values apart defeat store-to-load forwarding and made
+    // this pass twice as slow as the forward.
+    let (c, kk) = (g.in_channels, g.kernel_h * g.kernel_w);
+    let shape = input_tile_shape(vector_shape(level, width).1, k, plan.count(), c);
+    let mr = shape.0;
+    let order: Vec<usize> = (0..k).map(|i| (i % c) * kk + i / c).collect();
+    let taps: Vec<usize> = order.iter().map(|&t| plan.taps[t]).collect();
+    // Wᵀ: rows are taps, depth is output channels.
+    let weights = pack(k, o, mr, |i, ch| w[ch * k + order[i]]);
+    let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let (planes_len, image_len) = (plan.planes_scratch(), plan.image_scratch());
+    dy.par_chunks(SAMPLES_PER_TASK * sout)
+        .zip(dx.par_chunks_mut(SAMPLES_PER_TASK * sin))
+        .for_each(|(dy, dx)| {
+            with_buffers([planes_len, image_len], |[planes, image]| {
+                let task = BackwardInput {
+                    plan: &plan,
+                    shape,
+                    taps: &taps,
+                    dy,
+                    weights: &weights,
+                    mr,
+                    dx,
+                    planes,
+                    image,
+                };
+                dispatch(level, width, task);
+            })
+        });
+}
+
+/// The tile shape of the input gradient: at most as many rows (taps of a tile, channel-minor)
+/// as input channels, so that no two taps of a tile are one column apart.
+fn input_tile_shape(
+    registers: usize,
+    taps: usize,
+    vectors: usize,
+    channels: usize,
+) -> (usize, usize) {
+    tile_shape_within(registers, taps, vectors, channels)
+}
+
+struct BackwardInput<'a> {
+    plan: &'a Plan,
+    shape: (usize, usize),
+    /// The plan's taps in the order of the packed weights.
+    taps: &'a [usize],
+    dy: &'a [f32],
+    weights: &'a [f32],
+    mr: usize,
+    dx: &'a mut [f32],
+    /// Scratch for one sample's gradient planes and padded image gradient (empty when in
+    /// place).
+    planes: &'a mut [f32],
+    image: &'a mut [f32],
+}
+
+impl Kernel for BackwardInput<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        pick_tile_shape(self.shape, WithSimd { s, task: self });
+    }
+}
+
+impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn call<const MR: usize, const NV: usize>(self) {
+        let WithSimd { s, task } = self;
+        let plan = task.plan;
+        let same = MR == task.mr && S::LANES == plan.lanes;
+        assert!(same, "internal: tile differs from the plan");
+        let (o, k, count, plane) = (
+            plan.g.out_channels,
+            task.taps.len(),
+            plan.count(),
+            plan.plane(),
+        );
+        let (sin, sout) = (plan.sample_in(), plan.sample_out());
+        for (dy, dx) in task
+            .dy
+            .chunks_exact(sout)
+            .zip(task.dx.chunks_exact_mut(sin))
+        {
+            let src = if plan.in_place_output {
+                dy.as_ptr()
+            } else {
+                plan.fill_planes(dy, task.planes);
+                task.planes.as_ptr()
+            };
+            let dst = if plan.in_place_input {
+                dx.as_mut_ptr()
+            } else {
+                task.image.fill(0.0);
+                task.image.as_mut_ptr()
+            };
+            let channels = Strided {
+                base: src,
+                stride: plane,
+            };
+            for panel in 0..k.div_ceil(MR) {
+                let a = Packed::<MR> {
+                    ptr: task.weights[panel * o * MR..][..o * MR].as_ptr(),
+                };
+                let rows = MR.min(k - panel * MR);
+                for q0 in (0..count).step_by(NV) {
+                    let valid = NV.min(count - q0);
+                    let pos = std::array::from_fn(|v| (q0 + v).min(count - 1) * S::LANES);
+                    // SAFETY: channel `< O` plus vector `< count` stays inside the O planes of
+                    // `plane` values; the panel holds O × MR weights.
+                    let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, o, a, channels, &pos) };
+                    for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                        let tap = task.taps[panel * MR + r];
+                        for (v, &value) in acc_r.iter().enumerate().take(valid) {
+                            // SAFETY: tap + position + LANES stays within the padded image
+                            // (`image_len`), or within the sample when written in place. Lanes
+                            // past a row's outputs add the zeros of the gradient layout (times
+                            // the weights).
+                            unsafe {
+                                let p = dst.add(tap + plan.ipos[q0 + v]);
+                                s.store(p, s.add(s.load(p), value));
+                            }
+                        }
+                    }
+                }
+            }
+            if !plan.in_place_input {
+                plan.crop_add(task.image, dx);
+            }
+        }
+    }
+}
+
+/// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`
+/// (stride 1).
+pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let level = active_level();
+    let (plan, width) = Plan::choose(g, level);
+    if let Some(width) = channels::worthwhile(&plan, width, level) {
+        return channels::backward_params(&plan, level, width, x, dy);
+    }
+    let (o, k, lanes) = (g.out_channels, g.patch_len(), plan.lanes);
+    let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let group = plan.samples_per_partial();
+    let tasks = g.batch.div_ceil(group);
+    let (image_len, planes_len) = (plan.image_scratch(), plan.planes_scratch());
+    // Per task, per (o, t) and per o: one partial sum per lane.
+    let (dw_len, db_len) = (o * k * lanes, o * lanes);
+    with_buffers([tasks * dw_len, tasks * db_len], |[dw_parts, db_parts]| {
+        x.par_chunks(group * sin)
+            .zip(dy.par_chunks(group * sout))
+            .zip(dw_parts.par_chunks_mut(dw_len))
+            .zip(db_parts.par_chunks_mut(db_len))
+            .for_each(|(((x, dy), dw), db)| {
+                let samples = x.len() / sin;
+                let lens = [samples * image_len, samples * planes_len];
+                with_buffers(lens, |[images, planes]| {
+                    // The samples' images and gradient planes, in the plan's layouts.
+                    let images: &[f32] = if plan.in_place_input {
+                        x
+                    } else {
+                        for (x, image) in
+                            x.chunks_exact(sin).zip(images.chunks_exact_mut(image_len))
+                        {
+                            plan.fill_image(x, image);
+                        }
+                        images
+                    };
+                    let planes: &[f32] = if plan.in_place_output {
+                        dy
+                    } else {
+                        for (dy, p) in dy
+                            .chunks_exact(sout)
+                            .zip(planes.chunks_exact_mut(planes_len))
+                        {
+                            plan.fill_planes(dy, p);
+                        }
+                        planes
+                    };
+                    let task = BackwardParams {
+                        plan: &plan,
+                        samples,
+                        images,
+                        planes,
+                        dw,
+                        db,
+                    };
+                    dispatch(level, width, task);
+                })
+            });
+        let sum = |parts: &[f32], len: usize| {
+            let mut out = vec![0.0f32; len];
+            dispatch(
+                level,
+                width,
+                LaneSums {
+                    parts,
+                    out: &mut out,
+                },
+            );
+            out
+        };
+        (sum(dw_parts, o * k), sum(db_parts, o))
+    })
+}
+
+struct BackwardParams<'a> {
+    plan: &'a Plan,
+    samples: usize,
+    /// The samples' images and gradient planes in the plan's layouts, one after the other.
+    images: &'a [f32],
+    planes: &'a [f32],
+    /// Per-lane partial sums, (O, C·kh·kw, LANES) and (O, LANES).
+    dw: &'a mut [f32],
+    db: &'a mut [f32],
+}
+
+impl Kernel for BackwardParams<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let g = &self.plan.g;
+        let (rows, cols) = (g.out_channels, g.patch_len());
+        pick_dot_tile(S::REGISTERS, rows, cols, WithSimd { s, task: self });
+    }
+}
+
+impl<S: Simd> TileFn for WithSimd<S, BackwardParams<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn call<const MR: usize, const NT: usize>(self) {
+        let WithSimd { s, task } = self;
+        let plan = task.plan;
+        assert_eq!(
+            S::LANES,
+            plan.lanes,
+            "internal: vectors differ from the plan"
+        );
+        let (o, k, plane) = (plan.g.out_channels, plan.taps.len(), plan.plane());
+        debug_assert_eq!((MR, NT), dot_tile_shape(S::REGISTERS, o, k));
+        let (images, planes) = (task.images, task.planes);
+        let (image_step, planes_step) = (images.len() / task.samples, planes.len() / task.samples);
+        for op in 0..o.div_ceil(MR) {
+            for tp in 0..k.div_ceil(NT) {
+                let mut acc = [[s.zero(); NT]; MR];
+                for n in 0..task.samples {
+                    let (image, dy) = (&images[n * image_step..], &planes[n * planes_step..]);
+                    // Rows and taps past the end repeat the last one; they are not stored.
+                    let mut a = [dy.as_ptr(); MR];
+                    for (r, a) in a.iter_mut().enumerate() {
+                        *a = dy[(op * MR + r).min(o - 1) * plane..].as_ptr();
+                    }
+                    let mut b = [image.as_ptr(); NT];
+                    for (t, b) in b.iter_mut().enumerate() {
+                        *b = image[plan.taps[(tp * NT + t).min(k - 1)]..].as_ptr();
+                    }
+                    for (q, &ipos) in plan.ipos.iter().enumerate() {
+                        // SAFETY: channel planes hold `count` vectors; every tap plus every
+                        // position plus LANES is inside the image (see `Plan::new`).
+                        unsafe { dot_step(s, &a, q * S::LANES, &b, ipos, &mut acc) };
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate().take(MR.min(o - op * MR)) {
+                    for (t, &value) in acc_r.iter().enumerate().take(NT.min(k - tp * NT)) {
+                        let at = ((op * MR + r) * k + tp * NT + t) * S::LANES;
+                        // SAFETY: `(o, t)` is inside the (O, K, LANES) partial.
+                        unsafe { s.store(task.dw[at..][..S::LANES].as_mut_ptr(), value) };
+                    }
+                }
+            }
+        }
+        for (ch, db) in task.db.chunks_exact_mut(S::LANES).enumerate() {
+            let mut acc = s.zero();
+            for n in 0..task.samples {
+                let dy = &planes[n * planes_step + ch * plane..][..plane];
+                for v in dy.chunks_exact(S::LANES) {
+                    // SAFETY: `v` holds LANES values.
+                    acc = s.add(acc, unsafe { s.load(v.as_ptr()) });
+                }
+            }
+            // SAFETY: `db` holds LANES values.
+            unsafe { s.store(db.as_mut_ptr(), acc) };
+        }
+    }
+}
+
+/// `out[i] = Σ_lanes Σ_tasks parts[task][i][lane]`, tasks added in order.
+struct LaneSums<'a> {
+    parts: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl Kernel for LaneSums<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let len = self.out.len() * S::LANES;
+        for (i, out) in self.out.iter_mut().enumerate() {
+            let mut acc = s.zero();
+            for part in self.parts.chunks_exact(len) {
+                let v = &part[i * S::LANES..][..S::LANES];
+                // SAFETY: `v` holds LANES values.
+                acc = s.add(acc, unsafe { s.load(v.as_ptr()) });
+            }
+            *out = s.reduce_sum(acc);
+        }
+    }
+}

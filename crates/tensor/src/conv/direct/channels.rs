@@ -1,0 +1,356 @@
+//! The output-channel layout of the direct convolution, for the forward pass and the weight
+//! gradient: vectors hold output channels instead of output pixels.
+//!
+//! With few output columns per row (LeNet's 10 × 10 outputs on 14 × 14 images), pixel vectors
+//! carry many lanes that no output maps to (136 lanes per 100 outputs). With 16 output
+//! channels, a vector of channels has none:
+//!
+//! - forward: `y[o-vector][p] = Σ_t x[tap_t + pos_p] · Wᵀ[t][o-vector]`, a broadcast tile whose
+//!   rows are output pixels (of any samples of the task) and depth the taps; the tile's
+//!   (pixel, channel) block is then scattered into the (O, OH, OW) planes;
+//! - weight gradient: `dWᵀ[t][o-vector] = Σ_n Σ_p x_n[tap_t + pos_p] · dyᵀ_n[p][o-vector]`, a
+//!   broadcast tile whose rows are taps and depth the pixels, on the transposed gradient; no
+//!   lane sums are needed at the end.
+//!
+//! [`worthwhile`] decides from the lanes each layout computes.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::{Plan, SAMPLES_PER_TASK};
+use crate::microkernel::{
+    broadcast_tile, broadcast_tile_into, channel_tile_shape, padded, pick_channel_tile, tile_shape,
+    Gather, Strided, TileFn,
+};
+use crate::scratch::with_buffers;
+use crate::simd::{dispatch, vector_shape, Kernel, Level, Simd, Width};
+
+/// How much cheaper (in lanes computed) the channel layout must be to be used: it also
+/// scatters its results into planes (forward) or transposes the gradient (weight gradient).
+const MARGIN: f64 = 0.9;
+
+/// The channel layout's vector width on `level`, when it computes fewer lanes than `plan`'s
+/// pixel layout.
+pub(super) fn worthwhile(plan: &Plan, plan_width: Width, level: Level) -> Option<Width> {
+    let g = &plan.g;
+    let (lanes, registers) = vector_shape(level, Width::Widest);
+    let vectors = g.out_channels.div_ceil(lanes);
+    let (_, nv) = channel_tile_shape(registers, vectors);
+    let channels = g.out_h * g.out_w * padded(g.out_channels, nv * lanes);
+    let (_, pixel_registers) = vector_shape(level, plan_width);
+    let (mr, _) = tile_shape(pixel_registers, g.out_channels, plan.count());
+    let pixels = padded(g.out_channels, mr) * plan.plane();
+    ((channels as f64) < MARGIN * pixels as f64).then_some(Width::Widest)
+}
+
+/// Output pixels `(oy, ox)` as positions `oy · Wp + ox` of the padded image, in output order.
+fn pixels(plan: &Plan) -> Vec<usize> {
+    let (oh, ow, wp) = (plan.g.out_h, plan.g.out_w, plan.wp);
+    (0..oh)
+        .flat_map(|oy| (0..ow).map(move |ox| oy * wp + ox))
+        .collect()
+}
+
+/// Output channels rounded up to whole tiles of `width` at `level`.
+fn channels_padded(plan: &Plan, level: Level, width: Width) -> usize {
+    let (lanes, registers) = vector_shape(level, width);
+    let vectors = plan.g.out_channels.div_ceil(lanes);
+    padded(
+        plan.g.out_channels,
+        channel_tile_shape(registers, vectors).1 * lanes,
+    )
+}
+
+/// Writes `conv2d(x, w) + bias` into every element of `out` (N, O, OH, OW).
+pub(super) fn forward(
+    plan: &Plan,
+    level: Level,
+    width: Width,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let (o, k) = (plan.g.out_channels, plan.taps.len());
+    let cols = channels_padded(plan, level, width);
+    // Wᵀ (taps × channels), channels past O zero.
+    let mut weights = vec![0.0f32; k * cols];
+    for (t, row) in weights.chunks_exact_mut(cols).enumerate() {
+        for (ch, v) in row[..o].iter_mut().enumerate() {
+            *v = w[ch * k + t];
+        }
+    }
+    let pixels = pixels(plan);
+    let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let image_len = plan.image_scratch();
+    x.par_chunks(SAMPLES_PER_TASK * sin)
+        .zip(out.par_chunks_mut(SAMPLES_PER_TASK * sout))
+        .for_each(|(x, y)| {
+            let samples = x.len() / sin;
+            with_buffers([samples * image_len], |[images]| {
+                let images: &[f32] = if plan.in_place_input {
+                    x
+                } else {
+                    for (x, image) in x.chunks_exact(sin).zip(images.chunks_exact_mut(image_len)) {
+                        plan.fill_image(x, image);
+                    }
+                    images
+                };
+                let task = Forward {
+                    plan,
+                    pixels: &pixels,
+                    images,
+                    weights: &weights,
+                    cols,
+                    bias,
+                    y,
+                };
+                dispatch(level, width, task);
+            })
+        });
+}
+
+struct Forward<'a> {
+    plan: &'a Plan,
+    pixels: &'a [usize],
+    /// The task's images, one after the other.
+    images: &'a [f32],
+    weights: &'a [f32],
+    cols: usize,
+    bias: Option<&'a [f32]>,
+    y: &'a mut [MaybeUninit<f32>],
+}
+
+impl Kernel for Forward<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let vectors = self.plan.g.out_channels.div_ceil(S::LANES);
+        pick_channel_tile(S::REGISTERS, vectors, WithSimd { s, task: self });
+    }
+}
+
+struct WithSimd<S, T> {
+    s: S,
+    task: T,
+}
+
+impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn call<const MR: usize, const NV: usize>(self) {
+        let WithSimd { s, task } = self;
+        let (plan, pixels) = (task.plan, task.pixels);
+        let (o, k, panel) = (plan.g.out_channels, plan.taps.len(), NV * S::LANES);
+        assert_eq!(
+            task.cols % panel,
+            0,
+            "internal: channels differ from the plan"
+        );
+        let p = pixels.len();
+        let samples = task.y.len() / (o * p);
+        let image_step = task.images.len() / samples;
+        let total = samples * p;
+        let y: *mut f32 = task.y.as_mut_ptr().cast();
+        let mut pos = [0; NV];
+        for (v, pos) in pos.iter_mut().enumerate() {
+            *pos = v * S::LANES;
+        }
+        for c0 in (0..o).step_by(panel) {
+            let b = Strided {
+                base: task.weights[c0..].as_ptr(),
+                stride: task.cols,
+            };
+            for i0 in (0..total).step_by(MR) {
+                let valid = MR.min(total - i0);
+                // Pixels past the end repeat the last one; they are not stored.
+                let mut rows = [task.images.as_ptr(); MR];
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let i = (i0 + r).min(total - 1);
+                    *row = task.images[(i / p) * image_step + pixels[i % p]..].as_ptr();
+                }
+                let a = Gather {
+                    rows,
+                    offsets: &plan.taps,
+                };
+                // SAFETY: pixel position plus tap is inside the padded image (or the sample,
+                // read in place); the weights hold k rows of `cols >= c0 + NV · LANES`.
+                let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, k, a, b, &pos) };
+                for (r, acc_r) in acc.iter().enumerate().take(valid) {
+                    let mut lanes = [0.0f32; 32];
+                    for (v, &value) in acc_r.iter().enumerate() {
+                        // SAFETY: `lanes` holds NV · LANES <= 32 values.
+                        unsafe { s.store(lanes[v * S::LANES..].as_mut_ptr(), value) };
+                    }
+                    let (n, q) = ((i0 + r) / p, (i0 + r) % p);
+                    for (j, &value) in lanes[..panel.min(o - c0)].iter().enumerate() {
+                        let ch = c0 + j;
+                        let at = (n * o + ch) * p + q;
+                        let b = task.bias.map_or(0.0, |b| b[ch]);
+                        // SAFETY: sample `n < samples`, channel `ch < O`, pixel `q < p`: inside
+                        // the task's outputs, each written once.
+                        unsafe { y.add(at).write(value + b) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the weight gradient (C·kh·kw, `cols`, transposed) of the task's samples onto
+/// `partial`, for one task; `db` gets the per-channel sums of `dy`.
+pub(super) struct BackwardParams<'a> {
+    pub plan: &'a Plan,
+    pub pixels: &'a [usize],
+    pub images: &'a [f32],
+    /// The samples' output gradients, transposed to (OH·OW, cols) each.
+    pub gradients: &'a [f32],
+    pub cols: usize,
+    pub dw: &'a mut [f32],
+    pub db: &'a mut [f32],
+}
+
+/// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`.
+pub(super) fn backward_params(
+    plan: &Plan,
+    level: Level,
+    width: Width,
+    x: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (o, k) = (plan.g.out_channels, plan.taps.len());
+    let cols = channels_padded(plan, level, width);
+    let pixels = pixels(plan);
+    let p = pixels.len();
+    let (sin, sout) = (plan.sample_in(), plan.sample_out());
+    let image_len = plan.image_scratch();
+    let group = plan.samples_per_partial();
+    let tasks = plan.g.batch.div_ceil(group);
+    with_buffers([tasks * k * cols, tasks * cols], |[dw_parts, db_parts]| {
+        x.par_chunks(group * sin)
+            .zip(dy.par_chunks(group * sout))
+            .zip(dw_parts.par_chunks_mut(k * cols))
+            .zip(db_parts.par_chunks_mut(cols))
+            .for_each(|(((x, dy), dw), db)| {
+                let samples = x.len() / sin;
+                with_buffers(
+                    [samples * image_len, samples * p * cols],
+                    |[images, grads]| {
+                        let images: &[f32] = if plan.in_place_input {
+                            x
+                        } else {
+                            for (x, image) in
+                                x.chunks_exact(sin).zip(images.chunks_exact_mut(image_len))
+                            {
+                                plan.fill_image(x, image);
+                            }
+                            images
+                        };
+                        grads.fill(0.0);
+                        for (dy, t) in dy.chunks_exact(sout).zip(grads.chunks_exact_mut(p * cols)) {
+                            for (ch, plane) in dy.chunks_exact(p).enumerate() {
+                                for (q, &g) in plane.iter().enumerate() {
+                                    t[q * cols + ch] = g;
+                                }
+                            }
+                        }
+                        let task = BackwardParams {
+                            plan,
+                            pixels: &pixels,
+                            images,
+                            gradients: grads,
+                            cols,
+                            dw,
+                            db,
+                        };
+                        dispatch(level, width, task);
+                    },
+                )
+            });
+        // Partials added in task order; dW comes out transposed.
+        let mut dwt = vec![0.0f32; k * cols];
+        for part in dw_parts.chunks_exact(k * cols) {
+            dwt.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+        }
+        let mut db = vec![0.0f32; cols];
+        for part in db_parts.chunks_exact(cols) {
+            db.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+        }
+        let mut dw = vec![0.0f32; o * k];
+        for (ch, row) in dw.chunks_exact_mut(k).enumerate() {
+            for (t, v) in row.iter_mut().enumerate() {
+                *v = dwt[t * cols + ch];
+            }
+        }
+        db.truncate(o);
+        (dw, db)
+    })
+}
+
+impl Kernel for BackwardParams<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let vectors = self.plan.g.out_channels.div_ceil(S::LANES);
+        pick_channel_tile(S::REGISTERS, vectors, WithSimd { s, task: self });
+    }
+}
+
+impl<S: Simd> TileFn for WithSimd<S, BackwardParams<'_>> {
+    type Output = ();
+    #[inline(always)]
+    fn call<const MR: usize, const NV: usize>(self) {
+        let WithSimd { s, task } = self;
+        let (plan, pixels, cols) = (task.plan, task.pixels, task.cols);
+        let (o, k, panel) = (plan.g.out_channels, plan.taps.len(), NV * S::LANES);
+        assert_eq!(cols % panel, 0, "internal: channels differ from the plan");
+        let p = pixels.len();
+        let samples = task.gradients.len() / (p * cols);
+        let image_step = task.images.len() / samples;
+        let mut pos = [0; NV];
+        for (v, pos) in pos.iter_mut().enumerate() {
+            *pos = v * S::LANES;
+        }
+        for c0 in (0..o).step_by(panel) {
+            for t0 in (0..k).step_by(MR) {
+                let mut acc = [[s.zero(); NV]; MR];
+                for n in 0..samples {
+                    let image = &task.images[n * image_step..];
+                    // Taps past the end repeat the last one; they are not stored.
+                    let mut rows = [image.as_ptr(); MR];
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        *row = image[plan.taps[(t0 + r).min(k - 1)]..].as_ptr();
+                    }
+                    let a = Gather {
+                        rows,
+                        offsets: pixels,
+                    };
+                    let b = Strided {
+                        base: task.gradients[n * p * cols + c0..].as_ptr(),
+                        stride: cols,
+                    };
+                    // SAFETY: tap plus pixel position is inside the image; the sample's
+                    // gradient holds p rows of `cols >= c0 + NV · LANES` values.
+                    unsafe { broadcast_tile_into::<S, _, _, MR, NV>(s, p, a, b, &pos, &mut acc) };
+                }
+                for (r, acc_r) in acc.iter().enumerate().take(MR.min(k - t0)) {
+                    for (v, &value) in acc_r.iter().enumerate() {
+                        let at = (t0 + r) * cols + c0 + v * S::LANES;
+                        // SAFETY: row `t0 + r < k` of the (k, cols) partial, LANES columns.
+                        unsafe { s.store(task.dw[at..][..S::LANES].as_mut_ptr(), value) };
+                    }
+                }
+            }
+        }
+        for (v, db) in task.db.chunks_exact_mut(S::LANES).enumerate() {
+            let mut acc = s.zero();
+            for row in task.gradients.chunks_exact(cols) {
+                // SAFETY: each row holds `cols` values, a multiple of LANES.
+                acc = s.add(acc, unsafe { s.load(row[v * S::LANES..].as_ptr()) });
+            }
+            // SAFETY: `db` holds LANES values.
+            unsafe { s.store(db.as_mut_ptr(), acc) };
+        }
+    }
+}
