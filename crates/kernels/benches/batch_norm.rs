@@ -1,53 +1,32 @@
-//! Batch-norm kernel throughput at the shapes of issue #3 (and PyTorch's `torch_bn_bench.py`).
-//!
-//! Effective bytes, as in the PyTorch reference: forward 2 × numel × 4 (read x, write y),
-//! forward + backward 5 × numel × 4. Criterion reports them as GB/s ("thrpt").
+//! Batch-norm kernel throughput at LeNet's shapes and larger ones (issue #3), for
+//! `scripts/bench_norm_vs_pytorch.py` and on its own.
+
+mod common;
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ndarray::{ArrayD, IxDyn};
+use common::{forward_backward_bytes, forward_bytes, group, input, output_grad, LENET_SHAPES};
+use criterion::{criterion_group, criterion_main, Criterion};
 use norma_kernels::{backward_train, forward_eval, forward_train};
 
-const SHAPES: &[&[usize]] = &[
-    &[256, 6, 24, 24],
-    &[256, 16, 8, 8],
-    &[64, 64, 56, 56],
-    &[32, 256, 28, 28],
-    &[256, 120],
-    &[4096, 1024],
-];
-
-fn input(shape: &[usize]) -> ArrayD<f32> {
-    // A cheap deterministic pattern with a non-zero mean per channel; values do not affect speed.
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 * 0.01 + 3.0)
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), data).unwrap()
-}
+/// Beyond LeNet's: ResNet-like images and a large 1-D batch, larger than the last-level cache.
+const LARGE_SHAPES: [&[usize]; 3] = [&[64, 64, 56, 56], &[32, 256, 28, 28], &[4096, 1024]];
 
 fn bench(c: &mut Criterion) {
-    for shape in SHAPES {
-        let x = input(shape);
-        // An output gradient unrelated to x (a dy linear in x would be the cancelling case that the
-        // backward evaluates in f64).
-        let dy = input(shape).mapv(|v| ((v * 977.0) % 7.0) - 3.5);
+    for shape in LENET_SHAPES.into_iter().chain(LARGE_SHAPES) {
+        let (x, dy) = (input(shape), output_grad(shape));
         let channels = shape[1];
         let gamma = vec![1.5f32; channels];
         let beta = vec![0.5f32; channels];
         let running_mean = vec![0.1f32; channels];
         let running_var = vec![2.0f32; channels];
-        let bytes = (x.len() * 4) as u64;
-        let name = format!("{shape:?}");
-        let mut group = c.benchmark_group(format!("batch_norm {name}"));
-        group.sample_size(30);
+        let mut group = group(c, "batch_norm", shape, "");
 
-        group.throughput(Throughput::Bytes(2 * bytes));
+        group.throughput(forward_bytes(x.len()));
         group.bench_function("train forward", |b| {
             b.iter(|| forward_train(black_box(x.view()), Some(&gamma), Some(&beta), 1e-5).unwrap())
         });
-        group.throughput(Throughput::Bytes(5 * bytes));
+        group.throughput(forward_backward_bytes(x.len()));
         group.bench_function("train forward+backward", |b| {
             b.iter(|| {
                 let fwd =
@@ -55,7 +34,7 @@ fn bench(c: &mut Criterion) {
                 backward_train(x.view(), dy.view(), &fwd.stats, Some(&gamma)).unwrap()
             })
         });
-        group.throughput(Throughput::Bytes(2 * bytes));
+        group.throughput(forward_bytes(x.len()));
         group.bench_function("eval forward", |b| {
             b.iter(|| {
                 forward_eval(

@@ -28,18 +28,34 @@
 //! gives exactly β; dx evaluated in f64 when its terms cancel (see `backward.rs`); fixed work
 //! pieces, so results are bitwise identical for any number of threads, and at every SIMD level.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
 use crate::backward::{cancels, Gradients};
-use crate::layout::{map_channels, run_sums, BnShape};
 use crate::simd::{vectorized, Kernel, SimdLevel, Supported};
 use crate::stats::{check_eps, inv_std};
 use crate::sums::{self, GradTerms, ShiftedSquares, WeightedGradTerms};
 use crate::KernelError;
 
-/// Values per backward piece: ~64 KiB of f32.
+/// Values per piece of work (whole groups, at least one): ~64 KiB of f32.
 const PIECE: usize = 1 << 14;
+/// Values per backward piece when each channel has one value (see `backward`).
+const ROW_PIECE: usize = 1 << 16;
+/// Inputs with fewer values run on the calling thread: handing them to rayon's workers and
+/// waiting for them costs more than the work (the pieces, and so the results, are the same).
+const PARALLEL_MIN: usize = 1 << 17;
+
+/// The `with_min_len` that keeps a parallel iterator over `len` values on the calling thread
+/// when the input is small.
+fn min_pieces(len: usize) -> usize {
+    if len < PARALLEL_MIN {
+        usize::MAX
+    } else {
+        1
+    }
+}
 
 /// Per-(sample, group) statistics of a group-norm forward pass, sample-major (sample n's G
 /// groups at `n·G ..`).
@@ -108,14 +124,6 @@ impl Groups {
     /// Values per group.
     fn m(&self) -> usize {
         self.cg() * self.s
-    }
-
-    fn ncs(&self) -> BnShape {
-        BnShape {
-            batch: self.n,
-            channels: self.c,
-            spatial: self.s,
-        }
     }
 }
 
@@ -238,7 +246,14 @@ fn data<'a>(x: &'a ArrayViewD<'_, f32>) -> Result<&'a [f32], KernelError> {
     })
 }
 
-/// The group statistics (one pass around each group's first value), then the normalization.
+/// γ, or ones when there is none.
+fn gamma_or_ones(c: usize, gamma: Option<&[f32]>) -> std::borrow::Cow<'_, [f32]> {
+    gamma.map_or_else(|| vec![1.0; c].into(), Into::into)
+}
+
+/// One pass over the input: pieces of whole groups run in parallel, and each group's
+/// statistics are taken (one f64 pass around its first value) and the group normalized while
+/// its values are still in cache.
 fn forward(
     shape: Groups,
     x: ArrayViewD<'_, f32>,
@@ -251,17 +266,36 @@ fn forward(
     check_affine(shape.c, "beta", beta)?;
     check_eps(eps)?;
     let (m, level) = (shape.m(), SimdLevel::current());
-    let shift: Vec<f64> = xs.chunks_exact(m).map(|group| group[0] as f64).collect();
-    let sums = run_sums(level, xs, m, &shift, ShiftedSquares);
-    let (mut mean, mut var) = (
-        Vec::with_capacity(sums.len()),
-        Vec::with_capacity(sums.len()),
-    );
-    for (k, [sum, sum_sq]) in shift.iter().zip(sums) {
-        let d_mean = sum / m as f64;
-        mean.push(k + d_mean);
-        var.push((sum_sq / m as f64 - d_mean * d_mean).max(0.0));
-    }
+    let gamma = gamma_or_ones(shape.c, gamma);
+    let beta = beta.map_or_else(|| vec![0.0; shape.c].into(), std::borrow::Cow::from);
+    let mut output = ArrayD::<f32>::uninit(x.raw_dim());
+    let slots = output
+        .as_slice_mut()
+        .expect("a freshly allocated array is contiguous");
+    let per_piece = (PIECE / m).max(1) * m;
+    let pieces: Vec<Vec<[f64; 2]>> = slots
+        .par_chunks_mut(per_piece)
+        .zip(xs.par_chunks(per_piece))
+        .enumerate()
+        .with_min_len(min_pieces(xs.len()))
+        .map(|(i, (out, x))| {
+            let piece = ForwardPiece {
+                out,
+                x,
+                first: i * (per_piece / m),
+                shape,
+                gamma: &gamma,
+                beta: &beta,
+                eps,
+            };
+            vectorized(level, piece)
+        })
+        .collect();
+    // SAFETY: the slots are the N·C·S values of the input's shape; the pieces cover them in runs
+    // of whole groups (par_chunks_mut by a multiple of M, and N·C·S is N·G·M), and
+    // ForwardPiece::run writes every value of every group it is given.
+    let output = unsafe { output.assume_init() };
+    let (mean, var) = pieces.into_iter().flatten().map(|[m, v]| (m, v)).unzip();
     let stats = GroupStats {
         groups: shape.g,
         count: m,
@@ -269,95 +303,85 @@ fn forward(
         var,
         eps,
     };
-    // Per (sample, channel): the group's mean as f32 plus its rounding residual (x − mean is
-    // exact near the mean), and γ_c·inv_std; β per channel.
-    let per_channel = |f: &dyn Fn(usize, usize) -> f32| -> Vec<f32> {
-        (0..shape.n * shape.c)
-            .map(|i| {
-                f(
-                    i / shape.c * shape.g + i % shape.c / shape.cg(),
-                    i % shape.c,
-                )
-            })
-            .collect()
-    };
-    let mean32 = per_channel(&|gi, _| stats.mean[gi] as f32);
-    let residual = per_channel(&|gi, _| (stats.mean[gi] - (stats.mean[gi] as f32) as f64) as f32);
-    let scale =
-        per_channel(&|gi, c| (gamma.map_or(1.0, |g| g[c] as f64) * stats.inv_std(gi)) as f32);
-    let shift: Vec<f32> = beta.map_or_else(|| vec![0.0; shape.c], <[f32]>::to_vec);
-    let output = map_channels(
-        level,
-        shape.ncs(),
-        x.raw_dim(),
-        xs,
-        xs,
-        [&mean32, &residual, &scale, &shift],
-        |x, _, [m, r, a, b]| ((x - m) - r) * a + b,
-    );
     Ok(NormForward { output, stats })
 }
 
-/// One backward piece: whole samples, their per-group sums Σg, Σg·(x − μ), Σg² (g = γ·dy) and
-/// their per-channel contributions to dβ (Σdy) and dγ (Σ inv_std·dy·(x − μ)).
-struct GradPiece<'a> {
-    x: &'a [f32],
-    dy: &'a [f32],
-    first: usize,
-    shape: Groups,
-    mean: &'a [f64],
-    inv_std: &'a [f64],
-    gamma: &'a [f32],
+/// The statistics of one group: its mean and biased variance in f64, from sums around its
+/// first value.
+#[inline(always)]
+fn group_stats(level: Supported, group: &[f32]) -> [f64; 2] {
+    let (k, m) = (group[0] as f64, group.len() as f64);
+    let [sum, sum_sq] = sums::run(
+        level,
+        [(group, group, group)].into_iter(),
+        k,
+        ShiftedSquares,
+    );
+    let d_mean = sum / m;
+    [k + d_mean, (sum_sq / m - d_mean * d_mean).max(0.0)]
 }
 
-type GradPieceSums = (Vec<[f64; 3]>, [Vec<f64>; 2]);
+/// A value as an f32 and the part of it the f32 lost: `(x − hi) − lo` is `x − value` to f32
+/// precision for x near the value.
+fn split(value: f64) -> (f32, f32) {
+    let hi = value as f32;
+    (hi, (value - hi as f64) as f32)
+}
 
-impl Kernel for GradPiece<'_> {
-    type Output = GradPieceSums;
+/// One forward piece: whole groups, starting with group `first` (counted over the batch).
+struct ForwardPiece<'a> {
+    out: &'a mut [MaybeUninit<f32>],
+    x: &'a [f32],
+    first: usize,
+    shape: Groups,
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
+}
+
+impl Kernel for ForwardPiece<'_> {
+    /// Mean and variance of each group of the piece.
+    type Output = Vec<[f64; 2]>;
 
     #[inline(always)]
-    fn run(self, level: Supported) -> GradPieceSums {
-        let Groups { c, s, g, .. } = self.shape;
-        let cg = self.shape.cg();
-        let mut groups = Vec::new();
-        let (mut dbeta, mut dgamma) = (vec![0.0f64; c], vec![0.0f64; c]);
-        let rows = self.x.chunks_exact(c * s).zip(self.dy.chunks_exact(c * s));
-        for (r, (xr, dyr)) in rows.enumerate() {
-            for gr in 0..g {
-                let gi = (self.first + r) * g + gr;
-                let (mu, is) = (self.mean[gi], self.inv_std[gi]);
-                let channels = gr * cg..(gr + 1) * cg;
-                let mut abq = [0.0f64; 3];
-                if s == 1 {
-                    // One value per channel: the group is one run, weighted by γ.
-                    let (xs, dys) = (&xr[channels.clone()], &dyr[channels.clone()]);
-                    let run = [(xs, dys, &self.gamma[channels.clone()])];
-                    abq = sums::run(level, run.into_iter(), mu, WeightedGradTerms);
-                    for ((d, b), (&xv, &dyv)) in dbeta[channels.clone()]
-                        .iter_mut()
-                        .zip(&mut dgamma[channels])
-                        .zip(xs.iter().zip(dys))
-                    {
-                        *d += dyv as f64;
-                        *b += is * (dyv as f64 * (xv as f64 - mu));
-                    }
-                } else {
-                    for ch in channels {
-                        let plane = ch * s..(ch + 1) * s;
-                        let (xs, dys) = (&xr[plane.clone()], &dyr[plane]);
-                        let p = sums::run(level, [(xs, dys, dys)].into_iter(), mu, GradTerms);
-                        let w = self.gamma[ch] as f64;
-                        abq[0] += w * p[0];
-                        abq[1] += w * p[1];
-                        abq[2] += w * w * p[2];
-                        dbeta[ch] += p[0];
-                        dgamma[ch] += is * p[1];
+    fn run(self, level: Supported) -> Vec<[f64; 2]> {
+        let Groups { s, g, .. } = self.shape;
+        let (cg, m) = (self.shape.cg(), self.shape.m());
+        // Every group's statistics first, then the normalization: the groups' reductions and
+        // square roots are independent, so they overlap instead of waiting on each other.
+        // (A loop rather than map/collect: an adapter's closure may not be inlined into this
+        // function, and would then run without its vector instructions.)
+        let mut stats = Vec::with_capacity(self.x.len() / m);
+        for x in self.x.chunks_exact(m) {
+            stats.push(group_stats(level, x));
+        }
+        let groups = self.out.chunks_exact_mut(m).zip(self.x.chunks_exact(m));
+        for (j, ((out, x), &[mean, var])) in groups.zip(&stats).enumerate() {
+            let is = inv_std(var, self.eps);
+            let (mean, residual) = split(mean);
+            // The group's channels: their γ and β.
+            let first_channel = (self.first + j) % g * cg;
+            let gamma = &self.gamma[first_channel..first_channel + cg];
+            let beta = &self.beta[first_channel..first_channel + cg];
+            if s == 1 {
+                // One value per channel (layer norm, group norm on features): each its own γ, β.
+                let (out, x) = (&mut out[..cg], &x[..cg]);
+                let is = is as f32;
+                for i in 0..cg {
+                    let a = gamma[i] * is;
+                    out[i].write(((x[i] - mean) - residual) * a + beta[i]);
+                }
+            } else {
+                let planes = out.chunks_exact_mut(s).zip(x.chunks_exact(s));
+                for ((out, x), (&gamma, &beta)) in planes.zip(gamma.iter().zip(beta)) {
+                    let a = (gamma as f64 * is) as f32;
+                    for (o, &x) in out.iter_mut().zip(x) {
+                        o.write(((x - mean) - residual) * a + beta);
                     }
                 }
-                groups.push(abq);
             }
         }
-        (groups, [dbeta, dgamma])
+        stats
     }
 }
 
@@ -390,98 +414,275 @@ fn backward(
         });
     }
     let level = SimdLevel::current();
-    let ones;
-    let gamma = match gamma {
-        Some(g) => g,
-        None => {
-            ones = vec![1.0f32; c];
-            &ones
-        }
-    };
-    let inv: Vec<f64> = (0..n * g).map(|i| stats.inv_std(i)).collect();
-    let rows = (PIECE / (c * shape.s)).max(1);
-    let pieces: Vec<GradPieceSums> = xs
-        .par_chunks(rows * c * shape.s)
-        .zip(dys.par_chunks(rows * c * shape.s))
+    let gamma = gamma_or_ones(c, gamma);
+    let mut dx = ArrayD::<f32>::uninit(x.raw_dim());
+    let slots = dx
+        .as_slice_mut()
+        .expect("a freshly allocated array is contiguous");
+    // Pieces of whole samples. Each carries C-long dβ and dγ accumulators: with one value per
+    // channel (layer norm's rows), C is as long as a sample, and larger pieces keep their sum
+    // cheap.
+    let row = c * shape.s;
+    let piece = if shape.s == 1 { ROW_PIECE } else { PIECE };
+    let per_piece = (piece / row).max(1) * row;
+    let pieces: Vec<[Vec<f64>; 2]> = slots
+        .par_chunks_mut(per_piece)
+        .zip(xs.par_chunks(per_piece).zip(dys.par_chunks(per_piece)))
         .enumerate()
-        .map(|(i, (x, dy))| {
-            let piece = GradPiece {
+        .with_min_len(min_pieces(xs.len()))
+        .map(|(i, (out, (x, dy)))| {
+            let piece = BackwardPiece {
+                out,
                 x,
                 dy,
-                first: i * rows,
+                first: i * (per_piece / row) * g,
                 shape,
-                mean: &stats.mean,
-                inv_std: &inv,
-                gamma,
+                stats,
+                gamma: &gamma,
             };
             vectorized(level, piece)
         })
         .collect();
-    let mut groups: Vec<[f64; 3]> = Vec::with_capacity(n * g);
-    let (mut dbeta, mut dgamma) = (vec![0.0f64; c], vec![0.0f64; c]);
-    for (piece_groups, [d, b]) in pieces {
-        groups.extend(piece_groups);
-        dbeta.iter_mut().zip(d).for_each(|(t, v)| *t += v);
-        dgamma.iter_mut().zip(b).for_each(|(t, v)| *t += v);
-    }
-    // dx = a·dy − b − (x − μ)·k with a = inv_std·γ_c, b = inv_std·Σg/M, k = inv_std³·Σg·(x−μ)/M.
-    let mf = m as f64;
-    let group_of = |i: usize| i / c * g + i % c / shape.cg();
-    let b: Vec<f64> = (0..n * g).map(|i| inv[i] * groups[i][0] / mf).collect();
-    let k: Vec<f64> = (0..n * g)
-        .map(|i| inv[i].powi(3) * groups[i][1] / mf)
-        .collect();
-    let exact = (0..n * g).any(|i| {
-        let [sum, dot, sum_sq] = groups[i];
-        cancels(mf, stats.var[i], stats.eps, sum, dot, sum_sq)
-    });
-    let expand =
-        |v: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..n * c).map(|i| v(group_of(i))).collect() };
-    let a: Vec<f64> = (0..n * c)
-        .map(|i| inv[group_of(i)] * gamma[i % c] as f64)
-        .collect();
-    let (mean_nc, b_nc, k_nc) = (
-        expand(&|gi| stats.mean[gi]),
-        expand(&|gi| b[gi]),
-        expand(&|gi| k[gi]),
-    );
-    let dx = if exact {
-        map_channels(
-            level,
-            shape.ncs(),
-            x.raw_dim(),
-            xs,
-            dys,
-            [&mean_nc, &a, &b_nc, &k_nc],
-            |x, dy, [mu, a, b, k]| (a * dy as f64 - b - (x as f64 - mu) * k) as f32,
-        )
-    } else {
-        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-        let residual: Vec<f32> = mean_nc
-            .iter()
-            .map(|&m| (m - (m as f32) as f64) as f32)
-            .collect();
-        map_channels(
-            level,
-            shape.ncs(),
-            x.raw_dim(),
-            xs,
-            dys,
-            [
-                &f32s(&mean_nc),
-                &residual,
-                &f32s(&a),
-                &f32s(&b_nc),
-                &f32s(&k_nc),
-            ],
-            |x, dy, [mu, r, a, b, k]| a * dy - b - ((x - mu) - r) * k,
-        )
+    // SAFETY: as in `forward`: the pieces cover the slots in whole samples, hence whole groups,
+    // and BackwardPiece::run writes every value of every group it is given.
+    let dx = unsafe { dx.assume_init() };
+    // dβ and dγ: the pieces' partial sums added in piece order, channel by channel.
+    let total = |which: usize| -> Vec<f32> {
+        let mut out = vec![0.0f32; c];
+        let chunks = out.par_chunks_mut(PIECE).enumerate();
+        chunks
+            .with_min_len(min_pieces(c * pieces.len()))
+            .for_each(|(i, out)| {
+                let channels = i * PIECE..i * PIECE + out.len();
+                let mut acc = vec![0.0f64; out.len()];
+                for piece in &pieces {
+                    let part = &piece[which][channels.clone()];
+                    acc.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+                }
+                out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
+            });
+        out
     };
     Ok(Gradients {
         dx,
-        dgamma: dgamma.iter().map(|&v| v as f32).collect(),
-        dbeta: dbeta.iter().map(|&v| v as f32).collect(),
+        dbeta: total(0),
+        dgamma: total(1),
     })
+}
+
+/// One backward piece: whole samples, the first of them holding group `first` (counted over
+/// the batch). For each group it takes the sums Σg, Σg·(x − μ), Σg² of g = γ·dy, adds the
+/// group's share of dβ (Σdy) and dγ (Σ inv_std·dy·(x − μ)) per channel, and writes the group's
+/// dx.
+struct BackwardPiece<'a> {
+    out: &'a mut [MaybeUninit<f32>],
+    x: &'a [f32],
+    dy: &'a [f32],
+    first: usize,
+    shape: Groups,
+    stats: &'a GroupStats,
+    gamma: &'a [f32],
+}
+
+/// Samples whose dβ and dγ are added to the accumulators together (one value per channel).
+const ROWS: usize = 4;
+
+impl Kernel for BackwardPiece<'_> {
+    /// The piece's partial dβ and dγ per channel.
+    type Output = [Vec<f64>; 2];
+
+    #[inline(always)]
+    fn run(self, level: Supported) -> [Vec<f64>; 2] {
+        let BackwardPiece {
+            out,
+            x,
+            dy,
+            first,
+            shape,
+            stats,
+            gamma,
+        } = self;
+        let Groups { c, s, g, .. } = shape;
+        let (cg, m) = (shape.cg(), shape.m());
+        let mut grads = [vec![0.0f64; c], vec![0.0f64; c]];
+        // Mean and inv_std of the block's groups.
+        let mut centres = Vec::with_capacity(ROWS * g);
+        let block = ROWS * c * s;
+        let blocks = out
+            .chunks_mut(block)
+            .zip(x.chunks(block).zip(dy.chunks(block)));
+        for (b, (out, (x, dy))) in blocks.enumerate() {
+            let first = first + b * ROWS * g;
+            centres.clear();
+            for gi in first..first + x.len() / m {
+                centres.push((stats.mean[gi], stats.inv_std(gi)));
+            }
+            let groups = out
+                .chunks_exact_mut(m)
+                .zip(x.chunks_exact(m).zip(dy.chunks_exact(m)));
+            for (j, (out, (x, dy))) in groups.enumerate() {
+                let gi = first + j;
+                let (mu, is) = centres[j];
+                let channels = gi % g * cg..(gi % g + 1) * cg;
+                let sums = if s == 1 {
+                    // One value per channel: the group is one run, weighted by γ.
+                    let (x, dy, gamma) = (&x[..cg], &dy[..cg], &gamma[channels.clone()]);
+                    sums::run(level, [(x, dy, gamma)].into_iter(), mu, WeightedGradTerms)
+                } else {
+                    let mut sums = [0.0f64; 3];
+                    let planes = x.chunks_exact(s).zip(dy.chunks_exact(s));
+                    for ((x, dy), ch) in planes.zip(channels.clone()) {
+                        let p = sums::run(level, [(x, dy, dy)].into_iter(), mu, GradTerms);
+                        let w = gamma[ch] as f64;
+                        sums[0] += w * p[0];
+                        sums[1] += w * p[1];
+                        sums[2] += w * w * p[2];
+                        grads[0][ch] += p[0];
+                        grads[1][ch] += is * p[1];
+                    }
+                    sums
+                };
+                let exact = cancels(
+                    m as f64,
+                    stats.var[gi],
+                    stats.eps,
+                    sums[0],
+                    sums[1],
+                    sums[2],
+                );
+                let dx = GroupDx {
+                    mu,
+                    // dx = a·dy − b − (x − μ)·k with a = inv_std·γ_c, b = inv_std·Σg/M and
+                    // k = inv_std³·Σg·(x − μ)/M.
+                    is,
+                    b: is * sums[0] / m as f64,
+                    k: is.powi(3) * sums[1] / m as f64,
+                };
+                let gamma = &gamma[channels];
+                if exact {
+                    dx.write_f64(out, x, dy, gamma, s);
+                } else {
+                    dx.write_f32(out, x, dy, gamma, s);
+                }
+            }
+            if s == 1 {
+                add_row_grads(shape, &centres, x, dy, &mut grads);
+            }
+        }
+        grads
+    }
+}
+
+/// With one value per channel: adds the dβ and dγ of up to [`ROWS`] samples (`x`, `dy`, the
+/// mean and inv_std of their groups in `centres`) to the per-channel accumulators, all samples
+/// in one pass.
+#[inline(always)]
+fn add_row_grads<'a>(
+    shape: Groups,
+    centres: &[(f64, f64)],
+    x: &'a [f32],
+    dy: &'a [f32],
+    grads: &mut [Vec<f64>; 2],
+) {
+    let Groups { c, g, .. } = shape;
+    let cg = shape.cg();
+    let [dbeta, dgamma] = grads;
+    let rows = x.len() / c;
+    for gr in 0..g {
+        let channels = gr * cg..(gr + 1) * cg;
+        let (dbeta, dgamma) = (&mut dbeta[channels.clone()], &mut dgamma[channels.clone()]);
+        let row = |v: &'a [f32], r: usize| -> &'a [f32] { &v[r * c..][channels.clone()] };
+        if rows == ROWS {
+            let [(m0, i0), (m1, i1), (m2, i2), (m3, i3)]: [(f64, f64); ROWS] =
+                std::array::from_fn(|r| centres[r * g + gr]);
+            let [x0, x1, x2, x3]: [&[f32]; ROWS] = std::array::from_fn(|r| row(x, r));
+            let [d0, d1, d2, d3]: [&[f32]; ROWS] = std::array::from_fn(|r| row(dy, r));
+            for i in 0..cg {
+                let d = [d0[i] as f64, d1[i] as f64, d2[i] as f64, d3[i] as f64];
+                let t = [
+                    i0 * (d[0] * (x0[i] as f64 - m0)),
+                    i1 * (d[1] * (x1[i] as f64 - m1)),
+                    i2 * (d[2] * (x2[i] as f64 - m2)),
+                    i3 * (d[3] * (x3[i] as f64 - m3)),
+                ];
+                dbeta[i] += (d[0] + d[1]) + (d[2] + d[3]);
+                dgamma[i] += (t[0] + t[1]) + (t[2] + t[3]);
+            }
+        } else {
+            for r in 0..rows {
+                let (mu, is) = centres[r * g + gr];
+                let (x, dy) = (row(x, r), row(dy, r));
+                for i in 0..cg {
+                    dbeta[i] += dy[i] as f64;
+                    dgamma[i] += is * (dy[i] as f64 * (x[i] as f64 - mu));
+                }
+            }
+        }
+    }
+}
+
+/// The constants of one group's dx (see [`BackwardPiece`]).
+struct GroupDx {
+    mu: f64,
+    is: f64,
+    b: f64,
+    k: f64,
+}
+
+impl GroupDx {
+    /// dx evaluated in f64, for a group whose terms cancel (see `backward.rs`).
+    #[inline(always)]
+    fn write_f64(
+        &self,
+        out: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        s: usize,
+    ) {
+        let planes = out
+            .chunks_exact_mut(s)
+            .zip(x.chunks_exact(s).zip(dy.chunks_exact(s)));
+        for ((out, (x, dy)), &gamma) in planes.zip(gamma) {
+            let a = self.is * gamma as f64;
+            for (o, (&x, &dy)) in out.iter_mut().zip(x.iter().zip(dy)) {
+                o.write((a * dy as f64 - self.b - (x as f64 - self.mu) * self.k) as f32);
+            }
+        }
+    }
+
+    /// dx evaluated in f32, with x − μ exact near the mean (μ split into f32 and residual).
+    #[inline(always)]
+    fn write_f32(
+        &self,
+        out: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        s: usize,
+    ) {
+        let (mu, residual) = split(self.mu);
+        let (b, k) = (self.b as f32, self.k as f32);
+        if s == 1 {
+            let n = out.len();
+            let (x, dy, gamma) = (&x[..n], &dy[..n], &gamma[..n]);
+            let is = self.is as f32;
+            for i in 0..n {
+                let a = gamma[i] * is;
+                out[i].write(a * dy[i] - b - ((x[i] - mu) - residual) * k);
+            }
+        } else {
+            let planes = out
+                .chunks_exact_mut(s)
+                .zip(x.chunks_exact(s).zip(dy.chunks_exact(s)));
+            for ((out, (x, dy)), &gamma) in planes.zip(gamma) {
+                let a = (self.is * gamma as f64) as f32;
+                for (o, (&x, &dy)) in out.iter_mut().zip(x.iter().zip(dy)) {
+                    o.write(a * dy - b - ((x - mu) - residual) * k);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
