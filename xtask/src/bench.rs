@@ -8,9 +8,7 @@ use std::time::Instant;
 use norma_datasets::Batch;
 use norma_tensor::{Rng, Tensor};
 
-use crate::choices::{
-    default_lr, ActivationChoice, DataArgs, ModelChoice, ModelsChoice, OptimizerChoice,
-};
+use crate::choices::{default_lr, ActivationChoice, DataArgs, ModelsChoice, OptimizerChoice};
 use crate::model_run::{ModelRun, RunSpec};
 use crate::{checks, setup, Error};
 
@@ -43,7 +41,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     checks::batch_size(
         args.batch_size,
-        &args.model.kinds(),
+        &args.model.models(),
         checks::full_train_size(),
     )?;
     checks::at_least_one("--steps", args.steps as u64)?;
@@ -57,12 +55,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         "{:<9} {:>12} {:>10} {:>10} {:>11}",
         "model", "median ms", "p10 ms", "p90 ms", "samples/s"
     );
-    for kind in args.model.kinds() {
+    for model in args.model.models() {
         let mut run = ModelRun::new(RunSpec {
-            model: ModelChoice::of(kind),
+            model,
             activation: ActivationChoice::Sigmoid,
             optimizer: OptimizerChoice::Sgd,
-            lr: default_lr(kind, OptimizerChoice::Sgd),
+            lr: default_lr(model, OptimizerChoice::Sgd),
             momentum: 0.0,
             seed: 0,
             batch_size: args.batch_size,
@@ -87,7 +85,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         let median = at(0.5);
         println!(
             "{:<9} {:>12.3} {:>10.3} {:>10.3} {:>11.0}",
-            kind.name(),
+            model.name(),
             median,
             at(0.1),
             at(0.9),
