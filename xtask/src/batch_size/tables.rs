@@ -163,9 +163,9 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
         .map_or("all".to_string(), |n| format!("the first {n}"));
     let precise = if args.precise_bn_images > 0 {
         format!(
-            "LeNet-BN's accuracy with precise batch-norm statistics (recomputed from {} training \
-             images, in batches of the training batch size) and with the moving averages kept \
-             during training. ",
+            "LeNet-BN's accuracy with precise batch-norm statistics (recomputed from the first \
+             {} training images of a fixed order, or all of them if fewer, in batches of the \
+             training batch size) and with the moving averages kept during training. ",
             args.precise_bn_images
         )
     } else {
