@@ -430,6 +430,48 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
         ],
     );
     assert_eq!(json(&out.join("config.json"))["experiment"], "batch-size");
+    // A cell's weights are the model's: eval gives the cell's accuracy.
+    let gn = cell(&r, "group", 2);
+    let eval = succeeds(&[
+        "eval",
+        "--model",
+        "lenet-gn",
+        "--weights",
+        out.join("runs/lenet-gn-b2-seed0/lenet-gn.safetensors")
+            .to_str()
+            .unwrap(),
+    ]);
+    let expected = format!(
+        "test accuracy {:.4}",
+        gn["final_test_acc"].as_f64().unwrap()
+    );
+    assert!(stdout(&eval).contains(&expected), "{}", stdout(&eval));
+    // A cell is a train-lenet run that train-lenet --resume continues.
+    let ln = out.join("runs/lenet-ln-b2-seed0");
+    succeeds(&[
+        "train-lenet",
+        "--resume",
+        ln.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    let metrics = json(&ln.join("metrics.json"));
+    assert_eq!(metrics[0]["model"], "lenet-ln");
+    assert_eq!(
+        metrics[0]["epochs"].as_array().unwrap().len(),
+        2,
+        "{metrics}"
+    );
+    common::fails_clearly(
+        &[
+            "train-lenet",
+            "--resume",
+            ln.to_str().unwrap(),
+            "--model",
+            "lenet",
+        ],
+        &["--model lenet", "lenet-ln"],
+    );
     // Same seed, same result: one cell again, alone.
     let again = dir.path().join("again");
     succeeds(&[

@@ -97,7 +97,14 @@ fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
         (
             "--model",
             args.model.map(flag_value),
-            vec![stored_models.map_or("?".into(), flag_value)],
+            // A run of lenet-gn or lenet-ln (a batch-size cell) has no --model value of its own.
+            vec![stored_models.map_or_else(
+                || {
+                    let names: Vec<&str> = runs.iter().map(|r| r.model.name()).collect();
+                    names.join(",")
+                },
+                flag_value,
+            )],
         ),
         (
             "--dataset",
