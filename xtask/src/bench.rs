@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use norma_datasets::Batch;
-use norma_layers::models::ModelKind;
 use norma_tensor::{Rng, Tensor};
 
 use crate::choices::{
@@ -44,7 +43,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     checks::batch_size(
         args.batch_size,
-        &args.model.kinds(),
+        &args.model.models(),
         checks::full_train_size(),
     )?;
     checks::at_least_one("--steps", args.steps as u64)?;
@@ -58,18 +57,18 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         "{:<9} {:>12} {:>10} {:>10} {:>11}",
         "model", "median ms", "p10 ms", "p90 ms", "samples/s"
     );
-    for kind in args.model.kinds() {
+    for model in args.model.models() {
         // The steps run on a worker of rayon's pool, which takes part in every parallel loop,
         // as PyTorch's main thread does in its own: called from outside the pool, each of the
         // ~40 parallel loops of a step would hand its work to the pool and put the caller to
         // sleep until it is done.
-        let mut times = rayon::scope(|_| time_steps(kind, &args, &batches))?;
+        let mut times = rayon::scope(|_| time_steps(model, &args, &batches))?;
         times.sort_by(f64::total_cmp);
         let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
         let median = at(0.5);
         println!(
             "{:<9} {:>12.3} {:>10.3} {:>10.3} {:>11.0}",
-            kind.name(),
+            model.name(),
             median,
             at(0.1),
             at(0.9),
@@ -80,12 +79,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
 }
 
 /// Wall time of each timed step of `kind` (ms), on the fixed batches.
-fn time_steps(kind: ModelKind, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
+fn time_steps(model: ModelChoice, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
     let mut run = ModelRun::new(RunSpec {
-        model: ModelChoice::of(kind),
+        model,
         activation: ActivationChoice::Sigmoid,
         optimizer: OptimizerChoice::Sgd,
-        lr: default_lr(kind, OptimizerChoice::Sgd),
+        lr: default_lr(model, OptimizerChoice::Sgd),
         momentum: 0.0,
         seed: 0,
         batch_size: args.batch_size,

@@ -1,12 +1,10 @@
 //! Checks of command-line values shared by the commands, each failing with one line that
 //! names the flag and the value. They run before any data is loaded or anything is written.
 
-use norma_datasets::DataFile;
-use norma_layers::models::ModelKind;
-
-use crate::choices::OptimizerChoice;
+use crate::choices::{ModelChoice, OptimizerChoice};
 use crate::report::fmt_lr;
 use crate::Error;
+use norma_datasets::DataFile;
 
 /// At most this many worker threads per available core. More only adds contention (results
 /// never depend on the count), and creating tens of thousands of threads takes minutes.
@@ -74,14 +72,14 @@ pub fn train_samples(train_samples: Option<usize>) -> Result<usize, Error> {
     }
 }
 
-/// `--batch-size` for training `kinds` on `train_len` images: at least 1, at least 2 with batch
+/// `--batch-size` for training `models` on `train_len` images: at least 1, at least 2 with batch
 /// norm (one value per channel has no variance), and at most the training set.
-pub fn batch_size(batch: usize, kinds: &[ModelKind], train_len: usize) -> Result<(), Error> {
+pub fn batch_size(batch: usize, models: &[ModelChoice], train_len: usize) -> Result<(), Error> {
     if batch == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
     if batch == 1 {
-        if let Some(bn) = kinds.iter().find(|k| k.has_batch_norm()) {
+        if let Some(bn) = models.iter().find(|m| m.has_batch_norm()) {
             return Err(Error::Usage(format!(
                 "--batch-size 1 cannot train batch norm ({}: one value per channel has no variance); use 2 or more, or --model lenet",
                 bn.name()
@@ -121,10 +119,11 @@ mod tests {
 
     #[test]
     fn batch_sizes_fit_the_models_and_the_data() {
-        use ModelKind::{Lenet, LenetBn};
+        use ModelChoice::{Lenet, LenetBn, LenetGn};
+        batch_size(1, &[Lenet, LenetGn], 100).unwrap();
         batch_size(1, &[Lenet], 100).unwrap();
         batch_size(100, &[Lenet, LenetBn], 100).unwrap();
-        let err = |b, k: &[ModelKind]| batch_size(b, k, 100).unwrap_err().to_string();
+        let err = |b, k: &[ModelChoice]| batch_size(b, k, 100).unwrap_err().to_string();
         assert!(err(1, &[Lenet, LenetBn]).contains("lenet-bn"));
         assert!(err(0, &[Lenet]).contains("at least 1"));
         assert!(err(101, &[Lenet])

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use norma_datasets::DatasetKind;
-use norma_layers::models::{self, Activation, ModelKind, Placement};
+use norma_layers::models::{self, Activation, ModelKind, Norm, Placement};
 use norma_layers::Sequential;
 use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
@@ -46,27 +46,40 @@ impl DataArgs {
     }
 }
 
-/// `--model` where one model is needed.
+/// `--model` where one model is needed: d2l's LeNet and the LeNet-BN network with batch, group
+/// or layer norm ([`models::lenet_norm`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelChoice {
     Lenet,
     LenetBn,
+    LenetGn,
+    LenetLn,
 }
 
 impl ModelChoice {
-    pub fn kind(self) -> ModelKind {
-        match self {
-            ModelChoice::Lenet => ModelKind::Lenet,
-            ModelChoice::LenetBn => ModelKind::LenetBn,
+    /// `lenet`, `lenet-bn`, `lenet-gn` or `lenet-ln`.
+    pub fn name(self) -> &'static str {
+        match self.norm() {
+            None => ModelKind::Lenet.name(),
+            Some(norm) => norm.model_name(),
         }
     }
 
-    pub fn of(kind: ModelKind) -> ModelChoice {
-        match kind {
-            ModelKind::Lenet => ModelChoice::Lenet,
-            ModelKind::LenetBn => ModelChoice::LenetBn,
+    /// The normalization of the network; `None` for plain LeNet.
+    pub fn norm(self) -> Option<Norm> {
+        match self {
+            ModelChoice::Lenet => None,
+            ModelChoice::LenetBn => Some(Norm::Batch),
+            ModelChoice::LenetGn => Some(Norm::Group),
+            ModelChoice::LenetLn => Some(Norm::Layer),
         }
+    }
+
+    /// Whether the network contains batch norm (which cannot train on one value per channel
+    /// and has running statistics).
+    pub fn has_batch_norm(self) -> bool {
+        self.norm() == Some(Norm::Batch)
     }
 }
 
@@ -80,12 +93,49 @@ pub enum ModelsChoice {
 }
 
 impl ModelsChoice {
-    pub fn kinds(self) -> Vec<ModelKind> {
+    /// The models, plain LeNet first.
+    pub fn models(self) -> Vec<ModelChoice> {
         match self {
-            ModelsChoice::Lenet => vec![ModelKind::Lenet],
-            ModelsChoice::LenetBn => vec![ModelKind::LenetBn],
-            ModelsChoice::Both => ModelKind::ALL.to_vec(),
+            ModelsChoice::Lenet => vec![ModelChoice::Lenet],
+            ModelsChoice::LenetBn => vec![ModelChoice::LenetBn],
+            ModelsChoice::Both => vec![ModelChoice::Lenet, ModelChoice::LenetBn],
         }
+    }
+}
+
+/// A normalization of the LeNet family (`--norms`): none (`lenet`), batch (`lenet-bn`), group
+/// (`lenet-gn`) or layer (`lenet-ln`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormChoice {
+    None,
+    Batch,
+    Group,
+    Layer,
+}
+
+impl NormChoice {
+    /// Every normalization, none first.
+    pub const ALL: [NormChoice; 4] = [
+        NormChoice::None,
+        NormChoice::Batch,
+        NormChoice::Group,
+        NormChoice::Layer,
+    ];
+
+    /// The network with this normalization.
+    pub fn model(self) -> ModelChoice {
+        match self {
+            NormChoice::None => ModelChoice::Lenet,
+            NormChoice::Batch => ModelChoice::LenetBn,
+            NormChoice::Group => ModelChoice::LenetGn,
+            NormChoice::Layer => ModelChoice::LenetLn,
+        }
+    }
+
+    /// `none`, `batch`, `group` or `layer`.
+    pub fn name(self) -> &'static str {
+        self.model().norm().map_or("none", Norm::name)
     }
 }
 
@@ -137,7 +187,7 @@ impl PlacementChoice {
     }
 }
 
-/// The network `model` with `activation` and, for LeNet-BN, its batch norms at `placement`,
+/// The network `model` with `activation` and, with a normalization, its norms at `placement`,
 /// with Xavier-uniform weights drawn from `rng`.
 pub fn build_model(
     model: ModelChoice,
@@ -145,20 +195,19 @@ pub fn build_model(
     placement: PlacementChoice,
     rng: &mut Rng,
 ) -> Result<Sequential, norma_layers::LayerError> {
-    match model {
-        ModelChoice::Lenet => models::lenet(activation.activation(), rng),
-        ModelChoice::LenetBn => {
-            models::lenet_bn_placed(activation.activation(), placement.placement(), rng)
-        }
+    match model.norm() {
+        None => models::lenet(activation.activation(), rng),
+        Some(norm) => models::lenet_norm(norm, activation.activation(), placement.placement(), rng),
     }
 }
 
-/// The learning rate used when `--lr` is not given: d2l's 0.9 for LeNet and 1.0 for LeNet-BN
-/// with SGD, Adam's usual 1e-3.
-pub fn default_lr(model: ModelKind, optimizer: OptimizerChoice) -> f64 {
-    match (optimizer, model) {
+/// The learning rate used when `--lr` is not given (batch 256): d2l's 0.9 for LeNet and 1.0
+/// for LeNet-BN with SGD, LeNet-BN's 1.0 for the group- and layer-norm variants (normalized
+/// like it), Adam's usual 1e-3.
+pub fn default_lr(model: ModelChoice, optimizer: OptimizerChoice) -> f64 {
+    match (optimizer, model.norm()) {
         (OptimizerChoice::Adam, _) => 1e-3,
-        (OptimizerChoice::Sgd, ModelKind::Lenet) => 0.9,
-        (OptimizerChoice::Sgd, ModelKind::LenetBn) => 1.0,
+        (OptimizerChoice::Sgd, None) => 0.9,
+        (OptimizerChoice::Sgd, Some(_)) => 1.0,
     }
 }

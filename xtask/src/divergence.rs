@@ -28,8 +28,24 @@ use norma_layers::{Buffer, Module};
 use norma_tensor::Tensor;
 
 use crate::model_run::RunSpec;
-use crate::report::fmt_lr;
+use crate::report::{fmt_lr, RunRecord, Status};
 use crate::train::progress::Progress;
+
+/// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
+/// classes).
+pub const CHANCE_BELOW: f64 = 0.2;
+
+/// How a finished run ended, for the experiments that label runs (`lr-sweep`, `batch-size`):
+/// `diverged` (stopped by the rule of this module), `stalled` (a final test accuracy below
+/// [`CHANCE_BELOW`] without diverging: too small a step to leave the plateau, or saturated
+/// sigmoids) or `ok`.
+pub fn outcome(record: &RunRecord) -> &'static str {
+    match record.status {
+        Status::Diverged { .. } => "diverged",
+        _ if record.headline_acc().unwrap_or(0.0) < CHANCE_BELOW => "stalled",
+        _ => "ok",
+    }
+}
 
 /// Why a step diverged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +77,7 @@ pub fn diverged(loss: f32) -> bool {
 
 /// The line that explains a divergence of model `name` at batch loss `loss`.
 pub fn message(name: &str, spec: &RunSpec, loss: f32, cause: Cause, p: &Progress) -> String {
-    let advice = if spec.model.kind().has_batch_norm() {
+    let advice = if spec.model.norm().is_some() {
         format!("Lower --lr (now {})", fmt_lr(spec.lr))
     } else {
         format!(

@@ -5,12 +5,14 @@
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
 //! - `placement`: LeNet-BN with batch norm before or after the activations
 //! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
+//! - `batch-size`: test accuracy against batch size with no, batch, group and layer norm
 //! - `bench`: training throughput of a full step, both models
 //!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
 //! panics on user input. A training command stopped by SIGINT or SIGTERM exits with 130 or 143
 //! after saving its checkpoints (see [`signals`]).
 
+mod batch_size;
 mod bench;
 mod checks;
 mod choices;
@@ -72,6 +74,12 @@ enum Command {
     /// and in training mode with test batches of 1 to 1000 images, and how often an image's
     /// class changes with the other images in its batch.
     EvalMode(eval_mode::EvalModeArgs),
+    /// Test accuracy against batch size (1 to 256) for LeNet with no, batch, group and layer
+    /// norm, trained on the same samples with a learning rate scaled from batch 256.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; the runs finished so far stay in the output folder.
+    BatchSize(batch_size::BatchSizeArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -121,6 +129,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| None),
         Command::Placement(args) => placement::run(args),
         Command::EvalMode(args) => eval_mode::run(args),
+        Command::BatchSize(args) => batch_size::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {
@@ -137,6 +146,21 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    #[test]
+    fn batch_size_defaults_to_the_documented_run() {
+        let Command::BatchSize(a) = parse(&["batch-size"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.batch_sizes, batch_size::DEFAULT_BATCH_SIZES);
+        assert_eq!(a.norms, choices::NormChoice::ALL);
+        assert_eq!(a.common.train_samples, None);
+        assert_eq!(a.epochs, batch_size::DEFAULT_EPOCHS);
+        let Command::BatchSize(a) = parse(&["batch-size", "--batch-sizes", "2,4", "8"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.batch_sizes, [2, 4, 8]);
+    }
+
     fn parse(args: &[&str]) -> Command {
         Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
             .unwrap()
@@ -151,6 +175,10 @@ mod tests {
         }
         match parse(&["lr-sweep"]) {
             Command::LrSweep(a) => assert_eq!(a.seeds.list(), [0, 1, 2]),
+            _ => unreachable!(),
+        }
+        match parse(&["batch-size"]) {
+            Command::BatchSize(a) => assert_eq!(a.seeds.list(), [0]),
             _ => unreachable!(),
         }
         match parse(&["placement", "--seed", "4", "--seeds", "2"]) {

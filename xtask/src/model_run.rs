@@ -65,7 +65,7 @@ impl RunSpec {
             model,
             activation,
             optimizer: OptimizerChoice::Sgd,
-            lr: default_lr(model.kind(), OptimizerChoice::Sgd),
+            lr: default_lr(model, OptimizerChoice::Sgd),
             momentum: 0.0,
             seed,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -88,7 +88,7 @@ impl RunSpec {
     /// makes `--batch-size 1` possible for plain LeNet). For every batch size above 1 both
     /// rules give the same batches unless the last one holds a single sample.
     pub fn last_batch(&self) -> LastBatch {
-        if self.model.kind().has_batch_norm() || self.batch_size > 1 {
+        if self.model.has_batch_norm() || self.batch_size > 1 {
             LastBatch::MergeSingle
         } else {
             LastBatch::Keep

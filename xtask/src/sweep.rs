@@ -15,11 +15,12 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::choices::{ActivationChoice, ModelChoice, ModelsChoice};
+use crate::choices::{ActivationChoice, ModelsChoice};
+use crate::divergence::{outcome, CHANCE_BELOW};
 use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
 use crate::html::Page;
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
-use crate::report::{fmt_lr, median, RunRecord, Status};
+use crate::report::{fmt_lr, median};
 use crate::signals::{self, Signal};
 use crate::table::Table;
 use plotters::prelude::IntoLogRange;
@@ -27,10 +28,6 @@ use plotters::prelude::IntoLogRange;
 use crate::plot::{render, Figure, Line, Panel, Series};
 use crate::run_dir::RunDir;
 use crate::{checks, Error};
-
-/// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
-/// classes).
-const CHANCE_BELOW: f64 = 0.2;
 
 /// Arguments of `lr-sweep`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -91,16 +88,7 @@ fn check(args: &SweepArgs) -> Result<(), Error> {
     args.seeds.check()?;
     checks::at_least_one("--epochs", args.epochs as u64)?;
     let train_len = args.common.check()?;
-    checks::batch_size(args.batch_size, &args.model.kinds(), train_len)
-}
-
-/// How a run of the sweep ended: `diverged`, `stalled` or `ok` (see the module docs).
-fn outcome(record: &RunRecord) -> &'static str {
-    match record.status {
-        Status::Diverged { .. } => "diverged",
-        _ if record.headline_acc().unwrap_or(0.0) < CHANCE_BELOW => "stalled",
-        _ => "ok",
-    }
+    checks::batch_size(args.batch_size, &args.model.models(), train_len)
 }
 
 /// Runs `lr-sweep`; returns the signal that interrupted it, if one did.
@@ -114,16 +102,15 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     let mut runs = Vec::new();
     for &lr in &args.lrs {
         for seed in args.seeds.list() {
-            for kind in args.model.kinds() {
-                let model = ModelChoice::of(kind);
+            for model in args.model.models() {
                 let spec = RunSpec {
                     lr,
                     batch_size: args.batch_size,
                     precise_bn: args.precise.precise_bn,
                     ..RunSpec::recipe(model, args.activation, seed, args.epochs)
                 };
-                eprintln!("\n== {} lr {lr} seed {seed}", kind.name());
-                let name = format!("{}-lr{lr}-seed{seed}", kind.name());
+                eprintln!("\n== {} lr {lr} seed {seed}", model.name());
+                let name = format!("{}-lr{lr}-seed{seed}", model.name());
                 let records = match session.train(&runs_dir, &name, vec![spec])? {
                     Ok(records) => records,
                     Err(signal) => return Ok(Some(signal)),
@@ -182,7 +169,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
 /// Median accuracy per (model, lr), for the chart.
 fn summary_lines(args: &SweepArgs, runs: &[SweepRun]) -> Vec<(String, Vec<(f64, f64)>)> {
     args.model
-        .kinds()
+        .models()
         .iter()
         .map(|k| {
             let points = args
@@ -203,7 +190,7 @@ fn summary_lines(args: &SweepArgs, runs: &[SweepRun]) -> Vec<(String, Vec<(f64, 
 
 /// Rows: learning rates; per model the median accuracy and each seed's outcome.
 fn table(args: &SweepArgs, runs: &[SweepRun]) -> Table {
-    let kinds = args.model.kinds();
+    let kinds = args.model.models();
     let mut t = Table::new(
         std::iter::once("lr".to_string()).chain(
             kinds

@@ -362,3 +362,50 @@ fn an_init_file_that_does_not_fit_the_model_is_rejected_before_training() {
         &["not a valid safetensors file"],
     );
 }
+
+#[test]
+fn batch_size_options_are_checked_first() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--batch-sizes", "0"],
+            &["every --batch-sizes value must be at least 1, got 0"],
+        ),
+        (
+            &["--batch-sizes", "4,8,4"],
+            &["--batch-sizes lists 4 more than once"],
+        ),
+        (
+            &["--train-samples", "100", "--batch-sizes", "2", "128"],
+            &["--batch-sizes 128 is larger than the training set (100 images)"],
+        ),
+        (
+            &["--batch-sizes", "60001"],
+            &["--batch-sizes 60001 is larger than the training set (60000 images)"],
+        ),
+        (
+            &["--norms", "batch,instance"],
+            &["invalid value 'instance' for '--norms"],
+        ),
+        (
+            &["--norms", "group", "layer", "group"],
+            &["--norms lists group more than once"],
+        ),
+        (&["--epochs", "0"], &["--epochs must be at least 1"]),
+        (&["--seeds", "0"], &["--seeds must be at least 1"]),
+        (
+            &["--lr-rule", "cubic"],
+            &["invalid value 'cubic' for '--lr-rule"],
+        ),
+        (
+            &["--train-samples", "1"],
+            &["--train-samples must be between 2 and 60000, got 1"],
+        ),
+        (
+            &["--threads", "100000"],
+            &["--threads must be between 1 and"],
+        ),
+    ];
+    for (args, expected) in cases {
+        fails_before_data(&[&["batch-size"], *args].concat(), expected);
+    }
+}

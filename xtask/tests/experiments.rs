@@ -1,6 +1,6 @@
 //! The brief's claims as experiments, end to end on small budgets: precise batch-norm
 //! statistics in `train-lenet` (measured on the side, never changing training), epochs to a
-//! target and the train − test gap, `placement` and `eval-mode`.
+//! target and the train − test gap, `placement`, `eval-mode` and `batch-size`.
 
 mod common;
 
@@ -332,4 +332,168 @@ fn eval_mode_takes_weights_and_refuses_weights_of_another_model() {
         &["does not fit the model"],
     );
     assert!(!refused.exists());
+}
+
+/// The cell of `norm` at `batch` in `batch-size.json`.
+fn cell<'a>(r: &'a serde_json::Value, norm: &str, batch: u64) -> &'a serde_json::Value {
+    r.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["norm"] == norm && c["batch_size"] == batch)
+        .unwrap_or_else(|| panic!("no cell {norm} at {batch} in {r}"))
+}
+
+#[test]
+fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("batch-size");
+    // 513 = 256·2 + 1 = 2·256 + 1: at batch sizes 2 and 256 the last batch of every epoch
+    // would hold a single image.
+    let result = succeeds(&[
+        "batch-size",
+        "--train-samples",
+        "513",
+        "--batch-sizes",
+        "1,2,256",
+        "--epochs",
+        "1",
+        "--precise-bn-images",
+        "512",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r = json(&out.join("batch-size.json"));
+    assert_eq!(r.as_array().unwrap().len(), 12, "{r}");
+    // Batch norm on one image: the cell holds the error BatchNorm returned, not a crash.
+    let bn1 = cell(&r, "batch", 1);
+    assert_eq!(bn1["outcome"], "cannot train", "{bn1}");
+    assert_eq!(bn1["reason"], "one value per channel", "{bn1}");
+    let error = bn1["error"].as_str().unwrap();
+    assert!(
+        error.contains("more than 1 value per channel") && error.contains("[1, 120]"),
+        "{error}"
+    );
+    assert!(bn1["final_test_acc"].is_null());
+    assert!(!out.join("runs/lenet-bn-b1-seed0").exists());
+    // Every other normalization trains on one image at a time, one step per image.
+    for norm in ["none", "group", "layer"] {
+        let c = cell(&r, norm, 1);
+        assert_eq!(c["steps_per_epoch"], 513, "{c}");
+        assert!(c["final_test_acc"].as_f64().is_some(), "{c}");
+        assert!(c["error"].is_null(), "{c}");
+    }
+    // The last image of an epoch joins the batch before it (255 batches of 2 and one of 3;
+    // 256 and 257), so batch norm trains at 2 and 256 where a batch of one would follow.
+    for (batch, steps, precise_batches) in [(2, 256, 256), (256, 2, 2)] {
+        let c = cell(&r, "batch", batch);
+        assert_eq!(c["steps_per_epoch"], steps, "{c}");
+        assert_ne!(c["outcome"], "cannot train", "{c}");
+        assert!(c["final_test_acc"].as_f64().is_some(), "{c}");
+        assert!(c["final_test_acc_moving_avg"].as_f64().is_some(), "{c}");
+        let metrics = json(&out.join(format!("runs/lenet-bn-b{batch}-seed0/metrics.json")));
+        assert_eq!(
+            metrics[0]["precise_bn_batches"], precise_batches,
+            "{metrics}"
+        );
+    }
+    // Learning rates scale linearly from batch 256: 0.9 for lenet, 1.0 for the others.
+    assert_eq!(cell(&r, "none", 2)["lr"], 0.9 * 2.0 / 256.0);
+    assert_eq!(cell(&r, "group", 2)["lr"], 2.0 / 256.0);
+    assert_eq!(cell(&r, "layer", 256)["lr"], 1.0);
+    let config = json(&out.join("runs/lenet-gn-b2-seed0/config.json"));
+    assert_eq!(config["runs"][0]["model"], "lenet-gn");
+    assert_eq!(config["runs"][0]["batch_size"], 2);
+    let text = stdout(&result);
+    assert!(
+        text.contains("cannot train: one value per channel"),
+        "{text}"
+    );
+    assert!(text.contains("lenet-bn (precise BN)"), "{text}");
+    let csv = std::fs::read_to_string(out.join("batch-size.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 13, "{csv}");
+    assert!(
+        csv.contains(",cannot train,\"one value per channel\","),
+        "{csv}"
+    );
+    for file in ["batch-size.png", "batch-size.svg", "config.json"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert_report(
+        &out,
+        &[
+            "batch-size",
+            "cannot train: one value per channel",
+            "[1, 120]",
+        ],
+    );
+    assert_eq!(json(&out.join("config.json"))["experiment"], "batch-size");
+    // A cell's weights are the model's: eval gives the cell's accuracy.
+    let gn = cell(&r, "group", 2);
+    let eval = succeeds(&[
+        "eval",
+        "--model",
+        "lenet-gn",
+        "--weights",
+        out.join("runs/lenet-gn-b2-seed0/lenet-gn.safetensors")
+            .to_str()
+            .unwrap(),
+    ]);
+    let expected = format!(
+        "test accuracy {:.4}",
+        gn["final_test_acc"].as_f64().unwrap()
+    );
+    assert!(stdout(&eval).contains(&expected), "{}", stdout(&eval));
+    // A cell is a train-lenet run that train-lenet --resume continues.
+    let ln = out.join("runs/lenet-ln-b2-seed0");
+    succeeds(&[
+        "train-lenet",
+        "--resume",
+        ln.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    let metrics = json(&ln.join("metrics.json"));
+    assert_eq!(metrics[0]["model"], "lenet-ln");
+    assert_eq!(
+        metrics[0]["epochs"].as_array().unwrap().len(),
+        2,
+        "{metrics}"
+    );
+    common::fails_clearly(
+        &[
+            "train-lenet",
+            "--resume",
+            ln.to_str().unwrap(),
+            "--model",
+            "lenet",
+        ],
+        &["--model lenet", "lenet-ln"],
+    );
+    // Same seed, same result: one cell again, alone.
+    let again = dir.path().join("again");
+    succeeds(&[
+        "batch-size",
+        "--train-samples",
+        "513",
+        "--batch-sizes",
+        "2",
+        "--norms",
+        "group",
+        "--epochs",
+        "1",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let a = json(&again.join("batch-size.json"));
+    assert_eq!(
+        a[0]["final_test_acc"],
+        cell(&r, "group", 2)["final_test_acc"]
+    );
+    assert_eq!(
+        a[0]["max_batch_loss"],
+        cell(&r, "group", 2)["max_batch_loss"]
+    );
 }

@@ -16,8 +16,6 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use norma_layers::models::ModelKind;
-
 use crate::choices::{default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice};
 use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
 use crate::html::Page;
@@ -150,7 +148,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
         args.epochs,
         fmt_lr(
             args.lr
-                .unwrap_or_else(|| default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd))
+                .unwrap_or_else(|| default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd))
         ),
         experiment::seed_range(&args.seeds.list()),
         args.precise.precise_bn

@@ -100,12 +100,12 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
         )));
     };
     let progress: Progress = files::read_json(&from.join(PROGRESS))?;
-    if progress.record.model != run.spec.model.kind().name() {
+    if progress.record.model != run.spec.model.name() {
         return Err(Error::Usage(format!(
             "{}: holds model {}, not {}",
             from.join(PROGRESS).display(),
             progress.record.model,
-            run.spec.model.kind().name()
+            run.spec.model.name()
         )));
     }
     if matches!(progress.record.status, Status::Diverged { .. }) {

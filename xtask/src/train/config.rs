@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{
-    default_lr, ActivationChoice, DatasetChoice, ModelChoice, ModelsChoice, OptimizerChoice,
-};
+use crate::choices::{default_lr, ActivationChoice, DatasetChoice, ModelsChoice, OptimizerChoice};
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
 use crate::{checks, files, precise, Error};
@@ -65,7 +63,7 @@ impl TrainConfig {
             if let Some(steps) = spec.steps {
                 checks::at_least_one("--steps", steps)?;
             }
-            checks::batch_size(spec.batch_size, &[spec.model.kind()], train_len)?;
+            checks::batch_size(spec.batch_size, &[spec.model], train_len)?;
             checks::learning_rate("--lr", spec.lr)?;
             checks::momentum(
                 (spec.momentum != 0.0).then_some(spec.momentum),
@@ -78,18 +76,18 @@ impl TrainConfig {
 
 /// The configuration of a new run from the command line, with defaults applied.
 pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
-    let kinds = args.model.unwrap_or(ModelsChoice::Both).kinds();
+    let models = args.model.unwrap_or(ModelsChoice::Both).models();
     let optimizer = args.optimizer.unwrap_or(OptimizerChoice::Sgd);
     if let Some(lr) = args.lr {
         checks::learning_rate("--lr", lr)?;
     }
     checks::momentum(args.momentum, optimizer)?;
-    if args.init.is_some() && kinds.len() > 1 {
+    if args.init.is_some() && models.len() > 1 {
         return Err(Error::Usage(
             "--init holds one model's weights: add --model lenet or --model lenet-bn".into(),
         ));
     }
-    if args.placement.is_some() && !kinds.iter().any(|k| k.has_batch_norm()) {
+    if args.placement.is_some() && !models.iter().any(|m| m.has_batch_norm()) {
         return Err(Error::Usage(
             "--placement moves batch norm, which lenet does not have; use --model lenet-bn or both"
                 .into(),
@@ -98,13 +96,13 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
     if let Some(init) = &args.init {
         files::check_input_file("--init", init)?;
     }
-    let runs = kinds
+    let runs = models
         .into_iter()
-        .map(|kind| RunSpec {
-            model: ModelChoice::of(kind),
+        .map(|model| RunSpec {
+            model,
             activation: args.activation.unwrap_or(ActivationChoice::Sigmoid),
             optimizer,
-            lr: args.lr.unwrap_or_else(|| default_lr(kind, optimizer)),
+            lr: args.lr.unwrap_or_else(|| default_lr(model, optimizer)),
             momentum: args.momentum.unwrap_or(0.0),
             seed: args.seed.unwrap_or(0),
             batch_size: args.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),

@@ -127,7 +127,7 @@ fn load_states(config: &TrainConfig, dir: &RunDir) -> Result<Vec<ModelState>, Er
     for spec in &config.runs {
         // The weights come from the checkpoint: an --init file is not needed any more.
         let mut run = ModelRun::fresh(spec.clone())?;
-        let name = spec.model.kind().name();
+        let name = spec.model.name();
         let progress = checkpoint::load(&checkpoint::dir(dir.path(), name), &mut run)?;
         progress.check_reachable(spec)?;
         states.push(ModelState { run, progress });

@@ -37,7 +37,7 @@ impl Progress {
             epoch_seconds: 0.0,
             last_finite_loss: None,
             record: RunRecord {
-                model: spec.model.kind().name().to_string(),
+                model: spec.model.name().to_string(),
                 lr: spec.lr,
                 status: Status::Pending,
                 epochs: Vec::new(),
@@ -64,7 +64,7 @@ impl Progress {
     /// Refuses a resumed `spec` that asks to stop before the point already reached: fewer
     /// steps than taken, or fewer epochs than done or started.
     pub fn check_reachable(&self, spec: &RunSpec) -> Result<(), Error> {
-        let name = spec.model.kind().name();
+        let name = spec.model.name();
         if let Some(steps) = spec.steps {
             if steps < self.global_step {
                 return Err(Error::Usage(format!(

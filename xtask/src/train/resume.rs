@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use clap::ValueEnum;
-use norma_layers::models::ModelKind;
 
-use crate::choices::ModelsChoice;
+use crate::choices::{ModelChoice, ModelsChoice};
 use crate::report::fmt_lr;
 use crate::train::args::TrainArgs;
 use crate::train::config::TrainConfig;
@@ -87,10 +86,10 @@ fn flag_value<T: ValueEnum>(value: T) -> String {
 /// value)`.
 fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
     let runs = &config.runs;
-    let stored_models = match runs.iter().map(|r| r.model.kind()).collect::<Vec<_>>()[..] {
-        [ModelKind::Lenet] => Some(ModelsChoice::Lenet),
-        [ModelKind::LenetBn] => Some(ModelsChoice::LenetBn),
-        [ModelKind::Lenet, ModelKind::LenetBn] => Some(ModelsChoice::Both),
+    let stored_models = match runs.iter().map(|r| r.model).collect::<Vec<_>>()[..] {
+        [ModelChoice::Lenet] => Some(ModelsChoice::Lenet),
+        [ModelChoice::LenetBn] => Some(ModelsChoice::LenetBn),
+        [ModelChoice::Lenet, ModelChoice::LenetBn] => Some(ModelsChoice::Both),
         _ => None,
     };
     // (flag, value given, values stored)
@@ -98,7 +97,14 @@ fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
         (
             "--model",
             args.model.map(flag_value),
-            vec![stored_models.map_or("?".into(), flag_value)],
+            // A run of lenet-gn or lenet-ln (a batch-size cell) has no --model value of its own.
+            vec![stored_models.map_or_else(
+                || {
+                    let names: Vec<&str> = runs.iter().map(|r| r.model.name()).collect();
+                    names.join(",")
+                },
+                flag_value,
+            )],
         ),
         (
             "--dataset",

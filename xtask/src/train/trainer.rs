@@ -23,7 +23,7 @@ pub struct ModelState {
 impl ModelState {
     /// The model's name (`lenet`, `lenet-bn`).
     pub fn name(&self) -> &'static str {
-        self.run.spec.model.kind().name()
+        self.run.spec.model.name()
     }
 }
 
@@ -141,7 +141,7 @@ fn end_epoch(
 /// left them, and `<model>-precise-bn.safetensors` with precise batch-norm statistics when the
 /// run computes them — and its checkpoint.
 fn finish(run: &mut ModelRun, p: &mut Progress, data: &Dataset, dir: &RunDir) -> Result<(), Error> {
-    let name = run.spec.model.kind().name();
+    let name = run.spec.model.name();
     // A completed run was just evaluated at the end of its last epoch; any other stop
     // happened after steps that no evaluation has seen yet. A diverged run keeps the weights
     // of its last good step, which may be too large to run in training mode without
