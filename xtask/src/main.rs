@@ -5,6 +5,10 @@
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
 //! - `placement`: LeNet-BN with batch norm before or after the activations
 //! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
+//! - `drift`: how the distribution of a layer's input moves during training, with and
+//!   without batch norm (Ioffe & Szegedy's Figure 1)
+//! - `smoothness`: how smooth the loss is along the gradient, with and without batch norm, and
+//!   "noisy" batch norm (Santurkar et al. 2018)
 //! - `bench`: training throughput of a full step, both models
 //!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
@@ -15,6 +19,7 @@ mod bench;
 mod checks;
 mod choices;
 mod divergence;
+mod drift;
 mod error;
 mod eval;
 mod eval_mode;
@@ -29,7 +34,9 @@ mod report;
 mod run_dir;
 mod setup;
 mod signals;
+mod smoothness;
 mod snapshot;
+mod steps;
 mod sweep;
 mod table;
 mod train;
@@ -72,6 +79,19 @@ enum Command {
     /// and in training mode with test batches of 1 to 1000 images, and how often an image's
     /// class changes with the other images in its batch.
     EvalMode(eval_mode::EvalModeArgs),
+    /// Internal covariate shift measured (Ioffe & Szegedy's Figure 1): the sigmoid MLP with and
+    /// without batch norm, and LeNet/LeNet-BN, with the percentiles of the activations' inputs
+    /// over training.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; nothing but config.json is written.
+    Drift(drift::DriftArgs),
+    /// Loss-landscape smoothness along the training trajectory of LeNet and LeNet-BN (Santurkar
+    /// et al. 2018, Figure 4), and the test accuracy of "noisy" batch norm.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; nothing but config.json is written.
+    Smoothness(smoothness::SmoothnessArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -121,6 +141,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| None),
         Command::Placement(args) => placement::run(args),
         Command::EvalMode(args) => eval_mode::run(args),
+        Command::Drift(args) => drift::run(args),
+        Command::Smoothness(args) => smoothness::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {
