@@ -19,10 +19,15 @@ pub fn mlp_chart(dir: &RunDir, args: &DriftArgs, models: &[ModelDrift]) -> Resul
         (Some(p), Some(b)) => (p, b),
         _ => return Err(Error::Plot("the MLP runs are missing".into())),
     };
+    // Hundreds of points per line by default: dots would hide the lines.
+    let line = |label: &str, color| Line {
+        markers: false,
+        ..Line::solid(label, color)
+    };
     let lines = [
-        Line::solid("without BN: test accuracy / median", 0),
+        line("without BN: test accuracy / median", 0),
         Line::band("without BN: 15th-85th percentile", 0),
-        Line::solid("with BN: test accuracy / median", 1),
+        line("with BN: test accuracy / median", 1),
         Line::band("with BN: 15th-85th percentile", 1),
     ];
     let y = percentile_range(plain.unit.iter().chain(&bn.unit).map(|(_, s)| s));
