@@ -6,6 +6,10 @@
 //! - `placement`: LeNet-BN with batch norm before or after the activations
 //! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
 //! - `batch-size`: test accuracy against batch size with no, batch, group and layer norm
+//! - `drift`: how the distribution of a layer's input moves during training, with and
+//!   without batch norm (Ioffe & Szegedy's Figure 1)
+//! - `smoothness`: how smooth the loss is along the gradient, with and without batch norm, and
+//!   "noisy" batch norm (Santurkar et al. 2018)
 //! - `bench`: training throughput of a full step, both models
 //!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
@@ -17,6 +21,7 @@ mod bench;
 mod checks;
 mod choices;
 mod divergence;
+mod drift;
 mod error;
 mod eval;
 mod eval_mode;
@@ -31,7 +36,9 @@ mod report;
 mod run_dir;
 mod setup;
 mod signals;
+mod smoothness;
 mod snapshot;
+mod steps;
 mod sweep;
 mod table;
 mod train;
@@ -80,6 +87,19 @@ enum Command {
     /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
     /// 143; the runs finished so far stay in the output folder.
     BatchSize(batch_size::BatchSizeArgs),
+    /// Internal covariate shift measured (Ioffe & Szegedy's Figure 1): the sigmoid MLP with and
+    /// without batch norm, and LeNet/LeNet-BN, with the percentiles of the activations' inputs
+    /// over training.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; nothing but config.json is written.
+    Drift(drift::DriftArgs),
+    /// Loss-landscape smoothness along the training trajectory of LeNet and LeNet-BN (Santurkar
+    /// et al. 2018, Figure 4), and the test accuracy of "noisy" batch norm.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; nothing but config.json is written.
+    Smoothness(smoothness::SmoothnessArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
 }
@@ -130,6 +150,8 @@ fn main() -> ExitCode {
         Command::Placement(args) => placement::run(args),
         Command::EvalMode(args) => eval_mode::run(args),
         Command::BatchSize(args) => batch_size::run(args),
+        Command::Drift(args) => drift::run(args),
+        Command::Smoothness(args) => smoothness::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
     };
     match result {

@@ -73,6 +73,9 @@ pub struct Line {
     pub dashed: bool,
     /// Draw a dot at every point (off for reference lines such as a constant level).
     pub markers: bool,
+    /// A shaded area rather than a line: its series' points are the outline of a polygon
+    /// (see [`band`]), filled in a light shade of the color.
+    pub fill: bool,
 }
 
 impl Line {
@@ -83,6 +86,7 @@ impl Line {
             color,
             dashed: false,
             markers: true,
+            fill: false,
         }
     }
 
@@ -101,7 +105,36 @@ impl Line {
             ..Line::dashed(label, color)
         }
     }
+
+    /// A shaded range (a min–max band); its series' points come from [`band`].
+    pub fn band(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            markers: false,
+            fill: true,
+            ..Line::solid(label, color)
+        }
+    }
 }
+
+/// The outline of the area between `lower` and `upper` (points at the same x, in order): along
+/// the lower edge, then back along the upper one. Points with a value that is not finite are
+/// left out of both edges.
+pub fn band(lower: &[(f64, f64)], upper: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let pairs: Vec<((f64, f64), (f64, f64))> = lower
+        .iter()
+        .zip(upper)
+        .filter(|(l, u)| l.1.is_finite() && u.1.is_finite())
+        .map(|(l, u)| (*l, *u))
+        .collect();
+    pairs
+        .iter()
+        .map(|(l, _)| *l)
+        .chain(pairs.iter().rev().map(|(_, u)| *u))
+        .collect()
+}
+
+/// How opaque a band's fill is.
+const BAND_OPACITY: f64 = 0.25;
 
 /// One line of a panel: the legend entry it belongs to, and its points.
 pub struct Series {
@@ -192,6 +225,13 @@ where
             return Err(format!("series of unknown legend entry {}", s.line));
         };
         let style = line_style(line);
+        if line.fill {
+            let shade = color(line.color).mix(BAND_OPACITY).filled();
+            chart
+                .draw_series(std::iter::once(Polygon::new(s.points, shade)))
+                .map_err(err)?;
+            continue;
+        }
         if line.dashed {
             chart
                 .draw_series(DashedLineSeries::new(
@@ -253,7 +293,11 @@ fn draw_legend<DB: DrawingBackend>(
     for (line, &(x, y)) in legend.lines.iter().zip(&legend.positions) {
         let mid = y + LEGEND_ROW as i32 / 2;
         let sample = vec![(x, mid), (x + 34, mid)];
-        if line.dashed {
+        if line.fill {
+            let shade = color(line.color).mix(BAND_OPACITY).filled();
+            area.draw(&Rectangle::new([(x, mid - 8), (x + 34, mid + 8)], shade))
+                .map_err(e)?;
+        } else if line.dashed {
             area.draw(&DashedPathElement::new(
                 sample,
                 DASH.0,
@@ -361,6 +405,16 @@ pub fn finite_max(values: impl IntoIterator<Item = f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_band_runs_along_the_lower_edge_and_back_along_the_upper() {
+        let lower = [(0.0, 1.0), (1.0, f64::NAN), (2.0, 2.0)];
+        let upper = [(0.0, 3.0), (1.0, 4.0), (2.0, 5.0)];
+        assert_eq!(
+            band(&lower, &upper),
+            [(0.0, 1.0), (2.0, 2.0), (2.0, 5.0), (0.0, 3.0)]
+        );
+    }
 
     #[test]
     fn legend_entries_wrap_inside_the_strip() {

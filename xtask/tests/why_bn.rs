@@ -1,0 +1,232 @@
+//! The "why batch norm works" experiments end to end on tiny budgets: `drift` (Ioffe &
+//! Szegedy's Figure 1) and `smoothness` (Santurkar et al.'s Figure 4 and noisy batch norm).
+//! With NORMA_REQUIRE_DATA=1 a missing Fashion-MNIST fails these tests instead of skipping
+//! them.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_report, fails_clearly, have_data, json, no_data, succeeds};
+use serde_json::Value;
+
+const TINY: [&str; 2] = ["--train-samples", "600"];
+
+fn drift(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["drift", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    succeeds(&args)
+}
+
+fn smoothness(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["smoothness", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    succeeds(&args)
+}
+
+fn model<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {results}"))
+}
+
+fn steps_of(records: &Value) -> Vec<u64> {
+    records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// The lines of `accuracy.csv` for `model`, without the model's name.
+fn curve(dir: &Path, model: &str) -> Vec<String> {
+    let prefix = format!("{model},");
+    std::fs::read_to_string(dir.join("accuracy.csv"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn drift_records_the_percentiles_of_all_four_models_and_reports() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("drift");
+    let result = drift(
+        &out,
+        &["--steps", "20", "--lenet-steps", "10", "--every", "5"],
+    );
+    let r = json(&out.join("drift.json"));
+    for name in ["mlp", "mlp-bn", "lenet", "lenet-bn"] {
+        let m = model(&r, name);
+        let budget = if name.starts_with("mlp") { 20 } else { 10 };
+        let expected: Vec<u64> = (0..=budget).step_by(5).collect();
+        assert_eq!(steps_of(&m["curve"]), expected, "{name}");
+        assert_eq!(m["ending"], "completed");
+        // Statistics on passes 1, 6, 11, ... of every activation.
+        let layers = m["layers"].as_array().unwrap();
+        let count = if name.starts_with("mlp") { 3 } else { 4 };
+        assert_eq!(layers.len(), count, "{name}");
+        let passes: Vec<u64> = (1..=budget).step_by(5).collect();
+        for l in layers {
+            assert_eq!(steps_of(&l["records"]), passes, "{name} {}", l["layer"]);
+        }
+        assert_eq!(
+            m["unit"].as_array().unwrap().is_empty(),
+            !name.starts_with("mlp")
+        );
+    }
+    // The MLPs start from the same linear weights; batch norm (γ = 1, β = 0 at the start)
+    // makes each unit's input zero-mean and unit-variance over the batch, so the whole first
+    // layer's input has mean 0 and standard deviation 1 on the first pass; without it, it
+    // does not.
+    let first = |name: &str| model(&r, name)["layers"][0]["records"][0].clone();
+    let bn = first("mlp-bn");
+    assert!(bn["mean"].as_f64().unwrap().abs() < 1e-4, "{bn}");
+    assert!((bn["std"].as_f64().unwrap() - 1.0).abs() < 1e-3, "{bn}");
+    assert_eq!(bn["count"], 60 * 100);
+    let plain = first("mlp");
+    assert!(
+        (plain["std"].as_f64().unwrap() - 1.0).abs() > 0.05,
+        "{plain}"
+    );
+    let unit = &model(&r, "mlp")["unit"];
+    assert_eq!(steps_of(unit), [1, 6, 11, 16]);
+    assert_eq!(unit[0]["count"], 60, "one unit over a batch of 60");
+    let p = &unit[3];
+    assert!(p["p15"].as_f64() <= p["p50"].as_f64() && p["p50"].as_f64() <= p["p85"].as_f64());
+    let csv = std::fs::read_to_string(out.join("drift.csv")).unwrap();
+    assert!(csv.starts_with("model,layer,unit,step,p15,p50,p85,mean,std,count\n"));
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with("mlp,act3,0,")).count(),
+        4
+    );
+    for file in [
+        "drift-mlp.png",
+        "drift-mlp.svg",
+        "drift-lenet.png",
+        "drift-lenet.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let text = common::stdout(&result);
+    assert!(text.contains("act3, unit 0"), "{text}");
+    assert_report(&out, &["drift", "Pre-activation percentiles", "mlp-bn"]);
+    assert_eq!(json(&out.join("config.json"))["experiment"], "drift");
+}
+
+#[test]
+fn smoothness_probes_both_models_without_changing_their_trajectory() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smoothness");
+    smoothness(&out, &["--steps", "20", "--every", "5", "--lr", "1"]);
+    let r = json(&out.join("smoothness.json"));
+    for name in ["lenet", "lenet-bn"] {
+        let m = model(&r, name);
+        assert_eq!(steps_of(&m["probes"]), [0, 5, 10, 15], "{name}");
+        for p in m["probes"].as_array().unwrap() {
+            let etas: Vec<f64> = p["etas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(etas, [0.25, 0.5, 1.0, 2.0, 4.0]);
+            let (lo, hi) = (
+                p["loss_min"].as_f64().unwrap(),
+                p["loss_max"].as_f64().unwrap(),
+            );
+            assert!(lo <= hi && lo > 0.0, "{p}");
+            let beta = p["beta"].as_f64().unwrap();
+            assert!(beta > 0.0 && beta.is_finite(), "{p}");
+            // β is the largest gradient change per distance moved.
+            let norm = p["grad_norm"].as_f64().unwrap();
+            let ratios = etas
+                .iter()
+                .zip(p["grad_changes"].as_array().unwrap())
+                .map(|(e, c)| c.as_f64().unwrap() / (e * norm));
+            let max = ratios.fold(f64::MIN, f64::max);
+            assert!((beta - max).abs() <= 1e-12 * max, "{p}");
+        }
+    }
+    assert!(model(&r, "lenet-bn-noisy")["probes"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // The noise took effect: same initial weights and batches as LeNet-BN, other accuracies.
+    assert_ne!(
+        curve(&out, "lenet-bn")[1..],
+        curve(&out, "lenet-bn-noisy")[1..]
+    );
+    // The same LeNet-BN trained by drift (same seed, lr 1.0, batches and evaluation steps,
+    // no probes) follows the same trajectory: the probes changed nothing.
+    let plain = dir.path().join("drift");
+    drift(
+        &plain,
+        &["--steps", "5", "--lenet-steps", "20", "--every", "5"],
+    );
+    assert_eq!(curve(&out, "lenet-bn").len(), 5);
+    assert_eq!(curve(&out, "lenet-bn"), curve(&plain, "lenet-bn"));
+    let csv = std::fs::read_to_string(out.join("smoothness.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 4, "{csv}");
+    for file in [
+        "smoothness.png",
+        "smoothness.svg",
+        "noisy-bn.png",
+        "noisy-bn.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert_report(&out, &["smoothness", "Noisy batch norm", "U(1, 3)", "β"]);
+}
+
+#[test]
+fn bad_options_fail_before_any_data_or_folder() {
+    let data = no_data();
+    let d = data.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let o = out.to_str().unwrap();
+    fails_clearly(
+        &["drift", "--steps", "0", "--data-dir", d, "--out", o],
+        &["--steps must be at least 1"],
+    );
+    fails_clearly(
+        &["drift", "--init-std", "-1", "--data-dir", d, "--out", o],
+        &["--init-std", "-1"],
+    );
+    fails_clearly(
+        &[
+            "drift",
+            "--train-samples",
+            "100",
+            "--data-dir",
+            d,
+            "--out",
+            o,
+        ],
+        &["--train-samples 100", "256"],
+    );
+    fails_clearly(
+        &["smoothness", "--every", "0", "--data-dir", d, "--out", o],
+        &["--every must be at least 1"],
+    );
+    fails_clearly(
+        &["smoothness", "--lr", "0", "--data-dir", d, "--out", o],
+        &["--lr must be a positive"],
+    );
+    assert!(!out.exists());
+}
