@@ -27,7 +27,7 @@ use norma_layers::{ActivationStats, InputObserver, Sequential, Summary};
 use norma_tensor::{Rng, Tensor};
 use serde::Serialize;
 
-use crate::choices::{default_lr, OptimizerChoice};
+use crate::choices::{default_lr, ModelChoice, OptimizerChoice};
 use crate::experiment::{self, CommonArgs};
 use crate::html::Page;
 use crate::model_run::DEFAULT_BATCH_SIZE;
@@ -258,11 +258,11 @@ fn plans(args: &DriftArgs) -> Vec<Plan> {
     };
     let mut out = vec![mlp("mlp"), mlp("mlp-bn")];
     if args.lenet_steps > 0 {
-        for kind in models::ModelKind::ALL {
+        for model in [ModelChoice::Lenet, ModelChoice::LenetBn] {
             out.push(Plan {
-                name: kind.name(),
+                name: model.name(),
                 steps: args.lenet_steps,
-                lr: default_lr(kind, OptimizerChoice::Sgd),
+                lr: default_lr(model, OptimizerChoice::Sgd),
                 batch_size: DEFAULT_BATCH_SIZE,
             });
         }
@@ -353,8 +353,8 @@ fn describe(args: &DriftArgs) -> String {
             " LeNet and LeNet-BN (sigmoid, batch {DEFAULT_BATCH_SIZE}, lr {} and {}), {} steps \
              each: the percentiles of each activation's whole input (LeNet-BN: each batch \
              norm's output).",
-            fmt_lr(default_lr(models::ModelKind::Lenet, OptimizerChoice::Sgd)),
-            fmt_lr(default_lr(models::ModelKind::LenetBn, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelChoice::Lenet, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd)),
             args.lenet_steps
         );
     }
