@@ -27,14 +27,18 @@ pub use args::TrainArgs;
 pub use config::TrainConfig;
 pub use trainer::ModelState;
 
+use std::rc::Rc;
+
 use norma_datasets::Dataset;
+use norma_distributed::Communicator;
 
 use crate::model_run::ModelRun;
+use crate::parallel::{self, Job};
 use crate::report::{self, RunRecord};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::train::progress::Progress;
-use crate::{experiment, html, setup, Error};
+use crate::{html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -46,37 +50,194 @@ pub struct Outcome {
 
 /// Runs `train-lenet`; returns the signal that interrupted it, if one did.
 pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
-    let (config, dir, states) = match &args.resume {
+    let comm = parallel::communicator(args.bn)?;
+    run_on(args, comm)
+    // The communicator's last handle is gone here: MPI is finalized before main returns.
+}
+
+/// What process 0 prepares before anything is shared: the configuration, the claimed run
+/// folder and every model's state.
+type Prepared = (TrainConfig, RunDir, Vec<ModelState>);
+
+/// Process 0's start: checks the options, claims the run folder (or reads the stored run for
+/// `--resume`) and builds every model from its seed, `--init` file or checkpoint.
+fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> {
+    match &args.resume {
         Some(path) => {
             let dir = RunDir::existing("--resume", path)?;
-            let config = resume::resumed(path, &args)?;
+            let mut config = resume::resumed(path, args)?;
+            config.data_parallel = parallel::settle(Some(config.data_parallel), args.bn, size)?;
             setup::threads(config.threads)?;
             let states = load_states(&config, &dir)?;
-            (config, dir, states)
+            Ok((config, dir, states))
         }
         None => {
-            let config = config::from_args(&args)?;
+            let mut config = config::from_args(args)?;
+            config.data_parallel = parallel::settle(None, args.bn, size)?;
             let dir = RunDir::create(args.common.out.as_deref(), "train-lenet-")?;
             setup::threads(config.threads)?;
             let states = new_states(&config)?;
-            (config, dir, states)
+            Ok((config, dir, states))
+        }
+    }
+}
+
+/// `train-lenet` as one process of the job of `comm` (see [`crate::parallel`]): process 0
+/// prepares the run and sends the configuration and every model's state to the others; then
+/// all train together, and process 0 alone prints and writes.
+pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
+    let root = comm.is_root();
+    let prepared = root.then(|| prepare(&args, comm.size()));
+    let config_bytes = match &prepared {
+        Some(Ok((config, _, _))) => Some(
+            serde_json::to_vec(config)
+                .map_err(|e| Error::Usage(format!("the configuration: {e}")))?,
+        ),
+        _ => None,
+    };
+    // Process 0 says whether it could start (and with which configuration).
+    let shared = parallel::broadcast_blob(comm.as_ref(), config_bytes)?;
+    let (config, dir, states) = match prepared {
+        Some(prepared) => {
+            let (config, dir, states) = prepared?;
+            (config, Some(dir), states)
+        }
+        None => {
+            let Some(bytes) = shared else {
+                return Err(Error::StoppedByRoot);
+            };
+            let config: TrainConfig = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Usage(format!("the configuration sent by process 0: {e}")))?;
+            setup::threads(config.threads)?;
+            let states = config
+                .runs
+                .iter()
+                .map(|spec| {
+                    Ok(ModelState {
+                        progress: Progress::fresh(spec),
+                        run: ModelRun::fresh(spec.clone())?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            (config, None, states)
         }
     };
-    let Some(data) = experiment::load_data(
+    let job = Job::new(comm, config.data_parallel);
+    if !job.is_parallel() {
+        let dir = dir.ok_or(Error::StoppedByRoot)?;
+        return train_and_report(&config, &dir, states, &job);
+    }
+    // From here on an error on one process leaves the others waiting: it ends the job.
+    match share_and_train(&config, dir.as_ref(), states, &job) {
+        Ok(stopped_by) => Ok(stopped_by),
+        Err(Error::StoppedByRoot) => Err(Error::StoppedByRoot),
+        Err(e) => job.comm().abort(1, &e),
+    }
+}
+
+/// A data-parallel run after the configuration is agreed: every model's state from process 0,
+/// batch norms synchronized (`--bn sync`), the data loaded on every process, then training.
+fn share_and_train(
+    config: &TrainConfig,
+    dir: Option<&RunDir>,
+    mut states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    for state in &mut states {
+        let blob = match dir {
+            Some(_) => Some(checkpoint::state_blob(&state.run, &state.progress)?),
+            None => None,
+        };
+        let blob = parallel::broadcast_blob(job.comm().as_ref(), blob)?
+            .ok_or_else(|| Error::Usage("process 0 sent no model state".into()))?;
+        if dir.is_none() {
+            state.progress = checkpoint::load_blob(&mut state.run, &blob)?;
+        }
+        if job.synchronizes() {
+            state.run.synchronize(job.comm().clone());
+        }
+    }
+    match dir {
+        Some(dir) => train_and_report(config, dir, states, job),
+        None => train_quietly(config, states, job),
+    }
+}
+
+/// The data, loaded on this process (quietly except on process 0); `None` when a signal
+/// arrived meanwhile on any process of the job (collective when data-parallel).
+fn load_data(config: &TrainConfig, job: &Job) -> Result<Option<Dataset>, Error> {
+    signals::watch();
+    let data = setup::load_data_reporting(
         config.dataset,
         config.data_dir.as_deref(),
         config.train_samples,
-    )?
-    else {
-        // Stopped while the data loaded: nothing was written.
+        job.is_root(),
+    )?;
+    let mut stopped = [f64::from(u8::from(signals::received().is_some()))];
+    job.comm().all_reduce_sum_f64(&mut stopped)?;
+    if stopped[0] > 0.0 {
+        if job.is_root() {
+            let name = signals::received().map_or("a signal on another process", Signal::name);
+            eprintln!("{name}: stopped before training");
+        }
+        return Ok(None);
+    }
+    // Every process checks the same numbers, so all stop here together.
+    let train_len = data.train.len();
+    for spec in &config.runs {
+        let local_bn = job.bn() == parallel::BnChoice::Local && spec.model.kind().has_batch_norm();
+        if let Err(e) = parallel::check_shards(
+            train_len,
+            spec.batch_size,
+            spec.last_batch(),
+            job.size(),
+            local_bn,
+        ) {
+            return Err(if job.is_root() {
+                e
+            } else {
+                Error::StoppedByRoot
+            });
+        }
+    }
+    Ok(Some(data))
+}
+
+/// Training on a process other than 0 of a data-parallel job: the same steps, nothing written
+/// or printed.
+fn train_quietly(
+    config: &TrainConfig,
+    states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    let Some(data) = load_data(config, job)? else {
         return Ok(signals::received());
     };
+    Ok(execute_on(config, None, &data, states, job)?.stopped_by)
+}
+
+/// Training on process 0 (or alone), with everything printed and written.
+fn train_and_report(
+    config: &TrainConfig,
+    dir: &RunDir,
+    states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    let Some(data) = load_data(config, job)? else {
+        // Stopped while the data loaded: nothing was written.
+        return Ok(signals::received().or(Some(Signal::Interrupt)));
+    };
     eprintln!(
-        "writing to {} ({} threads)",
+        "writing to {} ({} threads{})",
         dir.path().display(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        if job.is_parallel() {
+            format!(" per process; {}", job.describe())
+        } else {
+            String::new()
+        }
     );
-    let outcome = execute(&config, &dir, &data, states)?;
+    let outcome = execute_on(config, Some(dir), &data, states, job)?;
     println!("\n{}", report::summary(&outcome.records).text());
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
@@ -89,9 +250,14 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
         "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
+    let launcher = if job.is_parallel() {
+        format!("mpirun -np {} ", job.size())
+    } else {
+        String::new()
+    };
     match outcome.stopped_by {
         Some(signal) => eprintln!(
-            "interrupted by {}; checkpoints are in {}. Resume with:\n  cargo xtask train-lenet --resume {}",
+            "interrupted by {}; checkpoints are in {}. Resume with:\n  {launcher}cargo xtask train-lenet --resume {}",
             signal.name(),
             dir.file("checkpoint").display(),
             dir.path().display()
@@ -136,34 +302,53 @@ fn load_states(config: &TrainConfig, dir: &RunDir) -> Result<Vec<ModelState>, Er
 }
 
 /// Trains every model of `config` from `states` on `data`, writing all outputs into `dir`;
-/// stops early (after saving checkpoints) on SIGINT or SIGTERM.
+/// stops early (after saving checkpoints) on SIGINT or SIGTERM. One process.
 pub fn execute(
     config: &TrainConfig,
     dir: &RunDir,
     data: &Dataset,
-    mut states: Vec<ModelState>,
+    states: Vec<ModelState>,
 ) -> Result<Outcome, Error> {
-    dir.write_json("config.json", config)?;
-    for state in &states {
-        // A new run has a checkpoint from the start: `--resume` never has to guess.
-        let ckpt = checkpoint::dir(dir.path(), state.name());
-        if !checkpoint::exists(&ckpt) {
-            checkpoint::save(&ckpt, &state.run, &state.progress)?;
+    execute_on(config, Some(dir), data, states, &Job::single())
+}
+
+/// [`execute`] as one process of `job`: every process trains, process 0 (the one with `dir`)
+/// writes and prints; the records are process 0's.
+fn execute_on(
+    config: &TrainConfig,
+    dir: Option<&RunDir>,
+    data: &Dataset,
+    mut states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Outcome, Error> {
+    if let Some(dir) = dir {
+        dir.write_json("config.json", config)?;
+        for state in &states {
+            // A new run has a checkpoint from the start: `--resume` never has to guess.
+            let ckpt = checkpoint::dir(dir.path(), state.name());
+            if !checkpoint::exists(&ckpt) {
+                checkpoint::save(&ckpt, &state.run, &state.progress)?;
+            }
         }
+        println!("{}", report::table_header());
     }
-    println!("{}", report::table_header());
     let mut stopped_by = None;
     for i in 0..states.len() {
-        stopped_by = trainer::train(&mut states[i], data, dir)?;
-        let records: Vec<RunRecord> = states.iter().map(|s| s.progress.record.clone()).collect();
-        report::write_metrics(dir, &records)?;
+        stopped_by = trainer::train(&mut states[i], data, dir, job)?;
+        if let Some(dir) = dir {
+            let records: Vec<RunRecord> =
+                states.iter().map(|s| s.progress.record.clone()).collect();
+            report::write_metrics(dir, &records)?;
+        }
         if stopped_by.is_some() {
             break;
         }
     }
     let records: Vec<RunRecord> = states.into_iter().map(|s| s.progress.record).collect();
-    let curves = curves::training_curves(dir, &records).transpose();
-    page::page(config, &records, curves).write(dir)?;
+    if let Some(dir) = dir {
+        let curves = curves::training_curves(dir, &records).transpose();
+        page::page(config, &records, curves).write(dir)?;
+    }
     Ok(Outcome {
         records,
         stopped_by,
