@@ -354,3 +354,136 @@ fn execute_on(
         stopped_by,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Data-parallel `train-lenet` on threads standing in for processes
+    //! (`norma_distributed::testing::run_group`), so that plain `cargo test` checks the
+    //! sharding, the weighted loss, the one gradient all-reduce, the state sent by process 0
+    //! and synchronized batch norm; `tests/data_parallel.rs` runs the same under mpirun.
+
+    use std::path::Path;
+
+    use norma_distributed::testing::run_group;
+    use norma_distributed::SingleProcess;
+    use norma_layers::checkpoint::{self as weights, StateValue};
+
+    use super::*;
+    use crate::choices::ModelsChoice;
+    use crate::experiment::CommonArgs;
+    use crate::parallel::BnChoice;
+
+    /// 20 steps of LeNet-BN in file order, batch `batch`, on the first `samples` images.
+    fn args(out: &Path, batch: usize, samples: usize, bn: Option<BnChoice>) -> TrainArgs {
+        TrainArgs {
+            model: Some(ModelsChoice::LenetBn),
+            common: CommonArgs {
+                train_samples: Some(samples),
+                out: Some(out.to_path_buf()),
+                ..CommonArgs::default()
+            },
+            batch_size: Some(batch),
+            steps: Some(20),
+            no_shuffle: true,
+            precise_bn: Some(0),
+            bn,
+            ..TrainArgs::default()
+        }
+    }
+
+    /// Every value of the saved weights, running statistics and counters, by tensor.
+    fn saved(run: &Path) -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(run.join("lenet-bn.safetensors")).unwrap();
+        weights::from_bytes(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(name, v)| match v {
+                StateValue::F32(t) => (name, t.as_slice().to_vec()),
+                StateValue::I64(c) => (name, vec![c as f32]),
+                _ => unreachable!("LeNet-BN has f32 tensors and i64 counters"),
+            })
+            .collect()
+    }
+
+    /// The largest per-tensor max |a − b| / max |b|; tensors below 1e-4 (the biases before
+    /// batch norm, whose exact gradient is zero: rounding noise) compared absolutely.
+    fn difference(a: &Path, b: &Path) -> f32 {
+        let mut worst = 0.0f32;
+        for ((name, x), (other, y)) in saved(a).iter().zip(&saved(b)) {
+            assert_eq!(name, other);
+            let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = x
+                .iter()
+                .zip(y)
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            let d = if scale < 1e-4 { diff } else { diff / scale };
+            worst = worst.max(if d.is_nan() { f32::INFINITY } else { d });
+        }
+        worst
+    }
+
+    fn have_data() -> bool {
+        let present = Path::new(norma_datasets::DEBIAN_FASHION_MNIST_DIR)
+            .join("train-images-idx3-ubyte.gz")
+            .is_file();
+        assert!(
+            present || std::env::var("NORMA_REQUIRE_DATA").as_deref() != Ok("1"),
+            "NORMA_REQUIRE_DATA=1 but Fashion-MNIST is not installed"
+        );
+        present
+    }
+
+    /// Trains on `size` threads; the run folder is thread 0's.
+    fn on_threads(size: usize, args: impl Fn() -> TrainArgs + Sync) {
+        let results = run_group(size, |comm| run_on(args(), comm).map_err(|e| e.to_string()));
+        for (rank, r) in results.into_iter().enumerate() {
+            assert_eq!(r, Ok(None), "thread {rank}");
+        }
+    }
+
+    #[test]
+    fn threads_with_synchronized_batch_norm_train_as_one_process() {
+        if !have_data() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |name: &str| tmp.path().join(name);
+        run_on(args(&dir("one"), 256, 5120, None), Rc::new(SingleProcess)).unwrap();
+        on_threads(2, || args(&dir("sync2"), 256, 5120, None));
+        let d = difference(&dir("sync2"), &dir("one"));
+        assert!(d <= 1e-5, "2 threads, --bn sync: {d:e}");
+        on_threads(2, || args(&dir("local2"), 256, 5120, Some(BnChoice::Local)));
+        let d = difference(&dir("local2"), &dir("one"));
+        assert!(d > 1e-3, "2 threads, --bn local should differ: {d:e}");
+        // 250 over 3: shards of 84, 83, 83.
+        run_on(
+            args(&dir("one250"), 250, 5000, None),
+            Rc::new(SingleProcess),
+        )
+        .unwrap();
+        on_threads(3, || args(&dir("sync3"), 250, 5000, None));
+        let d = difference(&dir("sync3"), &dir("one250"));
+        assert!(d <= 1e-5, "3 threads, batch 250, --bn sync: {d:e}");
+        // Only thread 0 wrote: nothing but the five run folders.
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["local2", "one", "one250", "sync2", "sync3"]);
+    }
+
+    #[test]
+    fn a_process_zero_that_cannot_start_stops_the_others_quietly() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("taken"), "a user's file").unwrap();
+        let results = run_group(2, |comm| {
+            run_on(args(tmp.path(), 256, 5120, None), comm).map_err(|e| e.to_string())
+        });
+        assert!(
+            results[0].as_ref().unwrap_err().contains("is not empty"),
+            "{results:?}"
+        );
+        assert_eq!(results[1], Err(Error::StoppedByRoot.to_string()));
+    }
+}
