@@ -131,7 +131,7 @@ fn difference(a: &Path, b: &Path) -> (f32, String) {
     worst
 }
 
-fn steps(batch: &str, samples: &str) -> Vec<String> {
+fn steps(batch: &str, samples: &str, precise: &str) -> Vec<String> {
     [
         "train-lenet",
         "--model",
@@ -144,7 +144,7 @@ fn steps(batch: &str, samples: &str) -> Vec<String> {
         "--train-samples",
         samples,
         "--precise-bn",
-        "0",
+        precise,
         "--threads",
         "1",
         "--init",
@@ -196,12 +196,20 @@ fn synchronized_batch_norm_trains_as_one_process_at_any_process_count() {
     let weights = |run: &str| cwd.join(run).join("lenet-bn.safetensors");
 
     // Batch 256 over 2 processes (128 + 128); one process is the MPI build without mpirun.
-    let b256 = steps("256", "5120");
+    // Precise statistics from 5 batches, computed by process 0 alone.
+    let b256 = steps("256", "5120", "5");
     train(cwd, 0, &with(&b256, &["--out", "one"]));
     let out = train(cwd, 2, &with(&b256, &["--out", "sync2"]));
     let (d, name) = difference(&weights("sync2"), &weights("one"));
     println!("np 2, --bn sync vs one process: largest difference {d:.2e} ({name})");
     assert!(d <= TOL, "np 2 sync differs by {d:e} in {name}");
+    let precise = |run: &str| cwd.join(run).join("lenet-bn-precise-bn.safetensors");
+    let (d, name) = difference(&precise("sync2"), &precise("one"));
+    println!("np 2, --bn sync vs one process, precise statistics: {d:.2e} ({name})");
+    assert!(
+        d <= TOL,
+        "np 2 sync precise statistics differ by {d:e} in {name}"
+    );
     // Only process 0 prints (its last line once) and writes.
     let printed = stdout(&out);
     assert_eq!(
@@ -224,7 +232,7 @@ fn synchronized_batch_norm_trains_as_one_process_at_any_process_count() {
     );
 
     // A batch of 250 over 3 processes: shards of 84, 83 and 83.
-    let b250 = steps("250", "5000");
+    let b250 = steps("250", "5000", "0");
     train(cwd, 0, &with(&b250, &["--out", "one250"]));
     train(cwd, 3, &with(&b250, &["--out", "sync3"]));
     let (d, name) = difference(&weights("sync3"), &weights("one250"));

@@ -393,7 +393,11 @@ mod tests {
 
     /// Every value of the saved weights, running statistics and counters, by tensor.
     fn saved(run: &Path) -> Vec<(String, Vec<f32>)> {
-        let bytes = std::fs::read(run.join("lenet-bn.safetensors")).unwrap();
+        saved_file(&run.join("lenet-bn.safetensors"))
+    }
+
+    fn saved_file(path: &Path) -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(path).unwrap();
         weights::from_bytes(&bytes)
             .unwrap()
             .into_iter()
@@ -408,8 +412,12 @@ mod tests {
     /// The largest per-tensor max |a − b| / max |b|; tensors below 1e-4 (the biases before
     /// batch norm, whose exact gradient is zero: rounding noise) compared absolutely.
     fn difference(a: &Path, b: &Path) -> f32 {
+        difference_of(saved(a), saved(b))
+    }
+
+    fn difference_of(a: Vec<(String, Vec<f32>)>, b: Vec<(String, Vec<f32>)>) -> f32 {
         let mut worst = 0.0f32;
-        for ((name, x), (other, y)) in saved(a).iter().zip(&saved(b)) {
+        for ((name, x), (other, y)) in a.iter().zip(&b) {
             assert_eq!(name, other);
             let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = x
@@ -448,10 +456,22 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = |name: &str| tmp.path().join(name);
-        run_on(args(&dir("one"), 256, 5120, None), Rc::new(SingleProcess)).unwrap();
-        on_threads(2, || args(&dir("sync2"), 256, 5120, None));
+        // With precise statistics from 5 batches, computed by thread 0 alone.
+        let precise = |out: &Path| TrainArgs {
+            precise_bn: Some(5),
+            ..args(out, 256, 5120, None)
+        };
+        run_on(precise(&dir("one")), Rc::new(SingleProcess)).unwrap();
+        on_threads(2, || precise(&dir("sync2")));
         let d = difference(&dir("sync2"), &dir("one"));
         assert!(d <= 1e-5, "2 threads, --bn sync: {d:e}");
+        let file = |run: &str| saved_file(&dir(run).join("lenet-bn-precise-bn.safetensors"));
+        let d = difference_of(file("sync2"), file("one"));
+        assert!(d <= 1e-5, "2 threads, --bn sync, precise statistics: {d:e}");
+        assert!(
+            difference_of(file("one"), saved(&dir("one"))) > 1e-3,
+            "the precise statistics are not the running ones"
+        );
         on_threads(2, || args(&dir("local2"), 256, 5120, Some(BnChoice::Local)));
         let d = difference(&dir("local2"), &dir("one"));
         assert!(d > 1e-3, "2 threads, --bn local should differ: {d:e}");
