@@ -250,14 +250,16 @@ fn train_and_report(
         "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
+    // Under mpirun the binary is started directly (cargo xtask would build without `mpi`).
     let launcher = if job.is_parallel() {
-        format!("mpirun -np {} ", job.size())
+        let binary = std::env::args().next().unwrap_or_else(|| "xtask".into());
+        format!("mpirun -np {} {binary}", job.size())
     } else {
-        String::new()
+        "cargo xtask".to_string()
     };
     match outcome.stopped_by {
         Some(signal) => eprintln!(
-            "interrupted by {}; checkpoints are in {}. Resume with:\n  {launcher}cargo xtask train-lenet --resume {}",
+            "interrupted by {}; checkpoints are in {}. Resume with:\n  {launcher} train-lenet --resume {}",
             signal.name(),
             dir.file("checkpoint").display(),
             dir.path().display()
