@@ -1,5 +1,6 @@
 //! [`Error`]: everything that can stop a command, each naming the input it concerns. `main`
-//! prints it as one line on stderr and exits with status 1.
+//! prints it as one line on stderr and exits with status 1 (silently for
+//! [`Error::StoppedByRoot`], whose reason process 0 prints).
 
 use std::path::PathBuf;
 
@@ -35,6 +36,13 @@ pub enum Error {
     },
     #[error("plot: {0}")]
     Plot(String),
+    /// Communication between the processes of a data-parallel job failed.
+    #[error(transparent)]
+    Comm(#[from] norma_distributed::CommError),
+    /// Process 0 of a data-parallel job could not start the run and says why; the other
+    /// processes stop with this error and print nothing.
+    #[error("process 0 could not start the run")]
+    StoppedByRoot,
 }
 
 impl From<norma_tensor::TensorError> for Error {

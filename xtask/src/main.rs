@@ -29,6 +29,7 @@ mod experiment;
 mod files;
 mod html;
 mod model_run;
+mod parallel;
 mod placement;
 mod plot;
 mod precise;
@@ -143,6 +144,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !matches!(cli.command, Command::TrainLenet(_)) {
+        if let Some(size) = norma_distributed::launcher_size().filter(|&k| k > 1) {
+            eprintln!(
+                "error: only train-lenet runs data-parallel; start this command without mpirun \
+                 (it was started as one of {size} processes)"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::TrainLenet(args) => train::run(args),
         Command::LrSweep(args) => sweep::run(args),
@@ -157,6 +167,8 @@ fn main() -> ExitCode {
     match result {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(signal)) => ExitCode::from(signal.exit_code()),
+        // Process 0 of the data-parallel job has said why.
+        Err(Error::StoppedByRoot) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -2,18 +2,21 @@
 //! training step and to evaluate.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use norma_autograd::{no_grad, Var};
 use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order, Split};
+use norma_distributed::Communicator;
 use norma_layers::checkpoint;
-use norma_layers::{Module, Sequential};
+use norma_layers::{convert_sync_batch_norm, Module, Sequential};
 use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use norma_tensor::Rng;
+use norma_tensor::{Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::choices::{
     build_model, default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice,
 };
+use crate::parallel::{self, Job};
 use crate::snapshot::Snapshot;
 use crate::{divergence, precise, Error};
 
@@ -113,6 +116,9 @@ pub struct ModelRun {
     pub spec: RunSpec,
     pub model: Sequential,
     pub optimizer: Box<dyn Optimizer>,
+    /// Whether the model's batch norms are synchronized over a data-parallel job
+    /// ([`ModelRun::synchronize`]).
+    pub synchronized: bool,
 }
 
 /// Loss and correct predictions of one training step, and whether it diverged.
@@ -164,6 +170,7 @@ impl ModelRun {
             spec,
             model,
             optimizer,
+            synchronized: false,
         })
     }
 
@@ -193,6 +200,110 @@ impl ModelRun {
             correct,
             diverged,
         })
+    }
+
+    /// Makes the model's batch norms synchronized over `comm` (statistics of the global batch).
+    pub fn synchronize(&mut self, comm: Rc<dyn Communicator>) {
+        self.synchronized = !convert_sync_batch_norm(&mut self.model, comm).is_empty();
+    }
+
+    /// [`ModelRun::step`] in a data-parallel job (collective; see [`crate::parallel`]): this
+    /// process's shard of the global `batch` forward and backward with its loss weighted by
+    /// its share of the batch, then ONE all-reduce of the flat buffer [every parameter
+    /// gradient, weighted loss, correct count, stop flag], whose sum is the gradient of the
+    /// global batch's mean loss; then the optimizer step, identical on every process. Whether
+    /// the step diverged is decided on the global loss (and, with per-process batch-norm
+    /// statistics, on every process's buffers: one more all-reduce of one value), so every
+    /// process undoes it or none does. `stop` is this process's wish to stop (a signal); the
+    /// returned flag says whether any process has one.
+    pub fn step_data_parallel(
+        &mut self,
+        batch: Batch,
+        job: &Job,
+        stop: bool,
+    ) -> Result<(StepOutcome, bool), Error> {
+        let comm = job.comm().as_ref();
+        let (shard, global) = parallel::shard_of(batch, comm)?;
+        let weight = shard.labels.len() as f32 / global as f32;
+        let before = Snapshot::take(&self.model);
+        self.model.train();
+        self.optimizer.zero_grad();
+        let logits = self.model.forward(&Var::constant(shard.images))?;
+        let loss = logits.cross_entropy(&shard.labels)?;
+        let local_loss = loss.value().item()?;
+        let correct = count_correct(logits.value(), &shard.labels)?;
+        // Always backward: synchronized batch norm communicates in it, and whether the step
+        // diverged is known only from the global loss.
+        loss.mul_scalar(weight).backward()?;
+        let params = self.model.parameters();
+        let total: usize = params.iter().map(|p| p.len()).sum();
+        let mut flat = Vec::with_capacity(total + 3);
+        for p in &params {
+            match p.grad() {
+                Some(g) => flat.extend_from_slice(g.as_slice()),
+                None => flat.resize(flat.len() + p.len(), 0.0),
+            }
+        }
+        flat.extend([
+            local_loss * weight,
+            correct as f32,
+            f32::from(u8::from(stop)),
+        ]);
+        comm.all_reduce_sum_f32(&mut flat)?;
+        let (loss_value, correct, stop_any) = (flat[total], flat[total + 1], flat[total + 2]);
+        let mut diverged = divergence::diverged(loss_value).then_some(divergence::Cause::Loss);
+        if diverged.is_none() {
+            let mut offset = 0;
+            for p in &params {
+                let len = p.len();
+                if p.requires_grad() {
+                    p.set_grad(Tensor::from_vec(
+                        &p.shape(),
+                        flat[offset..offset + len].to_vec(),
+                    )?)?;
+                }
+                offset += len;
+            }
+            self.optimizer.step()?;
+            let mut overflowed = [f64::from(u8::from(divergence::overflowed(&self.model)))];
+            if !job.synchronizes() {
+                // Per-process running statistics: one process's may overflow alone.
+                comm.all_reduce_sum_f64(&mut overflowed)?;
+            }
+            diverged = (overflowed[0] > 0.0).then_some(divergence::Cause::State);
+        }
+        if diverged.is_some() {
+            before.restore(&self.model)?;
+        }
+        Ok((
+            StepOutcome {
+                loss: loss_value,
+                correct: correct as usize,
+                diverged,
+            },
+            stop_any > 0.0,
+        ))
+    }
+
+    /// The model for evaluating off the job: the model itself, or for a synchronized one a
+    /// plain copy (same weights and buffers, batch norm without a communicator), so that
+    /// precise statistics run on process 0 alone compute what they compute in one process.
+    fn evaluation_model(&mut self) -> Result<Option<Sequential>, Error> {
+        if !self.synchronized {
+            return Ok(None);
+        }
+        let copy = build_model(
+            self.spec.model,
+            self.spec.activation,
+            self.spec.placement,
+            &mut Rng::seed_from_u64(self.spec.seed),
+        )?;
+        checkpoint::load_bytes(
+            &copy,
+            &state_bytes(&self.model)?,
+            std::path::Path::new("the trained model"),
+        )?;
+        Ok(Some(copy))
     }
 
     /// Predicted class of every sample of `split`, in eval mode without recording a graph.
@@ -228,8 +339,10 @@ impl ModelRun {
             None
         };
         if let Some(batches) = batches {
+            let mut copy = self.evaluation_model()?;
+            let model = copy.as_mut().unwrap_or(&mut self.model);
             let (predicted, used) =
-                precise::with_precise_stats(&mut self.model, batches, self.spec.precise_bn, |m| {
+                precise::with_precise_stats(model, batches, self.spec.precise_bn, |m| {
                     predict(m, &data.test)
                 })?;
             eval.test_acc_precise = Some(accuracy(&predicted, labels));
@@ -244,10 +357,10 @@ impl ModelRun {
         let Some(batches) = precise::batches(&self.spec, data)? else {
             return Ok(None);
         };
+        let mut copy = self.evaluation_model()?;
+        let model = copy.as_mut().unwrap_or(&mut self.model);
         let (bytes, _) =
-            precise::with_precise_stats(&mut self.model, batches, self.spec.precise_bn, |m| {
-                state_bytes(m)
-            })?;
+            precise::with_precise_stats(model, batches, self.spec.precise_bn, |m| state_bytes(m))?;
         Ok(Some(bytes))
     }
 }

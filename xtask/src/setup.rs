@@ -29,18 +29,31 @@ pub fn load_data(
     data_dir: Option<&Path>,
     train_samples: Option<usize>,
 ) -> Result<Dataset, Error> {
+    load_data_reporting(dataset, data_dir, train_samples, true)
+}
+
+/// [`load_data`], saying where the data was found only if `report` (the other processes of a
+/// data-parallel job load quietly).
+pub fn load_data_reporting(
+    dataset: DatasetChoice,
+    data_dir: Option<&Path>,
+    train_samples: Option<usize>,
+    report: bool,
+) -> Result<Dataset, Error> {
     checks::train_samples(train_samples)?;
     let mut data = LoadOptions::new(dataset.kind())
         .data_dir(data_dir.map(Path::to_path_buf))
         .load()?;
-    eprintln!(
-        "{}: {} training and {} test images from {} ({})",
-        dataset.kind().display_name(),
-        data.train.len(),
-        data.test.len(),
-        data.location.dir.display(),
-        data.location.origin
-    );
+    if report {
+        eprintln!(
+            "{}: {} training and {} test images from {} ({})",
+            dataset.kind().display_name(),
+            data.train.len(),
+            data.test.len(),
+            data.location.dir.display(),
+            data.location.origin
+        );
+    }
     if let Some(n) = train_samples {
         let drop = data.train.len().saturating_sub(n);
         if drop > 0 {

@@ -409,3 +409,40 @@ fn batch_size_options_are_checked_first() {
         fails_before_data(&[&["batch-size"], *args].concat(), expected);
     }
 }
+
+/// Without the cargo feature `mpi`, asking for data-parallel training is one line naming the
+/// feature (the README's commands need no MPI).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn data_parallel_options_need_the_mpi_feature() {
+    fails_before_data(
+        &["train-lenet", "--bn", "sync"],
+        &[
+            "--bn: this build of norma has no MPI support",
+            "--features mpi",
+        ],
+    );
+    // Started by a launcher as one of several processes: each would train alone.
+    let out = common::command_in(
+        tempfile::tempdir().unwrap().path(),
+        &["train-lenet", "--steps", "1"],
+    )
+    .env("OMPI_COMM_WORLD_SIZE", "2")
+    .output()
+    .unwrap();
+    common::failed_clearly(
+        &out,
+        "train-lenet as one of 2",
+        &["one of 2 processes", "--features mpi"],
+    );
+    // Other commands are not data-parallel.
+    let out = common::command_in(tempfile::tempdir().unwrap().path(), &["eval-mode"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    common::failed_clearly(
+        &out,
+        "eval-mode as one of 2",
+        &["only train-lenet runs data-parallel"],
+    );
+}

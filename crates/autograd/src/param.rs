@@ -119,6 +119,20 @@ impl Param {
         *self.inner.grad.borrow_mut() = None;
     }
 
+    /// Replaces the accumulated gradient with `grad` (same shape as the value), e.g. with
+    /// gradients summed over the processes of a data-parallel job.
+    pub fn set_grad(&self, grad: Tensor) -> Result<()> {
+        let shape = self.shape();
+        if grad.shape() != shape.as_slice() {
+            return Err(AutogradError::ParamShape {
+                expected: shape,
+                got: grad.shape().to_vec(),
+            });
+        }
+        *self.inner.grad.borrow_mut() = Some(Rc::new(grad));
+        Ok(())
+    }
+
     /// Whether backward computes a gradient for this parameter (true unless frozen).
     pub fn requires_grad(&self) -> bool {
         self.inner.requires_grad.get()
@@ -153,6 +167,18 @@ impl fmt::Debug for Param {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_gradient_replaces_the_accumulated_one_and_keeps_its_shape() {
+        let p = Param::new(Tensor::ones(&[2]));
+        p.var().sum_all().unwrap().backward().unwrap();
+        p.set_grad(Tensor::from_vec(&[2], vec![3.0, -1.0]).unwrap())
+            .unwrap();
+        assert_eq!(p.grad().unwrap().as_slice(), &[3.0, -1.0]);
+        let err = p.set_grad(Tensor::ones(&[3])).unwrap_err();
+        assert!(matches!(err, AutogradError::ParamShape { .. }), "{err}");
+        assert_eq!(p.grad().unwrap().as_slice(), &[3.0, -1.0]);
+    }
 
     #[test]
     fn snapshots_survive_updates_without_panicking() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice, PlacementChoice};
 use crate::experiment::CommonArgs;
+use crate::parallel::BnChoice;
 
 /// Arguments of `train-lenet`.
 #[derive(Debug, Default, clap::Args)]
@@ -54,6 +55,11 @@ pub struct TrainArgs {
     /// Start from these weights and buffers (safetensors, PyTorch state_dict names).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Batch-norm statistics in a data-parallel run (under mpirun; needs the cargo feature
+    /// `mpi`): over the global batch (sync), or over each process's shard (local) [default:
+    /// sync].
+    #[arg(long, value_enum)]
+    pub bn: Option<BnChoice>,
     /// Continue the run stored in this folder. --epochs, --steps, --threads and --data-dir may
     /// be given again; any other option must match the stored configuration.
     #[arg(long, conflicts_with = "out")]

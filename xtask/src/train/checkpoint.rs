@@ -17,6 +17,7 @@ use norma_tensor::Tensor;
 
 use crate::files::{self, io_error};
 use crate::model_run::ModelRun;
+use crate::parallel;
 use crate::report::Status;
 use crate::train::progress::Progress;
 use crate::Error;
@@ -69,17 +70,7 @@ pub fn save(dir: &Path, run: &ModelRun, progress: &Progress) -> Result<(), Error
     let _ = fs::remove_dir_all(&old);
     fs::create_dir_all(&fresh).map_err(io_error(&fresh))?;
     files::write_atomic(&fresh.join(MODEL), &model_bytes(run)?)?;
-    let state: BTreeMap<String, StateValue> = run
-        .optimizer
-        .state()
-        .into_iter()
-        .map(|(n, t)| (n, StateValue::F32(t)))
-        .collect();
-    let bytes = weights::to_bytes(&state).map_err(|source| Error::Format {
-        what: "optimizer state".into(),
-        source,
-    })?;
-    files::write_atomic(&fresh.join(OPTIMIZER), &bytes)?;
+    files::write_atomic(&fresh.join(OPTIMIZER), &optimizer_bytes(run)?)?;
     files::write_json(&fresh.join(PROGRESS), progress)?;
     if dir.is_dir() {
         fs::rename(dir, &old).map_err(io_error(dir))?;
@@ -114,7 +105,27 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
     weights::load(&run.model, &from.join(MODEL))?;
     let opt_path = from.join(OPTIMIZER);
     let bytes = fs::read(&opt_path).map_err(io_error(&opt_path))?;
-    let entries = weights::from_bytes(&bytes).map_err(|source| Error::Format {
+    load_optimizer(run, &bytes, &opt_path)?;
+    Ok(progress)
+}
+
+/// The optimizer state as safetensors bytes (the format of `optimizer.safetensors`).
+fn optimizer_bytes(run: &ModelRun) -> Result<Vec<u8>, Error> {
+    let state: BTreeMap<String, StateValue> = run
+        .optimizer
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, StateValue::F32(t)))
+        .collect();
+    weights::to_bytes(&state).map_err(|source| Error::Format {
+        what: "optimizer state".into(),
+        source,
+    })
+}
+
+/// Restores the optimizer state from `bytes` (`opt_path` names them in errors).
+fn load_optimizer(run: &mut ModelRun, bytes: &[u8], opt_path: &Path) -> Result<(), Error> {
+    let entries = weights::from_bytes(bytes).map_err(|source| Error::Format {
         what: opt_path.display().to_string(),
         source,
     })?;
@@ -132,6 +143,27 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
     }
     run.optimizer
         .load_state(&state)
-        .map_err(|e| Error::Usage(format!("{}: {e}", opt_path.display())))?;
-    Ok(progress)
+        .map_err(|e| Error::Usage(format!("{}: {e}", opt_path.display())))
+}
+
+/// A model's whole training state — weights and buffers, optimizer state, progress — as one
+/// byte string: what process 0 of a data-parallel job sends the others at the start.
+pub fn state_blob(run: &ModelRun, progress: &Progress) -> Result<Vec<u8>, Error> {
+    let progress = serde_json::to_vec(progress)
+        .map_err(|e| Error::Usage(format!("the progress of {}: {e}", run.spec.model.name())))?;
+    Ok(parallel::pack(&[
+        &model_bytes(run)?,
+        &optimizer_bytes(run)?,
+        &progress,
+    ]))
+}
+
+/// Restores what [`state_blob`] made into `run`; returns the progress.
+pub fn load_blob(run: &mut ModelRun, blob: &[u8]) -> Result<Progress, Error> {
+    let what = Path::new("the state sent by process 0");
+    let [model, optimizer, progress] = <[Vec<u8>; 3]>::try_from(parallel::unpack(blob)?)
+        .map_err(|_| Error::Usage(format!("{}: not 3 parts", what.display())))?;
+    weights::load_bytes(&run.model, &model, what)?;
+    load_optimizer(run, &optimizer, what)?;
+    serde_json::from_slice(&progress).map_err(|e| Error::Usage(format!("{}: {e}", what.display())))
 }

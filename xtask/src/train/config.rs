@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::choices::{default_lr, ActivationChoice, DatasetChoice, ModelsChoice, OptimizerChoice};
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
+use crate::parallel::DataParallel;
 use crate::train::args::TrainArgs;
 use crate::{checks, files, precise, Error};
 
@@ -24,6 +25,9 @@ pub struct TrainConfig {
     /// The command line that produced this configuration.
     pub command: Vec<String>,
     pub norma_version: String,
+    /// The processes of a data-parallel run and its `--bn` (absent for one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_parallel: Option<DataParallel>,
     /// The command lines that continued the run with `--resume`, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed: Vec<Vec<String>>,
@@ -46,6 +50,7 @@ impl TrainConfig {
             runs,
             command: std::env::args().collect(),
             norma_version: env!("CARGO_PKG_VERSION").to_string(),
+            data_parallel: None,
             resumed: Vec::new(),
         }
     }

@@ -27,14 +27,18 @@ pub use args::TrainArgs;
 pub use config::TrainConfig;
 pub use trainer::ModelState;
 
+use std::rc::Rc;
+
 use norma_datasets::Dataset;
+use norma_distributed::Communicator;
 
 use crate::model_run::ModelRun;
+use crate::parallel::{self, Job};
 use crate::report::{self, RunRecord};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::train::progress::Progress;
-use crate::{experiment, html, setup, Error};
+use crate::{html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -46,37 +50,194 @@ pub struct Outcome {
 
 /// Runs `train-lenet`; returns the signal that interrupted it, if one did.
 pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
-    let (config, dir, states) = match &args.resume {
+    let comm = parallel::communicator(args.bn)?;
+    run_on(args, comm)
+    // The communicator's last handle is gone here: MPI is finalized before main returns.
+}
+
+/// What process 0 prepares before anything is shared: the configuration, the claimed run
+/// folder and every model's state.
+type Prepared = (TrainConfig, RunDir, Vec<ModelState>);
+
+/// Process 0's start: checks the options, claims the run folder (or reads the stored run for
+/// `--resume`) and builds every model from its seed, `--init` file or checkpoint.
+fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> {
+    match &args.resume {
         Some(path) => {
             let dir = RunDir::existing("--resume", path)?;
-            let config = resume::resumed(path, &args)?;
+            let mut config = resume::resumed(path, args)?;
+            config.data_parallel = parallel::settle(Some(config.data_parallel), args.bn, size)?;
             setup::threads(config.threads)?;
             let states = load_states(&config, &dir)?;
-            (config, dir, states)
+            Ok((config, dir, states))
         }
         None => {
-            let config = config::from_args(&args)?;
+            let mut config = config::from_args(args)?;
+            config.data_parallel = parallel::settle(None, args.bn, size)?;
             let dir = RunDir::create(args.common.out.as_deref(), "train-lenet-")?;
             setup::threads(config.threads)?;
             let states = new_states(&config)?;
-            (config, dir, states)
+            Ok((config, dir, states))
+        }
+    }
+}
+
+/// `train-lenet` as one process of the job of `comm` (see [`crate::parallel`]): process 0
+/// prepares the run and sends the configuration and every model's state to the others; then
+/// all train together, and process 0 alone prints and writes.
+pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
+    let root = comm.is_root();
+    let prepared = root.then(|| prepare(&args, comm.size()));
+    let config_bytes = match &prepared {
+        Some(Ok((config, _, _))) => Some(
+            serde_json::to_vec(config)
+                .map_err(|e| Error::Usage(format!("the configuration: {e}")))?,
+        ),
+        _ => None,
+    };
+    // Process 0 says whether it could start (and with which configuration).
+    let shared = parallel::broadcast_blob(comm.as_ref(), config_bytes)?;
+    let (config, dir, states) = match prepared {
+        Some(prepared) => {
+            let (config, dir, states) = prepared?;
+            (config, Some(dir), states)
+        }
+        None => {
+            let Some(bytes) = shared else {
+                return Err(Error::StoppedByRoot);
+            };
+            let config: TrainConfig = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Usage(format!("the configuration sent by process 0: {e}")))?;
+            setup::threads(config.threads)?;
+            let states = config
+                .runs
+                .iter()
+                .map(|spec| {
+                    Ok(ModelState {
+                        progress: Progress::fresh(spec),
+                        run: ModelRun::fresh(spec.clone())?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            (config, None, states)
         }
     };
-    let Some(data) = experiment::load_data(
+    let job = Job::new(comm, config.data_parallel);
+    if !job.is_parallel() {
+        let dir = dir.ok_or(Error::StoppedByRoot)?;
+        return train_and_report(&config, &dir, states, &job);
+    }
+    // From here on an error on one process leaves the others waiting: it ends the job.
+    match share_and_train(&config, dir.as_ref(), states, &job) {
+        Ok(stopped_by) => Ok(stopped_by),
+        Err(Error::StoppedByRoot) => Err(Error::StoppedByRoot),
+        Err(e) => job.comm().abort(1, &e),
+    }
+}
+
+/// A data-parallel run after the configuration is agreed: every model's state from process 0,
+/// batch norms synchronized (`--bn sync`), the data loaded on every process, then training.
+fn share_and_train(
+    config: &TrainConfig,
+    dir: Option<&RunDir>,
+    mut states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    for state in &mut states {
+        let blob = match dir {
+            Some(_) => Some(checkpoint::state_blob(&state.run, &state.progress)?),
+            None => None,
+        };
+        let blob = parallel::broadcast_blob(job.comm().as_ref(), blob)?
+            .ok_or_else(|| Error::Usage("process 0 sent no model state".into()))?;
+        if dir.is_none() {
+            state.progress = checkpoint::load_blob(&mut state.run, &blob)?;
+        }
+        if job.synchronizes() {
+            state.run.synchronize(job.comm().clone());
+        }
+    }
+    match dir {
+        Some(dir) => train_and_report(config, dir, states, job),
+        None => train_quietly(config, states, job),
+    }
+}
+
+/// The data, loaded on this process (quietly except on process 0); `None` when a signal
+/// arrived meanwhile on any process of the job (collective when data-parallel).
+fn load_data(config: &TrainConfig, job: &Job) -> Result<Option<Dataset>, Error> {
+    signals::watch();
+    let data = setup::load_data_reporting(
         config.dataset,
         config.data_dir.as_deref(),
         config.train_samples,
-    )?
-    else {
-        // Stopped while the data loaded: nothing was written.
+        job.is_root(),
+    )?;
+    let mut stopped = [f64::from(u8::from(signals::received().is_some()))];
+    job.comm().all_reduce_sum_f64(&mut stopped)?;
+    if stopped[0] > 0.0 {
+        if job.is_root() {
+            let name = signals::received().map_or("a signal on another process", Signal::name);
+            eprintln!("{name}: stopped before training");
+        }
+        return Ok(None);
+    }
+    // Every process checks the same numbers, so all stop here together.
+    let train_len = data.train.len();
+    for spec in &config.runs {
+        let local_bn = job.bn() == parallel::BnChoice::Local && spec.model.has_batch_norm();
+        if let Err(e) = parallel::check_shards(
+            train_len,
+            spec.batch_size,
+            spec.last_batch(),
+            job.size(),
+            local_bn,
+        ) {
+            return Err(if job.is_root() {
+                e
+            } else {
+                Error::StoppedByRoot
+            });
+        }
+    }
+    Ok(Some(data))
+}
+
+/// Training on a process other than 0 of a data-parallel job: the same steps, nothing written
+/// or printed.
+fn train_quietly(
+    config: &TrainConfig,
+    states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    let Some(data) = load_data(config, job)? else {
         return Ok(signals::received());
     };
+    Ok(execute_on(config, None, &data, states, job)?.stopped_by)
+}
+
+/// Training on process 0 (or alone), with everything printed and written.
+fn train_and_report(
+    config: &TrainConfig,
+    dir: &RunDir,
+    states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Option<Signal>, Error> {
+    let Some(data) = load_data(config, job)? else {
+        // Stopped while the data loaded: nothing was written.
+        return Ok(signals::received().or(Some(Signal::Interrupt)));
+    };
     eprintln!(
-        "writing to {} ({} threads)",
+        "writing to {} ({} threads{})",
         dir.path().display(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        if job.is_parallel() {
+            format!(" per process; {}", job.describe())
+        } else {
+            String::new()
+        }
     );
-    let outcome = execute(&config, &dir, &data, states)?;
+    let outcome = execute_on(config, Some(dir), &data, states, job)?;
     println!("\n{}", report::summary(&outcome.records).text());
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
@@ -89,9 +250,16 @@ pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
         "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
+    // Under mpirun the binary is started directly (cargo xtask would build without `mpi`).
+    let launcher = if job.is_parallel() {
+        let binary = std::env::args().next().unwrap_or_else(|| "xtask".into());
+        format!("mpirun -np {} {binary}", job.size())
+    } else {
+        "cargo xtask".to_string()
+    };
     match outcome.stopped_by {
         Some(signal) => eprintln!(
-            "interrupted by {}; checkpoints are in {}. Resume with:\n  cargo xtask train-lenet --resume {}",
+            "interrupted by {}; checkpoints are in {}. Resume with:\n  {launcher} train-lenet --resume {}",
             signal.name(),
             dir.file("checkpoint").display(),
             dir.path().display()
@@ -136,36 +304,208 @@ fn load_states(config: &TrainConfig, dir: &RunDir) -> Result<Vec<ModelState>, Er
 }
 
 /// Trains every model of `config` from `states` on `data`, writing all outputs into `dir`;
-/// stops early (after saving checkpoints) on SIGINT or SIGTERM.
+/// stops early (after saving checkpoints) on SIGINT or SIGTERM. One process.
 pub fn execute(
     config: &TrainConfig,
     dir: &RunDir,
     data: &Dataset,
-    mut states: Vec<ModelState>,
+    states: Vec<ModelState>,
 ) -> Result<Outcome, Error> {
-    dir.write_json("config.json", config)?;
-    for state in &states {
-        // A new run has a checkpoint from the start: `--resume` never has to guess.
-        let ckpt = checkpoint::dir(dir.path(), state.name());
-        if !checkpoint::exists(&ckpt) {
-            checkpoint::save(&ckpt, &state.run, &state.progress)?;
+    execute_on(config, Some(dir), data, states, &Job::single())
+}
+
+/// [`execute`] as one process of `job`: every process trains, process 0 (the one with `dir`)
+/// writes and prints; the records are process 0's.
+fn execute_on(
+    config: &TrainConfig,
+    dir: Option<&RunDir>,
+    data: &Dataset,
+    mut states: Vec<ModelState>,
+    job: &Job,
+) -> Result<Outcome, Error> {
+    if let Some(dir) = dir {
+        dir.write_json("config.json", config)?;
+        for state in &states {
+            // A new run has a checkpoint from the start: `--resume` never has to guess.
+            let ckpt = checkpoint::dir(dir.path(), state.name());
+            if !checkpoint::exists(&ckpt) {
+                checkpoint::save(&ckpt, &state.run, &state.progress)?;
+            }
         }
+        println!("{}", report::table_header());
     }
-    println!("{}", report::table_header());
     let mut stopped_by = None;
     for i in 0..states.len() {
-        stopped_by = trainer::train(&mut states[i], data, dir)?;
-        let records: Vec<RunRecord> = states.iter().map(|s| s.progress.record.clone()).collect();
-        report::write_metrics(dir, &records)?;
+        stopped_by = trainer::train(&mut states[i], data, dir, job)?;
+        if let Some(dir) = dir {
+            let records: Vec<RunRecord> =
+                states.iter().map(|s| s.progress.record.clone()).collect();
+            report::write_metrics(dir, &records)?;
+        }
         if stopped_by.is_some() {
             break;
         }
     }
     let records: Vec<RunRecord> = states.into_iter().map(|s| s.progress.record).collect();
-    let curves = curves::training_curves(dir, &records).transpose();
-    page::page(config, &records, curves).write(dir)?;
+    if let Some(dir) = dir {
+        let curves = curves::training_curves(dir, &records).transpose();
+        page::page(config, &records, curves).write(dir)?;
+    }
     Ok(Outcome {
         records,
         stopped_by,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Data-parallel `train-lenet` on threads standing in for processes
+    //! (`norma_distributed::testing::run_group`), so that plain `cargo test` checks the
+    //! sharding, the weighted loss, the one gradient all-reduce, the state sent by process 0
+    //! and synchronized batch norm; `tests/data_parallel.rs` runs the same under mpirun.
+
+    use std::path::Path;
+
+    use norma_distributed::testing::run_group;
+    use norma_distributed::SingleProcess;
+    use norma_layers::checkpoint::{self as weights, StateValue};
+
+    use super::*;
+    use crate::choices::ModelsChoice;
+    use crate::experiment::CommonArgs;
+    use crate::parallel::BnChoice;
+
+    /// 20 steps of LeNet-BN in file order, batch `batch`, on the first `samples` images.
+    fn args(out: &Path, batch: usize, samples: usize, bn: Option<BnChoice>) -> TrainArgs {
+        TrainArgs {
+            model: Some(ModelsChoice::LenetBn),
+            common: CommonArgs {
+                train_samples: Some(samples),
+                out: Some(out.to_path_buf()),
+                ..CommonArgs::default()
+            },
+            batch_size: Some(batch),
+            steps: Some(20),
+            no_shuffle: true,
+            precise_bn: Some(0),
+            bn,
+            ..TrainArgs::default()
+        }
+    }
+
+    /// Every value of the saved weights, running statistics and counters, by tensor.
+    fn saved(run: &Path) -> Vec<(String, Vec<f32>)> {
+        saved_file(&run.join("lenet-bn.safetensors"))
+    }
+
+    fn saved_file(path: &Path) -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(path).unwrap();
+        weights::from_bytes(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(name, v)| match v {
+                StateValue::F32(t) => (name, t.as_slice().to_vec()),
+                StateValue::I64(c) => (name, vec![c as f32]),
+                _ => unreachable!("LeNet-BN has f32 tensors and i64 counters"),
+            })
+            .collect()
+    }
+
+    /// The largest per-tensor max |a − b| / max |b|; tensors below 1e-4 (the biases before
+    /// batch norm, whose exact gradient is zero: rounding noise) compared absolutely.
+    fn difference(a: &Path, b: &Path) -> f32 {
+        difference_of(saved(a), saved(b))
+    }
+
+    fn difference_of(a: Vec<(String, Vec<f32>)>, b: Vec<(String, Vec<f32>)>) -> f32 {
+        let mut worst = 0.0f32;
+        for ((name, x), (other, y)) in a.iter().zip(&b) {
+            assert_eq!(name, other);
+            let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = x
+                .iter()
+                .zip(y)
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            let d = if scale < 1e-4 { diff } else { diff / scale };
+            worst = worst.max(if d.is_nan() { f32::INFINITY } else { d });
+        }
+        worst
+    }
+
+    fn have_data() -> bool {
+        let present = Path::new(norma_datasets::DEBIAN_FASHION_MNIST_DIR)
+            .join("train-images-idx3-ubyte.gz")
+            .is_file();
+        assert!(
+            present || std::env::var("NORMA_REQUIRE_DATA").as_deref() != Ok("1"),
+            "NORMA_REQUIRE_DATA=1 but Fashion-MNIST is not installed"
+        );
+        present
+    }
+
+    /// Trains on `size` threads; the run folder is thread 0's.
+    fn on_threads(size: usize, args: impl Fn() -> TrainArgs + Sync) {
+        let results = run_group(size, |comm| run_on(args(), comm).map_err(|e| e.to_string()));
+        for (rank, r) in results.into_iter().enumerate() {
+            assert_eq!(r, Ok(None), "thread {rank}");
+        }
+    }
+
+    #[test]
+    fn threads_with_synchronized_batch_norm_train_as_one_process() {
+        if !have_data() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |name: &str| tmp.path().join(name);
+        // With precise statistics from 5 batches, computed by thread 0 alone.
+        let precise = |out: &Path| TrainArgs {
+            precise_bn: Some(5),
+            ..args(out, 256, 5120, None)
+        };
+        run_on(precise(&dir("one")), Rc::new(SingleProcess)).unwrap();
+        on_threads(2, || precise(&dir("sync2")));
+        let d = difference(&dir("sync2"), &dir("one"));
+        assert!(d <= 1e-5, "2 threads, --bn sync: {d:e}");
+        let file = |run: &str| saved_file(&dir(run).join("lenet-bn-precise-bn.safetensors"));
+        let d = difference_of(file("sync2"), file("one"));
+        assert!(d <= 1e-5, "2 threads, --bn sync, precise statistics: {d:e}");
+        assert!(
+            difference_of(file("one"), saved(&dir("one"))) > 1e-3,
+            "the precise statistics are not the running ones"
+        );
+        on_threads(2, || args(&dir("local2"), 256, 5120, Some(BnChoice::Local)));
+        let d = difference(&dir("local2"), &dir("one"));
+        assert!(d > 1e-3, "2 threads, --bn local should differ: {d:e}");
+        // 250 over 3: shards of 84, 83, 83.
+        run_on(
+            args(&dir("one250"), 250, 5000, None),
+            Rc::new(SingleProcess),
+        )
+        .unwrap();
+        on_threads(3, || args(&dir("sync3"), 250, 5000, None));
+        let d = difference(&dir("sync3"), &dir("one250"));
+        assert!(d <= 1e-5, "3 threads, batch 250, --bn sync: {d:e}");
+        // Only thread 0 wrote: nothing but the five run folders.
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["local2", "one", "one250", "sync2", "sync3"]);
+    }
+
+    #[test]
+    fn a_process_zero_that_cannot_start_stops_the_others_quietly() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("taken"), "a user's file").unwrap();
+        let results = run_group(2, |comm| {
+            run_on(args(tmp.path(), 256, 5120, None), comm).map_err(|e| e.to_string())
+        });
+        assert!(
+            results[0].as_ref().unwrap_err().contains("is not empty"),
+            "{results:?}"
+        );
+        assert_eq!(results[1], Err(Error::StoppedByRoot.to_string()));
+    }
 }

@@ -5,8 +5,10 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use norma_datasets::Dataset;
+use norma_layers::Module;
 
 use crate::model_run::ModelRun;
+use crate::parallel::{self, Job};
 use crate::report::{self, EpochRow, Status};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
@@ -30,36 +32,62 @@ impl ModelState {
 /// Trains `state` until its spec is done (or it diverges), writing checkpoints and the final
 /// weights into `dir`. Returns the signal that stopped it early, if one did (the checkpoint
 /// then holds the last step taken).
+///
+/// In a data-parallel job every process calls it (the steps are collective); `dir` is process
+/// 0's (the only one that writes, prints and evaluates) and `None` on the others. A signal on
+/// any process stops every process after the same step.
 pub fn train(
     state: &mut ModelState,
     data: &Dataset,
-    dir: &RunDir,
+    dir: Option<&RunDir>,
+    job: &Job,
 ) -> Result<Option<Signal>, Error> {
     let name = state.name();
-    let ckpt = checkpoint::dir(dir.path(), name);
+    let ckpt = dir.map(|d| checkpoint::dir(d.path(), name));
     let ModelState { run, progress: p } = state;
     let spec = run.spec.clone();
     if p.finished(&spec) {
         return Ok(None);
     }
     p.record.status = Status::Running;
+    // Data-parallel: whether a process had a signal at the last step (agreed by all).
+    let mut stop_agreed = false;
     while p.epoch < spec.epochs {
         let batches = spec.epoch_batches(data, p.epoch)?;
-        let bar = progress_bar(name, p.epoch + 1, spec.epochs, batches.len());
+        let bar = if job.is_root() {
+            progress_bar(name, p.epoch + 1, spec.epochs, batches.len())
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_position(p.step_in_epoch as u64);
         for batch in batches.skip(p.step_in_epoch) {
-            if let Some(signal) = signals::received() {
+            let stop = if job.is_parallel() {
+                stop_agreed.then(|| signals::received().unwrap_or(Signal::Interrupt))
+            } else {
+                signals::received()
+            };
+            if let Some(signal) = stop {
                 bar.finish_and_clear();
                 p.record.status = Status::Interrupted {
                     epoch: p.epoch + 1,
                     step: p.step_in_epoch,
                 };
-                checkpoint::save(&ckpt, run, p)?;
+                if let Some(ckpt) = &ckpt {
+                    checkpoint::save(ckpt, run, p)?;
+                }
                 return Ok(Some(signal));
             }
             let n = batch.len() as u64;
             let start = Instant::now();
-            let outcome = run.step(batch)?;
+            let outcome = if job.is_parallel() {
+                parallel::inject_fault(job, p.global_step)?;
+                let (outcome, stop) =
+                    run.step_data_parallel(batch, job, signals::received().is_some())?;
+                stop_agreed = stop;
+                outcome
+            } else {
+                run.step(batch)?
+            };
             p.epoch_seconds += start.elapsed().as_secs_f64();
             if let Some(cause) = outcome.diverged {
                 bar.finish_and_clear();
@@ -69,11 +97,13 @@ pub fn train(
                     loss: Some(f64::from(outcome.loss)).filter(|l| l.is_finite()),
                     last_finite_loss: p.last_finite_loss,
                 };
-                eprintln!(
-                    "{}",
-                    divergence::message(name, &spec, outcome.loss, cause, p)
-                );
-                return finish(run, p, data, dir).map(|()| None);
+                if job.is_root() {
+                    eprintln!(
+                        "{}",
+                        divergence::message(name, &spec, outcome.loss, cause, p)
+                    );
+                }
+                return finish(run, p, data, dir, job).map(|()| None);
             }
             let loss = f64::from(outcome.loss);
             p.last_finite_loss = Some(loss);
@@ -96,20 +126,43 @@ pub fn train(
                 p.record.status = Status::StepLimit {
                     step: p.global_step,
                 };
-                return finish(run, p, data, dir).map(|()| None);
+                return finish(run, p, data, dir, job).map(|()| None);
             }
         }
         bar.finish_and_clear();
-        end_epoch(run, p, data, name)?;
-        checkpoint::save(&ckpt, run, p)?;
+        end_epoch(run, p, data, name, job.is_root())?;
+        if let Some(ckpt) = &ckpt {
+            checkpoint::save(ckpt, run, p)?;
+        }
     }
     p.record.status = Status::Completed;
-    finish(run, p, data, dir).map(|()| None)
+    finish(run, p, data, dir, job).map(|()| None)
 }
 
 /// Closes the epoch in progress: evaluates (with the running statistics, and with precise
-/// statistics if the spec asks for them), prints and records its row, resets the counters.
+/// statistics if the spec asks for them), prints and records its row (`report`: process 0),
+/// resets the counters.
 fn end_epoch(
+    run: &mut ModelRun,
+    p: &mut Progress,
+    data: &Dataset,
+    name: &str,
+    report: bool,
+) -> Result<(), Error> {
+    if report {
+        record_epoch(run, p, data, name)?;
+    }
+    p.epoch += 1;
+    p.step_in_epoch = 0;
+    p.loss_sum = 0.0;
+    p.correct = 0;
+    p.seen = 0;
+    p.epoch_seconds = 0.0;
+    Ok(())
+}
+
+/// Evaluates the model and prints and records the row of the epoch in progress.
+fn record_epoch(
     run: &mut ModelRun,
     p: &mut Progress,
     data: &Dataset,
@@ -128,19 +181,38 @@ fn end_epoch(
     println!("{}", report::table_row(name, &row));
     p.record.epochs.push(row);
     p.record.set_final(&eval);
-    p.epoch += 1;
-    p.step_in_epoch = 0;
-    p.loss_sum = 0.0;
-    p.correct = 0;
-    p.seen = 0;
-    p.epoch_seconds = 0.0;
     Ok(())
 }
 
 /// Saves the final weights of a run that stopped for good — `<model>.safetensors` as training
 /// left them, and `<model>-precise-bn.safetensors` with precise batch-norm statistics when the
-/// run computes them — and its checkpoint.
-fn finish(run: &mut ModelRun, p: &mut Progress, data: &Dataset, dir: &RunDir) -> Result<(), Error> {
+/// run computes them — and its checkpoint. In a data-parallel job every process first checks
+/// that all hold the same weights (collective); then process 0 (the one with `dir`) does the
+/// rest.
+fn finish(
+    run: &mut ModelRun,
+    p: &mut Progress,
+    data: &Dataset,
+    dir: Option<&RunDir>,
+    job: &Job,
+) -> Result<(), Error> {
+    if job.is_parallel() {
+        let weights: Vec<f32> = run
+            .model
+            .parameters()
+            .iter()
+            .flat_map(|p| p.value().as_slice().to_vec())
+            .collect();
+        if !norma_distributed::same_on_every_process(job.comm().as_ref(), &weights)? {
+            return Err(Error::Usage(
+                "the processes of the job ended with different weights (a bug: please report it)"
+                    .into(),
+            ));
+        }
+    }
+    let Some(dir) = dir else {
+        return Ok(());
+    };
     let name = run.spec.model.name();
     // A completed run was just evaluated at the end of its last epoch; any other stop
     // happened after steps that no evaluation has seen yet. A diverged run keeps the weights
