@@ -43,6 +43,10 @@ pub enum Error {
     /// processes stop with this error and print nothing.
     #[error("process 0 could not start the run")]
     StoppedByRoot,
+    /// An error already printed: process 0 of a data-parallel job prints why it cannot start
+    /// before it tells the others, which may end the job as soon as they exit.
+    #[error("{0}")]
+    Reported(String),
 }
 
 impl From<norma_tensor::TensorError> for Error {

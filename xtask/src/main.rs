@@ -168,7 +168,7 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(signal)) => ExitCode::from(signal.exit_code()),
         // Process 0 of the data-parallel job has said why.
-        Err(Error::StoppedByRoot) => ExitCode::FAILURE,
+        Err(Error::StoppedByRoot | Error::Reported(_)) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

