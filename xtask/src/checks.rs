@@ -94,6 +94,16 @@ pub fn batch_size(batch: usize, models: &[ModelChoice], train_len: usize) -> Res
     Ok(())
 }
 
+/// `--train-samples` for commands that train with a fixed batch: at least one batch.
+pub fn one_batch(train_len: usize, batch: usize) -> Result<(), Error> {
+    if train_len < batch {
+        return Err(Error::Usage(format!(
+            "--train-samples {train_len} is smaller than a batch ({batch} images); use at least {batch}"
+        )));
+    }
+    Ok(())
+}
+
 /// A count given by `flag` that must be at least 1.
 pub fn at_least_one(flag: &str, value: u64) -> Result<(), Error> {
     if value == 0 {

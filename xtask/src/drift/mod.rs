@@ -185,12 +185,7 @@ fn check(args: &DriftArgs) -> Result<(), Error> {
     } else {
         MLP_BATCH
     };
-    if train < batch {
-        return Err(Error::Usage(format!(
-            "--train-samples {train} is smaller than a batch ({batch} images); use at least {batch}"
-        )));
-    }
-    Ok(())
+    checks::one_batch(train, batch)
 }
 
 /// Runs `drift`; returns the signal that interrupted it, if one did.

@@ -133,12 +133,7 @@ fn check(args: &SmoothnessArgs) -> Result<(), Error> {
         )));
     }
     let train = args.common.check()?;
-    if train < DEFAULT_BATCH_SIZE {
-        return Err(Error::Usage(format!(
-            "--train-samples {train} is smaller than a batch ({DEFAULT_BATCH_SIZE} images); use at least {DEFAULT_BATCH_SIZE}"
-        )));
-    }
-    Ok(())
+    checks::one_batch(train, DEFAULT_BATCH_SIZE)
 }
 
 /// Runs `smoothness`; returns the signal that interrupted it, if one did.
