@@ -25,7 +25,7 @@
 //! created or written, a load decompresses into a temporary directory removed afterwards.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::download::to_hex;
 use crate::idx::{self, FileSet};
 use crate::source::Located;
-use crate::tempfiles::{self, DECOMPRESS, WRITE};
+use crate::tempfiles::{self, write_error, DECOMPRESS, WRITE};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions, Result};
 
 /// First line of every key file; also proves that a file in the cache is norma's.
@@ -256,7 +256,7 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             file: source.to_path_buf(),
         });
     }
-    let mut tmp = DECOMPRESS.create_in(dest.parent().unwrap_or(Path::new(".")))?;
+    let mut tmp = DECOMPRESS.create_for(dest)?;
     let mut decoder = MultiGzDecoder::new(BufReader::new(input));
     let cap = idx::full_size(file);
     let header = idx::header_len(file);
@@ -276,8 +276,7 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             head.extend_from_slice(&chunk[..take]);
         }
         if total + n as u64 <= cap {
-            tmp.write_all(chunk)
-                .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
+            tmp.write_all(chunk).map_err(write_error)?;
         }
         total += n as u64;
     }
@@ -290,23 +289,15 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             found: count,
         });
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(dest)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", dest, e.error))?;
+    tmp.commit().map_err(write_error)?;
     Ok(total)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = WRITE.create_in(path.parent().unwrap_or(Path::new(".")))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", path, e.error))?;
-    Ok(())
+    let mut tmp = WRITE.create_for(path)?;
+    tmp.write_all(bytes).map_err(write_error)?;
+    tmp.commit().map_err(write_error)
 }
 
 #[cfg(test)]
@@ -314,6 +305,7 @@ mod tests {
     use super::*;
     use flate2::write::GzEncoder;
     use flate2::Compression;
+    use std::io::Write as _;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());

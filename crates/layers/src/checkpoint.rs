@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 
 use norma_tensor::Tensor;
@@ -256,27 +256,17 @@ pub fn save(model: &dyn Module, path: &Path) -> Result<(), CheckpointError> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk, and a
-/// rename: readers see the old file or the new one, never a part. On error the temporary file
-/// is removed and `path` is untouched.
+/// Writes `bytes` to `path` atomically (norma-io's [`norma_io::write_atomic`]): through a
+/// temporary file in the same folder, flushed to disk, and a rename. Readers see the old file or
+/// the new one, never a part. On error the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
+    norma_io::write_atomic(path, bytes).map_err(|e| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".norma-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+        source: match e {
+            norma_io::WriteError::Io { source, .. } => source,
+            refused => std::io::Error::other(refused.to_string()),
+        },
+    })
 }
 
 /// Loads `path` into the model's parameters and buffers, all or nothing.
