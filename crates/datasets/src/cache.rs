@@ -32,13 +32,18 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::download::to_hex;
+use crate::identity::{self, Hashing};
 use crate::idx::{self, FileSet};
 use crate::source::Located;
 use crate::tempfiles::{self, write_error, DECOMPRESS, WRITE};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions, Result};
 
 /// First line of every key file; also proves that a file in the cache is norma's.
-const KEY_HEADER: &str = "norma-datasets decompression cache v1";
+/// v2: copies are made only of files checked not to be another dataset's ([`identity`]), so
+/// v1 copies are made again.
+const KEY_HEADER: &str = "norma-datasets decompression cache v2";
+/// What every version's first line starts with.
+const KEY_FAMILY: &str = "norma-datasets decompression cache v";
 
 /// Where one load decompresses its `.gz` files.
 #[derive(Debug)]
@@ -80,6 +85,7 @@ pub(crate) fn prepare(options: &LoadOptions, located: &Located) -> Result<Prepar
     for file in DataFile::ALL {
         let source = &located.files[file.index()];
         if !source.gz {
+            identity::check_file(options.kind, file, &source.path)?;
             continue;
         }
         let dir = match &cache {
@@ -161,8 +167,7 @@ fn remove_previous_layout(root: &Path, source_dir: &Path) {
         let key = root.join(format!("{}.key", file.file_name()));
         let is_file = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
         let ours = is_file(&key)
-            && fs::read_to_string(&key)
-                .is_ok_and(|text| text.starts_with(&format!("{KEY_HEADER}\n")));
+            && fs::read_to_string(&key).is_ok_and(|text| text.starts_with(KEY_FAMILY));
         if ours && (!copy.exists() || is_file(&copy)) {
             let _ = fs::remove_file(&copy);
             let _ = fs::remove_file(&key);
@@ -257,7 +262,10 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
         });
     }
     let mut tmp = DECOMPRESS.create_for(dest)?;
-    let mut decoder = MultiGzDecoder::new(BufReader::new(input));
+    // Both the archive and its content are hashed on the way: either may be another
+    // dataset's known file (a distribution's re-compressed archive has new archive bytes).
+    let mut decoder = MultiGzDecoder::new(BufReader::new(Hashing::new(input)));
+    let mut content = Sha256::new();
     let cap = idx::full_size(file);
     let header = idx::header_len(file);
     let mut head = Vec::with_capacity(header);
@@ -271,6 +279,7 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             Err(e) => return Err(gzip_error(kind, source, e)),
         };
         let chunk = &buf[..n];
+        content.update(chunk);
         if head.len() < header {
             let take = (header - head.len()).min(n);
             head.extend_from_slice(&chunk[..take]);
@@ -289,6 +298,9 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             found: count,
         });
     }
+    let archive_sha256 = decoder.into_inner().into_inner().finish();
+    identity::check(kind, file, source, &archive_sha256)?;
+    identity::check(kind, file, source, &to_hex(&content.finalize()))?;
     tmp.commit().map_err(write_error)?;
     Ok(total)
 }
