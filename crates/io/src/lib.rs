@@ -1,4 +1,5 @@
-//! How norma writes files: every file is replaced **atomically**.
+//! How norma writes and reads files: every file is replaced **atomically**, and every file a
+//! user names is checked before it is read whole ([`read_limited`]).
 //!
 //! The content goes to a temporary file in the destination's folder, is flushed to disk, and the
 //! temporary file is renamed over the final name. A reader, or a run killed half-way, sees the
@@ -15,5 +16,7 @@
 //! ```
 
 mod atomic;
+mod read;
 
 pub use atomic::{write_atomic, AtomicFile, TempName, WriteError, RANDOM_LEN};
+pub use read::{check_regular, read_limited, ReadError};
