@@ -28,9 +28,9 @@ use ndarray::{ArrayD, ArrayViewD};
 
 use crate::forward::check_running;
 use crate::layout::{channel_sums, map_channels, BnShape};
-use crate::simd::SimdLevel;
 use crate::stats::{inv_std, BatchStats};
 use crate::{check_channels, contiguous, sums, KernelError};
+use norma_simd::SimdLevel;
 
 /// Σdy² / Σdx'² above which dx is computed in f64 (dx' is dx before the γ·inv_std factor): the
 /// f32 path's rounding, a few ulps of |dy|, is then more than sqrt(256)·6e-8 ≈ 1e-6 of the

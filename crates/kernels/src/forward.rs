@@ -3,9 +3,9 @@
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::layout::map_channels;
-use crate::simd::SimdLevel;
 use crate::stats::{check_eps, inv_std, partial_sums, BatchStats};
 use crate::{check_channels, contiguous, KernelError};
+use norma_simd::SimdLevel;
 
 /// Output and statistics of [`forward_train`].
 #[derive(Debug, Clone, PartialEq)]

@@ -34,10 +34,10 @@ use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
 use crate::backward::{cancels, Gradients};
-use crate::simd::{vectorized, Kernel, SimdLevel, Supported};
 use crate::stats::{check_eps, inv_std};
 use crate::sums::{self, GradTerms, ShiftedSquares, WeightedGradTerms};
 use crate::KernelError;
+use norma_simd::{dispatch, Kernel, Simd, SimdLevel, Width};
 
 /// Values per piece of work (whole groups, at least one): ~64 KiB of f32.
 const PIECE: usize = 1 << 14;
@@ -288,7 +288,7 @@ fn forward(
                 beta: &beta,
                 eps,
             };
-            vectorized(level, piece)
+            dispatch(level, Width::Widest, piece)
         })
         .collect();
     // SAFETY: the slots are the N·C·S values of the input's shape; the pieces cover them in runs
@@ -309,14 +309,9 @@ fn forward(
 /// The statistics of one group: its mean and biased variance in f64, from sums around its
 /// first value.
 #[inline(always)]
-fn group_stats(level: Supported, group: &[f32]) -> [f64; 2] {
+fn group_stats<S: Simd>(simd: S, group: &[f32]) -> [f64; 2] {
     let (k, m) = (group[0] as f64, group.len() as f64);
-    let [sum, sum_sq] = sums::run(
-        level,
-        [(group, group, group)].into_iter(),
-        k,
-        ShiftedSquares,
-    );
+    let [sum, sum_sq] = sums::run(simd, [(group, group, group)].into_iter(), k, ShiftedSquares);
     let d_mean = sum / m;
     [k + d_mean, (sum_sq / m - d_mean * d_mean).max(0.0)]
 }
@@ -344,7 +339,7 @@ impl Kernel for ForwardPiece<'_> {
     type Output = Vec<[f64; 2]>;
 
     #[inline(always)]
-    fn run(self, level: Supported) -> Vec<[f64; 2]> {
+    fn run<S: Simd>(self, simd: S) -> Vec<[f64; 2]> {
         let Groups { s, g, .. } = self.shape;
         let (cg, m) = (self.shape.cg(), self.shape.m());
         // Every group's statistics first, then the normalization: the groups' reductions and
@@ -353,7 +348,7 @@ impl Kernel for ForwardPiece<'_> {
         // function, and would then run without its vector instructions.)
         let mut stats = Vec::with_capacity(self.x.len() / m);
         for x in self.x.chunks_exact(m) {
-            stats.push(group_stats(level, x));
+            stats.push(group_stats(simd, x));
         }
         let groups = self.out.chunks_exact_mut(m).zip(self.x.chunks_exact(m));
         for (j, ((out, x), &[mean, var])) in groups.zip(&stats).enumerate() {
@@ -440,7 +435,7 @@ fn backward(
                 stats,
                 gamma: &gamma,
             };
-            vectorized(level, piece)
+            dispatch(level, Width::Widest, piece)
         })
         .collect();
     // SAFETY: as in `forward`: the pieces cover the slots in whole samples, hence whole groups,
@@ -492,7 +487,7 @@ impl Kernel for BackwardPiece<'_> {
     type Output = [Vec<f64>; 2];
 
     #[inline(always)]
-    fn run(self, level: Supported) -> [Vec<f64>; 2] {
+    fn run<S: Simd>(self, simd: S) -> [Vec<f64>; 2] {
         let BackwardPiece {
             out,
             x,
@@ -527,12 +522,12 @@ impl Kernel for BackwardPiece<'_> {
                 let sums = if s == 1 {
                     // One value per channel: the group is one run, weighted by γ.
                     let (x, dy, gamma) = (&x[..cg], &dy[..cg], &gamma[channels.clone()]);
-                    sums::run(level, [(x, dy, gamma)].into_iter(), mu, WeightedGradTerms)
+                    sums::run(simd, [(x, dy, gamma)].into_iter(), mu, WeightedGradTerms)
                 } else {
                     let mut sums = [0.0f64; 3];
                     let planes = x.chunks_exact(s).zip(dy.chunks_exact(s));
                     for ((x, dy), ch) in planes.zip(channels.clone()) {
-                        let p = sums::run(level, [(x, dy, dy)].into_iter(), mu, GradTerms);
+                        let p = sums::run(simd, [(x, dy, dy)].into_iter(), mu, GradTerms);
                         let w = gamma[ch] as f64;
                         sums[0] += w * p[0];
                         sums[1] += w * p[1];

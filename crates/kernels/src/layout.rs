@@ -6,7 +6,7 @@
 //!
 //! Work is cut into pieces whose boundaries depend only on the shape, never on the number of
 //! threads, and partial sums are combined in piece order: results are bitwise identical on 1 or
-//! 64 threads. Each piece runs through [`vectorized`], so the loops use the widest vector
+//! 64 threads. Each piece runs through [`dispatch`], so the loops use the widest vector
 //! instructions of the CPU.
 //!
 //! Two cuts, chosen by the spatial size S:
@@ -21,9 +21,9 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::simd::{vectorized, Kernel, SimdLevel, Supported};
 use crate::sums::{self, Term};
 use crate::KernelError;
+use norma_simd::{dispatch, Kernel, Simd, SimdLevel, Width};
 
 /// Values of one reduction or map piece: ~64 KiB of f32, a few µs of work.
 const PIECE: usize = 1 << 14;
@@ -119,7 +119,7 @@ pub(crate) fn channel_sums<const N: usize>(
                     k: k[ch],
                     term,
                 };
-                vectorized(level, piece)
+                dispatch(level, Width::Widest, piece)
             })
             .collect();
         for (ch, total) in totals.iter_mut().enumerate() {
@@ -135,8 +135,9 @@ pub(crate) fn channel_sums<const N: usize>(
             .par_chunks(piece_len)
             .zip(y.par_chunks(piece_len))
             .map(|(x, y)| {
-                vectorized(
+                dispatch(
                     level,
+                    Width::Widest,
                     RowSums {
                         x,
                         y,
@@ -207,7 +208,7 @@ where
                     strides,
                     f,
                 };
-                vectorized(level, piece)
+                dispatch(level, Width::Widest, piece)
             });
     }
     // SAFETY: the slice has shape.len() = N·C·S elements (asserted), pieces are runs of whole
@@ -233,7 +234,7 @@ impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
     type Output = [f64; N];
 
     #[inline(always)]
-    fn run(self, level: Supported) -> [f64; N] {
+    fn run<S: Simd>(self, simd: S) -> [f64; N] {
         let PlaneSums {
             x, y, stride, len, ..
         } = self;
@@ -241,7 +242,7 @@ impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
             let plane = p * stride..p * stride + len;
             (&x[plane.clone()], &y[plane.clone()], &y[plane])
         });
-        sums::run(level, planes, self.k, self.term)
+        sums::run(simd, planes, self.k, self.term)
     }
 }
 
@@ -260,7 +261,7 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
     type Output = [Vec<f64>; N];
 
     #[inline(always)]
-    fn run(self, level: Supported) -> [Vec<f64>; N] {
+    fn run<S: Simd>(self, simd: S) -> [Vec<f64>; N] {
         let RowSums {
             x,
             y,
@@ -277,7 +278,7 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
                 for ch in 0..c {
                     let (xs, ys) = (&xr[ch * s..(ch + 1) * s], &yr[ch * s..(ch + 1) * s]);
                     let seg = [(xs, ys, ys)];
-                    let t = sums::run(level, seg.into_iter(), k[ch], term);
+                    let t = sums::run(simd, seg.into_iter(), k[ch], term);
                     for q in 0..N {
                         acc[q][ch] += t[q];
                     }
@@ -310,7 +311,7 @@ where
     type Output = ();
 
     #[inline(always)]
-    fn run(self, _: Supported) {
+    fn run<S: Simd>(self, _: S) {
         let MapRows {
             out,
             x,

@@ -46,7 +46,6 @@ mod forward;
 mod group_norm;
 mod layout;
 mod running;
-mod simd;
 mod stats;
 mod sums;
 
@@ -59,8 +58,8 @@ pub use group_norm::{
     group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward, GroupStats,
     NormForward,
 };
+pub use norma_simd::SimdLevel;
 pub use running::update_running_stats;
-pub use simd::SimdLevel;
 pub use stats::{partial_sums, BatchStats, PartialSums};
 
 use layout::BnShape;

@@ -18,8 +18,8 @@
 use ndarray::ArrayViewD;
 
 use crate::layout::channel_sums;
-use crate::simd::SimdLevel;
 use crate::{contiguous, sums, KernelError};
+use norma_simd::SimdLevel;
 
 /// Per-channel statistics of one training batch: what the normalization, the backward pass and
 /// the running update need.
