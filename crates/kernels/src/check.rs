@@ -42,18 +42,25 @@ pub(crate) fn bn_input<'a>(
     Ok((shape, contiguous(x)?))
 }
 
+/// An output gradient `dy` has the shape of the forward input `x`.
+fn same_shape(x: &ArrayViewD<'_, f32>, dy: &ArrayViewD<'_, f32>) -> Result<(), KernelError> {
+    if x.shape() == dy.shape() {
+        Ok(())
+    } else {
+        Err(KernelError::ShapeMismatch {
+            name: "output gradient",
+            expected: x.shape().to_vec(),
+            got: dy.shape().to_vec(),
+        })
+    }
+}
+
 /// A forward input `x` and its output gradient `dy`: one shape, both contiguous.
 pub(crate) fn with_gradient<'a>(
     x: &'a ArrayViewD<'_, f32>,
     dy: &'a ArrayViewD<'_, f32>,
 ) -> Result<(&'a [f32], &'a [f32]), KernelError> {
-    if x.shape() != dy.shape() {
-        return Err(KernelError::ShapeMismatch {
-            name: "output gradient",
-            expected: x.shape().to_vec(),
-            got: dy.shape().to_vec(),
-        });
-    }
+    same_shape(x, dy)?;
     Ok((contiguous(x)?, contiguous(dy)?))
 }
 
@@ -62,13 +69,7 @@ pub(crate) fn bn_with_gradient<'a>(
     x: &'a ArrayViewD<'_, f32>,
     dy: &'a ArrayViewD<'_, f32>,
 ) -> Result<(BnShape, &'a [f32], &'a [f32]), KernelError> {
-    if x.shape() != dy.shape() {
-        return Err(KernelError::ShapeMismatch {
-            name: "output gradient",
-            expected: x.shape().to_vec(),
-            got: dy.shape().to_vec(),
-        });
-    }
+    same_shape(x, dy)?;
     let (shape, xs) = bn_input(x)?;
     Ok((shape, xs, contiguous(dy)?))
 }

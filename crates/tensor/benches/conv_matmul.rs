@@ -7,8 +7,10 @@
 
 use std::hint::black_box;
 
+mod common;
+
+use common::levels;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use norma_tensor::SimdLevel;
 use norma_tensor::{Conv2dGeometry, Rng, Tensor};
 
 const BATCH: usize = 256;
@@ -28,20 +30,6 @@ const LINEARS: &[(&str, usize, usize, usize)] = &[
     ("fc2 120->84", BATCH, 120, 84),
     ("fc3 84->10", BATCH, 84, 10),
 ];
-
-/// The levels to time: `NORMA_BENCH_LEVELS` (comma-separated), else every level this CPU has.
-fn levels() -> Vec<SimdLevel> {
-    match std::env::var("NORMA_BENCH_LEVELS") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|name| SimdLevel::parse(name).ok())
-            .collect(),
-        Err(_) => SimdLevel::ALL
-            .into_iter()
-            .filter(|&l| l <= SimdLevel::detected())
-            .collect(),
-    }
-}
 
 fn convolutions(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);

@@ -6,8 +6,10 @@
 
 use std::hint::black_box;
 
+mod common;
+
+use common::levels;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use norma_tensor::SimdLevel;
 use norma_tensor::{Rng, Sigmoid, Tensor};
 
 /// (name, activation shape): the convolution outputs of LeNet and LeNet-BN.
@@ -17,19 +19,6 @@ const SHAPES: &[(&str, [usize; 4])] = &[
     ("256x16x10x10", [256, 16, 10, 10]),
     ("256x16x8x8", [256, 16, 8, 8]),
 ];
-
-fn levels() -> Vec<SimdLevel> {
-    match std::env::var("NORMA_BENCH_LEVELS") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|name| SimdLevel::parse(name).ok())
-            .collect(),
-        Err(_) => SimdLevel::ALL
-            .into_iter()
-            .filter(|&l| l <= SimdLevel::detected())
-            .collect(),
-    }
-}
 
 fn passes(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);
