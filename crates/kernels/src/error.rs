@@ -1,4 +1,5 @@
-//! The kernels' error type (written by hand: this crate depends on ndarray and rayon only).
+//! The kernels' error type (written by hand: this crate depends on ndarray, rayon and norma-simd
+//! only).
 
 use std::fmt;
 
@@ -60,8 +61,8 @@ impl fmt::Display for KernelError {
             ),
             KernelError::TooFewValues { count } => write!(
                 f,
-                "batch norm in training mode needs more than 1 value per channel to compute batch statistics, \
-                 got {count}; use a batch of at least 2, or eval mode"
+                "batch statistics were to be finished from {count} value(s) per channel (summed over every shard of the batch), \
+                 but a variance needs at least 2"
             ),
             KernelError::ChannelLength { name, expected, got } => {
                 write!(f, "{name} has {got} values but {expected} are needed (one per channel)")
@@ -86,3 +87,25 @@ impl fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two "too few values" errors say different things: one names the input whose shape
+    /// leaves one value per channel, the other the count of values the statistics were to be
+    /// finished from (after shards were added up).
+    #[test]
+    fn too_few_values_errors_say_what_was_too_small() {
+        let single = KernelError::SingleValuePerChannel { shape: vec![1, 6] }.to_string();
+        let few = KernelError::TooFewValues { count: 1 }.to_string();
+        assert_ne!(single, few);
+        assert!(single.contains("more than 1 value per channel") && single.contains("[1, 6]"));
+        assert!(single.contains("use a batch of at least 2, or eval mode"));
+        assert_eq!(
+            few,
+            "batch statistics were to be finished from 1 value(s) per channel (summed over every \
+             shard of the batch), but a variance needs at least 2"
+        );
+    }
+}

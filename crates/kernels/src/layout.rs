@@ -1,12 +1,14 @@
-//! How a batch-norm input is split into work: the (N, C, S) view, and the two parallel drivers
-//! every batch-norm kernel is built from.
+//! How an input is split into work: the (N, C, S) view, the piece sizes, and the parallel
+//! drivers every kernel is built from.
 //!
+//! - [`fill`]: a new array written in parallel pieces, each piece a [`Kernel`] that may also
+//!   return a result (group and layer norm's whole-group pieces, and [`map_channels`]).
 //! - [`channel_sums`]: per channel, N f64 sums of a per-element term over all N·S values.
 //! - [`map_channels`]: a new array written elementwise with per-channel constants.
 //!
 //! Work is cut into pieces whose boundaries depend only on the shape, never on the number of
 //! threads, and partial sums are combined in piece order: results are bitwise identical on 1 or
-//! 64 threads. Each piece runs through [`vectorized`], so the loops use the widest vector
+//! 64 threads. Each piece runs through [`dispatch`], so the loops use the widest vector
 //! instructions of the CPU.
 //!
 //! Two cuts, chosen by the spatial size S:
@@ -21,16 +23,28 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::simd::{vectorized, Kernel, SimdLevel, Supported};
 use crate::sums::{self, Term};
-use crate::KernelError;
+use norma_simd::{dispatch, Kernel, Simd, SimdLevel, Width};
 
 /// Values of one reduction or map piece: ~64 KiB of f32, a few µs of work.
-const PIECE: usize = 1 << 14;
+pub(crate) const PIECE: usize = 1 << 14;
 /// Row pieces carry a C-long accumulator each; larger pieces keep the final combine cheap.
-const ROW_PIECE: usize = 1 << 16;
+pub(crate) const ROW_PIECE: usize = 1 << 16;
 /// Smallest spatial size reduced plane by plane.
 const PLANE_PATH_MIN: usize = 16;
+/// Inputs with fewer values may run on the calling thread: handing them to rayon's workers and
+/// waiting for them costs more than the work (the pieces, and so the results, are the same).
+const PARALLEL_MIN: usize = 1 << 17;
+
+/// The `with_min_len` that keeps a parallel iterator over an input of `len` values on the
+/// calling thread when the input is small.
+pub(crate) fn min_pieces(len: usize) -> usize {
+    if len < PARALLEL_MIN {
+        usize::MAX
+    } else {
+        1
+    }
+}
 
 /// A batch-norm input seen as (N, C, S): batch, channels, spatial positions per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,25 +55,6 @@ pub(crate) struct BnShape {
 }
 
 impl BnShape {
-    /// (N, C) → S = 1; (N, C, L) → S = L; (N, C, H, W) → S = H·W.
-    pub fn from_dims(dims: &[usize]) -> Result<BnShape, KernelError> {
-        let (batch, channels, spatial) = match *dims {
-            [n, c] => (n, c, 1),
-            [n, c, l] => (n, c, l),
-            [n, c, h, w] => (n, c, h * w),
-            _ => {
-                return Err(KernelError::UnsupportedShape {
-                    shape: dims.to_vec(),
-                })
-            }
-        };
-        Ok(BnShape {
-            batch,
-            channels,
-            spatial,
-        })
-    }
-
     /// M: how many values each channel's statistics are taken over (N·S).
     pub fn per_channel(&self) -> usize {
         self.batch * self.spatial
@@ -119,7 +114,7 @@ pub(crate) fn channel_sums<const N: usize>(
                     k: k[ch],
                     term,
                 };
-                vectorized(level, piece)
+                dispatch(level, Width::Widest, piece)
             })
             .collect();
         for (ch, total) in totals.iter_mut().enumerate() {
@@ -135,8 +130,9 @@ pub(crate) fn channel_sums<const N: usize>(
             .par_chunks(piece_len)
             .zip(y.par_chunks(piece_len))
             .map(|(x, y)| {
-                vectorized(
+                dispatch(
                     level,
+                    Width::Widest,
                     RowSums {
                         x,
                         y,
@@ -176,45 +172,102 @@ where
     E: Copy + Sync,
     F: Fn(f32, f32, [E; K]) -> f32 + Sync + Copy,
 {
-    let (c, s) = (shape.channels, shape.spatial);
+    let (c, s, n) = (shape.channels, shape.spatial, shape.batch);
+    assert!(x.len() == shape.len() && y.len() == shape.len());
+    assert!(consts.iter().all(|k| k.len() == c || k.len() == n * c));
+    // How far each constant slice moves from one sample to the next.
+    let strides: [usize; K] = std::array::from_fn(|j| if consts[j].len() == c { 0 } else { c });
+    // Each sample is a row of C·S values; pieces are runs of whole samples.
+    let rows = shape.rows_per_piece();
+    let piece = MapRows {
+        rows,
+        c,
+        s,
+        consts,
+        strides,
+        f,
+    };
+    fill(level, dims, x, y, rows * c * s, 1, &piece).0
+}
+
+/// One piece of [`fill`]: `run` writes the piece's slots from the matching runs of x and y.
+///
+/// # Safety
+/// `run` must initialise every slot of `out`: [`fill`] assumes the array initialised.
+pub(crate) unsafe trait FillPiece: Sync {
+    type Output: Send;
+
+    /// Piece `index`, compiled with the instructions of `simd`. Implementations are
+    /// `#[inline(always)]` (see [`Kernel`]).
+    fn run<S: Simd>(
+        &self,
+        simd: S,
+        index: usize,
+        out: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        y: &[f32],
+    ) -> Self::Output;
+}
+
+/// A new array of shape `dims` written in parallel pieces of `piece_len` values: piece i (the
+/// slots `i·piece_len ..` and the same runs of `x` and `y`, shorter at the end) is written by
+/// `piece.run(…, i, …)` through [`dispatch`] at `level`, and the pieces' results are returned
+/// in piece order. `min_len` is the `with_min_len` of the parallel iterator ([`min_pieces`]).
+pub(crate) fn fill<P: FillPiece>(
+    level: SimdLevel,
+    dims: IxDyn,
+    x: &[f32],
+    y: &[f32],
+    piece_len: usize,
+    min_len: usize,
+    piece: &P,
+) -> (ArrayD<f32>, Vec<P::Output>) {
     let mut out = ArrayD::<f32>::uninit(dims);
     let slots = out
         .as_slice_mut()
         .expect("a freshly allocated array is contiguous");
-    assert!(x.len() == shape.len() && y.len() == shape.len() && slots.len() == shape.len());
-    let n = shape.batch;
-    assert!(consts.iter().all(|k| k.len() == c || k.len() == n * c));
-    // How far each constant slice moves from one sample to the next.
-    let strides: [usize; K] = std::array::from_fn(|j| if consts[j].len() == c { 0 } else { c });
-    if shape.len() > 0 {
-        // Each sample is a row of C·S values; pieces are runs of whole samples.
-        let row_len = c * s;
-        let rows = shape.rows_per_piece();
+    assert!(x.len() == slots.len() && y.len() == slots.len());
+    let results = if slots.is_empty() {
+        Vec::new()
+    } else {
         slots
-            .par_chunks_mut(rows * row_len)
-            .zip(x.par_chunks(rows * row_len))
-            .zip(y.par_chunks(rows * row_len))
+            .par_chunks_mut(piece_len)
+            .zip(x.par_chunks(piece_len).zip(y.par_chunks(piece_len)))
             .enumerate()
-            .for_each(|(i, ((out, x), y))| {
-                let first = i * rows;
-                let piece = MapRows {
+            .with_min_len(min_len)
+            .map(|(index, (out, (x, y)))| {
+                let job = Job {
+                    piece,
+                    index,
                     out,
                     x,
                     y,
-                    c,
-                    s,
-                    consts: std::array::from_fn(|j| &consts[j][first * strides[j]..]),
-                    strides,
-                    f,
                 };
-                vectorized(level, piece)
-            });
+                dispatch(level, Width::Widest, job)
+            })
+            .collect()
+    };
+    // SAFETY: par_chunks_mut hands every slot to exactly one piece, and FillPiece::run
+    // initialises every slot it is given (the trait's contract).
+    (unsafe { out.assume_init() }, results)
+}
+
+/// One piece of [`fill`] as a [`Kernel`].
+struct Job<'a, P> {
+    piece: &'a P,
+    index: usize,
+    out: &'a mut [MaybeUninit<f32>],
+    x: &'a [f32],
+    y: &'a [f32],
+}
+
+impl<P: FillPiece> Kernel for Job<'_, P> {
+    type Output = P::Output;
+
+    #[inline(always)]
+    fn run<S: Simd>(self, simd: S) -> P::Output {
+        self.piece.run(simd, self.index, self.out, self.x, self.y)
     }
-    // SAFETY: the slice has shape.len() = N·C·S elements (asserted), pieces are runs of whole
-    // rows of C·S values that together cover it (par_chunks_mut), and each row writes all of
-    // its C·S slots: by_channel_row writes out[0..C] (S = 1), the loop above every segment of
-    // every channel. So every element is initialised.
-    unsafe { out.assume_init() }
 }
 
 /// One reduction piece of the plane path: `planes` runs of `len` values, `stride` apart, of one
@@ -233,7 +286,7 @@ impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
     type Output = [f64; N];
 
     #[inline(always)]
-    fn run(self, level: Supported) -> [f64; N] {
+    fn run<S: Simd>(self, simd: S) -> [f64; N] {
         let PlaneSums {
             x, y, stride, len, ..
         } = self;
@@ -241,7 +294,7 @@ impl<const N: usize, T: Term<N>> Kernel for PlaneSums<'_, T, N> {
             let plane = p * stride..p * stride + len;
             (&x[plane.clone()], &y[plane.clone()], &y[plane])
         });
-        sums::run(level, planes, self.k, self.term)
+        sums::run(simd, planes, self.k, self.term)
     }
 }
 
@@ -260,7 +313,7 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
     type Output = [Vec<f64>; N];
 
     #[inline(always)]
-    fn run(self, level: Supported) -> [Vec<f64>; N] {
+    fn run<S: Simd>(self, simd: S) -> [Vec<f64>; N] {
         let RowSums {
             x,
             y,
@@ -277,7 +330,7 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
                 for ch in 0..c {
                     let (xs, ys) = (&xr[ch * s..(ch + 1) * s], &yr[ch * s..(ch + 1) * s]);
                     let seg = [(xs, ys, ys)];
-                    let t = sums::run(level, seg.into_iter(), k[ch], term);
+                    let t = sums::run(simd, seg.into_iter(), k[ch], term);
                     for q in 0..N {
                         acc[q][ch] += t[q];
                     }
@@ -288,39 +341,40 @@ impl<const N: usize, T: Term<N>> Kernel for RowSums<'_, T, N> {
     }
 }
 
-/// One piece of [`map_channels`]: whole samples of C channels with S values each.
+/// The pieces of [`map_channels`]: runs of `rows` whole samples of C channels with S values
+/// each.
 struct MapRows<'a, const K: usize, E, F> {
-    out: &'a mut [MaybeUninit<f32>],
-    x: &'a [f32],
-    y: &'a [f32],
+    rows: usize,
     c: usize,
     s: usize,
-    /// The constants of the piece's first sample onwards.
+    /// The constants of every sample.
     consts: [&'a [E]; K],
     /// 0 for constants shared by every sample, C for per-sample ones.
     strides: [usize; K],
     f: F,
 }
 
-impl<const K: usize, E, F> Kernel for MapRows<'_, K, E, F>
+// SAFETY: every row of the piece writes its C·S slots: by_channel_row writes out[0..C] (S = 1),
+// the loop below every segment of every channel; pieces are whole rows (see map_channels).
+unsafe impl<const K: usize, E, F> FillPiece for MapRows<'_, K, E, F>
 where
-    E: Copy,
-    F: Fn(f32, f32, [E; K]) -> f32 + Copy,
+    E: Copy + Sync,
+    F: Fn(f32, f32, [E; K]) -> f32 + Copy + Sync,
 {
     type Output = ();
 
     #[inline(always)]
-    fn run(self, _: Supported) {
+    fn run<S: Simd>(&self, _: S, index: usize, out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32]) {
         let MapRows {
-            out,
-            x,
-            y,
+            rows: per_piece,
             c,
             s,
             consts,
             strides,
             f,
-        } = self;
+        } = *self;
+        let first = index * per_piece;
+        let consts: [&[E]; K] = std::array::from_fn(|j| &consts[j][first * strides[j]..]);
         let row_len = c * s;
         let rows = out
             .chunks_exact_mut(row_len)

@@ -1,7 +1,8 @@
 //! # norma-kernels
 //!
-//! Batch-normalization kernels, isolated from the rest of norma (they depend on `ndarray` and
-//! `rayon` only), for inputs of shape (N, C), (N, C, L) or contiguous (N, C, H, W):
+//! Normalization kernels, isolated from the rest of norma (they depend on `ndarray`, `rayon` and
+//! the SIMD floor `norma-simd` only). Batch norm, for inputs of shape (N, C), (N, C, L) or
+//! contiguous (N, C, H, W) (`src/batch_norm/`):
 //!
 //! | kernel | computes |
 //! | --- | --- |
@@ -11,6 +12,11 @@
 //! | [`backward_eval`] | dx, dγ, dβ with fixed statistics |
 //! | [`update_running_stats`] | PyTorch's momentum (or cumulative) update, unbiased variance |
 //! | [`eval_scale_shift`] | the eval-mode affine map, for folding batch norm into a layer |
+//!
+//! Group and layer norm ([`group_norm_forward`], [`layer_norm_forward`] and their backward
+//! passes, `src/group_norm/`) run on the same piece driver (`src/layout.rs`), the same sums
+//! (`src/sums.rs`) and the same precision devices (`src/precision.rs`). Every input is checked
+//! once, at the public function, by `src/check.rs`.
 //!
 //! **Split across processes.** Each training kernel is a reduction followed by an elementwise
 //! pass, and the reductions are exposed so that a batch spread over several processes
@@ -40,53 +46,36 @@
 //! # Ok::<(), norma_kernels::KernelError>(())
 //! ```
 
-mod backward;
+mod batch_norm;
+mod check;
 mod error;
-mod forward;
 mod group_norm;
 mod layout;
-mod running;
-mod simd;
-mod stats;
+mod precision;
 mod sums;
 
-pub use backward::{
-    backward_eval, backward_from_sums, backward_train, grad_sums, GradSums, Gradients,
+pub use batch_norm::{
+    backward_eval, backward_from_sums, backward_train, eval_scale_shift, forward_eval,
+    forward_train, grad_sums, normalize, partial_sums, update_running_stats, BatchStats, GradSums,
+    PartialSums, TrainForward,
 };
 pub use error::KernelError;
-pub use forward::{eval_scale_shift, forward_eval, forward_train, normalize, TrainForward};
 pub use group_norm::{
     group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward, GroupStats,
     NormForward,
 };
-pub use running::update_running_stats;
-pub use simd::SimdLevel;
-pub use stats::{partial_sums, BatchStats, PartialSums};
+pub use norma_simd::SimdLevel;
 
-use layout::BnShape;
-use ndarray::ArrayViewD;
+use ndarray::ArrayD;
 
-/// The input's (N, C, S) shape and its values, if it is contiguous row-major.
-fn contiguous<'a>(x: &'a ArrayViewD<'_, f32>) -> Result<(BnShape, &'a [f32]), KernelError> {
-    let shape = BnShape::from_dims(x.shape())?;
-    let data = x.as_slice().ok_or_else(|| KernelError::NotContiguous {
-        shape: x.shape().to_vec(),
-    })?;
-    Ok((shape, data))
-}
-
-/// Checks that an optional per-channel vector has one value per channel.
-fn check_channels<T>(
-    shape: BnShape,
-    name: &'static str,
-    v: Option<&[T]>,
-) -> Result<(), KernelError> {
-    match v {
-        Some(v) if v.len() != shape.channels => Err(KernelError::ChannelLength {
-            name,
-            expected: shape.channels,
-            got: v.len(),
-        }),
-        _ => Ok(()),
-    }
+/// Gradients of a normalization (batch, group or layer norm) with respect to its input and
+/// affine parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients {
+    /// ∂L/∂x, shaped like the input.
+    pub dx: ArrayD<f32>,
+    /// ∂L/∂γ per channel (per element for layer norm).
+    pub dgamma: Vec<f32>,
+    /// ∂L/∂β per channel (per element for layer norm).
+    pub dbeta: Vec<f32>,
 }

@@ -8,19 +8,15 @@
 //!
 //! Every f32 is widened before use, so sums are as exact as f64 allows whatever the data's
 //! offset. A [`Term`] is written once, generic over [`Arith`], and runs on plain `f64`s (tails,
-//! rows) or on sixteen lanes at a time ([`Lanes`]); each lane performs the same IEEE
-//! operations in the same order at every [`SimdLevel`], so all levels give the same bits.
+//! rows) or on sixteen lanes at a time (a token's [`Simd::F64s`], no fused multiply-add); each
+//! lane performs the same IEEE operations in the same order at every SIMD level, so all levels
+//! give the same bits.
 //!
 //! The compiler does not vectorize two interleaved floating-point reductions on its own (it
 //! pairs the two sums of one element instead of one sum of many elements), hence the explicit
 //! lanes.
 
-#[cfg(target_arch = "x86_64")]
-use crate::simd::SimdLevel;
-use crate::simd::Supported;
-
-/// f64 accumulators per sum: two AVX-512 registers, four AVX2 ones.
-pub(crate) const LANES: usize = 16;
+use norma_simd::{Simd, WIDE as LANES};
 
 /// The arithmetic a [`Term`] needs, on one f64 or on [`LANES`] of them.
 pub(crate) trait Arith: Copy {
@@ -99,185 +95,22 @@ impl Term<3> for WeightedGradTerms {
     }
 }
 
-/// Sixteen f64 lanes in vector registers.
-///
-/// # Safety
-/// Implementations may use instructions of a [`SimdLevel`]: every method is `unsafe` to call,
-/// and callers must have made sure the CPU supports them (see [`Supported`]).
-trait Lanes: Copy {
-    unsafe fn splat(v: f64) -> Self;
-    /// Sixteen f32 values, widened.
-    unsafe fn load(x: &[f32; LANES]) -> Self;
-    unsafe fn add(self, o: Self) -> Self;
-    unsafe fn sub(self, o: Self) -> Self;
-    unsafe fn mul(self, o: Self) -> Self;
-    unsafe fn to_array(self) -> [f64; LANES];
-}
-
-/// Lanes behind the [`Arith`] face a [`Term`] sees. Values exist only inside [`run_on`], whose
-/// caller vouched for the instructions of `L`.
+/// A token's sixteen f64 lanes behind the [`Arith`] face a [`Term`] sees.
 #[derive(Clone, Copy)]
-struct Vector<L>(L);
+struct Wide<S: Simd>(S, S::F64s);
 
-impl<L: Lanes> Arith for Vector<L> {
+impl<S: Simd> Arith for Wide<S> {
     #[inline(always)]
     fn add(self, o: Self) -> Self {
-        // SAFETY: a Vector<L> is only created by run_on::<L>, an unsafe fn whose caller
-        // guarantees that the CPU supports L's instructions.
-        Vector(unsafe { self.0.add(o.0) })
+        Wide(self.0, self.0.f64_add(self.1, o.1))
     }
     #[inline(always)]
     fn sub(self, o: Self) -> Self {
-        // SAFETY: as in `add`.
-        Vector(unsafe { self.0.sub(o.0) })
+        Wide(self.0, self.0.f64_sub(self.1, o.1))
     }
     #[inline(always)]
     fn mul(self, o: Self) -> Self {
-        // SAFETY: as in `add`.
-        Vector(unsafe { self.0.mul(o.0) })
-    }
-}
-
-/// Sixteen plain f64s: the portable path.
-#[derive(Clone, Copy)]
-struct Scalar([f64; LANES]);
-
-impl Lanes for Scalar {
-    #[inline(always)]
-    unsafe fn splat(v: f64) -> Self {
-        Scalar([v; LANES])
-    }
-    #[inline(always)]
-    unsafe fn load(x: &[f32; LANES]) -> Self {
-        Scalar(std::array::from_fn(|l| x[l] as f64))
-    }
-    #[inline(always)]
-    unsafe fn add(self, o: Self) -> Self {
-        Scalar(std::array::from_fn(|l| self.0[l] + o.0[l]))
-    }
-    #[inline(always)]
-    unsafe fn sub(self, o: Self) -> Self {
-        Scalar(std::array::from_fn(|l| self.0[l] - o.0[l]))
-    }
-    #[inline(always)]
-    unsafe fn mul(self, o: Self) -> Self {
-        Scalar(std::array::from_fn(|l| self.0[l] * o.0[l]))
-    }
-    #[inline(always)]
-    unsafe fn to_array(self) -> [f64; LANES] {
-        self.0
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{Lanes, LANES};
-
-    /// Two 8-lane AVX-512 registers.
-    #[derive(Clone, Copy)]
-    pub struct Avx512([__m512d; 2]);
-
-    impl Lanes for Avx512 {
-        #[inline(always)]
-        unsafe fn splat(v: f64) -> Self {
-            Avx512([_mm512_set1_pd(v); 2])
-        }
-        #[inline(always)]
-        unsafe fn load(x: &[f32; LANES]) -> Self {
-            let p = x.as_ptr();
-            // Two loads of 8 floats, both inside the 16-float array.
-            Avx512([
-                _mm512_cvtps_pd(_mm256_loadu_ps(p)),
-                _mm512_cvtps_pd(_mm256_loadu_ps(p.add(8))),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            Avx512([
-                _mm512_add_pd(self.0[0], o.0[0]),
-                _mm512_add_pd(self.0[1], o.0[1]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn sub(self, o: Self) -> Self {
-            Avx512([
-                _mm512_sub_pd(self.0[0], o.0[0]),
-                _mm512_sub_pd(self.0[1], o.0[1]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn mul(self, o: Self) -> Self {
-            Avx512([
-                _mm512_mul_pd(self.0[0], o.0[0]),
-                _mm512_mul_pd(self.0[1], o.0[1]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn to_array(self) -> [f64; LANES] {
-            let mut out = [0.0f64; LANES];
-            _mm512_storeu_pd(out.as_mut_ptr(), self.0[0]);
-            _mm512_storeu_pd(out.as_mut_ptr().add(8), self.0[1]);
-            out
-        }
-    }
-
-    /// Four 4-lane AVX registers.
-    #[derive(Clone, Copy)]
-    pub struct Avx2([__m256d; 4]);
-
-    impl Lanes for Avx2 {
-        #[inline(always)]
-        unsafe fn splat(v: f64) -> Self {
-            Avx2([_mm256_set1_pd(v); 4])
-        }
-        #[inline(always)]
-        unsafe fn load(x: &[f32; LANES]) -> Self {
-            let p = x.as_ptr();
-            // Four loads of 4 floats at offsets 0, 4, 8, 12: inside the array.
-            Avx2([
-                _mm256_cvtps_pd(_mm_loadu_ps(p)),
-                _mm256_cvtps_pd(_mm_loadu_ps(p.add(4))),
-                _mm256_cvtps_pd(_mm_loadu_ps(p.add(8))),
-                _mm256_cvtps_pd(_mm_loadu_ps(p.add(12))),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn add(self, o: Self) -> Self {
-            Avx2([
-                _mm256_add_pd(self.0[0], o.0[0]),
-                _mm256_add_pd(self.0[1], o.0[1]),
-                _mm256_add_pd(self.0[2], o.0[2]),
-                _mm256_add_pd(self.0[3], o.0[3]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn sub(self, o: Self) -> Self {
-            Avx2([
-                _mm256_sub_pd(self.0[0], o.0[0]),
-                _mm256_sub_pd(self.0[1], o.0[1]),
-                _mm256_sub_pd(self.0[2], o.0[2]),
-                _mm256_sub_pd(self.0[3], o.0[3]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn mul(self, o: Self) -> Self {
-            Avx2([
-                _mm256_mul_pd(self.0[0], o.0[0]),
-                _mm256_mul_pd(self.0[1], o.0[1]),
-                _mm256_mul_pd(self.0[2], o.0[2]),
-                _mm256_mul_pd(self.0[3], o.0[3]),
-            ])
-        }
-        #[inline(always)]
-        unsafe fn to_array(self) -> [f64; LANES] {
-            let mut out = [0.0f64; LANES];
-            for i in 0..4 {
-                _mm256_storeu_pd(out.as_mut_ptr().add(4 * i), self.0[i]);
-            }
-            out
-        }
+        Wide(self.0, self.0.f64_mul(self.1, o.1))
     }
 }
 
@@ -287,45 +120,19 @@ mod x86 {
 ///
 /// Within each run, value i goes to lane `i % LANES`: whole groups of LANES values into vector
 /// accumulators, the last `len % LANES` into scalar ones; both sets of lanes are added pairwise
-/// at the end. The order depends only on the runs' lengths. Call it inside
-/// [`crate::simd::vectorized`] so that it is compiled with the level's instructions.
+/// at the end. The order depends only on the runs' lengths. Call it inside a
+/// [`norma_simd::Kernel`] so that it is compiled with the token's instructions.
 #[inline(always)]
-pub(crate) fn run<'a, const N: usize>(
-    level: Supported,
-    runs: impl Iterator<Item = Run<'a>>,
-    k: f64,
-    term: impl Term<N>,
-) -> [f64; N] {
-    #[cfg(target_arch = "x86_64")]
-    match level.get() {
-        // SAFETY: `Supported` levels were checked against the CPU.
-        SimdLevel::Avx512 => return unsafe { run_on::<x86::Avx512, N, _>(runs, k, term) },
-        // SAFETY: as above.
-        SimdLevel::Avx2 => return unsafe { run_on::<x86::Avx2, N, _>(runs, k, term) },
-        SimdLevel::Portable => {}
-    }
-    let _ = level;
-    // SAFETY: Scalar uses no special instructions.
-    unsafe { run_on::<Scalar, N, _>(runs, k, term) }
-}
-
-/// One run of [`run`]: x, y and w slices of one length.
-pub(crate) type Run<'a> = (&'a [f32], &'a [f32], &'a [f32]);
-
-/// [`run`] on lanes `L`.
-///
-/// # Safety
-/// The CPU must support the instructions `L` uses.
-#[inline(always)]
-unsafe fn run_on<'a, L: Lanes, const N: usize, T: Term<N>>(
+pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
+    s: S,
     runs: impl Iterator<Item = Run<'a>>,
     k: f64,
     term: T,
 ) -> [f64; N] {
-    let kv = Vector(L::splat(k));
-    let mut acc = [Vector(L::splat(0.0)); N];
+    let kv = Wide(s, s.f64_splat(k));
+    let mut acc = [Wide(s, s.f64_splat(0.0)); N];
     let mut tails = [[0.0f64; LANES]; N];
-    let load = |v: &[f32]| Vector(L::load(v.try_into().expect("chunks are LANES long")));
+    let load = |v: &[f32]| Wide(s, s.f64_widen(v.try_into().expect("chunks are LANES long")));
     for (x, y, w) in runs {
         let (y, w) = (&y[..x.len()], &w[..x.len()]);
         let (xc, yc, wc) = (
@@ -355,10 +162,13 @@ unsafe fn run_on<'a, L: Lanes, const N: usize, T: Term<N>>(
         }
     }
     std::array::from_fn(|j| {
-        let lanes = acc[j].0.to_array();
+        let lanes = s.f64_to_array(acc[j].1);
         pairwise(std::array::from_fn(|l| lanes[l] + tails[j][l]))
     })
 }
+
+/// One run of [`run`]: x, y and w slices of one length.
+pub(crate) type Run<'a> = (&'a [f32], &'a [f32], &'a [f32]);
 
 /// Adds the lanes as a balanced tree: ((l0 + l8) + (l4 + l12)) + ...
 #[inline(always)]
@@ -418,7 +228,43 @@ pub(crate) fn rows<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simd::{vectorized, SimdLevel, TestKernel};
+    use norma_simd::{dispatch, Kernel, SimdLevel, Width};
+
+    /// [`GradTerms`] of one run around `k`.
+    struct OneRun<'a> {
+        x: &'a [f32],
+        y: &'a [f32],
+        k: f64,
+    }
+
+    impl Kernel for OneRun<'_> {
+        type Output = [f64; 3];
+        fn run<S: Simd>(self, s: S) -> [f64; 3] {
+            run(s, [(self.x, self.y, self.y)].into_iter(), self.k, GradTerms)
+        }
+    }
+
+    /// Rows, runs at many offsets and planes of one input: every path of this module.
+    struct EveryPath<'a> {
+        x: &'a [f32],
+        y: &'a [f32],
+        k: &'a [f64],
+    }
+
+    impl Kernel for EveryPath<'_> {
+        type Output = (Vec<[f64; 3]>, [f64; 2], [Vec<f64>; 3]);
+        fn run<S: Simd>(self, s: S) -> Self::Output {
+            let EveryPath { x, y, k } = self;
+            let mut acc: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; 5]);
+            rows(x, y, k, &mut acc, GradTerms);
+            let runs =
+                (3..40).map(|i| run(s, [(&x[i..], &y[i..], &x[i..])].into_iter(), 7.0, GradTerms));
+            let plane = |p: usize| &x[p * 37..p * 37 + 30];
+            let planes = (0..9).map(|p| (plane(p), plane(p), plane(p)));
+            let squares = run(s, planes, 6.0, ShiftedSquares);
+            (runs.collect(), squares, acc)
+        }
+    }
 
     fn reference(x: &[f32], y: &[f32], k: f64) -> [f64; 3] {
         let mut s = [0.0f64; 3];
@@ -437,16 +283,14 @@ mod tests {
             let x: Vec<f32> = (0..n).map(|i| 1e4 + (i as f32 * 0.37).sin()).collect();
             let y: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             for level in SimdLevel::supported() {
-                let got = vectorized(
+                let got = dispatch(
                     level,
-                    TestKernel(|level| {
-                        run(
-                            level,
-                            [(&x[..], &y[..], &y[..])].into_iter(),
-                            1e4,
-                            GradTerms,
-                        )
-                    }),
+                    Width::Widest,
+                    OneRun {
+                        x: &x,
+                        y: &y,
+                        k: 1e4,
+                    },
                 );
                 let want = reference(&x, &y, 1e4);
                 for j in 0..3 {
@@ -467,24 +311,14 @@ mod tests {
         let y: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.11).cos()).collect();
         let k: Vec<f64> = vec![7.0, 6.5, -1.0, 0.0, 2.0];
         let at = |level| {
-            vectorized(
+            dispatch(
                 level,
-                TestKernel(|level| {
-                    let mut acc: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; 5]);
-                    rows(&x, &y, &k, &mut acc, GradTerms);
-                    let runs = (3..40).map(|s| {
-                        run(
-                            level,
-                            [(&x[s..], &y[s..], &x[s..])].into_iter(),
-                            7.0,
-                            GradTerms,
-                        )
-                    });
-                    let plane = |p: usize| &x[p * 37..p * 37 + 30];
-                    let planes = (0..9).map(|p| (plane(p), plane(p), plane(p)));
-                    let squares = run(level, planes, 6.0, ShiftedSquares);
-                    (runs.collect::<Vec<_>>(), squares, acc)
-                }),
+                Width::Widest,
+                EveryPath {
+                    x: &x,
+                    y: &y,
+                    k: &k,
+                },
             )
         };
         let want = at(SimdLevel::Portable);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::TestRng;
+use common::{assert_bitwise_everywhere, on, TestRng};
 use ndarray::{ArrayD, IxDyn};
 use norma_kernels::{
     group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward, SimdLevel,
@@ -199,36 +199,20 @@ fn bitwise_identical_across_thread_counts_and_simd_levels() {
         let dy = rng.array(&shape, 0.0, 1.0);
         let (gamma, beta) = (rng.vec(c, 1.0, 0.3), rng.vec(c, 0.0, 0.3));
         let run = |threads: usize, level: SimdLevel| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                level.capped(|| {
-                    let f = group_norm_forward(x.view(), groups, Some(&gamma), Some(&beta), 1e-5)
-                        .unwrap();
-                    let g =
-                        group_norm_backward(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
-                    let trail = &shape[1..];
-                    let d: usize = trail.iter().product();
-                    let w = vec![1.5f32; d];
-                    let l = layer_norm_forward(x.view(), trail, Some(&w), None, 1e-5).unwrap();
-                    let lg = layer_norm_backward(x.view(), dy.view(), trail, &l.stats, Some(&w))
-                        .unwrap();
-                    (f, g, l, lg)
-                })
+            on(threads, level, || {
+                let f =
+                    group_norm_forward(x.view(), groups, Some(&gamma), Some(&beta), 1e-5).unwrap();
+                let g = group_norm_backward(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
+                let trail = &shape[1..];
+                let d: usize = trail.iter().product();
+                let w = vec![1.5f32; d];
+                let l = layer_norm_forward(x.view(), trail, Some(&w), None, 1e-5).unwrap();
+                let lg =
+                    layer_norm_backward(x.view(), dy.view(), trail, &l.stats, Some(&w)).unwrap();
+                (f, g, l, lg)
             })
         };
-        let one = run(1, SimdLevel::Avx512);
-        for threads in [2, 7] {
-            assert!(
-                run(threads, SimdLevel::Avx512) == one,
-                "{shape:?}: {threads} threads differ"
-            );
-        }
-        for level in SimdLevel::supported() {
-            assert!(run(2, level) == one, "{shape:?}: level {level} differs");
-        }
+        assert_bitwise_everywhere(&format!("{shape:?}"), run);
     }
 }
 

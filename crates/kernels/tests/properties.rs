@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{at, ncs, reference_stats, reference_train, shape_strategy, TestRng};
+use common::{
+    assert_bitwise_everywhere, at, ncs, on, reference_stats, reference_train, shape_strategy,
+    TestRng,
+};
 use ndarray::{ArrayD, IxDyn};
 use norma_kernels::{
     backward_eval, backward_train, forward_eval, forward_train, update_running_stats, BatchStats,
@@ -216,43 +219,24 @@ fn bitwise_identical_across_thread_counts_and_simd_levels() {
         let gamma = rng.vec(c, 1.0, 0.3);
         let beta = rng.vec(c, 0.0, 0.3);
         let run = |threads: usize, level: SimdLevel| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                level.capped(|| {
-                    let f = forward_train(x.view(), Some(&gamma), Some(&beta), 1e-5).unwrap();
-                    let g = backward_train(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
-                    let (mean, var): (Vec<f32>, Vec<f32>) = f
-                        .stats
-                        .mean()
-                        .iter()
-                        .zip(f.stats.var())
-                        .map(|(&m, &v)| (m as f32, v as f32))
-                        .unzip();
-                    let e = forward_eval(x.view(), &mean, &var, Some(&gamma), Some(&beta), 1e-5)
-                        .unwrap();
-                    let b = backward_eval(x.view(), dy.view(), &mean, &var, Some(&gamma), 1e-5)
-                        .unwrap();
-                    (f, g, e, b)
-                })
+            on(threads, level, || {
+                let f = forward_train(x.view(), Some(&gamma), Some(&beta), 1e-5).unwrap();
+                let g = backward_train(x.view(), dy.view(), &f.stats, Some(&gamma)).unwrap();
+                let (mean, var): (Vec<f32>, Vec<f32>) = f
+                    .stats
+                    .mean()
+                    .iter()
+                    .zip(f.stats.var())
+                    .map(|(&m, &v)| (m as f32, v as f32))
+                    .unzip();
+                let e =
+                    forward_eval(x.view(), &mean, &var, Some(&gamma), Some(&beta), 1e-5).unwrap();
+                let b =
+                    backward_eval(x.view(), dy.view(), &mean, &var, Some(&gamma), 1e-5).unwrap();
+                (f, g, e, b)
             })
         };
-        let one = run(1, SimdLevel::Avx512);
-        for threads in [2, 7] {
-            assert!(
-                run(threads, SimdLevel::Avx512) == one,
-                "shape {shape:?}: {threads} threads differ from 1"
-            );
-        }
-        for level in SimdLevel::supported() {
-            assert!(
-                run(2, level) == one,
-                "shape {shape:?}: SIMD level {level} differs from {}",
-                SimdLevel::current()
-            );
-        }
+        assert_bitwise_everywhere(&format!("shape {shape:?}"), run);
     }
 }
 

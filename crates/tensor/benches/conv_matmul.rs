@@ -7,8 +7,10 @@
 
 use std::hint::black_box;
 
+mod common;
+
+use common::levels;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use norma_tensor::simd::{with_level, Level};
 use norma_tensor::{Conv2dGeometry, Rng, Tensor};
 
 const BATCH: usize = 256;
@@ -29,17 +31,6 @@ const LINEARS: &[(&str, usize, usize, usize)] = &[
     ("fc3 84->10", BATCH, 84, 10),
 ];
 
-/// The levels to time: `NORMA_BENCH_LEVELS` (comma-separated), else every level this CPU has.
-fn levels() -> Vec<Level> {
-    match std::env::var("NORMA_BENCH_LEVELS") {
-        Ok(list) => list.split(',').filter_map(Level::parse).collect(),
-        Err(_) => Level::ALL
-            .into_iter()
-            .filter(|&l| l <= Level::detected())
-            .collect(),
-    }
-}
-
 fn convolutions(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);
     for &(name, [ch, h, w], out, pad) in CONVS {
@@ -54,12 +45,10 @@ fn convolutions(c: &mut Criterion) {
         group.throughput(Throughput::Elements(flops));
         for level in levels() {
             group.bench_function(format!("{level} forward"), |bch| {
-                with_level(level, || {
-                    bch.iter(|| black_box(&x).conv2d(&wt, Some(&b), 1, pad).unwrap())
-                })
+                level.capped(|| bch.iter(|| black_box(&x).conv2d(&wt, Some(&b), 1, pad).unwrap()))
             });
             group.bench_function(format!("{level} input grad"), |bch| {
-                with_level(level, || {
+                level.capped(|| {
                     bch.iter(|| {
                         black_box(&y)
                             .conv2d_backward_input(&wt, x.shape(), 1, pad)
@@ -68,7 +57,7 @@ fn convolutions(c: &mut Criterion) {
                 })
             });
             group.bench_function(format!("{level} weight grad"), |bch| {
-                with_level(level, || {
+                level.capped(|| {
                     bch.iter(|| {
                         black_box(&y)
                             .conv2d_backward_params(&x, wt.shape(), 1, pad)
@@ -91,17 +80,13 @@ fn linears(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * (n * inputs * outputs) as u64));
         for level in levels() {
             group.bench_function(format!("{level} x·wᵀ"), |bch| {
-                with_level(level, || {
-                    bch.iter(|| black_box(&x).matmul_t(false, &w, true).unwrap())
-                })
+                level.capped(|| bch.iter(|| black_box(&x).matmul_t(false, &w, true).unwrap()))
             });
             group.bench_function(format!("{level} g·w"), |bch| {
-                with_level(level, || bch.iter(|| black_box(&g).matmul(&w).unwrap()))
+                level.capped(|| bch.iter(|| black_box(&g).matmul(&w).unwrap()))
             });
             group.bench_function(format!("{level} gᵀ·x"), |bch| {
-                with_level(level, || {
-                    bch.iter(|| black_box(&g).matmul_t(true, &x, false).unwrap())
-                })
+                level.capped(|| bch.iter(|| black_box(&g).matmul_t(true, &x, false).unwrap()))
             });
         }
         group.finish();
@@ -112,7 +97,7 @@ fn linears(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2 * 512u64.pow(3)));
     for level in levels() {
         group.bench_function(format!("{level} a·a"), |bch| {
-            with_level(level, || bch.iter(|| black_box(&a).matmul(&a).unwrap()))
+            level.capped(|| bch.iter(|| black_box(&a).matmul(&a).unwrap()))
         });
     }
     group.finish();

@@ -6,8 +6,10 @@
 
 use std::hint::black_box;
 
+mod common;
+
+use common::levels;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use norma_tensor::simd::{with_level, Level};
 use norma_tensor::{Rng, Sigmoid, Tensor};
 
 /// (name, activation shape): the convolution outputs of LeNet and LeNet-BN.
@@ -17,16 +19,6 @@ const SHAPES: &[(&str, [usize; 4])] = &[
     ("256x16x10x10", [256, 16, 10, 10]),
     ("256x16x8x8", [256, 16, 8, 8]),
 ];
-
-fn levels() -> Vec<Level> {
-    match std::env::var("NORMA_BENCH_LEVELS") {
-        Ok(list) => list.split(',').filter_map(Level::parse).collect(),
-        Err(_) => Level::ALL
-            .into_iter()
-            .filter(|&l| l <= Level::detected())
-            .collect(),
-    }
-}
 
 fn passes(c: &mut Criterion) {
     let mut rng = Rng::seed_from_u64(0);
@@ -40,20 +32,20 @@ fn passes(c: &mut Criterion) {
         for level in levels() {
             group.throughput(Throughput::Bytes(2 * bytes));
             group.bench_function(format!("{level} sigmoid"), |b| {
-                with_level(level, || b.iter(|| black_box(&x).sigmoid()))
+                level.capped(|| b.iter(|| black_box(&x).sigmoid()))
             });
             group.throughput(Throughput::Bytes(4 * bytes));
             group.bench_function(format!("{level} sigmoid grad"), |b| {
-                with_level(level, || {
+                level.capped(|| {
                     b.iter(|| Tensor::unary_backward::<Sigmoid>(black_box(&x), &y, &x).unwrap())
                 })
             });
             group.throughput(Throughput::Bytes(bytes + bytes / 4));
             group.bench_function(format!("{level} avg_pool2d"), |b| {
-                with_level(level, || b.iter(|| black_box(&y).avg_pool2d(2, 2).unwrap()))
+                level.capped(|| b.iter(|| black_box(&y).avg_pool2d(2, 2).unwrap()))
             });
             group.bench_function(format!("{level} avg_pool2d grad"), |b| {
-                with_level(level, || {
+                level.capped(|| {
                     b.iter(|| {
                         black_box(&pooled)
                             .avg_pool2d_backward(&shape, 2, 2)

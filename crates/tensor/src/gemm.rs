@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::{Result, TensorError};
 use crate::microkernel::{broadcast_tile, padded, pick_tile, tile_shape, InPlace, Strided, TileFn};
 use crate::scratch::with_buffers;
-use crate::simd::{active_level, dispatch, vector_shape, Kernel, Level, Simd, Width};
+use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
 
 /// Multiply-adds below which a product runs on the calling thread.
 const SERIAL_WORK: usize = 1 << 18;
@@ -92,7 +92,7 @@ fn gemm_in(
         general_mat_mul(alpha, &a, &b, beta, &mut c);
         return;
     }
-    let level = active_level();
+    let level = SimdLevel::current();
     let width = choose_width(level, m, n);
     let (lanes, registers) = vector_shape(level, width);
     let (mr, nv) = tile_shape(registers, m, n.div_ceil(lanes));
@@ -132,7 +132,7 @@ fn gemm_in(
 }
 
 /// On AVX-512, 8-lane vectors when they pad the columns less than 16-lane ones.
-fn choose_width(level: Level, m: usize, n: usize) -> Width {
+fn choose_width(level: SimdLevel, m: usize, n: usize) -> Width {
     let padded_cols = |width| {
         let (lanes, registers) = vector_shape(level, width);
         padded(n, tile_shape(registers, m, n.div_ceil(lanes)).1 * lanes)

@@ -14,8 +14,8 @@
 //! | pooling | [`Tensor::avg_pool2d`], [`Tensor::max_pool2d`] and their gradients |
 //! | losses | [`Tensor::log_softmax`], [`Tensor::cross_entropy`] with integer labels |
 //!
-//! The hot kernels pick AVX-512, AVX2+FMA or portable code when they run (see [`simd`]; the
-//! environment variable `NORMA_SIMD` lowers the level).
+//! The hot kernels pick AVX-512, AVX2+FMA or portable code when they run (see [`SimdLevel`],
+//! from norma-simd; the environment variable `NORMA_SIMD` lowers the level).
 //!
 //! Tensors are always contiguous and row-major, so kernels work on plain slices. Parallel
 //! loops split work in fixed-size pieces and combine partial results in a fixed order:
@@ -36,22 +36,24 @@ mod elementwise;
 mod error;
 mod gemm;
 mod loss;
-pub mod math;
+mod math;
 mod matmul;
 mod microkernel;
-pub mod parallel;
+mod parallel;
 mod pool;
 mod reduce;
 mod rng;
 mod scratch;
 mod shape;
-pub mod simd;
 mod tensor;
 
 pub use conv::Conv2dGeometry;
 pub use elementwise::{broadcast_shape, BinaryOp, Exp, Ln, Relu, Sigmoid, Tanh, UnaryFn};
 pub use error::{Result, TensorError};
 pub use gemm::gemm;
+/// The SIMD level the kernels run at (norma-simd's, re-exported): `SimdLevel::Portable.capped(f)`
+/// runs `f`'s operations on this thread at that level.
+pub use norma_simd::SimdLevel;
 pub use pool::MaxPoolOutput;
 pub use rng::Rng;
 pub use tensor::Tensor;

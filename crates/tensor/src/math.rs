@@ -15,7 +15,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// e^x in f32, within 2 ulp of the exact value over the whole range; `inf` above ≈ 88.72,
 /// gradual underflow to 0 below ≈ -87.3, NaN for NaN.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     // The clamp keeps the exponent arithmetic in range; the final multiplications still
     // overflow to inf or underflow to 0 exactly where the true result does.
     let xc = x.clamp(-104.0, 89.0);
@@ -50,7 +50,7 @@ pub fn exp(x: f32) -> f32 {
 
 /// The logistic function 1 / (1 + e^-x), vectorizable.
 #[inline(always)]
-pub fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 

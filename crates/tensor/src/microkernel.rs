@@ -11,7 +11,7 @@
 //! The tile sizes are chosen for the level's register count (see [`pick_tile`]): the
 //! accumulators, the streamed vectors and one broadcast must fit in the registers.
 
-use crate::simd::Simd;
+use norma_simd::Simd;
 
 /// Where row `k` of a streamed operand starts.
 pub(crate) trait Rows: Copy {

@@ -1,5 +1,5 @@
 //! Elementwise loops split over rayon in fixed-size chunks, each compiled for every SIMD level
-//! and run at the caller's (see [`crate::simd`]).
+//! and run at the caller's level (see [`norma_simd`]).
 //!
 //! Chunk boundaries never depend on the number of threads, so any reduction built on them
 //! combines the same partial results in the same order on 1 or 64 threads.
@@ -8,33 +8,16 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::simd::{active_level, dispatch, Kernel, Level, Simd, Width};
+use norma_simd::{vectorized, SimdLevel};
 
 /// Elements per rayon task: big enough to amortise scheduling (~10 µs of work),
 /// small enough to spread LeNet's activations over both cores.
-pub const CHUNK: usize = 1 << 15;
-
-/// Runs `f`, compiled with the instructions of `level`: loops in `f` (inlined into it) are
-/// vectorized for that level by the compiler. `f` must be small enough for the compiler to
-/// inline it into the dispatched entry point (a loop over a slice); code it does not inline is
-/// compiled for the target's baseline.
-#[inline(always)]
-pub(crate) fn vectorized<R>(level: Level, f: impl FnOnce() -> R) -> R {
-    struct Body<F>(F);
-    impl<R, F: FnOnce() -> R> Kernel for Body<F> {
-        type Output = R;
-        #[inline(always)]
-        fn run<S: Simd>(self, _: S) -> R {
-            (self.0)()
-        }
-    }
-    dispatch(level, Width::Widest, Body(f))
-}
+pub(crate) const CHUNK: usize = 1 << 15;
 
 /// `dst[i] = f(src[i])`, initialising every element of `dst`.
-pub fn map_into(src: &[f32], dst: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Sync) {
+pub(crate) fn map_into(src: &[f32], dst: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Sync) {
     assert_eq!(src.len(), dst.len());
-    let level = active_level();
+    let level = SimdLevel::current();
     let kernel = |(s, d): (&[f32], &mut [MaybeUninit<f32>])| {
         vectorized(level, || {
             for (d, &s) in d.iter_mut().zip(s) {
@@ -52,14 +35,14 @@ pub fn map_into(src: &[f32], dst: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f3
 }
 
 /// `dst[i] = f(a[i], b[i])`, initialising every element of `dst`.
-pub fn zip_map_into(
+pub(crate) fn zip_map_into(
     a: &[f32],
     b: &[f32],
     dst: &mut [MaybeUninit<f32>],
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) {
     assert!(a.len() == dst.len() && b.len() == dst.len());
-    let level = active_level();
+    let level = SimdLevel::current();
     let kernel = |a: &[f32], b: &[f32], d: &mut [MaybeUninit<f32>]| {
         vectorized(level, || {
             for ((d, &a), &b) in d.iter_mut().zip(a).zip(b) {
@@ -78,7 +61,7 @@ pub fn zip_map_into(
 }
 
 /// `dst[i] = f(a[i], b[i], c[i])`, initialising every element of `dst`.
-pub fn zip3_map_into(
+pub(crate) fn zip3_map_into(
     a: &[f32],
     b: &[f32],
     c: &[f32],
@@ -86,7 +69,7 @@ pub fn zip3_map_into(
     f: impl Fn(f32, f32, f32) -> f32 + Sync,
 ) {
     assert!(a.len() == dst.len() && b.len() == dst.len() && c.len() == dst.len());
-    let level = active_level();
+    let level = SimdLevel::current();
     let kernel = |a: &[f32], b: &[f32], c: &[f32], d: &mut [MaybeUninit<f32>]| {
         vectorized(level, || {
             for (((d, &a), &b), &c) in d.iter_mut().zip(a).zip(b).zip(c) {
@@ -106,9 +89,9 @@ pub fn zip3_map_into(
 }
 
 /// `dst[i] = f(dst[i], src[i])`, in place.
-pub fn update_with(dst: &mut [f32], src: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+pub(crate) fn update_with(dst: &mut [f32], src: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     assert_eq!(src.len(), dst.len());
-    let level = active_level();
+    let level = SimdLevel::current();
     let kernel = |(d, s): (&mut [f32], &[f32])| {
         vectorized(level, || {
             for (d, &s) in d.iter_mut().zip(s) {

@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::simd::{active_level, dispatch, Kernel, Simd, Width};
 use crate::{Result, Tensor, TensorError};
+use norma_simd::{dispatch, Kernel, Simd, SimdLevel, Width};
 
 /// Planes handled per rayon task (LeNet: 6 or 16 channels per sample).
 const PLANES_PER_TASK: usize = 64;
@@ -215,7 +215,7 @@ impl Tensor {
     /// `y[n,c,i,j] = mean of x[n, c, i·s .. i·s+k, j·s .. j·s+k]`; (N, C, H, W) → (N, C, OH, OW).
     pub fn avg_pool2d(&self, kernel: usize, stride: usize) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d", self.shape(), kernel, stride)?;
-        let level = active_level();
+        let level = SimdLevel::current();
         // Every output is written once: one window each.
         Ok(Tensor::from_fill(&g.output_shape(self.shape()), |out| {
             g.tasks_par(
@@ -246,7 +246,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = PoolGeometry::new("avg_pool2d_backward", input_shape, kernel, stride)?;
         self.expect_shape("avg_pool2d_backward", &g.output_shape(input_shape))?;
-        let level = active_level();
+        let level = SimdLevel::current();
         if kernel == stride {
             // Windows tile the input: each input value is written once, with no accumulation.
             return Ok(Tensor::from_fill(input_shape, |dx| {

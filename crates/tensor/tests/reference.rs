@@ -1,12 +1,12 @@
 //! conv2d, matmul and pooling against naive direct loops (f64 accumulation) on random shapes,
-//! strides and paddings, at every SIMD level this CPU has (`with_level`).
+//! strides and paddings, at every SIMD level this CPU has (`SimdLevel::capped`).
 //!
 //! Tolerance: the kernels sum in f32, the reference in f64. A float32 sum of n terms t_i is off
 //! by at most n·2⁻²⁴·Σ|t_i| and in practice by about √n·2⁻²⁴·Σ|t_i| (roundings of random sign).
 //! We allow 1e-4·(1 + |value|) + 1e-6·Σ|t_i|: 1e-6 ≈ 17·2⁻²⁴, and the kernels' partial sums (per
 //! lane, per tile, per task) are at most a few hundred terms long, so √n stays below 17.
 
-use norma_tensor::simd::{with_level, Level};
+use norma_tensor::SimdLevel;
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
 
@@ -134,10 +134,10 @@ fn assert_close(got: &Tensor, want: &Sums, what: &str) {
 }
 
 /// The levels this CPU can run.
-fn levels() -> Vec<Level> {
-    Level::ALL
+fn levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
         .into_iter()
-        .filter(|&l| l <= Level::detected())
+        .filter(|&l| l <= SimdLevel::detected())
         .collect()
 }
 
@@ -172,7 +172,7 @@ fn check_conv(case: &Case) {
         want_db.add((i / (oh * ow)) % case.o, *g as f64);
     }
     for level in levels() {
-        with_level(level, || {
+        level.capped(|| {
             let what = |t: &str| format!("{t} at {level} for {case:?}");
             let y = x.conv2d(&w, Some(&b), case.stride, case.pad).unwrap();
             assert_eq!(y.shape(), &[case.n, case.o, oh, ow]);
@@ -265,7 +265,7 @@ fn matmul_matches_direct_loops_at_every_level() {
         }
         let (at, bt) = (a.t().unwrap(), b.t().unwrap());
         for level in levels() {
-            with_level(level, || {
+            level.capped(|| {
                 let what = |t: &str| format!("{t} ({m}, {k}, {n}) at {level}");
                 assert_close(&a.matmul(&b).unwrap(), &want, &what("a·b"));
                 assert_close(
@@ -332,7 +332,7 @@ proptest! {
         let (want_avg, want_max) = (Sums::of(want_avg), Sums::of(want_max));
         let (want_davg, want_dmax) = (Sums::of(want_davg), Sums::of(want_dmax));
         for level in levels() {
-            with_level(level, || {
+            level.capped(|| {
                 let avg = x.avg_pool2d(k, stride).unwrap();
                 let max = x.max_pool2d(k, stride).unwrap();
                 assert_close(&avg, &want_avg, &format!("avg at {level}"));
@@ -365,7 +365,7 @@ fn conv2d_and_matmul_are_bitwise_identical_across_thread_counts() {
                     .build()
                     .unwrap();
                 pool.install(|| {
-                    with_level(level, || {
+                    level.capped(|| {
                         let y = x.conv2d(&w, None, 1, pad).unwrap();
                         let dx = y.conv2d_backward_input(&w, x.shape(), 1, pad).unwrap();
                         let (dw, db) = y.conv2d_backward_params(&x, w.shape(), 1, pad).unwrap();

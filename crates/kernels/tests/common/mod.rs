@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use ndarray::{ArrayD, IxDyn};
+use norma_kernels::SimdLevel;
 
 /// A tiny deterministic generator for test data (the kernels crate depends on nothing of ours).
 pub struct TestRng(u64);
@@ -120,4 +121,29 @@ pub fn shape_strategy() -> impl proptest::strategy::Strategy<Value = Vec<usize>>
         ]),
         (1usize..40, 1usize..5, 4usize..30).prop_map(|(n, c, h)| vec![n, c, h, h + 1]),
     ]
+}
+
+/// Asserts that `run(threads, level)`, which runs kernels on a pool of `threads` rayon threads
+/// at `level` (see [`on`]), gives bitwise the same result on 1, 2 and 7 threads and at every
+/// SIMD level this CPU supports; `what` names the case in a failure.
+pub fn assert_bitwise_everywhere<R: PartialEq>(what: &str, run: impl Fn(usize, SimdLevel) -> R) {
+    let one = run(1, SimdLevel::Avx512);
+    for threads in [2, 7] {
+        assert!(
+            run(threads, SimdLevel::Avx512) == one,
+            "{what}: {threads} threads differ from 1"
+        );
+    }
+    for level in SimdLevel::supported() {
+        assert!(run(2, level) == one, "{what}: SIMD level {level} differs");
+    }
+}
+
+/// Runs `f` on a pool of `threads` rayon threads with the kernels at `level`.
+pub fn on<R: Send>(threads: usize, level: SimdLevel, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| level.capped(f))
 }

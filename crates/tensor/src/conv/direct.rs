@@ -36,7 +36,7 @@ use crate::microkernel::{
     tile_shape, tile_shape_within, Offsets, Packed, Strided, TileFn,
 };
 use crate::scratch::with_buffers;
-use crate::simd::{active_level, dispatch, vector_shape, Kernel, Level, Simd, Width};
+use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
 
 /// Samples per task of the forward pass and the input gradient (each sample is independent).
 const SAMPLES_PER_TASK: usize = 8;
@@ -109,7 +109,7 @@ impl Plan {
 
     /// The plan for `level`, and the vector width: on AVX-512, 8-lane vectors when they cover
     /// the planes with fewer lanes than 16-lane ones.
-    fn choose(g: &Conv2dGeometry, level: Level) -> (Plan, Width) {
+    fn choose(g: &Conv2dGeometry, level: SimdLevel) -> (Plan, Width) {
         let lanes = |p: &Plan| p.ipos.len() * p.lanes;
         let (widest, _) = vector_shape(level, Width::Widest);
         let wide = Plan::new(g, widest);
@@ -274,7 +274,7 @@ pub(super) fn forward(
     bias: Option<&[f32]>,
     out: &mut [MaybeUninit<f32>],
 ) {
-    let level = active_level();
+    let level = SimdLevel::current();
     let (plan, width) = Plan::choose(g, level);
     if let Some(width) = channels::worthwhile(&plan, width, level) {
         return channels::forward(&plan, level, width, x, w, bias, out);
@@ -400,7 +400,7 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
 
 /// Adds the input gradient of `dy` (N, O, OH, OW) onto `dx` (N, C, H, W) (stride 1).
 pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let level = active_level();
+    let level = SimdLevel::current();
     let (plan, width) = Plan::choose(g, level);
     let (o, k) = (g.out_channels, g.patch_len());
     // The taps in channel-minor order (ki, kj, c): the MR taps of a tile are then a plane apart
@@ -542,7 +542,7 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
 /// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`
 /// (stride 1).
 pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let level = active_level();
+    let level = SimdLevel::current();
     let (plan, width) = Plan::choose(g, level);
     if let Some(width) = channels::worthwhile(&plan, width, level) {
         return channels::backward_params(&plan, level, width, x, dy);

@@ -24,7 +24,7 @@ use crate::microkernel::{
     Gather, Strided, TileFn,
 };
 use crate::scratch::with_buffers;
-use crate::simd::{dispatch, vector_shape, Kernel, Level, Simd, Width};
+use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
 
 /// How much cheaper (in lanes computed) the channel layout must be to be used: it also
 /// scatters its results into planes (forward) or transposes the gradient (weight gradient).
@@ -32,7 +32,7 @@ const MARGIN: f64 = 0.9;
 
 /// The channel layout's vector width on `level`, when it computes fewer lanes than `plan`'s
 /// pixel layout.
-pub(super) fn worthwhile(plan: &Plan, plan_width: Width, level: Level) -> Option<Width> {
+pub(super) fn worthwhile(plan: &Plan, plan_width: Width, level: SimdLevel) -> Option<Width> {
     let g = &plan.g;
     let (lanes, registers) = vector_shape(level, Width::Widest);
     let vectors = g.out_channels.div_ceil(lanes);
@@ -53,7 +53,7 @@ fn pixels(plan: &Plan) -> Vec<usize> {
 }
 
 /// Output channels rounded up to whole tiles of `width` at `level`.
-fn channels_padded(plan: &Plan, level: Level, width: Width) -> usize {
+fn channels_padded(plan: &Plan, level: SimdLevel, width: Width) -> usize {
     let (lanes, registers) = vector_shape(level, width);
     let vectors = plan.g.out_channels.div_ceil(lanes);
     padded(
@@ -65,7 +65,7 @@ fn channels_padded(plan: &Plan, level: Level, width: Width) -> usize {
 /// Writes `conv2d(x, w) + bias` into every element of `out` (N, O, OH, OW).
 pub(super) fn forward(
     plan: &Plan,
-    level: Level,
+    level: SimdLevel,
     width: Width,
     x: &[f32],
     w: &[f32],
@@ -214,7 +214,7 @@ pub(super) struct BackwardParams<'a> {
 /// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`.
 pub(super) fn backward_params(
     plan: &Plan,
-    level: Level,
+    level: SimdLevel,
     width: Width,
     x: &[f32],
     dy: &[f32],

@@ -8,7 +8,7 @@
 //! where the factor f is the momentum (0.1 by default), or 1/(batches seen) for a cumulative
 //! average. Computed in f64 from the f64 batch statistics and rounded once.
 
-use crate::{BatchStats, KernelError};
+use crate::{check, BatchStats, KernelError};
 
 /// Updates `running_mean` and `running_var` in place from one batch's statistics.
 ///
@@ -21,18 +21,8 @@ pub fn update_running_stats(
     factor: f64,
 ) -> Result<(), KernelError> {
     let c = stats.channels();
-    for (name, len) in [
-        ("running_mean", running_mean.len()),
-        ("running_var", running_var.len()),
-    ] {
-        if len != c {
-            return Err(KernelError::ChannelLength {
-                name,
-                expected: c,
-                got: len,
-            });
-        }
-    }
+    check::length(c, "running_mean", Some(&*running_mean))?;
+    check::length(c, "running_var", Some(&*running_var))?;
     if !(0.0..=1.0).contains(&factor) {
         return Err(KernelError::Argument {
             name: "the running-statistics factor",

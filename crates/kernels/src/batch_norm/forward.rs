@@ -2,10 +2,13 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::layout::map_channels;
-use crate::simd::SimdLevel;
-use crate::stats::{check_eps, inv_std, partial_sums, BatchStats};
-use crate::{check_channels, contiguous, KernelError};
+use ndarray::IxDyn;
+use norma_simd::SimdLevel;
+
+use super::statistics::{shifted_sums, BatchStats};
+use crate::layout::{map_channels, BnShape};
+use crate::precision::{inv_std, split};
+use crate::{check, KernelError};
 
 /// Output and statistics of [`forward_train`].
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +21,7 @@ pub struct TrainForward {
 /// `y = γ_c · (x − mean_c) / sqrt(var_c + eps) + β_c`, with the mean and the biased variance
 /// taken over the batch (and spatial positions). `gamma`/`beta` of `None` mean 1 and 0.
 ///
-/// One pass accumulates the statistics ([`partial_sums`] around each channel's first value,
+/// One pass accumulates the statistics ([`partial_sums`](crate::partial_sums) around each channel's first value,
 /// in f64), a second writes the output ([`normalize`]). A constant channel gives exactly β.
 ///
 /// Errors: an unsupported or non-contiguous input, a per-channel vector of the wrong length,
@@ -29,17 +32,17 @@ pub fn forward_train(
     beta: Option<&[f32]>,
     eps: f32,
 ) -> Result<TrainForward, KernelError> {
-    let (shape, _) = contiguous(&x)?;
+    let (shape, xs) = check::bn_input(&x)?;
     if shape.per_channel() < 2 {
         return Err(KernelError::SingleValuePerChannel {
             shape: x.shape().to_vec(),
         });
     }
-    check_channels(shape, "gamma", gamma)?;
-    check_channels(shape, "beta", beta)?;
-    check_eps(eps)?;
-    let stats = partial_sums(x.view(), None)?.finish(eps)?;
-    let output = normalize(x, &stats, gamma, beta)?;
+    check::length(shape.channels, "gamma", gamma)?;
+    check::length(shape.channels, "beta", beta)?;
+    check::eps(eps)?;
+    let stats = shifted_sums(shape, xs, None).finish(eps)?;
+    let output = normalized(shape, x.raw_dim(), xs, &stats, gamma, beta);
     Ok(TrainForward { output, stats })
 }
 
@@ -56,10 +59,22 @@ pub fn normalize(
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
 ) -> Result<ArrayD<f32>, KernelError> {
-    let (shape, xs) = contiguous(&x)?;
-    check_channels(shape, "mean", Some(stats.mean()))?;
-    check_channels(shape, "gamma", gamma)?;
-    check_channels(shape, "beta", beta)?;
+    let (shape, xs) = check::bn_input(&x)?;
+    check::length(shape.channels, "mean", Some(stats.mean()))?;
+    check::length(shape.channels, "gamma", gamma)?;
+    check::length(shape.channels, "beta", beta)?;
+    Ok(normalized(shape, x.raw_dim(), xs, stats, gamma, beta))
+}
+
+/// [`normalize`] of checked inputs.
+fn normalized(
+    shape: BnShape,
+    dims: IxDyn,
+    xs: &[f32],
+    stats: &BatchStats,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+) -> ArrayD<f32> {
     let c = shape.channels;
     let (mut mean, mut residual, mut scale, mut shift) = (
         Vec::with_capacity(c),
@@ -68,22 +83,22 @@ pub fn normalize(
         Vec::with_capacity(c),
     );
     for ch in 0..c {
-        let mean64 = stats.mean()[ch];
+        let (hi, lo) = split(stats.mean()[ch]);
         let g = gamma.map_or(1.0, |g| g[ch] as f64);
-        mean.push(mean64 as f32);
-        residual.push((mean64 - (mean64 as f32) as f64) as f32);
+        mean.push(hi);
+        residual.push(lo);
         scale.push((g * stats.inv_std(ch)) as f32);
         shift.push(beta.map_or(0.0, |b| b[ch]));
     }
-    Ok(map_channels(
+    map_channels(
         SimdLevel::current(),
         shape,
-        x.raw_dim(),
+        dims,
         xs,
         xs,
         [&mean, &residual, &scale, &shift],
         |x, _, [m, r, a, b]| ((x - m) - r) * a + b,
-    ))
+    )
 }
 
 /// The per-channel `(scale, shift)` of evaluation mode, for folding batch norm into a
@@ -100,16 +115,9 @@ pub fn eval_scale_shift(
     eps: f32,
 ) -> Result<Vec<(f32, f32)>, KernelError> {
     let c = running_mean.len();
-    check_running(c, running_mean, running_var, eps)?;
-    for (name, v) in [("gamma", gamma), ("beta", beta)] {
-        if let Some(v) = v.filter(|v| v.len() != c) {
-            return Err(KernelError::ChannelLength {
-                name,
-                expected: c,
-                got: v.len(),
-            });
-        }
-    }
+    check::running(c, running_mean, running_var, eps)?;
+    check::length(c, "gamma", gamma)?;
+    check::length(c, "beta", beta)?;
     Ok((0..c)
         .map(|ch| {
             let scale = gamma.map_or(1.0, |g| g[ch] as f64) * inv_std(running_var[ch] as f64, eps);
@@ -117,44 +125,6 @@ pub fn eval_scale_shift(
             (scale as f32, shift as f32)
         })
         .collect())
-}
-
-/// Checks running statistics of `c` channels: lengths, a finite mean, a finite non-negative
-/// variance, a finite non-negative eps.
-pub(crate) fn check_running(
-    c: usize,
-    running_mean: &[f32],
-    running_var: &[f32],
-    eps: f32,
-) -> Result<(), KernelError> {
-    for (name, v) in [("running_mean", running_mean), ("running_var", running_var)] {
-        if v.len() != c {
-            return Err(KernelError::ChannelLength {
-                name,
-                expected: c,
-                got: v.len(),
-            });
-        }
-    }
-    check_eps(eps)?;
-    if let Some(channel) = running_mean.iter().position(|m| !m.is_finite()) {
-        return Err(KernelError::InvalidStatistic {
-            name: "running_mean",
-            channel,
-            value: running_mean[channel] as f64,
-        });
-    }
-    if let Some(channel) = running_var
-        .iter()
-        .position(|v| !(v.is_finite() && *v >= 0.0))
-    {
-        return Err(KernelError::InvalidStatistic {
-            name: "running_var",
-            channel,
-            value: running_var[channel] as f64,
-        });
-    }
-    Ok(())
 }
 
 /// Evaluation-mode batch norm with running statistics:
@@ -171,10 +141,10 @@ pub fn forward_eval(
     beta: Option<&[f32]>,
     eps: f32,
 ) -> Result<ArrayD<f32>, KernelError> {
-    let (shape, xs) = contiguous(&x)?;
-    check_running(shape.channels, running_mean, running_var, eps)?;
-    check_channels(shape, "gamma", gamma)?;
-    check_channels(shape, "beta", beta)?;
+    let (shape, xs) = check::bn_input(&x)?;
+    check::running(shape.channels, running_mean, running_var, eps)?;
+    check::length(shape.channels, "gamma", gamma)?;
+    check::length(shape.channels, "beta", beta)?;
     let scale: Vec<f32> = (0..shape.channels)
         .map(|ch| {
             (gamma.map_or(1.0, |g| g[ch] as f64) * inv_std(running_var[ch] as f64, eps)) as f32

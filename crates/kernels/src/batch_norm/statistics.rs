@@ -17,9 +17,11 @@
 
 use ndarray::ArrayViewD;
 
-use crate::layout::channel_sums;
-use crate::simd::SimdLevel;
-use crate::{contiguous, sums, KernelError};
+use norma_simd::SimdLevel;
+
+use crate::layout::{channel_sums, BnShape};
+use crate::precision::inv_std;
+use crate::{check, sums, KernelError};
 
 /// Per-channel statistics of one training batch: what the normalization, the backward pass and
 /// the running update need.
@@ -38,30 +40,7 @@ impl BatchStats {
     /// Errors: `mean` and `var` of different lengths, fewer than 2 values per channel, a
     /// negative or non-finite variance or mean, a negative or non-finite eps.
     pub fn new(count: usize, mean: Vec<f64>, var: Vec<f64>, eps: f32) -> Result<Self, KernelError> {
-        if mean.len() != var.len() {
-            return Err(KernelError::ChannelLength {
-                name: "var",
-                expected: mean.len(),
-                got: var.len(),
-            });
-        }
-        if count < 2 {
-            return Err(KernelError::TooFewValues { count });
-        }
-        check_eps(eps)?;
-        if let Some(channel) =
-            (0..mean.len()).find(|&c| !(mean[c].is_finite() && var[c].is_finite() && var[c] >= 0.0))
-        {
-            return Err(KernelError::InvalidStatistic {
-                name: "batch statistics",
-                channel,
-                value: if mean[channel].is_finite() {
-                    var[channel]
-                } else {
-                    mean[channel]
-                },
-            });
-        }
+        check::moments(count, &mean, &var, eps)?;
         Ok(BatchStats {
             count,
             mean,
@@ -107,28 +86,6 @@ impl BatchStats {
     }
 }
 
-/// 1 / sqrt(var + eps) in f64; 0 (not infinity) when var + eps is 0, as in PyTorch, so that a
-/// constant channel with eps = 0 still maps to β instead of NaN.
-pub(crate) fn inv_std(var: f64, eps: f32) -> f64 {
-    let v = var + eps as f64;
-    if v == 0.0 {
-        0.0
-    } else {
-        1.0 / v.sqrt()
-    }
-}
-
-pub(crate) fn check_eps(eps: f32) -> Result<(), KernelError> {
-    if eps.is_finite() && eps >= 0.0 {
-        Ok(())
-    } else {
-        Err(KernelError::Argument {
-            name: "eps",
-            reason: format!("must be finite and non-negative, got {eps}"),
-        })
-    }
-}
-
 /// Per-channel sums of one batch (or one shard of it) around a per-channel shift: the number
 /// of values per channel, Σ(x − shift) and Σ(x − shift)², in f64.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,20 +121,18 @@ pub fn partial_sums(
     x: ArrayViewD<'_, f32>,
     shift: Option<&[f32]>,
 ) -> Result<PartialSums, KernelError> {
-    let (shape, xs) = contiguous(&x)?;
+    let (shape, xs) = check::bn_input(&x)?;
+    if let Some(shift) = shift {
+        check::shift(shape.channels, shift)?;
+    }
+    Ok(shifted_sums(shape, xs, shift))
+}
+
+/// [`partial_sums`] of checked inputs.
+pub(crate) fn shifted_sums(shape: BnShape, xs: &[f32], shift: Option<&[f32]>) -> PartialSums {
     let (c, s) = (shape.channels, shape.spatial);
     let shift: Vec<f32> = match shift {
-        Some(k) => {
-            crate::check_channels(shape, "shift", Some(k))?;
-            if let Some(channel) = k.iter().position(|v| !v.is_finite()) {
-                return Err(KernelError::InvalidStatistic {
-                    name: "shift",
-                    channel,
-                    value: k[channel] as f64,
-                });
-            }
-            k.to_vec()
-        }
+        Some(k) => k.to_vec(),
         // With no values every shift is as good as another.
         None if shape.len() == 0 => vec![0.0; c],
         None => (0..c).map(|ch| xs[ch * s]).collect(),
@@ -191,12 +146,12 @@ pub fn partial_sums(
         &k,
         sums::ShiftedSquares,
     );
-    Ok(PartialSums {
+    PartialSums {
         count: shape.per_channel(),
         shift,
         sum: totals.iter().map(|t| t[0]).collect(),
         sum_sq: totals.iter().map(|t| t[1]).collect(),
-    })
+    }
 }
 
 impl PartialSums {
@@ -265,7 +220,7 @@ impl PartialSums {
         if self.count < 2 {
             return Err(KernelError::TooFewValues { count: self.count });
         }
-        check_eps(eps)?;
+        check::eps(eps)?;
         let m = self.count as f64;
         let mut mean = Vec::with_capacity(self.sum.len());
         let mut var = Vec::with_capacity(self.sum.len());

@@ -18,7 +18,7 @@
 //! linear function of x̂ (the gradient of Σy²/2, say) it is small next to dy, and so it is when
 //! dy is nearly constant. Evaluated in f32, the rounding of the terms (~1e-7·|dy|) would then
 //! dominate the result. From the three sums the kernel knows Σdy² and Σdx² before writing dx
-//! (see [`cancels`]); when they differ by more than [`CANCELLATION`] it evaluates the map in
+//! (see `precision::cancels`); when they differ by more than a factor 256 it evaluates the map in
 //! f64 instead, which keeps dx within about 1e-6 of its largest value relative to float64
 //! arithmetic. Ordinary batches stay on the f32 path.
 //!
@@ -26,27 +26,13 @@
 
 use ndarray::{ArrayD, ArrayViewD};
 
-use crate::forward::check_running;
+use ndarray::IxDyn;
+use norma_simd::SimdLevel;
+
+use super::statistics::BatchStats;
 use crate::layout::{channel_sums, map_channels, BnShape};
-use crate::simd::SimdLevel;
-use crate::stats::{inv_std, BatchStats};
-use crate::{check_channels, contiguous, sums, KernelError};
-
-/// Σdy² / Σdx'² above which dx is computed in f64 (dx' is dx before the γ·inv_std factor): the
-/// f32 path's rounding, a few ulps of |dy|, is then more than sqrt(256)·6e-8 ≈ 1e-6 of the
-/// result's size.
-const CANCELLATION: f64 = 256.0;
-
-/// Gradients of batch norm with respect to its input and affine parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gradients {
-    /// ∂L/∂x, shaped like the input.
-    pub dx: ArrayD<f32>,
-    /// ∂L/∂γ per channel.
-    pub dgamma: Vec<f32>,
-    /// ∂L/∂β per channel.
-    pub dbeta: Vec<f32>,
-}
+use crate::precision::{cancels, inv_std, split};
+use crate::{check, sums, Gradients, KernelError};
 
 /// The per-channel sums of the training backward pass: Σdy, Σdy·(x − mean) and Σdy², in f64.
 /// Like [`crate::PartialSums`] they add across shards of a batch (all-reduce
@@ -104,30 +90,19 @@ impl GradSums {
     }
 }
 
-fn check_pair<'a>(
-    x: &'a ArrayViewD<'_, f32>,
-    dy: &'a ArrayViewD<'_, f32>,
-) -> Result<(BnShape, &'a [f32], &'a [f32]), KernelError> {
-    if x.shape() != dy.shape() {
-        return Err(KernelError::ShapeMismatch {
-            name: "output gradient",
-            expected: x.shape().to_vec(),
-            got: dy.shape().to_vec(),
-        });
-    }
-    let (shape, xs) = contiguous(x)?;
-    let (_, dys) = contiguous(dy)?;
-    Ok((shape, xs, dys))
-}
-
 /// The backward sums of one batch (or shard) for the forward's statistics.
 pub fn grad_sums(
     x: ArrayViewD<'_, f32>,
     dy: ArrayViewD<'_, f32>,
     stats: &BatchStats,
 ) -> Result<GradSums, KernelError> {
-    let (shape, xs, dys) = check_pair(&x, &dy)?;
-    check_channels(shape, "mean", Some(stats.mean()))?;
+    let (shape, xs, dys) = check::bn_with_gradient(&x, &dy)?;
+    check::length(shape.channels, "mean", Some(stats.mean()))?;
+    Ok(centred_sums(shape, xs, dys, stats))
+}
+
+/// [`grad_sums`] of checked inputs.
+fn centred_sums(shape: BnShape, xs: &[f32], dys: &[f32], stats: &BatchStats) -> GradSums {
     let totals = channel_sums(
         SimdLevel::current(),
         shape,
@@ -136,11 +111,11 @@ pub fn grad_sums(
         stats.mean(),
         sums::GradTerms,
     );
-    Ok(GradSums {
+    GradSums {
         sum_dy: totals.iter().map(|t| t[0]).collect(),
         sum_dy_xmu: totals.iter().map(|t| t[1]).collect(),
         sum_dy_sq: totals.iter().map(|t| t[2]).collect(),
-    })
+    }
 }
 
 /// Training-mode gradient (see the module docs), given the forward input `x`, the output
@@ -151,36 +126,16 @@ pub fn backward_train(
     stats: &BatchStats,
     gamma: Option<&[f32]>,
 ) -> Result<Gradients, KernelError> {
-    let sums = grad_sums(x.view(), dy.view(), stats)?;
-    let dx = backward_from_sums(x, dy, stats, &sums, gamma)?;
+    let (shape, xs, dys) = check::bn_with_gradient(&x, &dy)?;
+    check::length(shape.channels, "mean", Some(stats.mean()))?;
+    check::length(shape.channels, "gamma", gamma)?;
+    let sums = centred_sums(shape, xs, dys, stats);
+    let dx = dx_from_sums(shape, x.raw_dim(), xs, dys, stats, &sums, gamma);
     Ok(Gradients {
         dx,
         dgamma: sums.dgamma(stats),
         dbeta: sums.dbeta(),
     })
-}
-
-/// Whether a channel's (or group's) dx cancels so much that f32 evaluation would lose its
-/// precision. The f32 path's rounding is a few ulps of the terms it subtracts, which are of the
-/// size of the output gradient g; f64 is used when Σg² > [`CANCELLATION`] · Σdx'², both known in
-/// closed form from the sums over the M values (Σd = 0, Σd² = M·var, with d = x − mean and g
-/// the output gradient, γ-weighted for group norm):
-///
-/// ```text
-/// Σdx'² = Σ(g − mean(g))² − (Σg·d)² / (M·(var + eps)) · (2 − var / (var + eps))
-/// ```
-///
-/// This catches both ways dx can be small next to g: g nearly constant (g − mean(g) cancels,
-/// or one value per group) and g nearly linear in x̂ (two values per channel, the gradient of
-/// Σy²/2).
-pub(crate) fn cancels(m: f64, var: f64, eps: f32, sum: f64, dot: f64, sum_sq: f64) -> bool {
-    let ve = var + eps as f64;
-    if !(sum_sq > 0.0 && ve > 0.0) {
-        return false;
-    }
-    let centred = sum_sq - sum * sum / m;
-    let result = centred - dot * dot / (m * ve) * (2.0 - var / ve);
-    sum_sq > CANCELLATION * result
 }
 
 fn needs_f64(stats: &BatchStats, sums: &GradSums, ch: usize) -> bool {
@@ -203,17 +158,33 @@ pub fn backward_from_sums(
     sums: &GradSums,
     gamma: Option<&[f32]>,
 ) -> Result<ArrayD<f32>, KernelError> {
-    let (shape, xs, dys) = check_pair(&x, &dy)?;
+    let (shape, xs, dys) = check::bn_with_gradient(&x, &dy)?;
     let c = shape.channels;
-    check_channels(shape, "mean", Some(stats.mean()))?;
-    check_channels(shape, "gamma", gamma)?;
-    if sums.sum_dy.len() != c {
-        return Err(KernelError::ChannelLength {
-            name: "gradient sums",
-            expected: c,
-            got: sums.sum_dy.len(),
-        });
-    }
+    check::length(c, "mean", Some(stats.mean()))?;
+    check::length(c, "gamma", gamma)?;
+    check::length(c, "gradient sums", Some(&sums.sum_dy))?;
+    Ok(dx_from_sums(
+        shape,
+        x.raw_dim(),
+        xs,
+        dys,
+        stats,
+        sums,
+        gamma,
+    ))
+}
+
+/// [`backward_from_sums`] of checked inputs.
+fn dx_from_sums(
+    shape: BnShape,
+    dims: IxDyn,
+    xs: &[f32],
+    dys: &[f32],
+    stats: &BatchStats,
+    sums: &GradSums,
+    gamma: Option<&[f32]>,
+) -> ArrayD<f32> {
+    let c = shape.channels;
     let m = stats.count() as f64;
     // dx = a·(dy − mean_dy − d·k) with a = γ·inv_std and k = Σdy·d / (M·(var + eps)).
     let a: Vec<f64> = (0..c)
@@ -228,30 +199,25 @@ pub fn backward_from_sums(
         .collect();
     let level = SimdLevel::current();
     if (0..c).any(|ch| needs_f64(stats, sums, ch)) {
-        return Ok(map_channels(
+        return map_channels(
             level,
             shape,
-            x.raw_dim(),
+            dims,
             xs,
             dys,
             [stats.mean(), &a, &mean_dy, &k],
             |x, dy, [mean, a, mean_dy, k]| {
                 (a * ((dy as f64 - mean_dy) - (x as f64 - mean) * k)) as f32
             },
-        ));
+        );
     }
     let to_f32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-    let mean: Vec<f32> = to_f32(stats.mean());
-    let residual: Vec<f32> = stats
-        .mean()
-        .iter()
-        .map(|&m| (m - (m as f32) as f64) as f32)
-        .collect();
+    let (mean, residual): (Vec<f32>, Vec<f32>) = stats.mean().iter().map(|&m| split(m)).unzip();
     // x − mean is exact in f32 near the mean; the residual corrects for the mean's rounding.
-    Ok(map_channels(
+    map_channels(
         level,
         shape,
-        x.raw_dim(),
+        dims,
         xs,
         dys,
         [
@@ -262,7 +228,7 @@ pub fn backward_from_sums(
             &to_f32(&k),
         ],
         |x, dy, [mean, r, a, mean_dy, k]| a * (dy - mean_dy - ((x - mean) - r) * k),
-    ))
+    )
 }
 
 /// Evaluation-mode gradient: with fixed statistics, dx = dy·γ·inv_std, dγ = Σdy·x̂, dβ = Σdy,
@@ -275,10 +241,10 @@ pub fn backward_eval(
     gamma: Option<&[f32]>,
     eps: f32,
 ) -> Result<Gradients, KernelError> {
-    let (shape, xs, dys) = check_pair(&x, &dy)?;
+    let (shape, xs, dys) = check::bn_with_gradient(&x, &dy)?;
     let c = shape.channels;
-    check_running(c, running_mean, running_var, eps)?;
-    check_channels(shape, "gamma", gamma)?;
+    check::running(c, running_mean, running_var, eps)?;
+    check::length(c, "gamma", gamma)?;
     let centre: Vec<f64> = running_mean.iter().map(|&m| m as f64).collect();
     let level = SimdLevel::current();
     let totals = channel_sums(level, shape, xs, dys, &centre, sums::GradTerms);

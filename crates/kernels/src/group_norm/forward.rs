@@ -1,0 +1,134 @@
+//! The group-norm forward pass: pieces of whole groups, each group's statistics taken and the
+//! group normalized while its values are still in cache.
+
+use std::mem::MaybeUninit;
+
+use ndarray::IxDyn;
+use norma_simd::{Simd, SimdLevel};
+
+use super::{gamma_or_ones, GroupShape, GroupStats, NormForward};
+use crate::layout::{fill, min_pieces, FillPiece, PIECE};
+use crate::precision::{inv_std, split};
+use crate::sums::{self, ShiftedSquares};
+
+/// One pass over the checked input `xs` of shape `dims`: pieces of whole groups run in
+/// parallel, and each group's statistics are taken (one f64 pass around its first value) and the
+/// group normalized while its values are still in cache.
+pub(super) fn forward(
+    shape: GroupShape,
+    dims: IxDyn,
+    xs: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+) -> NormForward {
+    let group_len = shape.group_len();
+    let gamma = gamma_or_ones(shape.channels, gamma);
+    let beta = beta.map_or_else(|| vec![0.0; shape.channels].into(), std::borrow::Cow::from);
+    let groups_per_piece = (PIECE / group_len).max(1);
+    let pieces = ForwardPieces {
+        groups_per_piece,
+        shape,
+        gamma: &gamma,
+        beta: &beta,
+        eps,
+    };
+    let (output, stats) = fill(
+        SimdLevel::current(),
+        dims,
+        xs,
+        xs,
+        groups_per_piece * group_len,
+        min_pieces(xs.len()),
+        &pieces,
+    );
+    let (mean, var) = stats.into_iter().flatten().map(|[m, v]| (m, v)).unzip();
+    let stats = GroupStats {
+        groups: shape.groups,
+        count: group_len,
+        mean,
+        var,
+        eps,
+    };
+    NormForward { output, stats }
+}
+
+/// The statistics of one group: its mean and biased variance in f64, from sums around its
+/// first value.
+#[inline(always)]
+fn group_stats<S: Simd>(simd: S, group: &[f32]) -> [f64; 2] {
+    let (k, m) = (group[0] as f64, group.len() as f64);
+    let [sum, sum_sq] = sums::run(simd, [(group, group, group)].into_iter(), k, ShiftedSquares);
+    let d_mean = sum / m;
+    [k + d_mean, (sum_sq / m - d_mean * d_mean).max(0.0)]
+}
+
+/// The forward pieces: runs of `groups_per_piece` whole groups (counted over the batch).
+struct ForwardPieces<'a> {
+    groups_per_piece: usize,
+    shape: GroupShape,
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
+}
+
+// SAFETY: pieces are runs of whole groups (fill cuts by a multiple of M, and N·C·S is N·G·M),
+// and `run` writes every value of every group: all C/G values when S = 1, every plane of every
+// channel otherwise.
+unsafe impl FillPiece for ForwardPieces<'_> {
+    /// Mean and variance of each group of the piece.
+    type Output = Vec<[f64; 2]>;
+
+    #[inline(always)]
+    fn run<S: Simd>(
+        &self,
+        simd: S,
+        index: usize,
+        out: &mut [MaybeUninit<f32>],
+        x: &[f32],
+        _: &[f32],
+    ) -> Vec<[f64; 2]> {
+        let GroupShape {
+            spatial, groups, ..
+        } = self.shape;
+        let (per_group, group_len) = (self.shape.channels_per_group(), self.shape.group_len());
+        let first = index * self.groups_per_piece;
+        // Every group's statistics first, then the normalization: the groups' reductions and
+        // square roots are independent, so they overlap instead of waiting on each other.
+        // (A loop rather than map/collect: an adapter's closure may not be inlined into this
+        // function, and would then run without its vector instructions.)
+        let mut stats = Vec::with_capacity(x.len() / group_len);
+        for x in x.chunks_exact(group_len) {
+            stats.push(group_stats(simd, x));
+        }
+        let values = out
+            .chunks_exact_mut(group_len)
+            .zip(x.chunks_exact(group_len));
+        for (j, ((out, x), &[mean, var])) in values.zip(&stats).enumerate() {
+            let inv_std = inv_std(var, self.eps);
+            let (mean, residual) = split(mean);
+            // The group's channels: their γ and β.
+            let first_channel = (first + j) % groups * per_group;
+            let gamma = &self.gamma[first_channel..first_channel + per_group];
+            let beta = &self.beta[first_channel..first_channel + per_group];
+            if spatial == 1 {
+                // One value per channel (layer norm, group norm on features): each its own γ, β.
+                let (out, x) = (&mut out[..per_group], &x[..per_group]);
+                let inv_std = inv_std as f32;
+                for i in 0..per_group {
+                    let a = gamma[i] * inv_std;
+                    out[i].write(((x[i] - mean) - residual) * a + beta[i]);
+                }
+            } else {
+                let planes = out.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial));
+                for ((out, x), (&gamma, &beta)) in planes.zip(gamma.iter().zip(beta)) {
+                    let a = (gamma as f64 * inv_std) as f32;
+                    for (o, &x) in out.iter_mut().zip(x) {
+                        o.write(((x - mean) - residual) * a + beta);
+                    }
+                }
+            }
+        }
+        stats
+    }
+}
