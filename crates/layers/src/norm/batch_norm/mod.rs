@@ -1,5 +1,5 @@
-//! Batch normalization: [`BatchNorm`], the layer behind [`crate::BatchNorm1d`] and
-//! [`crate::BatchNorm2d`], and the autograd operation whose forward and backward are the fused
+//! Batch normalization: [`BatchNorm`], the layer behind [`BatchNorm1d`] and
+//! [`BatchNorm2d`], and the autograd operation whose forward and backward are the fused
 //! kernels of `norma-kernels`.
 //!
 //! Per channel c, with M values per channel in the batch (N for (N, C) inputs, N·L or N·H·W
@@ -24,15 +24,21 @@
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_autograd::{Param, Var};
 use norma_distributed::Communicator;
 use norma_kernels::BatchStats;
 use norma_tensor::Tensor;
 
-use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
-use crate::sync_batch_norm::Synced;
+use crate::norm::affine::Affine;
+use crate::norm::sync_batch_norm::Synced;
 use crate::{impl_any, LayerError, Result};
+
+mod backward;
+mod kinds;
+
+use backward::{EvalBackward, TrainBackward};
+pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,49 +66,6 @@ impl Default for BatchNormConfig {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// The inputs a batch-norm layer takes: [`Features`] for [`crate::BatchNorm1d`], [`Images`]
-/// for [`crate::BatchNorm2d`]. Sealed: these are the only two.
-pub trait BatchNormInput: sealed::Sealed + 'static {
-    /// The layer's name, as PyTorch's class (`BatchNorm1d`).
-    const NAME: &'static str;
-    /// Whether `shape` is an input for `channels` channels.
-    fn accepts(shape: &[usize], channels: usize) -> bool;
-    /// The accepted shapes, for errors, e.g. `(N, 6, H, W)`.
-    fn expected(channels: usize) -> String;
-}
-
-/// (N, C) or (N, C, L) inputs: [`crate::BatchNorm1d`].
-pub struct Features;
-/// (N, C, H, W) inputs: [`crate::BatchNorm2d`].
-pub struct Images;
-
-impl sealed::Sealed for Features {}
-impl sealed::Sealed for Images {}
-
-impl BatchNormInput for Features {
-    const NAME: &'static str = "BatchNorm1d";
-    fn accepts(shape: &[usize], channels: usize) -> bool {
-        (shape.len() == 2 || shape.len() == 3) && shape[1] == channels
-    }
-    fn expected(c: usize) -> String {
-        format!("(N, {c}) or (N, {c}, L)")
-    }
-}
-
-impl BatchNormInput for Images {
-    const NAME: &'static str = "BatchNorm2d";
-    fn accepts(shape: &[usize], channels: usize) -> bool {
-        shape.len() == 4 && shape[1] == channels
-    }
-    fn expected(c: usize) -> String {
-        format!("(N, {c}, H, W)")
-    }
-}
-
 /// Running statistics and their batch counter, typed: two f32 tensors of one value per
 /// channel and an i64 counter.
 #[derive(Debug, Clone)]
@@ -123,7 +86,7 @@ impl RunningStats {
 }
 
 /// Batch normalization over the channels (dimension 1) of its input; see the module docs for
-/// the formulas and [`crate::BatchNorm1d`] / [`crate::BatchNorm2d`] for the two kinds.
+/// the formulas and [`BatchNorm1d`] / [`BatchNorm2d`] for the two kinds.
 ///
 /// - parameters: `weight` γ (C), init 1; `bias` β (C), init 0 (with `affine`)
 /// - buffers: `running_mean` (C), `running_var` (C), `num_batches_tracked` (int64 scalar)
@@ -409,55 +372,4 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     }
 
     impl_any!();
-}
-
-/// Backward with batch statistics: the kernels' closed form, over every process when the
-/// forward was synchronized.
-struct TrainBackward {
-    stats: BatchStats,
-    affine: AffineLayout,
-    sync: Option<Synced>,
-}
-
-impl Backward for TrainBackward {
-    fn name(&self) -> &'static str {
-        "batch_norm"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let (x, dy, gamma) = (ctx.input(0), ctx.grad_output(), self.affine.gamma(ctx));
-        let g = match &self.sync {
-            Some(sync) => sync.backward(x, dy, &self.stats, gamma)?,
-            None => norma_kernels::backward_train(x.view(), dy.view(), &self.stats, gamma)
-                .map_err(|e| kernel_error("batch_norm", e))?,
-        };
-        self.affine.gradients(g, ctx)
-    }
-}
-
-/// Backward with fixed running statistics (eval mode).
-struct EvalBackward {
-    mean: Tensor,
-    var: Tensor,
-    eps: f32,
-    affine: AffineLayout,
-}
-
-impl Backward for EvalBackward {
-    fn name(&self) -> &'static str {
-        "batch_norm_eval"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let g = norma_kernels::backward_eval(
-            ctx.input(0).view(),
-            ctx.grad_output().view(),
-            self.mean.as_slice(),
-            self.var.as_slice(),
-            self.affine.gamma(ctx),
-            self.eps,
-        )
-        .map_err(|e| kernel_error("batch_norm_eval", e))?;
-        self.affine.gradients(g, ctx)
-    }
 }

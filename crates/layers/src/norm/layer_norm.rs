@@ -4,8 +4,8 @@ use norma_autograd::{Backward, BackwardContext, Param, Var};
 use norma_kernels::GroupStats;
 use norma_tensor::Tensor;
 
-use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::Module;
+use crate::norm::affine::{kernel_error, Affine, AffineLayout};
 use crate::{impl_any, LayerError, Result};
 
 /// Options of a [`LayerNorm`]; the defaults are PyTorch's.

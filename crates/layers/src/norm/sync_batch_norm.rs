@@ -66,8 +66,8 @@ use norma_distributed::{CommError, Communicator};
 use norma_kernels::{BatchStats, GradSums, Gradients, KernelError, PartialSums, TrainForward};
 use norma_tensor::Tensor;
 
-use crate::affine::kernel_error;
 use crate::module::{for_each_module_mut, Module};
+use crate::norm::affine::kernel_error;
 use crate::{BatchNorm1d, BatchNorm2d, Result};
 
 /// Makes every batch norm of `model` (BatchNorm1d and BatchNorm2d, at any depth) synchronized
