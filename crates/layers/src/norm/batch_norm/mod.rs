@@ -26,7 +26,6 @@ use std::rc::Rc;
 
 use norma_autograd::{Param, Var};
 use norma_distributed::Communicator;
-use norma_kernels::BatchStats;
 use norma_tensor::Tensor;
 
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
@@ -34,10 +33,12 @@ use crate::norm::affine::Affine;
 use crate::norm::sync_batch_norm::Synced;
 use crate::{impl_any, LayerError, Result};
 
-mod backward;
+mod eval;
+mod find;
 mod kinds;
+mod train;
 
-use backward::{EvalBackward, TrainBackward};
+pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
@@ -210,11 +211,6 @@ impl<I: BatchNormInput> BatchNorm<I> {
         Ok(())
     }
 
-    /// Sets a momentum taken from a valid configuration, returning the previous one.
-    pub(crate) fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
-        std::mem::replace(&mut self.config.momentum, momentum)
-    }
-
     /// PyTorch's `reset_running_stats`: mean 0, variance 1, no batch seen.
     pub fn reset_running_stats(&mut self) {
         if let Some(r) = &self.running {
@@ -250,18 +246,6 @@ impl<I: BatchNormInput> BatchNorm<I> {
             got: shape.to_vec(),
         }
     }
-
-    /// Adds one batch's statistics to the running statistics.
-    fn update_running(&self, running: &RunningStats, stats: &BatchStats) -> Result<()> {
-        let batches = running.num_batches_tracked.increment();
-        let factor = self.config.momentum.unwrap_or(1.0 / batches as f64);
-        running.mean.update(|mean| {
-            running
-                .var
-                .update(|var| norma_kernels::update_running_stats(mean, var, stats, factor))
-        })?;
-        Ok(())
-    }
 }
 
 fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
@@ -272,67 +256,18 @@ fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
 }
 
 impl<I: BatchNormInput> Module for BatchNorm<I> {
+    /// Training: the batch's statistics, folded into the running statistics. Eval: the
+    /// running statistics. The input's shape is checked once, here.
     fn forward(&mut self, x: &Var) -> Result<Var> {
         let checked = if I::accepts(x.shape(), self.num_features) {
             Ok(())
         } else {
             Err(self.input_error(x.shape()))
         };
-        let vars = self.affine.vars();
-        let (gamma, beta) = (vars.gamma(), vars.beta());
-        let inputs = vars.inputs(x);
-        let eps = self.config.eps;
-        let affine = vars.layout();
-
-        let running = match (&self.running, self.mode) {
-            (Some(running), Mode::Eval) => running,
-            _ => {
-                // Batch statistics: training, or no running statistics to use. Only training
-                // synchronizes (as PyTorch): evaluation never communicates.
-                let sync = self.sync.clone().filter(|_| self.mode == Mode::Train);
-                let out = match &sync {
-                    // The other processes expect this one in the exchange even if its input
-                    // is wrong: it reports the failure there.
-                    Some(sync) => {
-                        sync.forward(x.value(), checked, self.num_features, gamma, beta, eps)?
-                    }
-                    None => {
-                        checked?;
-                        norma_kernels::forward_train(x.value().view(), gamma, beta, eps)?
-                    }
-                };
-                if let (Some(running), Mode::Train) = (&self.running, self.mode) {
-                    self.update_running(running, &out.stats)?;
-                }
-                let backward = TrainBackward {
-                    stats: out.stats,
-                    affine,
-                    sync,
-                };
-                return Ok(Var::from_op(
-                    &inputs,
-                    Tensor::from_array(out.output),
-                    backward,
-                ));
-            }
-        };
-        checked?;
-        let (mean, var) = (running.mean.get(), running.var.get());
-        let output = norma_kernels::forward_eval(
-            x.value().view(),
-            mean.as_slice(),
-            var.as_slice(),
-            gamma,
-            beta,
-            eps,
-        )?;
-        let backward = EvalBackward {
-            mean,
-            var,
-            eps,
-            affine,
-        };
-        Ok(Var::from_op(&inputs, Tensor::from_array(output), backward))
+        match self.mode {
+            Mode::Train => self.forward_train(x, checked),
+            Mode::Eval => self.forward_eval(x, checked),
+        }
     }
 
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
