@@ -11,6 +11,8 @@
 //! which is PyTorch's `fuse_conv_bn_eval` algebra: the folded model computes the same function
 //! with one layer fewer.
 
+use std::any::Any;
+
 use norma_tensor::Tensor;
 
 use crate::norm::batch_norm::as_batch_norm_mut;
@@ -37,7 +39,7 @@ pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
         let (prev_name, prev) = out
             .pop()
             .ok_or_else(|| bad("batch norm is the first layer; nothing to fold into"))?;
-        let foldable = prev.as_any().is::<Conv2d>() || prev.as_any().is::<Linear>();
+        let foldable = prev.is::<Conv2d>() || prev.is::<Linear>();
         if !foldable {
             return Err(bad(&format!(
                 "batch norm follows '{prev_name}', which is not a Conv2d or Linear"
@@ -80,7 +82,7 @@ fn fold_into(layer: Box<dyn Module>, scale_shift: &[(f32, f32)]) -> Result<Box<d
             .collect();
         Ok((w, Tensor::from_vec(&[out_channels], b)?))
     };
-    let any = layer.into_any();
+    let any: Box<dyn Any> = layer;
     match any.downcast::<Conv2d>() {
         Ok(conv) => {
             let (w, b) = fold(

@@ -6,7 +6,7 @@ use norma_tensor::Tensor;
 
 use crate::module::Module;
 use crate::norm::affine::{kernel_error, Affine, AffineLayout};
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// Options of a [`GroupNorm`]; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,8 +157,6 @@ impl Module for GroupNorm {
             self.num_groups, self.num_channels, self.config.eps, self.config.affine
         )
     }
-
-    impl_any!();
 }
 
 /// The kernels' closed-form gradient, with the forward's statistics.

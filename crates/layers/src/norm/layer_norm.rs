@@ -6,7 +6,7 @@ use norma_tensor::Tensor;
 
 use crate::module::Module;
 use crate::norm::affine::{kernel_error, Affine, AffineLayout};
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// Options of a [`LayerNorm`]; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,8 +153,6 @@ impl Module for LayerNorm {
             self.config.bias
         )
     }
-
-    impl_any!();
 }
 
 fn dims(shape: &[usize]) -> String {

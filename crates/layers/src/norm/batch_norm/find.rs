@@ -54,13 +54,14 @@ impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
 
 /// `module` as a batch norm, if it is one.
 pub(crate) fn as_batch_norm_mut(module: &mut dyn Module) -> Option<&mut dyn BatchNormLayer> {
-    let any = module.as_any_mut();
     // Tested before borrowing: a borrow returned from one branch would outlive the other.
-    if any.is::<BatchNorm2d>() {
-        any.downcast_mut::<BatchNorm2d>()
+    if module.is::<BatchNorm2d>() {
+        module
+            .downcast_mut::<BatchNorm2d>()
             .map(|bn| bn as &mut dyn BatchNormLayer)
     } else {
-        any.downcast_mut::<BatchNorm1d>()
+        module
+            .downcast_mut::<BatchNorm1d>()
             .map(|bn| bn as &mut dyn BatchNormLayer)
     }
 }

@@ -31,7 +31,7 @@ use norma_tensor::Tensor;
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
 use crate::norm::affine::Affine;
 use crate::norm::sync_batch_norm::Synced;
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 mod eval;
 mod find;
@@ -305,6 +305,4 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
             self.num_features, c.eps, c.affine, c.track_running_stats
         )
     }
-
-    impl_any!();
 }
