@@ -39,11 +39,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
             eps,
             affine: vars.layout(),
         };
-        Ok(Var::from_op(
-            &vars.inputs(x),
-            Tensor::from_array(output),
-            backward,
-        ))
+        Ok(vars.record(x, Tensor::from_array(output), backward))
     }
 }
 

@@ -29,7 +29,7 @@ use norma_distributed::Communicator;
 use norma_tensor::Tensor;
 
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
-use crate::norm::affine::Affine;
+use crate::norm::affine::{check_eps, Affine};
 use crate::norm::sync_batch_norm::Synced;
 use crate::{LayerError, Result};
 
@@ -122,12 +122,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
         if num_features == 0 {
             return Err(bad("num_features must be positive".into()));
         }
-        if !(config.eps >= 0.0 && config.eps.is_finite()) {
-            return Err(bad(format!(
-                "eps must be finite and non-negative, got {}",
-                config.eps
-            )));
-        }
+        check_eps(config.eps).map_err(bad)?;
         check_momentum(config.momentum).map_err(bad)?;
         let c = num_features;
         Ok(BatchNorm {

@@ -54,11 +54,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
             affine: vars.layout(),
             sync: sync.cloned(),
         };
-        Ok(Var::from_op(
-            &vars.inputs(x),
-            Tensor::from_array(out.output),
-            backward,
-        ))
+        Ok(vars.record(x, Tensor::from_array(out.output), backward))
     }
 
     /// Adds one batch's statistics to the running statistics (the momentum rule of the
