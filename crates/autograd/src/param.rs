@@ -16,8 +16,8 @@ use crate::{AutogradError, Result, Var};
 ///
 /// Reading hands out snapshots, never borrows: [`Param::value`] and [`Param::grad`] return
 /// reference-counted tensors that stay valid (and unchanged) while the parameter is updated,
-/// so holding one across an optimizer step is fine. An update copies the tensor only when such
-/// a snapshot is still alive.
+/// so holding one across an optimizer step is fine. An update computes into a copy of the
+/// value, which replaces it only if it kept its shape, so a failed update changes nothing.
 #[derive(Clone)]
 pub struct Param {
     inner: Rc<Inner>,
@@ -51,27 +51,26 @@ impl Param {
         Rc::clone(&self.inner.value.borrow())
     }
 
-    /// Changes the value in place with `f` (optimizers, initialisation). The shape must stay
-    /// the same.
+    /// Changes the value with `f` (optimizers, initialisation). The shape must stay the same.
     ///
-    /// Errors: `f` changed the shape (the change is undone), or the parameter is already being
-    /// updated (`update` called from inside `f` for the same parameter).
+    /// Errors: `f` changed the shape (the parameter keeps its old value), or the parameter is
+    /// already being updated (`update` called from inside `f` for the same parameter).
     pub fn update<R>(&self, f: impl FnOnce(&mut Tensor) -> R) -> Result<R> {
         let mut slot = self
             .inner
             .value
             .try_borrow_mut()
             .map_err(|_| AutogradError::ParamBusy)?;
-        let before = slot.shape().to_vec();
+        // `old` shares the tensor, so `make_mut` hands `f` a copy: the old value survives
+        // whatever `f` does to it, to be put back if the update fails.
+        let old = Rc::clone(&slot);
         let value = Rc::make_mut(&mut slot);
         let result = f(value);
-        if value.shape() != before.as_slice() {
+        if value.shape() != old.shape() {
             let got = value.shape().to_vec();
-            *value = Tensor::zeros(&before);
-            return Err(AutogradError::ParamShape {
-                expected: before,
-                got,
-            });
+            let expected = old.shape().to_vec();
+            *slot = old;
+            return Err(AutogradError::ParamShape { expected, got });
         }
         Ok(result)
     }
@@ -212,5 +211,29 @@ mod tests {
         let inner = p.update(|_| q.update(|_| ())).unwrap();
         assert_eq!(inner, Err(AutogradError::ParamBusy));
         assert!(p.set_value(Tensor::ones(&[4])).is_err());
+    }
+
+    #[test]
+    fn a_failed_update_keeps_the_old_values() {
+        let old = vec![1.0, -2.0, 3.5, 0.25];
+        let p = Param::new(Tensor::from_vec(&[2, 2], old.clone()).unwrap());
+        // The update writes into the values before it changes the shape: both are undone.
+        let err = p
+            .update(|v| {
+                v.as_slice_mut()[0] = 99.0;
+                *v = Tensor::ones(&[3]);
+            })
+            .unwrap_err();
+        assert!(matches!(err, AutogradError::ParamShape { .. }), "{err}");
+        assert_eq!(p.shape(), vec![2, 2]);
+        assert_eq!(p.value().as_slice(), old.as_slice());
+        // With a snapshot alive, too.
+        let snapshot = p.value();
+        assert!(p.update(|v| *v = Tensor::zeros(&[4])).is_err());
+        assert_eq!(p.value().as_slice(), old.as_slice());
+        assert_eq!(snapshot.as_slice(), old.as_slice());
+        // A successful update still lands.
+        p.update(|v| v.as_slice_mut()[1] = 7.0).unwrap();
+        assert_eq!(p.value().as_slice(), &[1.0, 7.0, 3.5, 0.25]);
     }
 }

@@ -3,7 +3,7 @@
 use norma_autograd::Var;
 
 use crate::module::Module;
-use crate::{impl_any, Result};
+use crate::Result;
 
 /// `y = 1 / (1 + e^−x)`, elementwise.
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,8 +17,6 @@ impl Module for Sigmoid {
     fn describe(&self) -> String {
         "Sigmoid".into()
     }
-
-    impl_any!();
 }
 
 /// `y = max(x, 0)`, elementwise.
@@ -33,6 +31,4 @@ impl Module for Relu {
     fn describe(&self) -> String {
         "ReLU".into()
     }
-
-    impl_any!();
 }

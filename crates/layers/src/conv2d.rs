@@ -4,7 +4,7 @@ use norma_autograd::{Param, Var};
 use norma_tensor::{Rng, Tensor};
 
 use crate::module::{join_name, Module};
-use crate::{impl_any, init, LayerError, Result};
+use crate::{init, LayerError, Result};
 
 /// Stride, zero padding and bias of a [`Conv2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,4 @@ impl Module for Conv2d {
             self.bias.is_some()
         )
     }
-
-    impl_any!();
 }

@@ -4,7 +4,7 @@ use norma_autograd::Var;
 use norma_tensor::{Rng, Tensor};
 
 use crate::module::{Mode, Module};
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// Training: `y = x · m / (1 − p)` with m ~ Bernoulli(1 − p) drawn per element from the layer's
 /// own seeded generator; evaluation: `y = x`. Any shape.
@@ -58,8 +58,6 @@ impl Module for Dropout {
     fn describe(&self) -> String {
         format!("Dropout(p={})", self.p)
     }
-
-    impl_any!();
 }
 
 #[cfg(test)]

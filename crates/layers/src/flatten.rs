@@ -3,7 +3,7 @@
 use norma_autograd::Var;
 
 use crate::module::Module;
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// (N, d1, d2, ...) → (N, d1·d2·...), row-major (PyTorch's `nn.Flatten()`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +24,4 @@ impl Module for Flatten {
     fn describe(&self) -> String {
         "Flatten".into()
     }
-
-    impl_any!();
 }

@@ -34,47 +34,34 @@
 //! ```
 
 mod activation;
-mod affine;
-pub mod batch_norm;
-mod batch_norm1d;
-mod batch_norm2d;
 pub mod checkpoint;
 mod conv2d;
 mod dropout;
 mod error;
 mod flatten;
-mod fold;
-mod group_norm;
 pub mod init;
-mod layer_norm;
 mod linear;
 pub mod models;
 mod module;
+mod norm;
 pub mod observe;
 mod pool;
-mod precise_bn;
 mod sequential;
-mod shift_noise;
-pub mod sync_batch_norm;
 
 pub use activation::{Relu, Sigmoid};
-pub use batch_norm::{BatchNorm, BatchNormConfig};
-pub use batch_norm1d::BatchNorm1d;
-pub use batch_norm2d::BatchNorm2d;
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
 pub use error::{LayerError, Result};
 pub use flatten::Flatten;
-pub use fold::fold_batch_norm;
-pub use group_norm::{GroupNorm, GroupNormConfig};
-pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use linear::Linear;
 pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
 };
+pub use norm::{
+    batch_norm, convert_sync_batch_norm, fold_batch_norm, recompute_batch_norm_stats,
+    sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
+    GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, ShiftNoise, ShiftNoiseConfig,
+};
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};
-pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
 pub use sequential::Sequential;
-pub use shift_noise::{ShiftNoise, ShiftNoiseConfig};
-pub use sync_batch_norm::convert_sync_batch_norm;

@@ -4,7 +4,7 @@ use norma_autograd::{Param, Var};
 use norma_tensor::{Rng, Tensor};
 
 use crate::module::{join_name, Module};
-use crate::{impl_any, init, LayerError, Result};
+use crate::{init, LayerError, Result};
 
 /// `y = x · Wᵀ + b`
 ///
@@ -112,6 +112,4 @@ impl Module for Linear {
         let (fin, fout) = self.features();
         format!("Linear(in={fin}, out={fout}, bias={})", self.bias.is_some())
     }
-
-    impl_any!();
 }

@@ -143,20 +143,10 @@ pub trait Module: Any {
     /// A one-line description, e.g. `Linear(in=400, out=120, bias=true)`.
     fn describe(&self) -> String;
 
-    /// The module as `Any`, to inspect concrete layer types (BN folding does).
-    fn as_any(&self) -> &dyn Any;
-
-    /// The module as mutable `Any`, to change concrete layer types in place (recomputing
-    /// batch-norm statistics does).
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-
     /// The direct children with their names (containers override this; layers have none).
     fn children_mut(&mut self) -> Vec<(&str, &mut dyn Module)> {
         Vec::new()
     }
-
-    /// Consumes the boxed module as `Box<dyn Any>`, to take a concrete layer back out.
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 
     /// Training mode.
     fn train(&mut self) {
@@ -196,20 +186,28 @@ pub trait Module: Any {
     }
 }
 
-/// Implements the `Any` plumbing of [`Module`] for a concrete type.
-#[macro_export]
-macro_rules! impl_any {
-    () => {
-        fn as_any(&self) -> &dyn ::std::any::Any {
-            self
-        }
-        fn as_any_mut(&mut self) -> &mut dyn ::std::any::Any {
-            self
-        }
-        fn into_any(self: Box<Self>) -> Box<dyn ::std::any::Any> {
-            self
-        }
-    };
+/// The concrete layer behind a `dyn Module`, as [`Any`] offers it: `Module: Any`, so a
+/// `&dyn Module` is a `&dyn Any` (trait upcasting) and no implementer writes any plumbing.
+/// These methods are on `dyn Module` itself, so that they always look at the layer — never at
+/// a `Box<dyn Module>` holding it, which a coercion of `&Box<dyn Module>` would.
+impl dyn Module {
+    /// Whether the layer is a `T`.
+    pub fn is<T: Module>(&self) -> bool {
+        let any: &dyn Any = self;
+        any.is::<T>()
+    }
+
+    /// The layer as a `T`, if it is one.
+    pub fn downcast_ref<T: Module>(&self) -> Option<&T> {
+        let any: &dyn Any = self;
+        any.downcast_ref::<T>()
+    }
+
+    /// The layer as a mutable `T`, if it is one.
+    pub fn downcast_mut<T: Module>(&mut self) -> Option<&mut T> {
+        let any: &mut dyn Any = self;
+        any.downcast_mut::<T>()
+    }
 }
 
 /// Calls `f` on `module` and on every module inside it, depth first, each with its full name
@@ -222,4 +220,19 @@ pub fn for_each_module_mut(module: &mut dyn Module, f: &mut dyn FnMut(&str, &mut
         }
     }
     visit("", module, f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Relu, Sigmoid};
+
+    #[test]
+    fn a_boxed_layer_is_seen_through_its_box() {
+        let mut boxed: Box<dyn Module> = Box::new(Relu);
+        assert!(boxed.is::<Relu>());
+        assert!(!boxed.is::<Sigmoid>());
+        assert!(boxed.downcast_ref::<Relu>().is_some());
+        assert!(boxed.downcast_mut::<Sigmoid>().is_none());
+    }
 }

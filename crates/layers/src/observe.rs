@@ -126,7 +126,7 @@ impl ActivationStats {
     ) -> Result<Rc<RefCell<ActivationStats>>> {
         let names: Vec<String> = model
             .children()
-            .filter(|(_, m)| m.as_any().is::<Sigmoid>() || m.as_any().is::<Relu>())
+            .filter(|(_, m)| m.is::<Sigmoid>() || m.is::<Relu>())
             .map(|(n, _)| n.to_string())
             .collect();
         Self::attach(model, &names, every)

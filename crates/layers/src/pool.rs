@@ -3,7 +3,7 @@
 use norma_autograd::Var;
 
 use crate::module::Module;
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 fn check(layer: String, kernel: usize, stride: usize) -> Result<()> {
     if kernel == 0 || stride == 0 {
@@ -51,8 +51,6 @@ impl Module for AvgPool2d {
     fn describe(&self) -> String {
         format!("AvgPool2d(kernel={}, stride={})", self.kernel, self.stride)
     }
-
-    impl_any!();
 }
 
 /// `y[n, c, i, j] = max of the k×k window of x[n, c] at (i·s, j·s)`;
@@ -80,6 +78,4 @@ impl Module for MaxPool2d {
     fn describe(&self) -> String {
         format!("MaxPool2d(kernel={}, stride={})", self.kernel, self.stride)
     }
-
-    impl_any!();
 }

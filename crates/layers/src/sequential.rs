@@ -4,7 +4,7 @@ use norma_autograd::{is_grad_enabled, Param, Var};
 
 use crate::module::{join_name, Buffer, Mode, Module};
 use crate::observe::SharedObserver;
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// `y = f_k(… f_2(f_1(x)))`, each child named. Parameters are named `<child>.<param>`
 /// (`conv1.weight`), as in a PyTorch module with those attributes.
@@ -142,6 +142,4 @@ impl Module for Sequential {
             .collect();
         format!("Sequential(\n{}\n)", lines.join("\n"))
     }
-
-    impl_any!();
 }

@@ -172,7 +172,7 @@ fn stale_moving_averages_are_replaced_by_the_exact_batch_averages() {
         assert_eq!(s[name], stale[name], "{name}");
     }
     for (name, child) in net.children() {
-        if let Some(bn) = child.as_any().downcast_ref::<BatchNorm1d>() {
+        if let Some(bn) = child.downcast_ref::<BatchNorm1d>() {
             assert_eq!(bn.config().momentum, Some(0.1), "{name}");
             assert_eq!(bn.mode(), Mode::Eval, "{name}");
         }
@@ -197,7 +197,7 @@ fn bad_batches_and_counts_are_errors_that_restore_the_layers() {
     let err = recompute_batch_norm_stats(&mut net, batches, 10).unwrap_err();
     assert!(matches!(err, LayerError::Kernel(_)), "{err}");
     for (_, child) in net.children() {
-        if let Some(bn) = child.as_any().downcast_ref::<BatchNorm1d>() {
+        if let Some(bn) = child.downcast_ref::<BatchNorm1d>() {
             assert_eq!((bn.config().momentum, bn.mode()), (Some(0.1), Mode::Eval));
         }
     }

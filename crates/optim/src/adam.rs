@@ -3,7 +3,7 @@
 use norma_autograd::Param;
 use norma_tensor::Tensor;
 
-use crate::{check, restore_slots, OptimError, Optimizer, Result};
+use crate::{check, Optimizer, OptimizerKind, OptimizerState, ParamState, Result};
 
 /// Settings of [`Adam`] (PyTorch's names and defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,35 +135,39 @@ impl Optimizer for Adam {
         &self.params
     }
 
-    /// Entries `m.<i>`, `v.<i>` and `step.<i>` (the step count as an f32 scalar: exact up
-    /// to 2^24 steps).
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::new();
-        for (i, ((m, v), &t)) in self.m.iter().zip(&self.v).zip(&self.steps).enumerate() {
-            if let (Some(m), Some(v)) = (m, v) {
-                out.push((format!("m.{i}"), m.clone()));
-                out.push((format!("v.{i}"), v.clone()));
-                out.push((format!("step.{i}"), Tensor::scalar(t as f32)));
-            }
+    fn kind(&self) -> OptimizerKind {
+        if self.config.decoupled_weight_decay {
+            OptimizerKind::AdamW
+        } else {
+            OptimizerKind::Adam
         }
-        out
     }
 
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
-        restore_slots(state, "m", &self.params, &mut self.m)?;
-        restore_slots(state, "v", &self.params, &mut self.v)?;
-        self.steps.iter_mut().for_each(|t| *t = 0);
-        for (name, t) in state {
-            if let Some(i) = name
-                .strip_prefix("step.")
-                .and_then(|i| i.parse::<usize>().ok())
-            {
-                let slot = self
-                    .steps
-                    .get_mut(i)
-                    .ok_or_else(|| OptimError::State(format!("{name}: no such parameter")))?;
-                *slot = t.item()? as u64;
-            }
+    /// The moment estimates and step count of every parameter that has taken a step.
+    fn state(&self) -> OptimizerState {
+        let slots = self.m.iter().zip(&self.v).zip(&self.steps);
+        let params = slots.map(|((m, v), &step)| match (m, v) {
+            (Some(m), Some(v)) => ParamState::Moments {
+                m: m.clone(),
+                v: v.clone(),
+                step,
+            },
+            _ => ParamState::Empty,
+        });
+        OptimizerState {
+            kind: self.kind(),
+            params: params.collect(),
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        state.check(self.kind(), &self.params)?;
+        let slots = self.m.iter_mut().zip(&mut self.v).zip(&mut self.steps);
+        for (((m, v), t), saved) in slots.zip(&state.params) {
+            (*m, *v, *t) = match saved {
+                ParamState::Moments { m, v, step } => (Some(m.clone()), Some(v.clone()), *step),
+                _ => (None, None, 0),
+            };
         }
         Ok(())
     }

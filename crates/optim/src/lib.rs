@@ -5,6 +5,8 @@
 //! - [`Sgd`]: plain, momentum, Nesterov, L2 weight decay (PyTorch's `torch.optim.SGD`).
 //! - [`Adam`] and AdamW (decoupled weight decay) (PyTorch's `Adam` / `AdamW`).
 //! - [`Schedule`]: constant, step decay, cosine annealing.
+//! - [`OptimizerState`]: an optimizer's typed state (its kind, per-parameter buffers, step
+//!   counts) for exact resumption, as a safetensors file.
 //!
 //! Optimizers update the parameters they were given and nothing else: batch-norm running
 //! statistics are buffers, not parameters, and are never touched. A parameter that received
@@ -31,13 +33,14 @@
 mod adam;
 mod schedule;
 mod sgd;
+mod state;
 
 pub use adam::{Adam, AdamConfig};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
+pub use state::{OptimizerKind, OptimizerState, ParamState, StateError};
 
 use norma_autograd::{AutogradError, Param};
-use norma_tensor::Tensor;
 use thiserror::Error;
 
 /// An optimizer was configured with an unusable value.
@@ -51,9 +54,9 @@ pub enum OptimError {
         value: f64,
         reason: &'static str,
     },
-    /// A saved optimizer state does not fit this optimizer.
+    /// A saved optimizer state does not fit this optimizer, or could not be read.
     #[error("optimizer state: {0}")]
-    State(String),
+    State(#[from] StateError),
     /// A gradient did not have its parameter's shape.
     #[error(transparent)]
     Autograd(#[from] AutogradError),
@@ -82,13 +85,19 @@ pub trait Optimizer {
     /// Changes the learning rate (schedules call this).
     fn set_lr(&mut self, lr: f64) -> Result<()>;
 
-    /// The optimizer's internal state (momentum buffers, moment estimates, step counts) as
-    /// named tensors, for checkpoints that resume training exactly.
-    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Which optimizer this is, as its state records it.
+    fn kind(&self) -> OptimizerKind;
 
-    /// Restores a state saved by [`Optimizer::state`] of the same optimizer over the same
-    /// parameters; errors name the first entry that does not fit.
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+    /// The optimizer's internal state (momentum buffers, moment estimates, step counts), for
+    /// checkpoints that resume training exactly.
+    fn state(&self) -> OptimizerState;
+
+    /// Restores a state saved by [`Optimizer::state`] of an optimizer of the same kind over
+    /// parameters of the same shapes.
+    ///
+    /// Errors: [`OptimError::State`] naming what does not fit (the kind, the parameter count,
+    /// a slot, a shape); the optimizer is then unchanged.
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
 
     /// Clears every parameter's gradient.
     fn zero_grad(&self) {
@@ -96,38 +105,6 @@ pub trait Optimizer {
             p.zero_grad();
         }
     }
-}
-
-/// Fills per-parameter slots from named state entries `<prefix>.<index>`, checking shapes.
-fn restore_slots(
-    state: &[(String, Tensor)],
-    prefix: &str,
-    params: &[Param],
-    slots: &mut [Option<Tensor>],
-) -> Result<()> {
-    for slot in slots.iter_mut() {
-        *slot = None;
-    }
-    for (name, t) in state {
-        let Some(index) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
-            continue;
-        };
-        let i: usize = index
-            .parse()
-            .map_err(|_| OptimError::State(format!("bad entry name {name}")))?;
-        let p = params.get(i).ok_or_else(|| {
-            OptimError::State(format!("{name}: only {} parameters", params.len()))
-        })?;
-        if p.shape() != t.shape() {
-            return Err(OptimError::State(format!(
-                "{name}: shape {:?}, parameter has {:?}",
-                t.shape(),
-                p.shape()
-            )));
-        }
-        slots[i] = Some(t.clone());
-    }
-    Ok(())
 }
 
 /// Checks that `value` is finite and within `[min, max)` (or `[min, max]` when `inclusive`).

@@ -3,7 +3,7 @@
 use norma_autograd::Param;
 use norma_tensor::Tensor;
 
-use crate::{check, restore_slots, Optimizer, Result};
+use crate::{check, Optimizer, OptimizerKind, OptimizerState, ParamState, Result};
 
 /// Settings of [`Sgd`] (PyTorch's names and defaults; `lr` must be set).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,15 +112,35 @@ impl Optimizer for Sgd {
         &self.params
     }
 
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let slots = self.velocity.iter().enumerate();
-        slots
-            .filter_map(|(i, v)| Some((format!("velocity.{i}"), v.clone()?)))
-            .collect()
+    fn kind(&self) -> OptimizerKind {
+        if self.config.momentum != 0.0 {
+            OptimizerKind::SgdMomentum
+        } else {
+            OptimizerKind::Sgd
+        }
     }
 
-    fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()> {
-        restore_slots(state, "velocity", &self.params, &mut self.velocity)
+    /// The momentum buffers (none for plain SGD, which keeps nothing).
+    fn state(&self) -> OptimizerState {
+        let params = self.velocity.iter().map(|b| match b {
+            Some(b) => ParamState::Velocity(b.clone()),
+            None => ParamState::Empty,
+        });
+        OptimizerState {
+            kind: self.kind(),
+            params: params.collect(),
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        state.check(self.kind(), &self.params)?;
+        for (b, saved) in self.velocity.iter_mut().zip(&state.params) {
+            *b = match saved {
+                ParamState::Velocity(saved) => Some(saved.clone()),
+                _ => None,
+            };
+        }
+        Ok(())
     }
 
     fn lr(&self) -> f64 {

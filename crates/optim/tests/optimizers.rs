@@ -1,7 +1,10 @@
 //! Optimizers against hand-computed first steps and simple convergence.
 
 use norma_autograd::Param;
-use norma_optim::{Adam, AdamConfig, OptimError, Optimizer, Sgd, SgdConfig};
+use norma_optim::{
+    Adam, AdamConfig, OptimError, Optimizer, OptimizerKind, OptimizerState, ParamState, Sgd,
+    SgdConfig,
+};
 use norma_tensor::Tensor;
 
 fn param(v: &[f32]) -> Param {
@@ -311,6 +314,9 @@ fn saved_state_resumes_the_exact_trajectory() {
     };
     assert_eq!(run(None), run(Some(3)));
     let mut sgd = Sgd::new(vec![param(&[1.0])], SgdConfig::default()).unwrap();
-    let bad = vec![("velocity.0".to_string(), Tensor::zeros(&[2]))];
+    let bad = OptimizerState {
+        kind: OptimizerKind::Sgd,
+        params: vec![ParamState::Velocity(Tensor::zeros(&[2]))],
+    };
     assert!(sgd.load_state(&bad).is_err());
 }

@@ -8,12 +8,11 @@
 //! is complete, and [`load`] takes it from there: no moment exists at which the run has no
 //! valid checkpoint.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use norma_layers::checkpoint::{self as weights, StateValue};
-use norma_tensor::Tensor;
+use norma_layers::checkpoint as weights;
+use norma_optim::OptimizerState;
 
 use crate::files::{self, io_error};
 use crate::model_run::ModelRun;
@@ -111,36 +110,14 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
 
 /// The optimizer state as safetensors bytes (the format of `optimizer.safetensors`).
 fn optimizer_bytes(run: &ModelRun) -> Result<Vec<u8>, Error> {
-    let state: BTreeMap<String, StateValue> = run
-        .optimizer
-        .state()
-        .into_iter()
-        .map(|(n, t)| (n, StateValue::F32(t)))
-        .collect();
-    weights::to_bytes(&state).map_err(|source| Error::Format {
-        what: "optimizer state".into(),
-        source,
-    })
+    let state = run.optimizer.state();
+    state.to_bytes().map_err(|e| Error::Optim(e.into()))
 }
 
 /// Restores the optimizer state from `bytes` (`opt_path` names them in errors).
 fn load_optimizer(run: &mut ModelRun, bytes: &[u8], opt_path: &Path) -> Result<(), Error> {
-    let entries = weights::from_bytes(bytes).map_err(|source| Error::Format {
-        what: opt_path.display().to_string(),
-        source,
-    })?;
-    let mut state: Vec<(String, Tensor)> = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        match value {
-            StateValue::F32(t) => state.push((name, t)),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "{}: {name} is not an f32 tensor",
-                    opt_path.display()
-                )))
-            }
-        }
-    }
+    let state = OptimizerState::from_bytes(bytes)
+        .map_err(|e| Error::Usage(format!("{}: {e}", opt_path.display())))?;
     run.optimizer
         .load_state(&state)
         .map_err(|e| Error::Usage(format!("{}: {e}", opt_path.display())))

@@ -11,7 +11,7 @@ use norma_autograd::Var;
 use norma_tensor::{Rng, Tensor};
 
 use crate::module::{Mode, Module};
-use crate::{impl_any, LayerError, Result};
+use crate::{LayerError, Result};
 
 /// The distribution of [`ShiftNoise`]: a scale drawn from U(`min_scale`, `max_scale`) and a
 /// shift from U(−`max_shift`, `max_shift`), per channel and per training step.
@@ -138,6 +138,4 @@ impl Module for ShiftNoise {
             self.channels, c.min_scale, c.max_scale, c.max_shift, c.max_shift
         )
     }
-
-    impl_any!();
 }

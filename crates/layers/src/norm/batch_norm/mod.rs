@@ -1,5 +1,5 @@
-//! Batch normalization: [`BatchNorm`], the layer behind [`crate::BatchNorm1d`] and
-//! [`crate::BatchNorm2d`], and the autograd operation whose forward and backward are the fused
+//! Batch normalization: [`BatchNorm`], the layer behind [`BatchNorm1d`] and
+//! [`BatchNorm2d`], and the autograd operation whose forward and backward are the fused
 //! kernels of `norma-kernels`.
 //!
 //! Per channel c, with M values per channel in the batch (N for (N, C) inputs, N·L or N·H·W
@@ -24,15 +24,22 @@
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_autograd::{Param, Var};
 use norma_distributed::Communicator;
-use norma_kernels::BatchStats;
 use norma_tensor::Tensor;
 
-use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::{join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer};
-use crate::sync_batch_norm::Synced;
-use crate::{impl_any, LayerError, Result};
+use crate::norm::affine::{check_eps, Affine};
+use crate::norm::sync_batch_norm::Synced;
+use crate::{LayerError, Result};
+
+mod eval;
+mod find;
+mod kinds;
+mod train;
+
+pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
+pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,49 +67,6 @@ impl Default for BatchNormConfig {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// The inputs a batch-norm layer takes: [`Features`] for [`crate::BatchNorm1d`], [`Images`]
-/// for [`crate::BatchNorm2d`]. Sealed: these are the only two.
-pub trait BatchNormInput: sealed::Sealed + 'static {
-    /// The layer's name, as PyTorch's class (`BatchNorm1d`).
-    const NAME: &'static str;
-    /// Whether `shape` is an input for `channels` channels.
-    fn accepts(shape: &[usize], channels: usize) -> bool;
-    /// The accepted shapes, for errors, e.g. `(N, 6, H, W)`.
-    fn expected(channels: usize) -> String;
-}
-
-/// (N, C) or (N, C, L) inputs: [`crate::BatchNorm1d`].
-pub struct Features;
-/// (N, C, H, W) inputs: [`crate::BatchNorm2d`].
-pub struct Images;
-
-impl sealed::Sealed for Features {}
-impl sealed::Sealed for Images {}
-
-impl BatchNormInput for Features {
-    const NAME: &'static str = "BatchNorm1d";
-    fn accepts(shape: &[usize], channels: usize) -> bool {
-        (shape.len() == 2 || shape.len() == 3) && shape[1] == channels
-    }
-    fn expected(c: usize) -> String {
-        format!("(N, {c}) or (N, {c}, L)")
-    }
-}
-
-impl BatchNormInput for Images {
-    const NAME: &'static str = "BatchNorm2d";
-    fn accepts(shape: &[usize], channels: usize) -> bool {
-        shape.len() == 4 && shape[1] == channels
-    }
-    fn expected(c: usize) -> String {
-        format!("(N, {c}, H, W)")
-    }
-}
-
 /// Running statistics and their batch counter, typed: two f32 tensors of one value per
 /// channel and an i64 counter.
 #[derive(Debug, Clone)]
@@ -123,7 +87,7 @@ impl RunningStats {
 }
 
 /// Batch normalization over the channels (dimension 1) of its input; see the module docs for
-/// the formulas and [`crate::BatchNorm1d`] / [`crate::BatchNorm2d`] for the two kinds.
+/// the formulas and [`BatchNorm1d`] / [`BatchNorm2d`] for the two kinds.
 ///
 /// - parameters: `weight` γ (C), init 1; `bias` β (C), init 0 (with `affine`)
 /// - buffers: `running_mean` (C), `running_var` (C), `num_batches_tracked` (int64 scalar)
@@ -158,12 +122,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
         if num_features == 0 {
             return Err(bad("num_features must be positive".into()));
         }
-        if !(config.eps >= 0.0 && config.eps.is_finite()) {
-            return Err(bad(format!(
-                "eps must be finite and non-negative, got {}",
-                config.eps
-            )));
-        }
+        check_eps(config.eps).map_err(bad)?;
         check_momentum(config.momentum).map_err(bad)?;
         let c = num_features;
         Ok(BatchNorm {
@@ -247,11 +206,6 @@ impl<I: BatchNormInput> BatchNorm<I> {
         Ok(())
     }
 
-    /// Sets a momentum taken from a valid configuration, returning the previous one.
-    pub(crate) fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
-        std::mem::replace(&mut self.config.momentum, momentum)
-    }
-
     /// PyTorch's `reset_running_stats`: mean 0, variance 1, no batch seen.
     pub fn reset_running_stats(&mut self) {
         if let Some(r) = &self.running {
@@ -287,18 +241,6 @@ impl<I: BatchNormInput> BatchNorm<I> {
             got: shape.to_vec(),
         }
     }
-
-    /// Adds one batch's statistics to the running statistics.
-    fn update_running(&self, running: &RunningStats, stats: &BatchStats) -> Result<()> {
-        let batches = running.num_batches_tracked.increment();
-        let factor = self.config.momentum.unwrap_or(1.0 / batches as f64);
-        running.mean.update(|mean| {
-            running
-                .var
-                .update(|var| norma_kernels::update_running_stats(mean, var, stats, factor))
-        })?;
-        Ok(())
-    }
 }
 
 fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
@@ -309,67 +251,18 @@ fn check_momentum(momentum: Option<f64>) -> std::result::Result<(), String> {
 }
 
 impl<I: BatchNormInput> Module for BatchNorm<I> {
+    /// Training: the batch's statistics, folded into the running statistics. Eval: the
+    /// running statistics. The input's shape is checked once, here.
     fn forward(&mut self, x: &Var) -> Result<Var> {
         let checked = if I::accepts(x.shape(), self.num_features) {
             Ok(())
         } else {
             Err(self.input_error(x.shape()))
         };
-        let vars = self.affine.vars();
-        let (gamma, beta) = (vars.gamma(), vars.beta());
-        let inputs = vars.inputs(x);
-        let eps = self.config.eps;
-        let affine = vars.layout();
-
-        let running = match (&self.running, self.mode) {
-            (Some(running), Mode::Eval) => running,
-            _ => {
-                // Batch statistics: training, or no running statistics to use. Only training
-                // synchronizes (as PyTorch): evaluation never communicates.
-                let sync = self.sync.clone().filter(|_| self.mode == Mode::Train);
-                let out = match &sync {
-                    // The other processes expect this one in the exchange even if its input
-                    // is wrong: it reports the failure there.
-                    Some(sync) => {
-                        sync.forward(x.value(), checked, self.num_features, gamma, beta, eps)?
-                    }
-                    None => {
-                        checked?;
-                        norma_kernels::forward_train(x.value().view(), gamma, beta, eps)?
-                    }
-                };
-                if let (Some(running), Mode::Train) = (&self.running, self.mode) {
-                    self.update_running(running, &out.stats)?;
-                }
-                let backward = TrainBackward {
-                    stats: out.stats,
-                    affine,
-                    sync,
-                };
-                return Ok(Var::from_op(
-                    &inputs,
-                    Tensor::from_array(out.output),
-                    backward,
-                ));
-            }
-        };
-        checked?;
-        let (mean, var) = (running.mean.get(), running.var.get());
-        let output = norma_kernels::forward_eval(
-            x.value().view(),
-            mean.as_slice(),
-            var.as_slice(),
-            gamma,
-            beta,
-            eps,
-        )?;
-        let backward = EvalBackward {
-            mean,
-            var,
-            eps,
-            affine,
-        };
-        Ok(Var::from_op(&inputs, Tensor::from_array(output), backward))
+        match self.mode {
+            Mode::Train => self.forward_train(x, checked),
+            Mode::Eval => self.forward_eval(x, checked),
+        }
     }
 
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
@@ -406,58 +299,5 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
             "{name}({}, eps={}, momentum={momentum}, affine={}, track_running_stats={})",
             self.num_features, c.eps, c.affine, c.track_running_stats
         )
-    }
-
-    impl_any!();
-}
-
-/// Backward with batch statistics: the kernels' closed form, over every process when the
-/// forward was synchronized.
-struct TrainBackward {
-    stats: BatchStats,
-    affine: AffineLayout,
-    sync: Option<Synced>,
-}
-
-impl Backward for TrainBackward {
-    fn name(&self) -> &'static str {
-        "batch_norm"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let (x, dy, gamma) = (ctx.input(0), ctx.grad_output(), self.affine.gamma(ctx));
-        let g = match &self.sync {
-            Some(sync) => sync.backward(x, dy, &self.stats, gamma)?,
-            None => norma_kernels::backward_train(x.view(), dy.view(), &self.stats, gamma)
-                .map_err(|e| kernel_error("batch_norm", e))?,
-        };
-        self.affine.gradients(g, ctx)
-    }
-}
-
-/// Backward with fixed running statistics (eval mode).
-struct EvalBackward {
-    mean: Tensor,
-    var: Tensor,
-    eps: f32,
-    affine: AffineLayout,
-}
-
-impl Backward for EvalBackward {
-    fn name(&self) -> &'static str {
-        "batch_norm_eval"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let g = norma_kernels::backward_eval(
-            ctx.input(0).view(),
-            ctx.grad_output().view(),
-            self.mean.as_slice(),
-            self.var.as_slice(),
-            self.affine.gamma(ctx),
-            self.eps,
-        )
-        .map_err(|e| kernel_error("batch_norm_eval", e))?;
-        self.affine.gradients(g, ctx)
     }
 }

@@ -2,7 +2,7 @@
 //! `bias`) and the autograd plumbing around a normalization kernel, whose inputs are
 //! [x, γ?, β?] and whose kernels return dx, dγ, dβ together.
 
-use norma_autograd::{BackwardContext, OpError, Param, Var};
+use norma_autograd::{Backward, BackwardContext, OpError, Param, Var};
 use norma_kernels::{Gradients, KernelError};
 use norma_tensor::Tensor;
 
@@ -67,6 +67,11 @@ impl AffineVars {
         inputs
     }
 
+    /// The op's output `y` in the graph, over the inputs [x, γ?, β?], with its derivative.
+    pub fn record(&self, x: &Var, y: Tensor, backward: impl Backward) -> Var {
+        Var::from_op(&self.inputs(x), y, backward)
+    }
+
     /// Which inputs the op has beyond x.
     pub fn layout(&self) -> AffineLayout {
         AffineLayout {
@@ -110,6 +115,15 @@ impl AffineLayout {
             }
         }
         Ok(out)
+    }
+}
+
+/// The check of every normalization layer's eps, as the reason of a configuration error.
+pub(crate) fn check_eps(eps: f32) -> Result<(), String> {
+    if eps >= 0.0 && eps.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("eps must be finite and non-negative, got {eps}"))
     }
 }
 

@@ -26,8 +26,8 @@
 use norma_autograd::{no_grad, Var};
 use norma_tensor::Tensor;
 
-use crate::module::for_each_module_mut;
-use crate::{BatchNorm1d, BatchNorm2d, LayerError, Mode, Module, Result};
+use crate::norm::batch_norm::{for_each_batch_norm_mut, BatchNormLayer};
+use crate::{LayerError, Mode, Module, Result};
 
 /// What [`recompute_batch_norm_stats`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,14 +65,7 @@ pub fn recompute_batch_norm_stats(
         });
     }
     let mut saved: Vec<(String, Saved)> = Vec::new();
-    for_each_module_mut(model, &mut |name, m| {
-        let any = m.as_any_mut();
-        if let Some(bn) = any.downcast_mut::<BatchNorm2d>() {
-            saved.extend(prepare(name, bn));
-        } else if let Some(bn) = any.downcast_mut::<BatchNorm1d>() {
-            saved.extend(prepare(name, bn));
-        }
-    });
+    for_each_batch_norm_mut(model, &mut |name, bn| saved.extend(prepare(name, bn)));
     let mut seen = 0;
     let mut result = Ok(());
     for batch in batches.into_iter().take(max_batches) {
@@ -83,14 +76,7 @@ pub fn recompute_batch_norm_stats(
         seen += 1;
     }
     let mut restore = saved.iter();
-    for_each_module_mut(model, &mut |name, m| {
-        let any = m.as_any_mut();
-        if let Some(bn) = any.downcast_mut::<BatchNorm2d>() {
-            put_back(name, bn, &mut restore);
-        } else if let Some(bn) = any.downcast_mut::<BatchNorm1d>() {
-            put_back(name, bn, &mut restore);
-        }
-    });
+    for_each_batch_norm_mut(model, &mut |name, bn| put_back(name, bn, &mut restore));
     result?;
     if seen == 0 {
         return Err(LayerError::Config {
@@ -106,11 +92,10 @@ pub fn recompute_batch_norm_stats(
 
 /// Resets one layer's statistics for a cumulative average in training mode; `None` for a layer
 /// without running statistics (nothing to recompute).
-fn prepare<I: crate::batch_norm::BatchNormInput>(
-    name: &str,
-    bn: &mut crate::BatchNorm<I>,
-) -> Option<(String, Saved)> {
-    bn.num_batches_tracked()?;
+fn prepare(name: &str, bn: &mut dyn BatchNormLayer) -> Option<(String, Saved)> {
+    if !bn.tracks_running_stats() {
+        return None;
+    }
     let saved = Saved {
         momentum: bn.replace_momentum(None),
         mode: bn.mode(),
@@ -121,12 +106,12 @@ fn prepare<I: crate::batch_norm::BatchNormInput>(
 }
 
 /// Restores a layer prepared by [`prepare`] (layers are visited in the same order).
-fn put_back<'a, I: crate::batch_norm::BatchNormInput>(
+fn put_back<'a>(
     name: &str,
-    bn: &mut crate::BatchNorm<I>,
+    bn: &mut dyn BatchNormLayer,
     saved: &mut impl Iterator<Item = &'a (String, Saved)>,
 ) {
-    if bn.num_batches_tracked().is_none() {
+    if !bn.tracks_running_stats() {
         return;
     }
     if let Some((saved_name, s)) = saved.next() {

@@ -4,9 +4,9 @@ use norma_autograd::{Backward, BackwardContext, Param, Var};
 use norma_kernels::GroupStats;
 use norma_tensor::Tensor;
 
-use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::Module;
-use crate::{impl_any, LayerError, Result};
+use crate::norm::affine::{check_eps, kernel_error, Affine, AffineLayout};
+use crate::{LayerError, Result};
 
 /// Options of a [`GroupNorm`]; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,12 +83,7 @@ impl GroupNorm {
                 "num_channels ({num_channels}) must be a positive multiple of num_groups ({num_groups})"
             )));
         }
-        if !(config.eps >= 0.0 && config.eps.is_finite()) {
-            return Err(bad(format!(
-                "eps must be finite and non-negative, got {}",
-                config.eps
-            )));
-        }
+        check_eps(config.eps).map_err(bad)?;
         Ok(GroupNorm {
             num_groups,
             num_channels,
@@ -140,11 +135,7 @@ impl Module for GroupNorm {
             stats: out.stats,
             affine: vars.layout(),
         };
-        Ok(Var::from_op(
-            &vars.inputs(x),
-            Tensor::from_array(out.output),
-            backward,
-        ))
+        Ok(vars.record(x, Tensor::from_array(out.output), backward))
     }
 
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
@@ -157,8 +148,6 @@ impl Module for GroupNorm {
             self.num_groups, self.num_channels, self.config.eps, self.config.affine
         )
     }
-
-    impl_any!();
 }
 
 /// The kernels' closed-form gradient, with the forward's statistics.

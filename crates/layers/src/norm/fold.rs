@@ -11,9 +11,12 @@
 //! which is PyTorch's `fuse_conv_bn_eval` algebra: the folded model computes the same function
 //! with one layer fewer.
 
+use std::any::Any;
+
 use norma_tensor::Tensor;
 
-use crate::{BatchNorm1d, BatchNorm2d, Conv2d, LayerError, Linear, Module, Result, Sequential};
+use crate::norm::batch_norm::as_batch_norm_mut;
+use crate::{Conv2d, LayerError, Linear, Module, Result, Sequential};
 
 /// Returns `model` with every batch norm folded into the Conv2d or Linear right before it.
 /// The result matches the eval-mode model up to float32 rounding.
@@ -21,16 +24,8 @@ use crate::{BatchNorm1d, BatchNorm2d, Conv2d, LayerError, Linear, Module, Result
 /// Errors when a batch norm does not follow a Conv2d/Linear, or has no running statistics.
 pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
     let mut out: Vec<(String, Box<dyn Module>)> = Vec::new();
-    for (name, child) in model.into_children() {
-        let any = child.as_any();
-        let scale_shift = if let Some(bn) = any.downcast_ref::<BatchNorm2d>() {
-            Some(bn.eval_scale_shift()?)
-        } else if let Some(bn) = any.downcast_ref::<BatchNorm1d>() {
-            Some(bn.eval_scale_shift()?)
-        } else {
-            None
-        };
-        let Some(scale_shift) = scale_shift else {
+    for (name, mut child) in model.into_children() {
+        let Some(bn) = as_batch_norm_mut(child.as_mut()) else {
             out.push((name, child));
             continue;
         };
@@ -38,12 +33,13 @@ pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
             layer: format!("fold_batch_norm at '{name}'"),
             reason: reason.to_string(),
         };
-        let scale_shift =
-            scale_shift.ok_or_else(|| bad("batch norm has no running statistics to fold"))?;
+        let scale_shift = bn
+            .eval_scale_shift()?
+            .ok_or_else(|| bad("batch norm has no running statistics to fold"))?;
         let (prev_name, prev) = out
             .pop()
             .ok_or_else(|| bad("batch norm is the first layer; nothing to fold into"))?;
-        let foldable = prev.as_any().is::<Conv2d>() || prev.as_any().is::<Linear>();
+        let foldable = prev.is::<Conv2d>() || prev.is::<Linear>();
         if !foldable {
             return Err(bad(&format!(
                 "batch norm follows '{prev_name}', which is not a Conv2d or Linear"
@@ -86,7 +82,7 @@ fn fold_into(layer: Box<dyn Module>, scale_shift: &[(f32, f32)]) -> Result<Box<d
             .collect();
         Ok((w, Tensor::from_vec(&[out_channels], b)?))
     };
-    let any = layer.into_any();
+    let any: Box<dyn Any> = layer;
     match any.downcast::<Conv2d>() {
         Ok(conv) => {
             let (w, b) = fold(

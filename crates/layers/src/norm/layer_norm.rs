@@ -4,9 +4,9 @@ use norma_autograd::{Backward, BackwardContext, Param, Var};
 use norma_kernels::GroupStats;
 use norma_tensor::Tensor;
 
-use crate::affine::{kernel_error, Affine, AffineLayout};
 use crate::module::Module;
-use crate::{impl_any, LayerError, Result};
+use crate::norm::affine::{check_eps, kernel_error, Affine, AffineLayout};
+use crate::{LayerError, Result};
 
 /// Options of a [`LayerNorm`]; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,12 +80,7 @@ impl LayerNorm {
                 "normalized_shape must be non-empty, without zeros".into()
             ));
         }
-        if !(config.eps >= 0.0 && config.eps.is_finite()) {
-            return Err(bad(format!(
-                "eps must be finite and non-negative, got {}",
-                config.eps
-            )));
-        }
+        check_eps(config.eps).map_err(bad)?;
         let affine = config.elementwise_affine;
         Ok(LayerNorm {
             normalized_shape: normalized_shape.to_vec(),
@@ -133,11 +128,7 @@ impl Module for LayerNorm {
             stats: out.stats,
             affine: vars.layout(),
         };
-        Ok(Var::from_op(
-            &vars.inputs(x),
-            Tensor::from_array(out.output),
-            backward,
-        ))
+        Ok(vars.record(x, Tensor::from_array(out.output), backward))
     }
 
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
@@ -153,8 +144,6 @@ impl Module for LayerNorm {
             self.config.bias
         )
     }
-
-    impl_any!();
 }
 
 fn dims(shape: &[usize]) -> String {

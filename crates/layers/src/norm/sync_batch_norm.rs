@@ -66,9 +66,10 @@ use norma_distributed::{CommError, Communicator};
 use norma_kernels::{BatchStats, GradSums, Gradients, KernelError, PartialSums, TrainForward};
 use norma_tensor::Tensor;
 
-use crate::affine::kernel_error;
-use crate::module::{for_each_module_mut, Module};
-use crate::{BatchNorm1d, BatchNorm2d, Result};
+use crate::module::Module;
+use crate::norm::affine::kernel_error;
+use crate::norm::batch_norm::for_each_batch_norm_mut;
+use crate::Result;
 
 /// Makes every batch norm of `model` (BatchNorm1d and BatchNorm2d, at any depth) synchronized
 /// over `comm`, in place, and returns their names (`bn1`, `block.bn`, ...) in model order. The
@@ -88,15 +89,8 @@ use crate::{BatchNorm1d, BatchNorm2d, Result};
 /// ```
 pub fn convert_sync_batch_norm(model: &mut dyn Module, comm: Rc<dyn Communicator>) -> Vec<String> {
     let mut names = Vec::new();
-    for_each_module_mut(model, &mut |name, m| {
-        let any = m.as_any_mut();
-        if let Some(bn) = any.downcast_mut::<BatchNorm2d>() {
-            bn.synchronize(comm.clone());
-        } else if let Some(bn) = any.downcast_mut::<BatchNorm1d>() {
-            bn.synchronize(comm.clone());
-        } else {
-            return;
-        }
+    for_each_batch_norm_mut(model, &mut |name, bn| {
+        bn.synchronize(comm.clone());
         names.push(name.to_string());
     });
     names

@@ -1,0 +1,30 @@
+//! The normalization layers and what works on them, in one place.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `affine` | the optional γ/β every normalization layer has, and the autograd plumbing around a normalization kernel |
+//! | `batch_norm/` | [`BatchNorm`] and its two kinds [`BatchNorm1d`], [`BatchNorm2d`] |
+//! | `sync_batch_norm` | batch norm over the global batch of a data-parallel job |
+//! | `group_norm`, `layer_norm` | [`GroupNorm`], [`LayerNorm`]: per-sample statistics, no running state |
+//! | `precise_bn` | recomputing the running statistics of a trained model |
+//! | `fold` | folding eval-mode batch norms into the layer before them |
+//! | `shift_noise` | [`ShiftNoise`], the noise that undoes batch norm's stable distributions on purpose |
+//!
+//! Every public item is re-exported at the crate root.
+
+mod affine;
+pub mod batch_norm;
+mod fold;
+mod group_norm;
+mod layer_norm;
+mod precise_bn;
+mod shift_noise;
+pub mod sync_batch_norm;
+
+pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use fold::fold_batch_norm;
+pub use group_norm::{GroupNorm, GroupNormConfig};
+pub use layer_norm::{LayerNorm, LayerNormConfig};
+pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
+pub use shift_noise::{ShiftNoise, ShiftNoiseConfig};
+pub use sync_batch_norm::convert_sync_batch_norm;
