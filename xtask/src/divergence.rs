@@ -77,7 +77,7 @@ pub fn diverged(loss: f32) -> bool {
 
 /// The line that explains a divergence of model `name` at batch loss `loss`.
 pub fn message(name: &str, spec: &RunSpec, loss: f32, cause: Cause, p: &Progress) -> String {
-    let advice = if spec.model.norm().is_some() {
+    let advice = if spec.model.is_normalized() {
         format!("Lower --lr (now {})", fmt_lr(spec.lr))
     } else {
         format!(

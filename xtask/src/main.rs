@@ -186,7 +186,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(a.batch_sizes, batch_size::DEFAULT_BATCH_SIZES);
-        assert_eq!(a.norms, choices::NormChoice::ALL);
+        assert_eq!(a.norms, norma_layers::models::ModelKind::ALL);
         assert_eq!(a.common.train_samples, None);
         assert_eq!(a.epochs, batch_size::DEFAULT_EPOCHS);
         let Command::BatchSize(a) = parse(&["batch-size", "--batch-sizes", "2,4", "8"]) else {

@@ -8,15 +8,16 @@ use norma_autograd::{no_grad, Var};
 use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order, Split};
 use norma_distributed::Communicator;
 use norma_layers::checkpoint;
+use norma_layers::models::ModelKind;
 use norma_layers::{convert_sync_batch_norm, Module, Sequential};
 use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::{Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::choices::{
-    build_model, default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice,
+    build_model, default_lr, model_name, ActivationChoice, OptimizerChoice, PlacementChoice,
 };
-use crate::parallel::{self, Job};
+use crate::signals::{self, Signal};
 use crate::snapshot::Snapshot;
 use crate::{divergence, precise, Error};
 
@@ -30,7 +31,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// Everything that defines one model's training run (part of `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
-    pub model: ModelChoice,
+    #[serde(with = "model_name")]
+    pub model: ModelKind,
     pub activation: ActivationChoice,
     pub optimizer: OptimizerChoice,
     pub lr: f64,
@@ -59,7 +61,7 @@ impl RunSpec {
     /// rate, batch 256, shuffled every epoch, no step limit, fresh weights. Experiments change
     /// fields from here.
     pub fn recipe(
-        model: ModelChoice,
+        model: ModelKind,
         activation: ActivationChoice,
         seed: u64,
         epochs: usize,
@@ -129,6 +131,122 @@ pub struct StepOutcome {
     pub diverged: Option<divergence::Cause>,
 }
 
+/// The forward half of every training step (of [`ModelRun`], [`crate::steps::StepRun`] and
+/// the smoothness probe): see [`forward_loss`].
+pub struct Forward {
+    /// The batch's mean cross-entropy, to back-propagate.
+    pub loss: Var,
+    /// Its value.
+    pub value: f32,
+    /// The logits, (N, classes).
+    pub logits: Var,
+}
+
+impl Forward {
+    /// How many of the batch's samples are predicted right (`labels` as given to
+    /// [`forward_loss`]).
+    pub fn correct(&self, labels: &[usize]) -> Result<usize, Error> {
+        let predicted = self.logits.value().argmax_rows()?;
+        Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count())
+    }
+}
+
+/// `model` in training mode, its gradients cleared, `images` forward, and the mean
+/// cross-entropy against `labels`.
+pub fn forward_loss(
+    model: &mut dyn Module,
+    images: Tensor,
+    labels: &[usize],
+) -> Result<Forward, Error> {
+    model.train();
+    for p in model.parameters() {
+        p.zero_grad();
+    }
+    let logits = model.forward(&Var::constant(images))?;
+    let loss = logits.cross_entropy(labels)?;
+    let value = loss.value().item()?;
+    Ok(Forward {
+        loss,
+        value,
+        logits,
+    })
+}
+
+/// How a training step's gradient comes together: from this process's batch alone
+/// ([`Alone`]), or summed over the processes of a data-parallel job
+/// ([`crate::parallel::Replica`]). The training loop asks it, too, whether to stop and what to
+/// do before each step and at the end.
+pub trait Strategy {
+    /// The part of the global `batch` this process trains on.
+    fn shard(&mut self, batch: Batch) -> Result<Batch, Error>;
+
+    /// Back-propagates `forward` (this process's batch, `labels`) so that every parameter
+    /// gradient is that of the global batch's mean loss; returns the global batch's loss and
+    /// correct predictions. Needs not back-propagate a loss that diverged (nothing of the step
+    /// is applied then).
+    fn backward(
+        &mut self,
+        model: &Sequential,
+        forward: Forward,
+        labels: &[usize],
+    ) -> Result<(f32, usize), Error>;
+
+    /// Whether a weight or a batch-norm statistic of `model` (on any process) overflowed to
+    /// infinity or NaN after the update.
+    fn overflowed(&mut self, model: &Sequential) -> Result<bool, Error>;
+
+    /// The signal that stops training before the next step, if any.
+    fn stop(&self) -> Option<Signal> {
+        signals::received()
+    }
+
+    /// Called before global step `step` (0-based).
+    fn before_step(&mut self, _step: u64) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Called when a model's training has ended for good, with its final weights.
+    fn finish(&mut self, _model: &Sequential) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// One line for the log that says how the run is spread over processes, if it is.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+
+    /// The command that starts xtask again, for the `--resume` hint.
+    fn launcher(&self) -> String {
+        "cargo xtask".to_string()
+    }
+}
+
+/// One process training alone: the plain step.
+pub struct Alone;
+
+impl Strategy for Alone {
+    fn shard(&mut self, batch: Batch) -> Result<Batch, Error> {
+        Ok(batch)
+    }
+
+    fn backward(
+        &mut self,
+        _model: &Sequential,
+        forward: Forward,
+        labels: &[usize],
+    ) -> Result<(f32, usize), Error> {
+        let correct = forward.correct(labels)?;
+        if !divergence::diverged(forward.value) {
+            forward.loss.backward()?;
+        }
+        Ok((forward.value, correct))
+    }
+
+    fn overflowed(&mut self, model: &Sequential) -> Result<bool, Error> {
+        Ok(divergence::overflowed(model))
+    }
+}
+
 impl ModelRun {
     /// Builds the model (Xavier-uniform from the seed, then the `init` checkpoint if the spec
     /// names one) and its optimizer.
@@ -174,29 +292,39 @@ impl ModelRun {
         })
     }
 
-    /// One optimizer step on `batch` in training mode (forward, mean cross-entropy, backward,
-    /// update). A step that diverges — a diverged loss (see [`divergence::diverged`]), or
-    /// weights or batch-norm statistics that overflow to infinity or NaN — is undone: the
-    /// weights and running statistics stay those of the last good step.
+    /// One optimizer step on `batch` in training mode, in one process: [`ModelRun::step_with`]
+    /// [`Alone`].
     pub fn step(&mut self, batch: Batch) -> Result<StepOutcome, Error> {
+        self.step_with(batch, &mut Alone)
+    }
+
+    /// One optimizer step on `batch` in training mode: forward and mean cross-entropy
+    /// ([`forward_loss`]), the gradients as `strategy` brings them together (back-propagated
+    /// alone, or summed over a data-parallel job), the update. A step that diverges — a
+    /// diverged loss (see [`divergence::diverged`]), or weights or batch-norm statistics that
+    /// overflow to infinity or NaN — is undone: the weights and running statistics stay those
+    /// of the last good step.
+    pub fn step_with<S: Strategy + ?Sized>(
+        &mut self,
+        batch: Batch,
+        strategy: &mut S,
+    ) -> Result<StepOutcome, Error> {
         let before = Snapshot::take(&self.model);
-        self.model.train();
-        self.optimizer.zero_grad();
-        let logits = self.model.forward(&Var::constant(batch.images))?;
-        let loss = logits.cross_entropy(&batch.labels)?;
-        let loss_value = loss.value().item()?;
-        let correct = count_correct(logits.value(), &batch.labels)?;
-        let mut diverged = divergence::diverged(loss_value).then_some(divergence::Cause::Loss);
+        let Batch { images, labels } = strategy.shard(batch)?;
+        let forward = forward_loss(&mut self.model, images, &labels)?;
+        let (loss, correct) = strategy.backward(&self.model, forward, &labels)?;
+        let mut diverged = divergence::diverged(loss).then_some(divergence::Cause::Loss);
         if diverged.is_none() {
-            loss.backward()?;
             self.optimizer.step()?;
-            diverged = divergence::overflowed(&self.model).then_some(divergence::Cause::State);
+            diverged = strategy
+                .overflowed(&self.model)?
+                .then_some(divergence::Cause::State);
         }
         if diverged.is_some() {
             before.restore(&self.model)?;
         }
         Ok(StepOutcome {
-            loss: loss_value,
+            loss,
             correct,
             diverged,
         })
@@ -205,84 +333,6 @@ impl ModelRun {
     /// Makes the model's batch norms synchronized over `comm` (statistics of the global batch).
     pub fn synchronize(&mut self, comm: Rc<dyn Communicator>) {
         self.synchronized = !convert_sync_batch_norm(&mut self.model, comm).is_empty();
-    }
-
-    /// [`ModelRun::step`] in a data-parallel job (collective; see [`crate::parallel`]): this
-    /// process's shard of the global `batch` forward and backward with its loss weighted by
-    /// its share of the batch, then ONE all-reduce of the flat buffer [every parameter
-    /// gradient, weighted loss, correct count, stop flag], whose sum is the gradient of the
-    /// global batch's mean loss; then the optimizer step, identical on every process. Whether
-    /// the step diverged is decided on the global loss (and, with per-process batch-norm
-    /// statistics, on every process's buffers: one more all-reduce of one value), so every
-    /// process undoes it or none does. `stop` is this process's wish to stop (a signal); the
-    /// returned flag says whether any process has one.
-    pub fn step_data_parallel(
-        &mut self,
-        batch: Batch,
-        job: &Job,
-        stop: bool,
-    ) -> Result<(StepOutcome, bool), Error> {
-        let comm = job.comm().as_ref();
-        let (shard, global) = parallel::shard_of(batch, comm)?;
-        let weight = shard.labels.len() as f32 / global as f32;
-        let before = Snapshot::take(&self.model);
-        self.model.train();
-        self.optimizer.zero_grad();
-        let logits = self.model.forward(&Var::constant(shard.images))?;
-        let loss = logits.cross_entropy(&shard.labels)?;
-        let local_loss = loss.value().item()?;
-        let correct = count_correct(logits.value(), &shard.labels)?;
-        // Always backward: synchronized batch norm communicates in it, and whether the step
-        // diverged is known only from the global loss.
-        loss.mul_scalar(weight).backward()?;
-        let params = self.model.parameters();
-        let total: usize = params.iter().map(|p| p.len()).sum();
-        let mut flat = Vec::with_capacity(total + 3);
-        for p in &params {
-            match p.grad() {
-                Some(g) => flat.extend_from_slice(g.as_slice()),
-                None => flat.resize(flat.len() + p.len(), 0.0),
-            }
-        }
-        flat.extend([
-            local_loss * weight,
-            correct as f32,
-            f32::from(u8::from(stop)),
-        ]);
-        comm.all_reduce_sum_f32(&mut flat)?;
-        let (loss_value, correct, stop_any) = (flat[total], flat[total + 1], flat[total + 2]);
-        let mut diverged = divergence::diverged(loss_value).then_some(divergence::Cause::Loss);
-        if diverged.is_none() {
-            let mut offset = 0;
-            for p in &params {
-                let len = p.len();
-                if p.requires_grad() {
-                    p.set_grad(Tensor::from_vec(
-                        &p.shape(),
-                        flat[offset..offset + len].to_vec(),
-                    )?)?;
-                }
-                offset += len;
-            }
-            self.optimizer.step()?;
-            let mut overflowed = [f64::from(u8::from(divergence::overflowed(&self.model)))];
-            if !job.synchronizes() {
-                // Per-process running statistics: one process's may overflow alone.
-                comm.all_reduce_sum_f64(&mut overflowed)?;
-            }
-            diverged = (overflowed[0] > 0.0).then_some(divergence::Cause::State);
-        }
-        if diverged.is_some() {
-            before.restore(&self.model)?;
-        }
-        Ok((
-            StepOutcome {
-                loss: loss_value,
-                correct: correct as usize,
-                diverged,
-            },
-            stop_any > 0.0,
-        ))
     }
 
     /// The model for evaluating off the job: the model itself, or for a synchronized one a
@@ -392,9 +442,4 @@ pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
         .filter(|(p, l)| p == l)
         .count();
     correct as f64 / labels.len().max(1) as f64
-}
-
-fn count_correct(logits: &norma_tensor::Tensor, labels: &[usize]) -> Result<usize, Error> {
-    let predicted = logits.argmax_rows()?;
-    Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count())
 }

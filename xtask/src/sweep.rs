@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::choices::{ActivationChoice, ModelsChoice};
+use crate::choices::{ActivationChoice, Models};
 use crate::divergence::{outcome, CHANCE_BELOW};
 use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
 use crate::html::Page;
@@ -42,8 +42,8 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     /// Which model(s).
-    #[arg(long, value_enum, default_value = "both")]
-    pub model: ModelsChoice,
+    #[arg(long, value_parser = Models::parser(), default_value = "both")]
+    pub model: Models,
     /// Samples per training batch, at most the training set.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,

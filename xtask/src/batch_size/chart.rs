@@ -17,7 +17,7 @@ pub fn chart(dir: &RunDir, args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Resul
     let lines: Vec<Line> = columns
         .iter()
         .map(|(norm, measure, header)| {
-            let color = crate::choices::NormChoice::ALL
+            let color = norma_layers::models::ModelKind::ALL
                 .iter()
                 .position(|n| n == norm)
                 .unwrap_or(0);

@@ -22,12 +22,12 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use norma_layers::models::{self, Activation};
+use norma_layers::models::{self, Activation, ModelKind};
 use norma_layers::{ActivationStats, InputObserver, Sequential, Summary};
 use norma_tensor::{Rng, Tensor};
 use serde::Serialize;
 
-use crate::choices::{default_lr, ModelChoice, OptimizerChoice};
+use crate::choices::{default_lr, OptimizerChoice};
 use crate::experiment::{self, CommonArgs};
 use crate::html::Page;
 use crate::model_run::DEFAULT_BATCH_SIZE;
@@ -253,7 +253,7 @@ fn plans(args: &DriftArgs) -> Vec<Plan> {
     };
     let mut out = vec![mlp("mlp"), mlp("mlp-bn")];
     if args.lenet_steps > 0 {
-        for model in [ModelChoice::Lenet, ModelChoice::LenetBn] {
+        for model in ModelKind::BRIEF {
             out.push(Plan {
                 name: model.name(),
                 steps: args.lenet_steps,
@@ -348,8 +348,8 @@ fn describe(args: &DriftArgs) -> String {
             " LeNet and LeNet-BN (sigmoid, batch {DEFAULT_BATCH_SIZE}, lr {} and {}), {} steps \
              each: the percentiles of each activation's whole input (LeNet-BN: each batch \
              norm's output).",
-            fmt_lr(default_lr(ModelChoice::Lenet, OptimizerChoice::Sgd)),
-            fmt_lr(default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelKind::Lenet, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd)),
             args.lenet_steps
         );
     }

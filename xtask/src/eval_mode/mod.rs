@@ -23,12 +23,13 @@ use norma_layers::{checkpoint, recompute_batch_norm_stats, Mode, Sequential};
 use norma_tensor::Rng;
 use serde::Serialize;
 
-use crate::choices::{build_model, ActivationChoice, ModelChoice, PlacementChoice};
+use crate::choices::{build_model, ActivationChoice, PlacementChoice};
 use crate::experiment::{self, CommonArgs, PreciseArgs, Session};
 use crate::html::Page;
 use crate::model_run::{accuracy, predict, RunSpec};
 use crate::signals::{self, Signal};
 use crate::{checks, files, precise, Error};
+use norma_layers::models::ModelKind;
 
 use measure::BatchOutcome;
 
@@ -128,7 +129,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
         placement: args.placement,
         precise_bn: args.precise.precise_bn,
         ..RunSpec::recipe(
-            ModelChoice::LenetBn,
+            ModelKind::LenetBn,
             args.activation,
             args.seed,
             args.epochs.unwrap_or(DEFAULT_EPOCHS),
@@ -168,7 +169,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
 /// training).
 fn new_model(args: &EvalModeArgs) -> Result<Sequential, Error> {
     Ok(build_model(
-        ModelChoice::LenetBn,
+        ModelKind::LenetBn,
         args.activation,
         args.placement,
         &mut Rng::seed_from_u64(args.seed),

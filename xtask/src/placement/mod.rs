@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::choices::{default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice};
+use crate::choices::{default_lr, ActivationChoice, OptimizerChoice, PlacementChoice};
 use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
 use crate::html::Page;
 use crate::model_run::RunSpec;
@@ -24,6 +24,7 @@ use crate::report::{fmt_lr, RunRecord};
 use crate::run_dir::RunDir;
 use crate::signals::{self, Signal};
 use crate::{checks, Error};
+use norma_layers::models::ModelKind;
 
 /// Arguments of `placement` (one seed by default: 4 runs of 10 epochs, a few minutes).
 #[derive(Debug, clap::Args, Serialize)]
@@ -100,7 +101,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
     for seed in args.seeds.list() {
         for &activation in &args.activations {
             for placement in PLACEMENTS {
-                let base = RunSpec::recipe(ModelChoice::LenetBn, activation, seed, args.epochs);
+                let base = RunSpec::recipe(ModelKind::LenetBn, activation, seed, args.epochs);
                 let spec = RunSpec {
                     lr: args.lr.unwrap_or(base.lr),
                     placement,
@@ -148,7 +149,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
         args.epochs,
         fmt_lr(
             args.lr
-                .unwrap_or_else(|| default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd))
+                .unwrap_or_else(|| default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd))
         ),
         experiment::seed_range(&args.seeds.list()),
         args.precise.precise_bn

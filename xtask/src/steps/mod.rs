@@ -9,13 +9,12 @@
 pub mod chart;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use norma_autograd::Var;
 use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order};
 use norma_layers::{Module, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use serde::Serialize;
 
-use crate::model_run::{accuracy, predict};
+use crate::model_run::{accuracy, forward_loss, predict};
 use crate::signals::{self, Signal};
 use crate::Error;
 
@@ -103,15 +102,11 @@ impl<'a> StepRun<'a> {
     /// One SGD step on `batch` in training mode; returns the batch's mean cross-entropy
     /// before the update.
     pub fn step(&mut self, batch: &Batch) -> Result<f32, Error> {
-        self.model.train();
-        self.optimizer.zero_grad();
-        let logits = self.model.forward(&Var::constant(batch.images.clone()))?;
-        let loss = logits.cross_entropy(&batch.labels)?;
-        let value = loss.value().item()?;
-        loss.backward()?;
+        let forward = forward_loss(&mut self.model, batch.images.clone(), &batch.labels)?;
+        forward.loss.backward()?;
         self.optimizer.step()?;
         self.step += 1;
-        Ok(value)
+        Ok(forward.value)
     }
 
     /// Accuracy on the whole test set, in eval mode (the model goes back to training mode at

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice, PlacementChoice};
+use crate::choices::{ActivationChoice, Models, OptimizerChoice, PlacementChoice};
 use crate::experiment::CommonArgs;
 use crate::parallel::BnChoice;
 
@@ -12,8 +12,8 @@ use crate::parallel::BnChoice;
 #[derive(Debug, Default, clap::Args)]
 pub struct TrainArgs {
     /// Which model(s) to train [default: both].
-    #[arg(long, value_enum)]
-    pub model: Option<ModelsChoice>,
+    #[arg(long, value_parser = Models::parser())]
+    pub model: Option<Models>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Epochs to train [default: 10].

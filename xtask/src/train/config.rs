@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{default_lr, ActivationChoice, DatasetChoice, ModelsChoice, OptimizerChoice};
+use crate::choices::{default_lr, ActivationChoice, DatasetChoice, Models, OptimizerChoice};
 use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::parallel::DataParallel;
 use crate::train::args::TrainArgs;
@@ -81,7 +81,7 @@ impl TrainConfig {
 
 /// The configuration of a new run from the command line, with defaults applied.
 pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
-    let models = args.model.unwrap_or(ModelsChoice::Both).models();
+    let models = args.model.unwrap_or(Models::BOTH).models();
     let optimizer = args.optimizer.unwrap_or(OptimizerChoice::Sgd);
     if let Some(lr) = args.lr {
         checks::learning_rate("--lr", lr)?;
