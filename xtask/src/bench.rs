@@ -10,9 +10,14 @@ use norma_tensor::{Rng, Tensor};
 
 use norma_layers::models::ModelKind;
 
-use crate::choices::{default_lr, ActivationChoice, DataArgs, Models, OptimizerChoice};
-use crate::model_run::{ModelRun, RunSpec};
-use crate::{checks, setup, Error};
+use crate::cli::choices::{default_lr, ActivationChoice, Models, OptimizerChoice};
+
+use crate::cli::args::DataArgs;
+use crate::cli::checks;
+use crate::error::Error;
+use crate::run::model_run::ModelRun;
+use crate::run::setup;
+use crate::run::spec::RunSpec;
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]

@@ -9,9 +9,13 @@ use norma_tensor::Rng;
 
 use norma_layers::models::ModelKind;
 
-use crate::choices::{build_model, model_parser, ActivationChoice, DataArgs, PlacementChoice};
-use crate::model_run::{accuracy, predict};
-use crate::{files, setup, Error};
+use crate::cli::choices::{build_model, model_parser, ActivationChoice, PlacementChoice};
+
+use crate::cli::args::DataArgs;
+use crate::error::Error;
+use crate::output::files;
+use crate::run::model_run::{accuracy, predict};
+use crate::run::setup;
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]

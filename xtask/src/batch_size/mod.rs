@@ -23,7 +23,7 @@
 //!   `--precise-bn-images` training images at every batch size, in batches of the training
 //!   batch size: 51,200 images by default, `train-lenet`'s 200 batches of 256) and with the
 //!   moving averages kept during training.
-//! - **Outcomes**: diverged / stalled / ok by [`crate::divergence::outcome`].
+//! - **Outcomes**: diverged / stalled / ok by [`crate::run::divergence::outcome`].
 //!
 //! Each cell is a `train-lenet` run in `runs/<model>-b<batch>-seed<seed>/` with its own report;
 //! `batch-size.json`/`.csv`, a table ([`tables`]) and a chart ([`chart`]) summarise them.
@@ -42,16 +42,19 @@ use serde::{Deserialize, Serialize};
 
 use norma_layers::models::ModelKind;
 
-use crate::choices::{
+use crate::cli::args::{CommonArgs, SeedArgs};
+use crate::cli::checks;
+use crate::cli::choices::{
     default_lr, norm_name, norm_names, norm_parser, ActivationChoice, OptimizerChoice,
 };
-use crate::divergence;
-use crate::experiment::{self, CommonArgs, SeedArgs};
-use crate::html::Page;
-use crate::model_run::{ModelRun, RunSpec};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
-use crate::{checks, Error};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::run_dir::RunDir;
+use crate::run::divergence;
+use crate::run::model_run::ModelRun;
+use crate::run::spec::RunSpec;
 
 /// Batch sizes tried unless `--batch-sizes` says otherwise.
 pub const DEFAULT_BATCH_SIZES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];

@@ -5,10 +5,10 @@
 use crate::batch_size::{BatchSizeArgs, BatchSizeRun, REFERENCE_BATCH};
 use norma_layers::models::ModelKind;
 
-use crate::choices::{default_lr, OptimizerChoice};
-use crate::experiment::seed_range;
-use crate::report::{fmt_lr, median};
-use crate::table::Table;
+use crate::cli::args::seed_range;
+use crate::cli::choices::{default_lr, OptimizerChoice};
+use crate::output::report::{fmt_lr, median};
+use crate::output::table::Table;
 
 /// Which accuracy a column shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

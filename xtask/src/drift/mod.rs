@@ -27,15 +27,17 @@ use norma_layers::{ActivationStats, InputObserver, Sequential, Summary};
 use norma_tensor::{Rng, Tensor};
 use serde::Serialize;
 
-use crate::choices::{default_lr, OptimizerChoice};
-use crate::experiment::{self, CommonArgs};
-use crate::html::Page;
-use crate::model_run::DEFAULT_BATCH_SIZE;
-use crate::report::fmt_lr;
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::args::CommonArgs;
+use crate::cli::checks;
+use crate::cli::choices::{default_lr, OptimizerChoice};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::report::fmt_lr;
+use crate::output::run_dir::RunDir;
+use crate::run::spec::DEFAULT_BATCH_SIZE;
 use crate::steps::{self, CurvePoint, Ending, StepRun};
-use crate::{checks, Error};
 
 /// Arguments of `drift`.
 #[derive(Debug, clap::Args, Serialize)]

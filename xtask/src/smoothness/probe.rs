@@ -11,10 +11,10 @@ use norma_datasets::Batch;
 use norma_layers::{Module, Sequential};
 use norma_tensor::Tensor;
 
-use crate::model_run::forward_loss;
+use crate::error::Error;
+use crate::run::snapshot::Snapshot;
+use crate::run::step::forward_loss;
 use crate::smoothness::measures::{self, GradientProbe};
-use crate::snapshot::Snapshot;
-use crate::Error;
 
 /// Every weight of `model`, in parameter order, as one vector.
 fn flatten(model: &Sequential) -> Vec<f64> {

@@ -14,9 +14,10 @@ use norma_layers::{Module, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use serde::Serialize;
 
-use crate::model_run::{accuracy, forward_loss, predict};
-use crate::signals::{self, Signal};
-use crate::Error;
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::run::model_run::{accuracy, predict};
+use crate::run::step::forward_loss;
 
 /// A model, its optimizer and where it stands in its stream of batches.
 pub struct StepRun<'a> {
@@ -220,7 +221,7 @@ fn progress_bar(label: &str, steps: usize) -> ProgressBar {
 /// Writes `<stem>.csv` with one line per curve point of each named run:
 /// `model,step,test_acc,train_loss`.
 pub fn write_curves(
-    dir: &crate::run_dir::RunDir,
+    dir: &crate::output::run_dir::RunDir,
     stem: &str,
     runs: &[(&str, &[CurvePoint])],
 ) -> Result<(), Error> {
@@ -237,8 +238,8 @@ pub fn write_curves(
 
 /// Checks `--steps` and an every-K option (`flag`) of a stepwise experiment.
 pub fn check_steps(steps: usize, every_flag: &str, every: usize) -> Result<(), Error> {
-    crate::checks::at_least_one("--steps", steps as u64)?;
-    crate::checks::at_least_one(every_flag, every as u64)
+    crate::cli::checks::at_least_one("--steps", steps as u64)?;
+    crate::cli::checks::at_least_one(every_flag, every as u64)
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::choices::{ActivationChoice, Models, OptimizerChoice, PlacementChoice};
-use crate::experiment::CommonArgs;
-use crate::parallel::BnChoice;
+use crate::cli::args::CommonArgs;
+use crate::cli::choices::BnChoice;
+use crate::cli::choices::{ActivationChoice, Models, OptimizerChoice, PlacementChoice};
 
 /// Arguments of `train-lenet`.
 #[derive(Debug, Default, clap::Args)]

@@ -9,7 +9,7 @@
 //! - [`args`]: the command line; [`config`]: `config.json`; [`resume`]: what `--resume` keeps
 //!   and what it may change;
 //! - [`progress`] and [`checkpoint`]: where a model stands, saved and restored;
-//! - [`trainer`]: the loop over epochs and steps; [`data_parallel`]: the start of a
+//! - [`trainer`]: the loop over epochs and steps; [`distributed`]: the start of a
 //!   data-parallel run (process 0 shares the run, every process trains);
 //! - [`targets`]: epochs to a target accuracy and the train − test gap;
 //! - [`curves`] and [`page`]: the run's chart and `report.html`.
@@ -18,7 +18,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod config;
 pub mod curves;
-pub mod data_parallel;
+pub mod distributed;
 pub mod page;
 pub mod progress;
 pub mod resume;
@@ -34,13 +34,16 @@ use std::rc::Rc;
 use norma_datasets::Dataset;
 use norma_distributed::Communicator;
 
-use crate::model_run::{Alone, ModelRun, Strategy};
-use crate::parallel;
-use crate::report::{self, RunRecord};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::output::html;
+use crate::output::report::{self, RunRecord};
+use crate::output::run_dir::RunDir;
+use crate::run::data_parallel;
+use crate::run::model_run::ModelRun;
+use crate::run::setup;
+use crate::run::step::{Alone, Strategy};
 use crate::train::progress::Progress;
-use crate::{html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -52,16 +55,16 @@ pub struct Outcome {
 
 /// Runs `train-lenet`; returns the signal that interrupted it, if one did.
 pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
-    let comm = parallel::communicator(args.bn)?;
+    let comm = data_parallel::communicator(args.bn)?;
     run_on(args, comm)
     // The communicator's last handle is gone here: MPI is finalized before main returns.
 }
 
 /// `train-lenet` as one process of the job of `comm`: alone when it is the only one, else as
-/// one process of a data-parallel job ([`data_parallel`]).
+/// one process of a data-parallel job ([`distributed`]).
 pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
     if comm.size() > 1 {
-        return data_parallel::run_on(args, comm);
+        return distributed::run_on(args, comm);
     }
     let (config, dir, states) = prepare(&args, 1)?;
     let Some(data) = load_data(&config)? else {
@@ -83,14 +86,15 @@ pub(crate) fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> 
         Some(path) => {
             let dir = RunDir::existing("--resume", path)?;
             let mut config = resume::resumed(path, args)?;
-            config.data_parallel = parallel::settle(Some(config.data_parallel), args.bn, size)?;
+            config.data_parallel =
+                data_parallel::settle(Some(config.data_parallel), args.bn, size)?;
             setup::threads(config.threads)?;
             let states = load_states(&config, &dir)?;
             Ok((config, dir, states))
         }
         None => {
             let mut config = config::from_args(args)?;
-            config.data_parallel = parallel::settle(None, args.bn, size)?;
+            config.data_parallel = data_parallel::settle(None, args.bn, size)?;
             let dir = RunDir::create(args.common.out.as_deref(), "train-lenet-")?;
             setup::threads(config.threads)?;
             let states = new_states(&config)?;
@@ -260,9 +264,9 @@ mod tests {
     use norma_layers::checkpoint::{self as weights, StateValue};
 
     use super::*;
-    use crate::choices::Models;
-    use crate::experiment::CommonArgs;
-    use crate::parallel::BnChoice;
+    use crate::cli::args::CommonArgs;
+    use crate::cli::choices::BnChoice;
+    use crate::cli::choices::Models;
 
     /// 20 steps of LeNet-BN in file order, batch `batch`, on the first `samples` images.
     fn args(out: &Path, batch: usize, samples: usize, bn: Option<BnChoice>) -> TrainArgs {

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use crate::choices::Models;
-use crate::report::fmt_lr;
+use crate::cli::choices::Models;
+use crate::error::Error;
+use crate::output::files;
+use crate::output::report::fmt_lr;
 use crate::train::args::TrainArgs;
 use crate::train::config::TrainConfig;
-use crate::{files, Error};
 
 /// The stored configuration of the run in `dir`, with `--epochs`, `--steps`, `--threads` and
 /// `--data-dir` from the command line applied on top (each change is reported on stderr).
@@ -204,7 +205,7 @@ mod tests {
             batch_size: Some(256),
             epochs: Some(20),
             steps: Some(5),
-            common: crate::experiment::CommonArgs {
+            common: crate::cli::args::CommonArgs {
                 threads: Some(1),
                 ..Default::default()
             },

@@ -6,13 +6,16 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use norma_datasets::Dataset;
 
-use crate::model_run::{ModelRun, Strategy};
-use crate::report::{self, EpochRow, Status};
-use crate::run_dir::RunDir;
-use crate::signals::Signal;
+use crate::cli::signals::Signal;
+use crate::error::Error;
+use crate::output::report::{self, EpochRow, Status};
+use crate::output::run_dir::RunDir;
+use crate::run::divergence;
+use crate::run::model_run::ModelRun;
+use crate::run::spec::RunSpec;
+use crate::run::step::Strategy;
 use crate::train::checkpoint;
 use crate::train::progress::Progress;
-use crate::{divergence, Error};
 
 /// One model and where its training stands.
 pub struct ModelState {
@@ -85,7 +88,7 @@ pub fn train(
                 if reports {
                     eprintln!(
                         "{}",
-                        divergence::message(name, &spec, outcome.loss, cause, p)
+                        divergence_message(name, &spec, outcome.loss, cause, p)
                     );
                 }
                 return finish(run, p, data, dir, strategy).map(|()| None);
@@ -165,7 +168,7 @@ fn record_epoch(
     };
     println!("{}", report::table_row(name, &row));
     p.record.epochs.push(row);
-    p.record.set_final(&eval);
+    eval.record_final(&mut p.record);
     Ok(())
 }
 
@@ -193,7 +196,7 @@ fn finish(
     let diverged = matches!(p.record.status, Status::Diverged { .. });
     if p.record.status != Status::Completed {
         let eval = run.evaluate(data, !diverged)?;
-        p.record.set_final(&eval);
+        eval.record_final(&mut p.record);
         let precise = eval.test_acc_precise.map_or(String::new(), |a| {
             format!(", {a:.4} with precise BN statistics")
         });
@@ -216,6 +219,41 @@ fn finish(
         }
     }
     checkpoint::save(&checkpoint::dir(dir.path(), name), run, p)
+}
+
+/// The line that explains a divergence of model `name` at batch loss `loss`.
+fn divergence_message(
+    name: &str,
+    spec: &RunSpec,
+    loss: f32,
+    cause: divergence::Cause,
+    p: &Progress,
+) -> String {
+    let advice = if spec.model.is_normalized() {
+        format!("Lower --lr (now {})", report::fmt_lr(spec.lr))
+    } else {
+        format!(
+            "Lower --lr (now {}) or use batch norm (--model lenet-bn)",
+            report::fmt_lr(spec.lr)
+        )
+    };
+    let what = match cause {
+        divergence::Cause::Loss => format!(
+            "the batch loss reached {} (diverged: above {} or not finite)",
+            report::fmt_loss(f64::from(loss)),
+            divergence::DIVERGED_LOSS
+        ),
+        divergence::Cause::State => format!(
+            "weights or batch-norm statistics overflowed to infinity or NaN (batch loss {})",
+            report::fmt_loss(f64::from(loss))
+        ),
+    };
+    format!(
+        "{name}: {what} at epoch {}, step {}; last good loss {}; the run stopped with the weights of the step before. {advice}.",
+        p.epoch + 1,
+        p.step_in_epoch + 1,
+        p.last_finite_loss.map_or("none".into(), report::fmt_loss),
+    )
 }
 
 fn progress_bar(name: &str, epoch: usize, epochs: usize, batches: usize) -> ProgressBar {

@@ -1,6 +1,6 @@
-//! `train-lenet` as one process of a data-parallel job of several (see [`crate::parallel`]):
+//! `train-lenet` as one process of a data-parallel job of several (see [`crate::run::data_parallel`]):
 //! process 0 prepares the run and sends the configuration and every model's state to the
-//! others; then all train together ([`crate::parallel::Replica`]), and process 0 alone prints
+//! others; then all train together ([`crate::run::data_parallel::Replica`]), and process 0 alone prints
 //! and writes. A single-process run never comes here.
 
 use std::rc::Rc;
@@ -8,15 +8,17 @@ use std::rc::Rc;
 use norma_datasets::Dataset;
 use norma_distributed::Communicator;
 
-use crate::model_run::ModelRun;
-use crate::parallel::{self, Fault, Job, Replica};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::choices::BnChoice;
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::output::run_dir::RunDir;
+use crate::run::data_parallel::{self, Fault, Job, Replica};
+use crate::run::model_run::ModelRun;
+use crate::run::setup;
 use crate::train::progress::Progress;
 use crate::train::{
     checkpoint, execute_on, prepare, train_and_report, ModelState, TrainArgs, TrainConfig,
 };
-use crate::{setup, Error};
 
 /// `train-lenet` as one process of the job of `comm` (more than one process).
 pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
@@ -36,7 +38,7 @@ pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Sign
         _ => None,
     };
     // Process 0 says whether it could start (and with which configuration).
-    let shared = parallel::broadcast_blob(comm.as_ref(), config_bytes)?;
+    let shared = data_parallel::broadcast_blob(comm.as_ref(), config_bytes)?;
     let (config, dir, states) = match prepared {
         Some(prepared) => {
             let (config, dir, states) = prepared?;
@@ -85,7 +87,7 @@ fn share_and_train(
             Some(_) => Some(checkpoint::state_blob(&state.run, &state.progress)?),
             None => None,
         };
-        let blob = parallel::broadcast_blob(job.comm().as_ref(), blob)?
+        let blob = data_parallel::broadcast_blob(job.comm().as_ref(), blob)?
             .ok_or_else(|| Error::Usage("process 0 sent no model state".into()))?;
         if dir.is_none() {
             state.progress = checkpoint::load_blob(&mut state.run, &blob)?;
@@ -128,8 +130,8 @@ fn load_data(config: &TrainConfig, job: &Job) -> Result<Option<Dataset>, Error> 
     // Every process checks the same numbers, so all stop here together.
     let train_len = data.train.len();
     for spec in &config.runs {
-        let local_bn = job.bn() == parallel::BnChoice::Local && spec.model.has_batch_norm();
-        if let Err(e) = parallel::check_shards(
+        let local_bn = job.bn() == BnChoice::Local && spec.model.has_batch_norm();
+        if let Err(e) = data_parallel::check_shards(
             train_len,
             spec.batch_size,
             spec.last_batch(),

@@ -42,36 +42,17 @@
 
 use std::rc::Rc;
 
-use clap::ValueEnum;
+use crate::cli::choices::BnChoice;
 use norma_datasets::{Batch, LastBatch};
 use norma_distributed::{CommError, Communicator, SingleProcess};
 use norma_layers::{Module, Sequential};
 use norma_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::model_run::{Forward, Strategy};
-use crate::signals::{self, Signal};
-use crate::{divergence, Error};
-
-/// `--bn`: how batch norm computes its training statistics in a data-parallel job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BnChoice {
-    /// Over the global batch (synchronized batch norm): the training of one process.
-    Sync,
-    /// Over each process's shard (plain data parallelism): batches of N/K for batch norm.
-    Local,
-}
-
-impl BnChoice {
-    /// The value as given on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            BnChoice::Sync => "sync",
-            BnChoice::Local => "local",
-        }
-    }
-}
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::run::divergence;
+use crate::run::step::{Forward, Strategy};
 
 /// How a run is spread over processes (`data_parallel` in `config.json`; absent for one
 /// process).
@@ -377,7 +358,7 @@ impl Fault {
 }
 
 /// This process's part of a data-parallel job as the training [`Strategy`]
-/// ([`crate::model_run::ModelRun::step_with`]): its shard of the global batch forward and
+/// ([`crate::run::model_run::ModelRun::step_with`]): its shard of the global batch forward and
 /// backward with its loss weighted by its share of the batch, then ONE all-reduce of the flat
 /// buffer [every parameter gradient, weighted loss, correct count, stop flag], whose sum is the
 /// gradient of the global batch's mean loss; then the optimizer step, identical on every

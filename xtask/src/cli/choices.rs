@@ -3,8 +3,6 @@
 //! The model itself is norma-layers' [`ModelKind`], parsed by [`model_parser`], [`norm_parser`]
 //! and [`Models::parser`].
 
-use std::path::PathBuf;
-
 use std::ffi::OsStr;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -29,25 +27,6 @@ impl DatasetChoice {
             DatasetChoice::FashionMnist => DatasetKind::FashionMnist,
             DatasetChoice::Mnist => DatasetKind::Mnist,
         }
-    }
-}
-
-/// `--dataset` and `--data-dir`, shared by every command.
-#[derive(Debug, Clone, Default, clap::Args, Serialize)]
-pub struct DataArgs {
-    /// The dataset [default: fashion-mnist].
-    #[arg(long, value_enum)]
-    pub dataset: Option<DatasetChoice>,
-    /// Folder holding the four IDX files (.gz or extracted) [default: $NORMA_DATA_DIR,
-    /// ./data/DATASET/, Debian's package, then a download].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-}
-
-impl DataArgs {
-    /// The dataset given, or Fashion-MNIST.
-    pub fn dataset(&self) -> DatasetChoice {
-        self.dataset.unwrap_or(DatasetChoice::FashionMnist)
     }
 }
 
@@ -185,6 +164,26 @@ pub fn norm_name<S: Serializer>(model: &ModelKind, s: S) -> Result<S::Ok, S::Err
 /// [`norm_name`] for a list.
 pub fn norm_names<S: Serializer>(models: &[ModelKind], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(models.iter().map(|m| m.norm_name()))
+}
+
+/// `--bn`: how batch norm computes its training statistics in a data-parallel job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnChoice {
+    /// Over the global batch (synchronized batch norm): the training of one process.
+    Sync,
+    /// Over each process's shard (plain data parallelism): batches of N/K for batch norm.
+    Local,
+}
+
+impl BnChoice {
+    /// The value as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BnChoice::Sync => "sync",
+            BnChoice::Local => "local",
+        }
+    }
 }
 
 /// `--optimizer`.

@@ -3,9 +3,9 @@
 
 use norma_layers::models::ModelKind;
 
-use crate::choices::OptimizerChoice;
-use crate::report::fmt_lr;
-use crate::Error;
+use crate::cli::choices::OptimizerChoice;
+use crate::error::Error;
+use crate::output::report::fmt_lr;
 use norma_datasets::DataFile;
 
 /// At most this many worker threads per available core. More only adds contention (results

@@ -1,117 +1,27 @@
 //! [`ModelRun`]: one model with its optimizer, built from a [`RunSpec`], able to take a
 //! training step and to evaluate.
 
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use norma_autograd::{no_grad, Var};
-use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order, Split};
+use norma_datasets::{Batch, Dataset, Split};
 use norma_distributed::Communicator;
 use norma_layers::checkpoint;
-use norma_layers::models::ModelKind;
 use norma_layers::{convert_sync_batch_norm, Module, Sequential};
 use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
-use norma_tensor::{Rng, Tensor};
-use serde::{Deserialize, Serialize};
+use norma_tensor::Rng;
 
-use crate::choices::{
-    build_model, default_lr, model_name, ActivationChoice, OptimizerChoice, PlacementChoice,
-};
-use crate::signals::{self, Signal};
-use crate::snapshot::Snapshot;
-use crate::{divergence, precise, Error};
+use crate::cli::choices::{build_model, OptimizerChoice};
+use crate::error::Error;
+use crate::output::report::RunRecord;
+use crate::run::snapshot::Snapshot;
+use crate::run::spec::RunSpec;
+use crate::run::step::{forward_loss, Alone, StepOutcome, Strategy};
+use crate::run::{divergence, precise};
 
 /// Samples per forward pass when evaluating (fixed, so that accuracies printed by `train-lenet`
 /// and `eval` come from identical computations).
 pub const EVAL_BATCH: usize = 500;
-
-/// Samples per training batch unless an experiment says otherwise (d2l's 256).
-pub const DEFAULT_BATCH_SIZE: usize = 256;
-
-/// Everything that defines one model's training run (part of `config.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    #[serde(with = "model_name")]
-    pub model: ModelKind,
-    pub activation: ActivationChoice,
-    pub optimizer: OptimizerChoice,
-    pub lr: f64,
-    pub momentum: f64,
-    pub seed: u64,
-    pub batch_size: usize,
-    pub epochs: usize,
-    pub shuffle: bool,
-    /// Stop after this many optimizer steps in total.
-    pub steps: Option<u64>,
-    /// Start from these weights and buffers instead of a fresh initialisation.
-    pub init: Option<PathBuf>,
-    /// Training batches to recompute batch-norm statistics from for a second test accuracy
-    /// after every epoch (see [`crate::precise`]); 0: none. Ignored without batch norm. Runs
-    /// stored before it existed read as 0.
-    #[serde(default)]
-    pub precise_bn: usize,
-    /// Where LeNet-BN's batch norms sit relative to the activations (runs stored before it
-    /// existed had them before).
-    #[serde(default)]
-    pub placement: PlacementChoice,
-}
-
-impl RunSpec {
-    /// d2l's recipe for `model` from `seed`: SGD without momentum at the default learning
-    /// rate, batch 256, shuffled every epoch, no step limit, fresh weights. Experiments change
-    /// fields from here.
-    pub fn recipe(
-        model: ModelKind,
-        activation: ActivationChoice,
-        seed: u64,
-        epochs: usize,
-    ) -> RunSpec {
-        RunSpec {
-            model,
-            activation,
-            optimizer: OptimizerChoice::Sgd,
-            lr: default_lr(model, OptimizerChoice::Sgd),
-            momentum: 0.0,
-            seed,
-            batch_size: DEFAULT_BATCH_SIZE,
-            epochs,
-            shuffle: true,
-            steps: None,
-            init: None,
-            precise_bn: precise::DEFAULT_BATCHES,
-            placement: PlacementChoice::Before,
-        }
-    }
-
-    /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.
-    pub fn epoch_seed(&self, epoch: usize) -> u64 {
-        self.seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-
-    /// What happens to a last batch of a single sample: batch norm cannot normalise one
-    /// sample, so it joins the batch before it; without batch norm it stays (which is what
-    /// makes `--batch-size 1` possible for plain LeNet). For every batch size above 1 both
-    /// rules give the same batches unless the last one holds a single sample.
-    pub fn last_batch(&self) -> LastBatch {
-        if self.model.has_batch_norm() || self.batch_size > 1 {
-            LastBatch::MergeSingle
-        } else {
-            LastBatch::Keep
-        }
-    }
-
-    /// The training batches of epoch `epoch` (0-based).
-    pub fn epoch_batches<'a>(&self, data: &'a Dataset, epoch: usize) -> Result<Batches<'a>, Error> {
-        let order = if self.shuffle {
-            Order::Shuffled(self.epoch_seed(epoch))
-        } else {
-            Order::Sequential
-        };
-        Ok(data
-            .train
-            .batches(self.batch_size, order, self.last_batch())?)
-    }
-}
 
 /// One model being trained: network, optimizer, and the spec they came from.
 pub struct ModelRun {
@@ -121,130 +31,6 @@ pub struct ModelRun {
     /// Whether the model's batch norms are synchronized over a data-parallel job
     /// ([`ModelRun::synchronize`]).
     pub synchronized: bool,
-}
-
-/// Loss and correct predictions of one training step, and whether it diverged.
-pub struct StepOutcome {
-    pub loss: f32,
-    pub correct: usize,
-    /// Why the step diverged, if it did (then nothing of it was applied).
-    pub diverged: Option<divergence::Cause>,
-}
-
-/// The forward half of every training step (of [`ModelRun`], [`crate::steps::StepRun`] and
-/// the smoothness probe): see [`forward_loss`].
-pub struct Forward {
-    /// The batch's mean cross-entropy, to back-propagate.
-    pub loss: Var,
-    /// Its value.
-    pub value: f32,
-    /// The logits, (N, classes).
-    pub logits: Var,
-}
-
-impl Forward {
-    /// How many of the batch's samples are predicted right (`labels` as given to
-    /// [`forward_loss`]).
-    pub fn correct(&self, labels: &[usize]) -> Result<usize, Error> {
-        let predicted = self.logits.value().argmax_rows()?;
-        Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count())
-    }
-}
-
-/// `model` in training mode, its gradients cleared, `images` forward, and the mean
-/// cross-entropy against `labels`.
-pub fn forward_loss(
-    model: &mut dyn Module,
-    images: Tensor,
-    labels: &[usize],
-) -> Result<Forward, Error> {
-    model.train();
-    for p in model.parameters() {
-        p.zero_grad();
-    }
-    let logits = model.forward(&Var::constant(images))?;
-    let loss = logits.cross_entropy(labels)?;
-    let value = loss.value().item()?;
-    Ok(Forward {
-        loss,
-        value,
-        logits,
-    })
-}
-
-/// How a training step's gradient comes together: from this process's batch alone
-/// ([`Alone`]), or summed over the processes of a data-parallel job
-/// ([`crate::parallel::Replica`]). The training loop asks it, too, whether to stop and what to
-/// do before each step and at the end.
-pub trait Strategy {
-    /// The part of the global `batch` this process trains on.
-    fn shard(&mut self, batch: Batch) -> Result<Batch, Error>;
-
-    /// Back-propagates `forward` (this process's batch, `labels`) so that every parameter
-    /// gradient is that of the global batch's mean loss; returns the global batch's loss and
-    /// correct predictions. Needs not back-propagate a loss that diverged (nothing of the step
-    /// is applied then).
-    fn backward(
-        &mut self,
-        model: &Sequential,
-        forward: Forward,
-        labels: &[usize],
-    ) -> Result<(f32, usize), Error>;
-
-    /// Whether a weight or a batch-norm statistic of `model` (on any process) overflowed to
-    /// infinity or NaN after the update.
-    fn overflowed(&mut self, model: &Sequential) -> Result<bool, Error>;
-
-    /// The signal that stops training before the next step, if any.
-    fn stop(&self) -> Option<Signal> {
-        signals::received()
-    }
-
-    /// Called before global step `step` (0-based).
-    fn before_step(&mut self, _step: u64) -> Result<(), Error> {
-        Ok(())
-    }
-
-    /// Called when a model's training has ended for good, with its final weights.
-    fn finish(&mut self, _model: &Sequential) -> Result<(), Error> {
-        Ok(())
-    }
-
-    /// One line for the log that says how the run is spread over processes, if it is.
-    fn describe(&self) -> Option<String> {
-        None
-    }
-
-    /// The command that starts xtask again, for the `--resume` hint.
-    fn launcher(&self) -> String {
-        "cargo xtask".to_string()
-    }
-}
-
-/// One process training alone: the plain step.
-pub struct Alone;
-
-impl Strategy for Alone {
-    fn shard(&mut self, batch: Batch) -> Result<Batch, Error> {
-        Ok(batch)
-    }
-
-    fn backward(
-        &mut self,
-        _model: &Sequential,
-        forward: Forward,
-        labels: &[usize],
-    ) -> Result<(f32, usize), Error> {
-        let correct = forward.correct(labels)?;
-        if !divergence::diverged(forward.value) {
-            forward.loss.backward()?;
-        }
-        Ok((forward.value, correct))
-    }
-
-    fn overflowed(&mut self, model: &Sequential) -> Result<bool, Error> {
-        Ok(divergence::overflowed(model))
-    }
 }
 
 impl ModelRun {
@@ -370,6 +156,15 @@ pub struct Evaluation {
     pub test_acc_precise: Option<f64>,
     /// Training batches the precise statistics were averaged over.
     pub precise_batches: Option<usize>,
+}
+
+impl Evaluation {
+    /// Records this evaluation of the final weights in `record`.
+    pub fn record_final(&self, record: &mut RunRecord) {
+        record.final_test_acc = Some(self.test_acc);
+        record.final_test_acc_precise = self.test_acc_precise;
+        record.precise_bn_batches = self.precise_batches;
+    }
 }
 
 impl ModelRun {
