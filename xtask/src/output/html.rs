@@ -4,8 +4,8 @@
 //!
 //! Every experiment builds a [`Page`] from blocks in reading order and writes it with
 //! [`Page::write`] (atomically, through the run folder). All text given to a page is escaped;
-//! figures come from [`crate::output::plot`], whose SVG escapes its own text, and are inlined as they
-//! are (after a check that they are a single `<svg>` element).
+//! figures come from [`crate::output::plot`], whose SVG escapes its own text, and are inlined
+//! as they are (after a check that they are a single `<svg>` element).
 
 use std::fmt::Write as _;
 

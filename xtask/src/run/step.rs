@@ -63,8 +63,8 @@ pub fn forward_loss(
 
 /// How a training step's gradient comes together: from this process's batch alone
 /// ([`Alone`]), or summed over the processes of a data-parallel job
-/// ([`crate::run::data_parallel::Replica`]). The training loop asks it, too, whether to stop and what to
-/// do before each step and at the end.
+/// ([`crate::run::data_parallel::Replica`]). The training loop asks it, too, whether to stop
+/// and what to do before each step and at the end.
 pub trait Strategy {
     /// The part of the global `batch` this process trains on.
     fn shard(&mut self, batch: Batch) -> Result<Batch, Error>;
