@@ -1,7 +1,8 @@
-//! `train-lenet` as one process of a data-parallel job of several (see [`crate::run::data_parallel`]):
-//! process 0 prepares the run and sends the configuration and every model's state to the
-//! others; then all train together ([`crate::run::data_parallel::Replica`]), and process 0 alone prints
-//! and writes. A single-process run never comes here.
+//! `train-lenet` as one process of a data-parallel job of several (see
+//! [`crate::run::data_parallel`]): process 0 prepares the run and sends the configuration and
+//! every model's state to the others; then all train together
+//! ([`crate::run::data_parallel::Replica`]), and process 0 alone prints and writes. A
+//! single-process run never comes here.
 
 use std::rc::Rc;
 
