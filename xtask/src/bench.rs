@@ -8,18 +8,23 @@ use std::time::Instant;
 use norma_datasets::Batch;
 use norma_tensor::{Rng, Tensor};
 
-use crate::choices::{
-    default_lr, ActivationChoice, DataArgs, ModelChoice, ModelsChoice, OptimizerChoice,
-};
-use crate::model_run::{ModelRun, RunSpec};
-use crate::{checks, setup, Error};
+use norma_layers::models::ModelKind;
+
+use crate::cli::choices::{default_lr, ActivationChoice, Models, OptimizerChoice};
+
+use crate::cli::args::DataArgs;
+use crate::cli::checks;
+use crate::error::Error;
+use crate::run::model_run::ModelRun;
+use crate::run::setup;
+use crate::run::spec::RunSpec;
 
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Which model(s) to time.
-    #[arg(long, value_enum, default_value = "both")]
-    pub model: ModelsChoice,
+    #[arg(long, value_parser = Models::parser(), default_value = "both")]
+    pub model: Models,
     /// Samples per step, at most the training set (2 or more for lenet-bn).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -79,7 +84,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
 }
 
 /// Wall time of each timed step of `kind` (ms), on the fixed batches.
-fn time_steps(model: ModelChoice, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
+fn time_steps(model: ModelKind, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
     let mut run = ModelRun::new(RunSpec {
         model,
         activation: ActivationChoice::Sigmoid,

@@ -7,16 +7,22 @@ use std::path::PathBuf;
 use norma_layers::checkpoint;
 use norma_tensor::Rng;
 
-use crate::choices::{build_model, ActivationChoice, DataArgs, ModelChoice, PlacementChoice};
-use crate::model_run::{accuracy, predict};
-use crate::{files, setup, Error};
+use norma_layers::models::ModelKind;
+
+use crate::cli::choices::{build_model, model_parser, ActivationChoice, PlacementChoice};
+
+use crate::cli::args::DataArgs;
+use crate::error::Error;
+use crate::output::files;
+use crate::run::model_run::{accuracy, predict};
+use crate::run::setup;
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The architecture the weights belong to.
-    #[arg(long, value_enum)]
-    pub model: ModelChoice,
+    #[arg(long, value_parser = model_parser())]
+    pub model: ModelKind,
     /// Weights and buffers (safetensors, PyTorch state_dict names), e.g.
     /// runs/TIMESTAMP/lenet-bn.safetensors.
     #[arg(long)]

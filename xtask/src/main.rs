@@ -12,43 +12,37 @@
 //!   "noisy" batch norm (Santurkar et al. 2018)
 //! - `bench`: training throughput of a full step, both models
 //!
+//! The experiments (`train/`, `sweep`, `placement/`, `eval_mode/`, `batch_size/`, `drift/`,
+//! `smoothness/`, `eval`, `bench`, and what several share: [`experiment`], [`steps`]) stand on
+//! three floors, each importing only those below it: [`run`] (one model's training run, its
+//! step alone or data-parallel), [`cli`] (arguments, choices, checks, signals) and [`output`]
+//! (run folder, files, HTML, plots, tables, records).
+//!
 //! Errors are one line on stderr and exit status 1 (2 for unparsable arguments); nothing
 //! panics on user input. A training command stopped by SIGINT or SIGTERM exits with 130 or 143
-//! after saving its checkpoints (see [`signals`]).
+//! after saving its checkpoints (see [`cli::signals`]).
 
 mod batch_size;
 mod bench;
-mod checks;
-mod choices;
-mod divergence;
+mod cli;
 mod drift;
 mod error;
 mod eval;
 mod eval_mode;
 mod experiment;
-mod files;
-mod html;
-mod model_run;
-mod parallel;
+mod output;
 mod placement;
-mod plot;
-mod precise;
-mod report;
-mod run_dir;
-mod setup;
-mod signals;
+mod run;
 mod smoothness;
-mod snapshot;
 mod steps;
 mod sweep;
-mod table;
 mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use error::Error;
+use error::Error;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "norma's experiments", version)]
@@ -186,7 +180,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(a.batch_sizes, batch_size::DEFAULT_BATCH_SIZES);
-        assert_eq!(a.norms, choices::NormChoice::ALL);
+        assert_eq!(a.norms, norma_layers::models::ModelKind::ALL);
         assert_eq!(a.common.train_samples, None);
         assert_eq!(a.epochs, batch_size::DEFAULT_EPOCHS);
         let Command::BatchSize(a) = parse(&["batch-size", "--batch-sizes", "2,4", "8"]) else {

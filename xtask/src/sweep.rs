@@ -1,7 +1,7 @@
 //! `cargo xtask lr-sweep`: both models for a few epochs at each learning rate of a list and
 //! several seeds. Each run is marked
 //!
-//! - diverged: a batch loss that is not finite or above the bound of [`crate::divergence`]
+//! - diverged: a batch loss that is not finite or above the bound of [`crate::run::divergence`]
 //!   (the same rule that stops a `train-lenet` run);
 //! - stalled: a final test accuracy near chance (< 0.2) without diverging — a rate too small
 //!   to leave the plateau, or one so large that plain LeNet's sigmoids saturate; the largest
@@ -15,19 +15,21 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::choices::{ActivationChoice, ModelsChoice};
-use crate::divergence::{outcome, CHANCE_BELOW};
-use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
-use crate::html::Page;
-use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
-use crate::report::{fmt_lr, median};
-use crate::signals::{self, Signal};
-use crate::table::Table;
+use crate::cli::args::{seed_range, CommonArgs, PreciseArgs, SeedArgs};
+use crate::cli::choices::{ActivationChoice, Models};
+use crate::cli::signals::{self, Signal};
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::report::{fmt_lr, median};
+use crate::output::table::Table;
+use crate::run::divergence::{outcome, CHANCE_BELOW};
+use crate::run::spec::{RunSpec, DEFAULT_BATCH_SIZE};
 use plotters::prelude::IntoLogRange;
 
-use crate::plot::{render, Figure, Line, Panel, Series};
-use crate::run_dir::RunDir;
-use crate::{checks, Error};
+use crate::cli::checks;
+use crate::error::Error;
+use crate::output::plot::{render, Figure, Line, Panel, Series};
+use crate::output::run_dir::RunDir;
 
 /// Arguments of `lr-sweep`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -42,8 +44,8 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     /// Which model(s).
-    #[arg(long, value_enum, default_value = "both")]
-    pub model: ModelsChoice,
+    #[arg(long, value_parser = Models::parser(), default_value = "both")]
+    pub model: Models,
     /// Samples per training batch, at most the training set.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
@@ -155,7 +157,7 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
          (ending below {CHANCE_BELOW} without diverging) or ok. Every run's own folder, with \
          its report, is in runs/.",
         args.epochs,
-        experiment::seed_range(&args.seeds.list())
+        seed_range(&args.seeds.list())
     ));
     page.table(table);
     let lines = summary_lines(&args, &runs);

@@ -1,5 +1,5 @@
 //! Group-norm and layer-norm kernel throughput at the shapes of LeNet-GN and LeNet-LN at batch
-//! 256 (`norma_layers::models::lenet_norm`), for `scripts/bench_norm_vs_pytorch.py` and on its
+//! 256 (`norma_layers::models::ModelKind`), for `scripts/bench_norm_vs_pytorch.py` and on its
 //! own. There is no train/eval distinction: both compute the same thing.
 
 mod common;

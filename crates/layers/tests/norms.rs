@@ -8,7 +8,7 @@
 
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{no_grad, Var};
-use norma_layers::models::{self, Activation, Norm, Placement};
+use norma_layers::models::{self, Activation, ModelKind, Placement};
 use norma_layers::{checkpoint, GroupNorm, LayerError, LayerNorm, LayerNormConfig, Module};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use norma_tensor::{Rng, Tensor};
@@ -171,14 +171,14 @@ fn pytorch_names_shapes_and_errors() {
 
 #[test]
 fn lenet_variants_train_on_batches_of_one_and_round_trip() {
-    for norm in [Norm::Group, Norm::Layer] {
-        let mut net = models::lenet_norm(
-            norm,
-            Activation::Sigmoid,
-            Placement::BeforeActivation,
-            &mut Rng::seed_from_u64(1),
-        )
-        .unwrap();
+    for kind in [ModelKind::LenetGn, ModelKind::LenetLn] {
+        let mut net = kind
+            .build_placed(
+                Activation::Sigmoid,
+                Placement::BeforeActivation,
+                &mut Rng::seed_from_u64(1),
+            )
+            .unwrap();
         let names: Vec<String> = net.children().map(|(n, _)| n.to_string()).collect();
         let layers: Vec<&str> = names
             .iter()
@@ -188,7 +188,7 @@ fn lenet_variants_train_on_batches_of_one_and_round_trip() {
         assert_eq!(
             layers,
             ["conv1", "norm1", "conv2", "norm2", "fc1", "norm3", "fc2", "norm4", "fc3"],
-            "{norm}"
+            "{kind}"
         );
         // A batch of one image trains: no batch statistics are needed.
         let mut rng = Rng::seed_from_u64(2);
@@ -213,35 +213,35 @@ fn lenet_variants_train_on_batches_of_one_and_round_trip() {
             loss.backward().unwrap();
             sgd.step().unwrap();
         }
-        assert!(losses[19] < 0.5 * losses[0], "{norm}: {losses:?}");
+        assert!(losses[19] < 0.5 * losses[0], "{kind}: {losses:?}");
         // Save and load into a fresh model: same outputs.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         checkpoint::save(&net, &path).unwrap();
-        let mut copy = models::lenet_norm(
-            norm,
-            Activation::Sigmoid,
-            Placement::BeforeActivation,
-            &mut Rng::seed_from_u64(7),
-        )
-        .unwrap();
+        let mut copy = kind
+            .build_placed(
+                Activation::Sigmoid,
+                Placement::BeforeActivation,
+                &mut Rng::seed_from_u64(7),
+            )
+            .unwrap();
         checkpoint::load(&copy, &path).unwrap();
         let a = no_grad(|| net.forward(&Var::constant(x.clone()))).unwrap();
         let b = no_grad(|| copy.forward(&Var::constant(x.clone()))).unwrap();
-        assert_eq!(a.value(), b.value(), "{norm}");
+        assert_eq!(a.value(), b.value(), "{kind}");
     }
     // One seed gives every variant the same convolution and linear weights.
     let bn = checkpoint::state_dict(
         &models::lenet_bn(Activation::Relu, &mut Rng::seed_from_u64(5)).unwrap(),
     );
     let gn = checkpoint::state_dict(
-        &models::lenet_norm(
-            Norm::Group,
-            Activation::Relu,
-            Placement::BeforeActivation,
-            &mut Rng::seed_from_u64(5),
-        )
-        .unwrap(),
+        &ModelKind::LenetGn
+            .build_placed(
+                Activation::Relu,
+                Placement::BeforeActivation,
+                &mut Rng::seed_from_u64(5),
+            )
+            .unwrap(),
     );
     for name in ["conv1.weight", "conv2.weight", "fc1.weight", "fc3.bias"] {
         assert_eq!(bn[name], gn[name], "{name}");

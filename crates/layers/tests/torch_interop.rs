@@ -4,7 +4,7 @@
 //!   PyTorch modules that mirror norma's LeNet-BN, -GN and -LN (`scripts/norma_models.py`),
 //!   trained for 5 SGD steps so that no tensor is at its initial value, with their eval-mode
 //!   outputs on 4 inputs (`..._torch_io.safetensors`; both made by
-//!   `tests/data/make_lenet_fixtures.py`). norma loads each into `models::lenet_norm` and must
+//!   `tests/data/make_lenet_fixtures.py`). norma loads each into `ModelKind::build_placed` and must
 //!   give PyTorch's outputs.
 //! - **norma → PyTorch**: [`norma_checkpoints_for_pytorch`] saves every variant (normalization,
 //!   activation, placement) with its eval outputs. `scripts/check_checkpoints_in_pytorch.py`
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use norma_autograd::{no_grad, Var};
 use norma_layers::checkpoint::{self, StateValue};
-use norma_layers::models::{self, Activation, Norm, Placement};
+use norma_layers::models::{Activation, ModelKind, Placement};
 use norma_layers::{Module, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use norma_tensor::{Rng, Tensor};
@@ -47,15 +47,15 @@ fn f32_tensor(state: &std::collections::BTreeMap<String, StateValue>, name: &str
 
 #[test]
 fn pytorch_checkpoints_of_lenet_bn_gn_ln_load_and_match_pytorch_eval_outputs() {
-    for norm in Norm::ALL {
-        let stem = norm.model_name().replace('-', "_");
-        let mut net = models::lenet_norm(
-            norm,
-            Activation::Sigmoid,
-            Placement::BeforeActivation,
-            &mut Rng::seed_from_u64(0),
-        )
-        .unwrap();
+    for kind in ModelKind::NORMALIZED {
+        let stem = kind.name().replace('-', "_");
+        let mut net = kind
+            .build_placed(
+                Activation::Sigmoid,
+                Placement::BeforeActivation,
+                &mut Rng::seed_from_u64(0),
+            )
+            .unwrap();
         let weights = Path::new(DATA).join(format!("{stem}_torch.safetensors"));
         checkpoint::load(&net, &weights).unwrap();
         let io_path = Path::new(DATA).join(format!("{stem}_torch_io.safetensors"));
@@ -65,9 +65,9 @@ fn pytorch_checkpoints_of_lenet_bn_gn_ln_load_and_match_pytorch_eval_outputs() {
         assert!(
             diff < TOLERANCE,
             "{}: differs from PyTorch by {diff}",
-            norm.model_name()
+            kind.name()
         );
-        if norm == Norm::Batch {
+        if kind == ModelKind::LenetBn {
             let state = checkpoint::state_dict(&net);
             assert_eq!(state["bn1.num_batches_tracked"], StateValue::I64(5));
         }
@@ -77,7 +77,7 @@ fn pytorch_checkpoints_of_lenet_bn_gn_ln_load_and_match_pytorch_eval_outputs() {
 /// A model of the LeNet family, named as `scripts/check_checkpoints_in_pytorch.py` reads it:
 /// `<model>_<activation>_<placement>` (plain LeNet has no normalization to place: `before`).
 struct Variant {
-    norm: Option<Norm>,
+    model: ModelKind,
     activation: Activation,
     placement: Placement,
 }
@@ -87,14 +87,14 @@ impl Variant {
         let mut out = Vec::new();
         for activation in [Activation::Sigmoid, Activation::Relu] {
             out.push(Variant {
-                norm: None,
+                model: ModelKind::Lenet,
                 activation,
                 placement: Placement::BeforeActivation,
             });
-            for norm in Norm::ALL {
+            for model in ModelKind::NORMALIZED {
                 for placement in [Placement::BeforeActivation, Placement::AfterActivation] {
                     out.push(Variant {
-                        norm: Some(norm),
+                        model,
                         activation,
                         placement,
                     });
@@ -105,17 +105,15 @@ impl Variant {
     }
 
     fn name(&self) -> String {
-        let model = self.norm.map_or("lenet", Norm::model_name);
+        let model = self.model.name();
         format!("{model}_{}_{}", self.activation, self.placement)
     }
 
     fn build(&self, seed: u64) -> Sequential {
         let rng = &mut Rng::seed_from_u64(seed);
-        match self.norm {
-            None => models::lenet(self.activation, rng),
-            Some(norm) => models::lenet_norm(norm, self.activation, self.placement, rng),
-        }
-        .unwrap()
+        self.model
+            .build_placed(self.activation, self.placement, rng)
+            .unwrap()
     }
 }
 

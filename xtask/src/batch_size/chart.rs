@@ -5,9 +5,9 @@ use plotters::prelude::IntoLogRange;
 
 use crate::batch_size::tables::{cell_runs, columns, median_of, Measure};
 use crate::batch_size::{BatchSizeArgs, BatchSizeRun};
-use crate::plot::{render, Figure, Line, Panel, Series};
-use crate::run_dir::RunDir;
-use crate::Error;
+use crate::error::Error;
+use crate::output::plot::{render, Figure, Line, Panel, Series};
+use crate::output::run_dir::RunDir;
 
 /// `batch-size.png` / `.svg`: the median over seeds of each column of the table (a color per
 /// normalization; batch norm with its moving averages dashed), through the batch sizes where
@@ -17,7 +17,7 @@ pub fn chart(dir: &RunDir, args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Resul
     let lines: Vec<Line> = columns
         .iter()
         .map(|(norm, measure, header)| {
-            let color = crate::choices::NormChoice::ALL
+            let color = norma_layers::models::ModelKind::ALL
                 .iter()
                 .position(|n| n == norm)
                 .unwrap_or(0);

@@ -23,7 +23,7 @@
 //!   `--precise-bn-images` training images at every batch size, in batches of the training
 //!   batch size: 51,200 images by default, `train-lenet`'s 200 batches of 256) and with the
 //!   moving averages kept during training.
-//! - **Outcomes**: diverged / stalled / ok by [`crate::divergence::outcome`].
+//! - **Outcomes**: diverged / stalled / ok by [`crate::run::divergence::outcome`].
 //!
 //! Each cell is a `train-lenet` run in `runs/<model>-b<batch>-seed<seed>/` with its own report;
 //! `batch-size.json`/`.csv`, a table ([`tables`]) and a chart ([`chart`]) summarise them.
@@ -40,14 +40,21 @@ use norma_kernels::KernelError;
 use norma_layers::LayerError;
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{default_lr, ActivationChoice, NormChoice, OptimizerChoice};
-use crate::divergence;
-use crate::experiment::{self, CommonArgs, SeedArgs};
-use crate::html::Page;
-use crate::model_run::{ModelRun, RunSpec};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
-use crate::{checks, Error};
+use norma_layers::models::ModelKind;
+
+use crate::cli::args::{CommonArgs, SeedArgs};
+use crate::cli::checks;
+use crate::cli::choices::{
+    default_lr, norm_name, norm_names, norm_parser, ActivationChoice, OptimizerChoice,
+};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::run_dir::RunDir;
+use crate::run::divergence;
+use crate::run::model_run::ModelRun;
+use crate::run::spec::RunSpec;
 
 /// Batch sizes tried unless `--batch-sizes` says otherwise.
 pub const DEFAULT_BATCH_SIZES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -102,8 +109,9 @@ pub struct BatchSizeArgs {
     pub batch_sizes: Vec<usize>,
     /// Normalizations, each once: none (lenet), batch (lenet-bn), group (lenet-gn), layer
     /// (lenet-ln).
-    #[arg(long, value_enum, num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer"])]
-    pub norms: Vec<NormChoice>,
+    #[arg(long, value_parser = norm_parser(), num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer"])]
+    #[serde(serialize_with = "norm_names")]
+    pub norms: Vec<ModelKind>,
     /// Epochs per cell: every batch size sees the same images this many times.
     #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     pub epochs: usize,
@@ -133,7 +141,9 @@ pub const CANNOT_TRAIN: &str = "cannot train";
 /// One cell: a normalization at a batch size for one seed.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchSizeRun {
-    pub norm: NormChoice,
+    /// The model, written by its normalization (`none`, `batch`, ...).
+    #[serde(serialize_with = "norm_name")]
+    pub norm: ModelKind,
     pub model: &'static str,
     pub batch_size: usize,
     pub seed: u64,
@@ -194,14 +204,14 @@ fn check(args: &BatchSizeArgs) -> Result<(), Error> {
         if args.norms[..i].contains(n) {
             return Err(Error::Usage(format!(
                 "--norms lists {} more than once",
-                n.name()
+                n.norm_name()
             )));
         }
     }
     checks::at_least_one("--epochs", args.epochs as u64)?;
     args.seeds.check()?;
     for &n in &args.norms {
-        let base = default_lr(n.model(), OptimizerChoice::Sgd);
+        let base = default_lr(n, OptimizerChoice::Sgd);
         for &b in &args.batch_sizes {
             checks::learning_rate("the learning rate", args.lr_rule.lr(base, b))?;
         }
@@ -210,8 +220,7 @@ fn check(args: &BatchSizeArgs) -> Result<(), Error> {
 }
 
 /// The training run of one cell.
-fn spec(args: &BatchSizeArgs, norm: NormChoice, batch_size: usize, seed: u64) -> RunSpec {
-    let model = norm.model();
+fn spec(args: &BatchSizeArgs, model: ModelKind, batch_size: usize, seed: u64) -> RunSpec {
     let base = RunSpec::recipe(model, args.activation, seed, args.epochs);
     RunSpec {
         lr: args.lr_rule.lr(base.lr, batch_size),
@@ -361,7 +370,7 @@ fn write_results(dir: &RunDir, runs: &[BatchSizeRun]) -> Result<(), Error> {
         let _ = writeln!(
             csv,
             "{},{},{},{},{},{},{},{},{},{},{},{:.3}",
-            r.norm.name(),
+            r.norm.norm_name(),
             r.model,
             r.batch_size,
             r.seed,

@@ -3,10 +3,12 @@
 //! report's description of the experiment.
 
 use crate::batch_size::{BatchSizeArgs, BatchSizeRun, REFERENCE_BATCH};
-use crate::choices::{default_lr, NormChoice, OptimizerChoice};
-use crate::experiment::seed_range;
-use crate::report::{fmt_lr, median};
-use crate::table::Table;
+use norma_layers::models::ModelKind;
+
+use crate::cli::args::seed_range;
+use crate::cli::choices::{default_lr, OptimizerChoice};
+use crate::output::report::{fmt_lr, median};
+use crate::output::table::Table;
 
 /// Which accuracy a column shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +32,13 @@ impl Measure {
 
 /// The columns of accuracies, in order: each normalization, batch norm twice (precise, then
 /// moving averages) when precise statistics are measured, with its header.
-pub fn columns(args: &BatchSizeArgs) -> Vec<(NormChoice, Measure, String)> {
+pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
     let precise = args.precise_bn_images > 0;
     let mut out = Vec::new();
     for &norm in &args.norms {
-        let model = norm.model().name();
+        let model = norm.name();
         match norm {
-            NormChoice::Batch if precise => {
+            ModelKind::LenetBn if precise => {
                 out.push((norm, Measure::Final, format!("{model} (precise BN)")));
                 out.push((
                     norm,
@@ -44,7 +46,7 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(NormChoice, Measure, String)> {
                     format!("{model} (moving avg)"),
                 ));
             }
-            NormChoice::Batch => {
+            ModelKind::LenetBn => {
                 out.push((norm, Measure::Final, format!("{model} (moving avg)")));
             }
             _ => out.push((norm, Measure::Final, model.to_string())),
@@ -54,7 +56,7 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(NormChoice, Measure, String)> {
 }
 
 /// The cells of one normalization at one batch size, one per seed.
-pub fn cell_runs(runs: &[BatchSizeRun], norm: NormChoice, batch_size: usize) -> Vec<&BatchSizeRun> {
+pub fn cell_runs(runs: &[BatchSizeRun], norm: ModelKind, batch_size: usize) -> Vec<&BatchSizeRun> {
     runs.iter()
         .filter(|r| r.norm == norm && r.batch_size == batch_size)
         .collect()
@@ -89,7 +91,7 @@ fn lr_cell(args: &BatchSizeArgs, batch_size: usize) -> String {
     for n in &args.norms {
         let lr = args
             .lr_rule
-            .lr(default_lr(n.model(), OptimizerChoice::Sgd), batch_size);
+            .lr(default_lr(*n, OptimizerChoice::Sgd), batch_size);
         if !rates.contains(&lr) {
             rates.push(lr);
         }
@@ -119,8 +121,8 @@ pub fn short_lr(lr: f64) -> String {
 /// normalization (see [`columns`]).
 pub fn accuracy_table(args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Table {
     let columns = columns(args);
-    let plain = args.norms.contains(&NormChoice::None);
-    let normalized = args.norms.iter().any(|n| *n != NormChoice::None);
+    let plain = args.norms.contains(&ModelKind::Lenet);
+    let normalized = args.norms.iter().any(|n| n.is_normalized());
     let lr_header = if plain && normalized {
         "lr (lenet / normalized)"
     } else {

@@ -2,10 +2,10 @@
 //! percentiles of every layer of LeNet and LeNet-BN.
 
 use crate::drift::{DriftArgs, ModelDrift, UNIT, UNIT_LAYER};
-use crate::plot::{self, Figure, Line, Panel};
-use crate::run_dir::RunDir;
+use crate::error::Error;
+use crate::output::plot::{self, Figure, Line, Panel};
+use crate::output::run_dir::RunDir;
 use crate::steps::chart::{accuracy_panel, percentile_range, percentile_series, step_range};
-use crate::Error;
 
 fn find<'a>(models: &'a [ModelDrift], name: &str) -> Option<&'a ModelDrift> {
     models.iter().find(|m| m.model == name)

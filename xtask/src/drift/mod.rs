@@ -22,20 +22,22 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use norma_layers::models::{self, Activation};
+use norma_layers::models::{self, Activation, ModelKind};
 use norma_layers::{ActivationStats, InputObserver, Sequential, Summary};
 use norma_tensor::{Rng, Tensor};
 use serde::Serialize;
 
-use crate::choices::{default_lr, ModelChoice, OptimizerChoice};
-use crate::experiment::{self, CommonArgs};
-use crate::html::Page;
-use crate::model_run::DEFAULT_BATCH_SIZE;
-use crate::report::fmt_lr;
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::args::CommonArgs;
+use crate::cli::checks;
+use crate::cli::choices::{default_lr, OptimizerChoice};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::report::fmt_lr;
+use crate::output::run_dir::RunDir;
+use crate::run::spec::DEFAULT_BATCH_SIZE;
 use crate::steps::{self, CurvePoint, Ending, StepRun};
-use crate::{checks, Error};
 
 /// Arguments of `drift`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -253,7 +255,7 @@ fn plans(args: &DriftArgs) -> Vec<Plan> {
     };
     let mut out = vec![mlp("mlp"), mlp("mlp-bn")];
     if args.lenet_steps > 0 {
-        for model in [ModelChoice::Lenet, ModelChoice::LenetBn] {
+        for model in ModelKind::BRIEF {
             out.push(Plan {
                 name: model.name(),
                 steps: args.lenet_steps,
@@ -348,8 +350,8 @@ fn describe(args: &DriftArgs) -> String {
             " LeNet and LeNet-BN (sigmoid, batch {DEFAULT_BATCH_SIZE}, lr {} and {}), {} steps \
              each: the percentiles of each activation's whole input (LeNet-BN: each batch \
              norm's output).",
-            fmt_lr(default_lr(ModelChoice::Lenet, OptimizerChoice::Sgd)),
-            fmt_lr(default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelKind::Lenet, OptimizerChoice::Sgd)),
+            fmt_lr(default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd)),
             args.lenet_steps
         );
     }

@@ -4,8 +4,8 @@
 use norma_layers::Summary;
 
 use crate::drift::{ModelDrift, UNIT, UNIT_LAYER};
-use crate::report::fmt_acc;
-use crate::table::Table;
+use crate::output::report::fmt_acc;
+use crate::output::table::Table;
 
 /// Rows: models; columns: steps, learning rate, batch, test accuracy at the first and last
 /// measurement.
@@ -23,7 +23,7 @@ pub fn accuracy_table(models: &[ModelDrift]) -> Table {
         t.row([
             m.model.clone(),
             steps.to_string(),
-            crate::report::fmt_lr(m.lr),
+            crate::output::report::fmt_lr(m.lr),
             m.batch_size.to_string(),
             fmt_acc(m.curve.first().map(|p| p.test_acc)),
             fmt_acc(m.final_acc()),

@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 
 use plotters::prelude::IntoLogRange;
 
+use crate::error::Error;
 use crate::eval_mode::measure::BatchOutcome;
 use crate::eval_mode::Results;
-use crate::plot::{self, Figure, Line, Panel, Series};
-use crate::run_dir::RunDir;
-use crate::Error;
+use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::run_dir::RunDir;
 
 /// `eval-mode.png` / `.svg`: accuracy against test batch size in training mode, with the
 /// eval-mode accuracies as levels; and how often the class depends on the company.

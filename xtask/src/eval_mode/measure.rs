@@ -7,9 +7,9 @@ use norma_datasets::{LastBatch, Order, Split};
 use norma_layers::{Mode, Module, Sequential};
 use serde::Serialize;
 
-use crate::model_run::accuracy;
-use crate::snapshot::Snapshot;
-use crate::Error;
+use crate::error::Error;
+use crate::run::model_run::accuracy;
+use crate::run::snapshot::Snapshot;
 
 /// Mixed into `--seed` for the orders of the test set ("EVALMODE").
 const ORDER_SALT: u64 = 0x4556_414c_4d4f_4445;
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn eval_mode_ignores_the_company_and_training_mode_does_not() {
         let (mut model, split) = setup();
-        let state = |m: &Sequential| crate::model_run::state_bytes(m).unwrap();
+        let state = |m: &Sequential| crate::run::model_run::state_bytes(m).unwrap();
         let before = state(&model);
         let alone = predict_batched(&mut model, &split, 1, Order::Sequential, Mode::Eval).unwrap();
         let eval = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Eval, &alone).unwrap();

@@ -3,7 +3,7 @@
 //! into `model/` of the output folder).
 //!
 //! - Eval mode, with the statistics stored in the weights and with precise statistics
-//!   recomputed from training batches (see [`crate::precise`]): the test accuracy, the same
+//!   recomputed from training batches (see [`crate::run::precise`]): the test accuracy, the same
 //!   whatever the batch size and the other images in the batch.
 //! - Training mode (the mistake): the test set cut into batches of 1, 2, 8, 64 and 1000
 //!   images, in several random orders, each batch normalized with its own statistics. A batch
@@ -23,12 +23,18 @@ use norma_layers::{checkpoint, recompute_batch_norm_stats, Mode, Sequential};
 use norma_tensor::Rng;
 use serde::Serialize;
 
-use crate::choices::{build_model, ActivationChoice, ModelChoice, PlacementChoice};
-use crate::experiment::{self, CommonArgs, PreciseArgs, Session};
-use crate::html::Page;
-use crate::model_run::{accuracy, predict, RunSpec};
-use crate::signals::{self, Signal};
-use crate::{checks, files, precise, Error};
+use crate::cli::args::{CommonArgs, PreciseArgs};
+use crate::cli::checks;
+use crate::cli::choices::{build_model, ActivationChoice, PlacementChoice};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment::{self, Session};
+use crate::output::files;
+use crate::output::html::Page;
+use crate::run::model_run::{accuracy, predict};
+use crate::run::precise;
+use crate::run::spec::RunSpec;
+use norma_layers::models::ModelKind;
 
 use measure::BatchOutcome;
 
@@ -128,7 +134,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
         placement: args.placement,
         precise_bn: args.precise.precise_bn,
         ..RunSpec::recipe(
-            ModelChoice::LenetBn,
+            ModelKind::LenetBn,
             args.activation,
             args.seed,
             args.epochs.unwrap_or(DEFAULT_EPOCHS),
@@ -168,7 +174,7 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
 /// training).
 fn new_model(args: &EvalModeArgs) -> Result<Sequential, Error> {
     Ok(build_model(
-        ModelChoice::LenetBn,
+        ModelKind::LenetBn,
         args.activation,
         args.placement,
         &mut Rng::seed_from_u64(args.seed),

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
+use crate::error::Error;
 use crate::eval_mode::{EvalModeArgs, Results, DEFAULT_EPOCHS};
-use crate::run_dir::RunDir;
-use crate::table::Table;
-use crate::Error;
+use crate::output::run_dir::RunDir;
+use crate::output::table::Table;
 
 fn percent(f: f64) -> String {
     format!("{:.1} %", 100.0 * f)

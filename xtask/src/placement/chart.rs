@@ -1,12 +1,12 @@
 //! The chart of `placement`.
 
-use crate::choices::PlacementChoice;
+use crate::cli::choices::PlacementChoice;
+use crate::error::Error;
+use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::report::EpochRow;
+use crate::output::run_dir::RunDir;
 use crate::placement::tables::{configs, label, median_per_epoch};
 use crate::placement::{PlacementArgs, PlacementRun};
-use crate::plot::{self, Figure, Line, Panel, Series};
-use crate::report::EpochRow;
-use crate::run_dir::RunDir;
-use crate::Error;
 
 /// `placement.png` / `.svg`: median test accuracy and training loss per epoch, one line per
 /// configuration (a color per activation, solid before and dashed after).

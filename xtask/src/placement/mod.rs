@@ -16,14 +16,17 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::choices::{default_lr, ActivationChoice, ModelChoice, OptimizerChoice, PlacementChoice};
-use crate::experiment::{self, CommonArgs, PreciseArgs, SeedArgs};
-use crate::html::Page;
-use crate::model_run::RunSpec;
-use crate::report::{fmt_lr, RunRecord};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
-use crate::{checks, Error};
+use crate::cli::args::{seed_range, CommonArgs, PreciseArgs, SeedArgs};
+use crate::cli::checks;
+use crate::cli::choices::{default_lr, ActivationChoice, OptimizerChoice, PlacementChoice};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::experiment;
+use crate::output::html::Page;
+use crate::output::report::{fmt_lr, RunRecord};
+use crate::output::run_dir::RunDir;
+use crate::run::spec::RunSpec;
+use norma_layers::models::ModelKind;
 
 /// Arguments of `placement` (one seed by default: 4 runs of 10 epochs, a few minutes).
 #[derive(Debug, clap::Args, Serialize)]
@@ -100,7 +103,7 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
     for seed in args.seeds.list() {
         for &activation in &args.activations {
             for placement in PLACEMENTS {
-                let base = RunSpec::recipe(ModelChoice::LenetBn, activation, seed, args.epochs);
+                let base = RunSpec::recipe(ModelKind::LenetBn, activation, seed, args.epochs);
                 let spec = RunSpec {
                     lr: args.lr.unwrap_or(base.lr),
                     placement,
@@ -148,9 +151,9 @@ pub fn run(args: PlacementArgs) -> Result<Option<Signal>, Error> {
         args.epochs,
         fmt_lr(
             args.lr
-                .unwrap_or_else(|| default_lr(ModelChoice::LenetBn, OptimizerChoice::Sgd))
+                .unwrap_or_else(|| default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd))
         ),
-        experiment::seed_range(&args.seeds.list()),
+        seed_range(&args.seeds.list()),
         args.precise.precise_bn
     ));
     page.heading("Final test accuracy").table(finals);

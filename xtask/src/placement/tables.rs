@@ -1,10 +1,10 @@
 //! The tables of `placement`: final accuracy per configuration and seed, and the median per
 //! epoch.
 
-use crate::choices::{ActivationChoice, PlacementChoice};
+use crate::cli::choices::{ActivationChoice, PlacementChoice};
+use crate::output::report::{fmt_acc, median, EpochRow};
+use crate::output::table::Table;
 use crate::placement::{PlacementArgs, PlacementRun, PLACEMENTS};
-use crate::report::{fmt_acc, median, EpochRow};
-use crate::table::Table;
 
 /// The configurations in table order: per activation, before then after.
 pub fn configs(args: &PlacementArgs) -> Vec<(ActivationChoice, PlacementChoice)> {

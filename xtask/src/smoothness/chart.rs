@@ -1,11 +1,11 @@
 //! The charts of `smoothness`: the three measures along the trajectory (Santurkar et al.'s
 //! Figure 4) and the test accuracy of noisy batch norm.
 
-use crate::plot::{self, Figure, Line, Panel, Series};
-use crate::run_dir::RunDir;
+use crate::error::Error;
+use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::run_dir::RunDir;
 use crate::smoothness::{ModelTrajectory, ProbeRecord, SmoothnessArgs, NOISY};
 use crate::steps::chart::{accuracy_panel, step_range};
-use crate::Error;
 
 /// The probed models, plain first.
 fn probed(models: &[ModelTrajectory]) -> Vec<&ModelTrajectory> {

@@ -24,14 +24,17 @@ use norma_layers::{Sequential, ShiftNoiseConfig};
 use norma_tensor::Rng;
 use serde::Serialize;
 
-use crate::experiment::{self, CommonArgs};
-use crate::html::Page;
-use crate::model_run::DEFAULT_BATCH_SIZE;
-use crate::report::fmt_lr;
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::experiment;
+
+use crate::cli::args::CommonArgs;
+use crate::cli::checks;
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::output::html::Page;
+use crate::output::report::fmt_lr;
+use crate::output::run_dir::RunDir;
+use crate::run::spec::DEFAULT_BATCH_SIZE;
 use crate::steps::{self, CurvePoint, Ending, StepRun};
-use crate::{checks, Error};
 
 /// Arguments of `smoothness`.
 #[derive(Debug, clap::Args, Serialize)]

@@ -7,14 +7,14 @@
 //! are therefore saved before the probe and put back bit for bit after it ([`Snapshot`]), so
 //! the trajectory is the one a run without probes takes (tested below).
 
-use norma_autograd::Var;
 use norma_datasets::Batch;
 use norma_layers::{Module, Sequential};
 use norma_tensor::Tensor;
 
+use crate::error::Error;
+use crate::run::snapshot::Snapshot;
+use crate::run::step::forward_loss;
 use crate::smoothness::measures::{self, GradientProbe};
-use crate::snapshot::Snapshot;
-use crate::Error;
 
 /// Every weight of `model`, in parameter order, as one vector.
 fn flatten(model: &Sequential) -> Vec<f64> {
@@ -46,17 +46,11 @@ fn set_weights(model: &Sequential, x: &[f64]) -> Result<(), Error> {
 /// The batch's mean cross-entropy at the model's current weights, in training mode, and its
 /// gradient with respect to every weight, flattened in parameter order.
 fn loss_and_gradient(model: &mut Sequential, batch: &Batch) -> Result<(f64, Vec<f64>), Error> {
-    model.train();
-    let params = model.parameters();
-    for p in &params {
-        p.zero_grad();
-    }
-    let logits = model.forward(&Var::constant(batch.images.clone()))?;
-    let loss = logits.cross_entropy(&batch.labels)?;
-    let value = f64::from(loss.value().item()?);
-    loss.backward()?;
+    let forward = forward_loss(model, batch.images.clone(), &batch.labels)?;
+    let value = f64::from(forward.value);
+    forward.loss.backward()?;
     let mut grad = Vec::new();
-    for p in &params {
+    for p in &model.parameters() {
         match p.grad() {
             Some(g) => grad.extend(g.as_slice().iter().map(|&v| f64::from(v))),
             None => grad.extend(std::iter::repeat_n(0.0, p.len())),

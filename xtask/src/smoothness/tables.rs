@@ -1,9 +1,9 @@
 //! The table of `smoothness`: per model, the final test accuracy and the medians (and largest
 //! values) of the three measures over the probes.
 
-use crate::report::{fmt_acc, median};
+use crate::output::report::{fmt_acc, median};
+use crate::output::table::Table;
 use crate::smoothness::ModelTrajectory;
-use crate::table::Table;
 
 /// A number in 4 significant digits, or `-`.
 fn num(v: Option<f64>) -> String {

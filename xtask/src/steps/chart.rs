@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use norma_layers::Summary;
 
-use crate::plot::{self, Panel, Series};
+use crate::output::plot::{self, Panel, Series};
 use crate::steps::CurvePoint;
 
 /// The x range of a chart of `steps` steps.

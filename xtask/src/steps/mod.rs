@@ -9,15 +9,15 @@
 pub mod chart;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use norma_autograd::Var;
 use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order};
 use norma_layers::{Module, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use serde::Serialize;
 
-use crate::model_run::{accuracy, predict};
-use crate::signals::{self, Signal};
-use crate::Error;
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::run::model_run::{accuracy, predict};
+use crate::run::step::forward_loss;
 
 /// A model, its optimizer and where it stands in its stream of batches.
 pub struct StepRun<'a> {
@@ -103,15 +103,11 @@ impl<'a> StepRun<'a> {
     /// One SGD step on `batch` in training mode; returns the batch's mean cross-entropy
     /// before the update.
     pub fn step(&mut self, batch: &Batch) -> Result<f32, Error> {
-        self.model.train();
-        self.optimizer.zero_grad();
-        let logits = self.model.forward(&Var::constant(batch.images.clone()))?;
-        let loss = logits.cross_entropy(&batch.labels)?;
-        let value = loss.value().item()?;
-        loss.backward()?;
+        let forward = forward_loss(&mut self.model, batch.images.clone(), &batch.labels)?;
+        forward.loss.backward()?;
         self.optimizer.step()?;
         self.step += 1;
-        Ok(value)
+        Ok(forward.value)
     }
 
     /// Accuracy on the whole test set, in eval mode (the model goes back to training mode at
@@ -225,7 +221,7 @@ fn progress_bar(label: &str, steps: usize) -> ProgressBar {
 /// Writes `<stem>.csv` with one line per curve point of each named run:
 /// `model,step,test_acc,train_loss`.
 pub fn write_curves(
-    dir: &crate::run_dir::RunDir,
+    dir: &crate::output::run_dir::RunDir,
     stem: &str,
     runs: &[(&str, &[CurvePoint])],
 ) -> Result<(), Error> {
@@ -242,8 +238,8 @@ pub fn write_curves(
 
 /// Checks `--steps` and an every-K option (`flag`) of a stepwise experiment.
 pub fn check_steps(steps: usize, every_flag: &str, every: usize) -> Result<(), Error> {
-    crate::checks::at_least_one("--steps", steps as u64)?;
-    crate::checks::at_least_one(every_flag, every as u64)
+    crate::cli::checks::at_least_one("--steps", steps as u64)?;
+    crate::cli::checks::at_least_one(every_flag, every as u64)
 }
 
 #[cfg(test)]

@@ -4,16 +4,16 @@
 
 use std::path::PathBuf;
 
-use crate::choices::{ActivationChoice, ModelsChoice, OptimizerChoice, PlacementChoice};
-use crate::experiment::CommonArgs;
-use crate::parallel::BnChoice;
+use crate::cli::args::CommonArgs;
+use crate::cli::choices::BnChoice;
+use crate::cli::choices::{ActivationChoice, Models, OptimizerChoice, PlacementChoice};
 
 /// Arguments of `train-lenet`.
 #[derive(Debug, Default, clap::Args)]
 pub struct TrainArgs {
     /// Which model(s) to train [default: both].
-    #[arg(long, value_enum)]
-    pub model: Option<ModelsChoice>,
+    #[arg(long, value_parser = Models::parser())]
+    pub model: Option<Models>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// Epochs to train [default: 10].

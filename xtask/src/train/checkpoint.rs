@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use norma_layers::checkpoint as weights;
 use norma_optim::OptimizerState;
 
-use crate::files::{self, io_error};
-use crate::model_run::ModelRun;
-use crate::parallel;
-use crate::report::Status;
+use crate::error::Error;
+use crate::output::files::{self, io_error};
+use crate::output::report::Status;
+use crate::run::data_parallel;
+use crate::run::model_run::ModelRun;
 use crate::train::progress::Progress;
-use crate::Error;
 
 const PROGRESS: &str = "progress.json";
 const MODEL: &str = "model.safetensors";
@@ -52,7 +52,7 @@ pub fn exists(dir: &Path) -> bool {
 
 /// The model's state dict as safetensors bytes (the format of `<model>.safetensors`).
 pub fn model_bytes(run: &ModelRun) -> Result<Vec<u8>, Error> {
-    crate::model_run::state_bytes(&run.model)
+    crate::run::model_run::state_bytes(&run.model)
 }
 
 /// Writes weights, optimizer state and progress into `dir`, replacing the previous
@@ -128,7 +128,7 @@ fn load_optimizer(run: &mut ModelRun, bytes: &[u8], opt_path: &Path) -> Result<(
 pub fn state_blob(run: &ModelRun, progress: &Progress) -> Result<Vec<u8>, Error> {
     let progress = serde_json::to_vec(progress)
         .map_err(|e| Error::Usage(format!("the progress of {}: {e}", run.spec.model.name())))?;
-    Ok(parallel::pack(&[
+    Ok(data_parallel::pack(&[
         &model_bytes(run)?,
         &optimizer_bytes(run)?,
         &progress,
@@ -138,7 +138,7 @@ pub fn state_blob(run: &ModelRun, progress: &Progress) -> Result<Vec<u8>, Error>
 /// Restores what [`state_blob`] made into `run`; returns the progress.
 pub fn load_blob(run: &mut ModelRun, blob: &[u8]) -> Result<Progress, Error> {
     let what = Path::new("the state sent by process 0");
-    let [model, optimizer, progress] = <[Vec<u8>; 3]>::try_from(parallel::unpack(blob)?)
+    let [model, optimizer, progress] = <[Vec<u8>; 3]>::try_from(data_parallel::unpack(blob)?)
         .map_err(|_| Error::Usage(format!("{}: not 3 parts", what.display())))?;
     weights::load_bytes(&run.model, &model, what)?;
     load_optimizer(run, &optimizer, what)?;

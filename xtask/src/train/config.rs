@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{default_lr, ActivationChoice, DatasetChoice, ModelsChoice, OptimizerChoice};
-use crate::model_run::{RunSpec, DEFAULT_BATCH_SIZE};
-use crate::parallel::DataParallel;
+use crate::cli::args::DEFAULT_PRECISE_BATCHES;
+use crate::cli::checks;
+use crate::cli::choices::{default_lr, ActivationChoice, DatasetChoice, Models, OptimizerChoice};
+use crate::error::Error;
+use crate::output::files;
+use crate::run::data_parallel::DataParallel;
+use crate::run::spec::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
-use crate::{checks, files, precise, Error};
 
 /// Epochs when `--epochs` is not given.
 pub const DEFAULT_EPOCHS: usize = 10;
@@ -81,7 +84,7 @@ impl TrainConfig {
 
 /// The configuration of a new run from the command line, with defaults applied.
 pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
-    let models = args.model.unwrap_or(ModelsChoice::Both).models();
+    let models = args.model.unwrap_or(Models::BOTH).models();
     let optimizer = args.optimizer.unwrap_or(OptimizerChoice::Sgd);
     if let Some(lr) = args.lr {
         checks::learning_rate("--lr", lr)?;
@@ -115,7 +118,7 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             shuffle: !args.no_shuffle,
             steps: args.steps,
             init: args.init.clone(),
-            precise_bn: args.precise_bn.unwrap_or(precise::DEFAULT_BATCHES),
+            precise_bn: args.precise_bn.unwrap_or(DEFAULT_PRECISE_BATCHES),
             placement: args.placement.unwrap_or_default(),
         })
         .collect();

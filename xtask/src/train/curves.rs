@@ -1,9 +1,9 @@
 //! The chart of a `train-lenet` run.
 
-use crate::plot::{finite_max, render, Figure, Line, Panel, Series};
-use crate::report::{fmt_lr, EpochRow, RunRecord};
-use crate::run_dir::RunDir;
-use crate::Error;
+use crate::error::Error;
+use crate::output::plot::{finite_max, render, Figure, Line, Panel, Series};
+use crate::output::report::{fmt_lr, EpochRow, RunRecord};
+use crate::output::run_dir::RunDir;
 
 /// `curves.png` / `curves.svg`: per epoch, every model's training loss, test accuracy (with
 /// precise statistics as a solid line and the moving averages dashed, for models that have

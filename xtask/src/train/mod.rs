@@ -9,7 +9,8 @@
 //! - [`args`]: the command line; [`config`]: `config.json`; [`resume`]: what `--resume` keeps
 //!   and what it may change;
 //! - [`progress`] and [`checkpoint`]: where a model stands, saved and restored;
-//! - [`trainer`]: the loop over epochs and steps;
+//! - [`trainer`]: the loop over epochs and steps; [`distributed`]: the start of a
+//!   data-parallel run (process 0 shares the run, every process trains);
 //! - [`targets`]: epochs to a target accuracy and the train − test gap;
 //! - [`curves`] and [`page`]: the run's chart and `report.html`.
 
@@ -17,6 +18,7 @@ pub mod args;
 pub mod checkpoint;
 pub mod config;
 pub mod curves;
+pub mod distributed;
 pub mod page;
 pub mod progress;
 pub mod resume;
@@ -32,13 +34,16 @@ use std::rc::Rc;
 use norma_datasets::Dataset;
 use norma_distributed::Communicator;
 
-use crate::model_run::ModelRun;
-use crate::parallel::{self, Job};
-use crate::report::{self, RunRecord};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::signals::{self, Signal};
+use crate::error::Error;
+use crate::output::html;
+use crate::output::report::{self, RunRecord};
+use crate::output::run_dir::RunDir;
+use crate::run::data_parallel;
+use crate::run::model_run::ModelRun;
+use crate::run::setup;
+use crate::run::step::{Alone, Strategy};
 use crate::train::progress::Progress;
-use crate::{html, setup, Error};
 
 /// What [`execute`] did.
 pub struct Outcome {
@@ -50,30 +55,46 @@ pub struct Outcome {
 
 /// Runs `train-lenet`; returns the signal that interrupted it, if one did.
 pub fn run(args: TrainArgs) -> Result<Option<Signal>, Error> {
-    let comm = parallel::communicator(args.bn)?;
+    let comm = data_parallel::communicator(args.bn)?;
     run_on(args, comm)
     // The communicator's last handle is gone here: MPI is finalized before main returns.
+}
+
+/// `train-lenet` as one process of the job of `comm`: alone when it is the only one, else as
+/// one process of a data-parallel job ([`distributed`]).
+pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
+    if comm.size() > 1 {
+        return distributed::run_on(args, comm);
+    }
+    let (config, dir, states) = prepare(&args, 1)?;
+    let Some(data) = load_data(&config)? else {
+        // Stopped while the data loaded: nothing was written.
+        return Ok(signals::received().or(Some(Signal::Interrupt)));
+    };
+    train_and_report(&config, &dir, &data, states, &mut Alone)
 }
 
 /// What process 0 prepares before anything is shared: the configuration, the claimed run
 /// folder and every model's state.
 type Prepared = (TrainConfig, RunDir, Vec<ModelState>);
 
-/// Process 0's start: checks the options, claims the run folder (or reads the stored run for
-/// `--resume`) and builds every model from its seed, `--init` file or checkpoint.
-fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> {
+/// Process 0's start in a job of `size` processes: checks the options, claims the run folder
+/// (or reads the stored run for `--resume`) and builds every model from its seed, `--init` file
+/// or checkpoint.
+pub(crate) fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> {
     match &args.resume {
         Some(path) => {
             let dir = RunDir::existing("--resume", path)?;
             let mut config = resume::resumed(path, args)?;
-            config.data_parallel = parallel::settle(Some(config.data_parallel), args.bn, size)?;
+            config.data_parallel =
+                data_parallel::settle(Some(config.data_parallel), args.bn, size)?;
             setup::threads(config.threads)?;
             let states = load_states(&config, &dir)?;
             Ok((config, dir, states))
         }
         None => {
             let mut config = config::from_args(args)?;
-            config.data_parallel = parallel::settle(None, args.bn, size)?;
+            config.data_parallel = data_parallel::settle(None, args.bn, size)?;
             let dir = RunDir::create(args.common.out.as_deref(), "train-lenet-")?;
             setup::threads(config.threads)?;
             let states = new_states(&config)?;
@@ -82,170 +103,40 @@ fn prepare(args: &TrainArgs, size: usize) -> Result<Prepared, Error> {
     }
 }
 
-/// `train-lenet` as one process of the job of `comm` (see [`crate::parallel`]): process 0
-/// prepares the run and sends the configuration and every model's state to the others; then
-/// all train together, and process 0 alone prints and writes.
-pub fn run_on(args: TrainArgs, comm: Rc<dyn Communicator>) -> Result<Option<Signal>, Error> {
-    let root = comm.is_root();
-    let mut prepared = root.then(|| prepare(&args, comm.size()));
-    if comm.size() > 1 {
-        if let Some(Err(e)) = &prepared {
-            // Said now: once the others learn that the run cannot start they exit, and the
-            // launcher may stop this process before it returns to `main`.
-            eprintln!("error: {e}");
-            prepared = Some(Err(Error::Reported(e.to_string())));
-        }
-    }
-    let config_bytes = match &prepared {
-        Some(Ok((config, _, _))) => Some(
-            serde_json::to_vec(config)
-                .map_err(|e| Error::Usage(format!("the configuration: {e}")))?,
-        ),
-        _ => None,
-    };
-    // Process 0 says whether it could start (and with which configuration).
-    let shared = parallel::broadcast_blob(comm.as_ref(), config_bytes)?;
-    let (config, dir, states) = match prepared {
-        Some(prepared) => {
-            let (config, dir, states) = prepared?;
-            (config, Some(dir), states)
-        }
-        None => {
-            let Some(bytes) = shared else {
-                return Err(Error::StoppedByRoot);
-            };
-            let config: TrainConfig = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Usage(format!("the configuration sent by process 0: {e}")))?;
-            setup::threads(config.threads)?;
-            let states = config
-                .runs
-                .iter()
-                .map(|spec| {
-                    Ok(ModelState {
-                        progress: Progress::fresh(spec),
-                        run: ModelRun::fresh(spec.clone())?,
-                    })
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            (config, None, states)
-        }
-    };
-    let job = Job::new(comm, config.data_parallel);
-    if !job.is_parallel() {
-        let dir = dir.ok_or(Error::StoppedByRoot)?;
-        return train_and_report(&config, &dir, states, &job);
-    }
-    // From here on an error on one process leaves the others waiting: it ends the job.
-    match share_and_train(&config, dir.as_ref(), states, &job) {
-        Ok(stopped_by) => Ok(stopped_by),
-        Err(Error::StoppedByRoot) => Err(Error::StoppedByRoot),
-        Err(e) => job.comm().abort(1, &e),
-    }
-}
-
-/// A data-parallel run after the configuration is agreed: every model's state from process 0,
-/// batch norms synchronized (`--bn sync`), the data loaded on every process, then training.
-fn share_and_train(
-    config: &TrainConfig,
-    dir: Option<&RunDir>,
-    mut states: Vec<ModelState>,
-    job: &Job,
-) -> Result<Option<Signal>, Error> {
-    for state in &mut states {
-        let blob = match dir {
-            Some(_) => Some(checkpoint::state_blob(&state.run, &state.progress)?),
-            None => None,
-        };
-        let blob = parallel::broadcast_blob(job.comm().as_ref(), blob)?
-            .ok_or_else(|| Error::Usage("process 0 sent no model state".into()))?;
-        if dir.is_none() {
-            state.progress = checkpoint::load_blob(&mut state.run, &blob)?;
-        }
-        if job.synchronizes() {
-            state.run.synchronize(job.comm().clone());
-        }
-    }
-    match dir {
-        Some(dir) => train_and_report(config, dir, states, job),
-        None => train_quietly(config, states, job),
-    }
-}
-
-/// The data, loaded on this process (quietly except on process 0); `None` when a signal
-/// arrived meanwhile on any process of the job (collective when data-parallel).
-fn load_data(config: &TrainConfig, job: &Job) -> Result<Option<Dataset>, Error> {
+/// Watches for signals and loads the data, reporting where it came from; `None` when a signal
+/// arrived meanwhile.
+fn load_data(config: &TrainConfig) -> Result<Option<Dataset>, Error> {
     signals::watch();
     let data = setup::load_data_reporting(
         config.dataset,
         config.data_dir.as_deref(),
         config.train_samples,
-        job.is_root(),
+        true,
     )?;
-    let mut stopped = [f64::from(u8::from(signals::received().is_some()))];
-    job.comm().all_reduce_sum_f64(&mut stopped)?;
-    if stopped[0] > 0.0 {
-        if job.is_root() {
-            let name = signals::received().map_or("a signal on another process", Signal::name);
-            eprintln!("{name}: stopped before training");
-        }
+    if let Some(signal) = signals::received() {
+        eprintln!("{}: stopped before training", signal.name());
         return Ok(None);
-    }
-    // Every process checks the same numbers, so all stop here together.
-    let train_len = data.train.len();
-    for spec in &config.runs {
-        let local_bn = job.bn() == parallel::BnChoice::Local && spec.model.has_batch_norm();
-        if let Err(e) = parallel::check_shards(
-            train_len,
-            spec.batch_size,
-            spec.last_batch(),
-            job.size(),
-            local_bn,
-        ) {
-            return Err(if job.is_root() {
-                e
-            } else {
-                Error::StoppedByRoot
-            });
-        }
     }
     Ok(Some(data))
 }
 
-/// Training on a process other than 0 of a data-parallel job: the same steps, nothing written
-/// or printed.
-fn train_quietly(
-    config: &TrainConfig,
-    states: Vec<ModelState>,
-    job: &Job,
-) -> Result<Option<Signal>, Error> {
-    let Some(data) = load_data(config, job)? else {
-        return Ok(signals::received());
-    };
-    Ok(execute_on(config, None, &data, states, job)?.stopped_by)
-}
-
 /// Training on process 0 (or alone), with everything printed and written.
-fn train_and_report(
+pub(crate) fn train_and_report(
     config: &TrainConfig,
     dir: &RunDir,
+    data: &Dataset,
     states: Vec<ModelState>,
-    job: &Job,
+    strategy: &mut dyn Strategy,
 ) -> Result<Option<Signal>, Error> {
-    let Some(data) = load_data(config, job)? else {
-        // Stopped while the data loaded: nothing was written.
-        return Ok(signals::received().or(Some(Signal::Interrupt)));
-    };
     eprintln!(
         "writing to {} ({} threads{})",
         dir.path().display(),
         rayon::current_num_threads(),
-        if job.is_parallel() {
-            format!(" per process; {}", job.describe())
-        } else {
-            String::new()
-        }
+        strategy
+            .describe()
+            .map_or(String::new(), |job| format!(" per process; {job}"))
     );
-    let outcome = execute_on(config, Some(dir), &data, states, job)?;
+    let outcome = execute_on(config, Some(dir), data, states, strategy)?;
     println!("\n{}", report::summary(&outcome.records).text());
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
@@ -258,13 +149,7 @@ fn train_and_report(
         "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
-    // Under mpirun the binary is started directly (cargo xtask would build without `mpi`).
-    let launcher = if job.is_parallel() {
-        let binary = std::env::args().next().unwrap_or_else(|| "xtask".into());
-        format!("mpirun -np {} {binary}", job.size())
-    } else {
-        "cargo xtask".to_string()
-    };
+    let launcher = strategy.launcher();
     match outcome.stopped_by {
         Some(signal) => eprintln!(
             "interrupted by {}; checkpoints are in {}. Resume with:\n  {launcher} train-lenet --resume {}",
@@ -319,17 +204,17 @@ pub fn execute(
     data: &Dataset,
     states: Vec<ModelState>,
 ) -> Result<Outcome, Error> {
-    execute_on(config, Some(dir), data, states, &Job::single())
+    execute_on(config, Some(dir), data, states, &mut Alone)
 }
 
-/// [`execute`] as one process of `job`: every process trains, process 0 (the one with `dir`)
-/// writes and prints; the records are process 0's.
-fn execute_on(
+/// [`execute`] with `strategy`: in a data-parallel job every process trains, process 0 (the one
+/// with `dir`) writes and prints; the records are process 0's.
+pub(crate) fn execute_on(
     config: &TrainConfig,
     dir: Option<&RunDir>,
     data: &Dataset,
     mut states: Vec<ModelState>,
-    job: &Job,
+    strategy: &mut dyn Strategy,
 ) -> Result<Outcome, Error> {
     if let Some(dir) = dir {
         dir.write_json("config.json", config)?;
@@ -344,7 +229,7 @@ fn execute_on(
     }
     let mut stopped_by = None;
     for i in 0..states.len() {
-        stopped_by = trainer::train(&mut states[i], data, dir, job)?;
+        stopped_by = trainer::train(&mut states[i], data, dir, strategy)?;
         if let Some(dir) = dir {
             let records: Vec<RunRecord> =
                 states.iter().map(|s| s.progress.record.clone()).collect();
@@ -379,14 +264,14 @@ mod tests {
     use norma_layers::checkpoint::{self as weights, StateValue};
 
     use super::*;
-    use crate::choices::ModelsChoice;
-    use crate::experiment::CommonArgs;
-    use crate::parallel::BnChoice;
+    use crate::cli::args::CommonArgs;
+    use crate::cli::choices::BnChoice;
+    use crate::cli::choices::Models;
 
     /// 20 steps of LeNet-BN in file order, batch `batch`, on the first `samples` images.
     fn args(out: &Path, batch: usize, samples: usize, bn: Option<BnChoice>) -> TrainArgs {
         TrainArgs {
-            model: Some(ModelsChoice::LenetBn),
+            model: Some(Models::ALL[1]),
             common: CommonArgs {
                 train_samples: Some(samples),
                 out: Some(out.to_path_buf()),

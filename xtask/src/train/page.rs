@@ -1,11 +1,11 @@
 //! The `report.html` of a `train-lenet` run: what was compared, the final comparison, the
 //! curves, every epoch, and the configuration.
 
-use crate::html::Page;
-use crate::plot::Figure;
-use crate::report::{self, RunRecord};
+use crate::error::Error;
+use crate::output::html::Page;
+use crate::output::plot::Figure;
+use crate::output::report::{self, RunRecord};
 use crate::train::{targets, TrainConfig};
-use crate::Error;
 
 /// The page of a run with these `records` and training `curves` (`None` before any epoch
 /// ended).

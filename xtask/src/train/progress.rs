@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model_run::RunSpec;
-use crate::report::{RunRecord, Status};
-use crate::Error;
+use crate::error::Error;
+use crate::output::report::{RunRecord, Status};
+use crate::run::spec::RunSpec;
 
 /// The training state of one model besides its weights and optimizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

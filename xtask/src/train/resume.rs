@@ -7,11 +7,12 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
-use crate::choices::{ModelChoice, ModelsChoice};
-use crate::report::fmt_lr;
+use crate::cli::choices::Models;
+use crate::error::Error;
+use crate::output::files;
+use crate::output::report::fmt_lr;
 use crate::train::args::TrainArgs;
 use crate::train::config::TrainConfig;
-use crate::{files, Error};
 
 /// The stored configuration of the run in `dir`, with `--epochs`, `--steps`, `--threads` and
 /// `--data-dir` from the command line applied on top (each change is reported on stderr).
@@ -86,24 +87,19 @@ fn flag_value<T: ValueEnum>(value: T) -> String {
 /// value)`.
 fn conflicts(config: &TrainConfig, args: &TrainArgs) -> Vec<String> {
     let runs = &config.runs;
-    let stored_models = match runs.iter().map(|r| r.model).collect::<Vec<_>>()[..] {
-        [ModelChoice::Lenet] => Some(ModelsChoice::Lenet),
-        [ModelChoice::LenetBn] => Some(ModelsChoice::LenetBn),
-        [ModelChoice::Lenet, ModelChoice::LenetBn] => Some(ModelsChoice::Both),
-        _ => None,
-    };
+    let stored_models = Models::of(&runs.iter().map(|r| r.model).collect::<Vec<_>>());
     // (flag, value given, values stored)
     let checks: Vec<(&str, Option<String>, Vec<String>)> = vec![
         (
             "--model",
-            args.model.map(flag_value),
+            args.model.map(|m| m.name().to_string()),
             // A run of lenet-gn or lenet-ln (a batch-size cell) has no --model value of its own.
             vec![stored_models.map_or_else(
                 || {
                     let names: Vec<&str> = runs.iter().map(|r| r.model.name()).collect();
                     names.join(",")
                 },
-                flag_value,
+                |m| m.name().to_string(),
             )],
         ),
         (
@@ -204,12 +200,12 @@ mod tests {
     #[test]
     fn matching_or_absent_options_do_not_conflict() {
         let args = TrainArgs {
-            model: Some(ModelsChoice::Both),
+            model: Some(Models::BOTH),
             seed: Some(0),
             batch_size: Some(256),
             epochs: Some(20),
             steps: Some(5),
-            common: crate::experiment::CommonArgs {
+            common: crate::cli::args::CommonArgs {
                 threads: Some(1),
                 ..Default::default()
             },
@@ -224,7 +220,7 @@ mod tests {
             lr: Some(0.05),
             seed: Some(9),
             no_shuffle: true,
-            model: Some(ModelsChoice::Lenet),
+            model: Some(Models::ALL[0]),
             ..TrainArgs::default()
         };
         let found = conflicts(&stored(), &args);

@@ -7,8 +7,8 @@
 //! mean over the epoch's batches in training mode, as d2l.ai measures it (the weights change
 //! during the epoch, so it trails what the final weights would score).
 
-use crate::report::{EpochRow, RunRecord};
-use crate::table::Table;
+use crate::output::report::{EpochRow, RunRecord};
+use crate::output::table::Table;
 
 /// The test accuracies whose first epoch is reported.
 pub const TARGETS: [f64; 3] = [0.80, 0.85, 0.87];
@@ -91,7 +91,7 @@ pub fn gap_table(records: &[RunRecord]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Status;
+    use crate::output::report::Status;
 
     fn record(model: &str, accs: &[(f64, Option<f64>)]) -> RunRecord {
         RunRecord {

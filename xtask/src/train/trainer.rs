@@ -5,16 +5,17 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use norma_datasets::Dataset;
-use norma_layers::Module;
 
-use crate::model_run::ModelRun;
-use crate::parallel::{self, Job};
-use crate::report::{self, EpochRow, Status};
-use crate::run_dir::RunDir;
-use crate::signals::{self, Signal};
+use crate::cli::signals::Signal;
+use crate::error::Error;
+use crate::output::report::{self, EpochRow, Status};
+use crate::output::run_dir::RunDir;
+use crate::run::divergence;
+use crate::run::model_run::ModelRun;
+use crate::run::spec::RunSpec;
+use crate::run::step::Strategy;
 use crate::train::checkpoint;
 use crate::train::progress::Progress;
-use crate::{divergence, Error};
 
 /// One model and where its training stands.
 pub struct ModelState {
@@ -33,15 +34,16 @@ impl ModelState {
 /// weights into `dir`. Returns the signal that stopped it early, if one did (the checkpoint
 /// then holds the last step taken).
 ///
-/// In a data-parallel job every process calls it (the steps are collective); `dir` is process
-/// 0's (the only one that writes, prints and evaluates) and `None` on the others. A signal on
-/// any process stops every process after the same step.
+/// `strategy` takes the steps: alone, or as one process of a data-parallel job, where every
+/// process calls this (the steps are collective); `dir` is process 0's (the only one that
+/// writes, prints and evaluates) and `None` on the others.
 pub fn train(
     state: &mut ModelState,
     data: &Dataset,
     dir: Option<&RunDir>,
-    job: &Job,
+    strategy: &mut dyn Strategy,
 ) -> Result<Option<Signal>, Error> {
+    let reports = dir.is_some();
     let name = state.name();
     let ckpt = dir.map(|d| checkpoint::dir(d.path(), name));
     let ModelState { run, progress: p } = state;
@@ -50,23 +52,16 @@ pub fn train(
         return Ok(None);
     }
     p.record.status = Status::Running;
-    // Data-parallel: whether a process had a signal at the last step (agreed by all).
-    let mut stop_agreed = false;
     while p.epoch < spec.epochs {
         let batches = spec.epoch_batches(data, p.epoch)?;
-        let bar = if job.is_root() {
+        let bar = if reports {
             progress_bar(name, p.epoch + 1, spec.epochs, batches.len())
         } else {
             ProgressBar::hidden()
         };
         bar.set_position(p.step_in_epoch as u64);
         for batch in batches.skip(p.step_in_epoch) {
-            let stop = if job.is_parallel() {
-                stop_agreed.then(|| signals::received().unwrap_or(Signal::Interrupt))
-            } else {
-                signals::received()
-            };
-            if let Some(signal) = stop {
+            if let Some(signal) = strategy.stop() {
                 bar.finish_and_clear();
                 p.record.status = Status::Interrupted {
                     epoch: p.epoch + 1,
@@ -79,15 +74,8 @@ pub fn train(
             }
             let n = batch.len() as u64;
             let start = Instant::now();
-            let outcome = if job.is_parallel() {
-                parallel::inject_fault(job, p.global_step)?;
-                let (outcome, stop) =
-                    run.step_data_parallel(batch, job, signals::received().is_some())?;
-                stop_agreed = stop;
-                outcome
-            } else {
-                run.step(batch)?
-            };
+            strategy.before_step(p.global_step)?;
+            let outcome = run.step_with(batch, strategy)?;
             p.epoch_seconds += start.elapsed().as_secs_f64();
             if let Some(cause) = outcome.diverged {
                 bar.finish_and_clear();
@@ -97,13 +85,13 @@ pub fn train(
                     loss: Some(f64::from(outcome.loss)).filter(|l| l.is_finite()),
                     last_finite_loss: p.last_finite_loss,
                 };
-                if job.is_root() {
+                if reports {
                     eprintln!(
                         "{}",
-                        divergence::message(name, &spec, outcome.loss, cause, p)
+                        divergence_message(name, &spec, outcome.loss, cause, p)
                     );
                 }
-                return finish(run, p, data, dir, job).map(|()| None);
+                return finish(run, p, data, dir, strategy).map(|()| None);
             }
             let loss = f64::from(outcome.loss);
             p.last_finite_loss = Some(loss);
@@ -126,17 +114,17 @@ pub fn train(
                 p.record.status = Status::StepLimit {
                     step: p.global_step,
                 };
-                return finish(run, p, data, dir, job).map(|()| None);
+                return finish(run, p, data, dir, strategy).map(|()| None);
             }
         }
         bar.finish_and_clear();
-        end_epoch(run, p, data, name, job.is_root())?;
+        end_epoch(run, p, data, name, reports)?;
         if let Some(ckpt) = &ckpt {
             checkpoint::save(ckpt, run, p)?;
         }
     }
     p.record.status = Status::Completed;
-    finish(run, p, data, dir, job).map(|()| None)
+    finish(run, p, data, dir, strategy).map(|()| None)
 }
 
 /// Closes the epoch in progress: evaluates (with the running statistics, and with precise
@@ -180,36 +168,23 @@ fn record_epoch(
     };
     println!("{}", report::table_row(name, &row));
     p.record.epochs.push(row);
-    p.record.set_final(&eval);
+    eval.record_final(&mut p.record);
     Ok(())
 }
 
 /// Saves the final weights of a run that stopped for good — `<model>.safetensors` as training
 /// left them, and `<model>-precise-bn.safetensors` with precise batch-norm statistics when the
-/// run computes them — and its checkpoint. In a data-parallel job every process first checks
-/// that all hold the same weights (collective); then process 0 (the one with `dir`) does the
-/// rest.
+/// run computes them — and its checkpoint. `strategy` first sees the final weights (a
+/// data-parallel job checks that every process holds the same); then process 0 (the one with
+/// `dir`) does the rest.
 fn finish(
     run: &mut ModelRun,
     p: &mut Progress,
     data: &Dataset,
     dir: Option<&RunDir>,
-    job: &Job,
+    strategy: &mut dyn Strategy,
 ) -> Result<(), Error> {
-    if job.is_parallel() {
-        let weights: Vec<f32> = run
-            .model
-            .parameters()
-            .iter()
-            .flat_map(|p| p.value().as_slice().to_vec())
-            .collect();
-        if !norma_distributed::same_on_every_process(job.comm().as_ref(), &weights)? {
-            return Err(Error::Usage(
-                "the processes of the job ended with different weights (a bug: please report it)"
-                    .into(),
-            ));
-        }
-    }
+    strategy.finish(&run.model)?;
     let Some(dir) = dir else {
         return Ok(());
     };
@@ -221,7 +196,7 @@ fn finish(
     let diverged = matches!(p.record.status, Status::Diverged { .. });
     if p.record.status != Status::Completed {
         let eval = run.evaluate(data, !diverged)?;
-        p.record.set_final(&eval);
+        eval.record_final(&mut p.record);
         let precise = eval.test_acc_precise.map_or(String::new(), |a| {
             format!(", {a:.4} with precise BN statistics")
         });
@@ -244,6 +219,41 @@ fn finish(
         }
     }
     checkpoint::save(&checkpoint::dir(dir.path(), name), run, p)
+}
+
+/// The line that explains a divergence of model `name` at batch loss `loss`.
+fn divergence_message(
+    name: &str,
+    spec: &RunSpec,
+    loss: f32,
+    cause: divergence::Cause,
+    p: &Progress,
+) -> String {
+    let advice = if spec.model.is_normalized() {
+        format!("Lower --lr (now {})", report::fmt_lr(spec.lr))
+    } else {
+        format!(
+            "Lower --lr (now {}) or use batch norm (--model lenet-bn)",
+            report::fmt_lr(spec.lr)
+        )
+    };
+    let what = match cause {
+        divergence::Cause::Loss => format!(
+            "the batch loss reached {} (diverged: above {} or not finite)",
+            report::fmt_loss(f64::from(loss)),
+            divergence::DIVERGED_LOSS
+        ),
+        divergence::Cause::State => format!(
+            "weights or batch-norm statistics overflowed to infinity or NaN (batch loss {})",
+            report::fmt_loss(f64::from(loss))
+        ),
+    };
+    format!(
+        "{name}: {what} at epoch {}, step {}; last good loss {}; the run stopped with the weights of the step before. {advice}.",
+        p.epoch + 1,
+        p.step_in_epoch + 1,
+        p.last_finite_loss.map_or("none".into(), report::fmt_loss),
+    )
 }
 
 fn progress_bar(name: &str, epoch: usize, epochs: usize, batches: usize) -> ProgressBar {

@@ -16,7 +16,7 @@
 //! for the experiment that compares the two). The activation is sigmoid with average pooling
 //! (d2l) or ReLU with max pooling. Inputs are (N, 1, 28, 28); outputs are (N, 10) logits.
 //!
-//! **Other normalizations** ([`lenet_norm`]): the same network as LeNet-BN with group norm or
+//! **Other normalizations** ([`ModelKind::LenetGn`], [`ModelKind::LenetLn`]): the same network as LeNet-BN with group norm or
 //! layer norm in the four places of batch norm, named `norm1`…`norm4` (`conv1, norm1, conv2,
 //! norm2, fc1, norm3, fc2, norm4, fc3`; LeNet-BN keeps `bn1`…`bn4`):
 //!
@@ -41,37 +41,95 @@ use crate::{
     Linear, MaxPool2d, Module, Relu, Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
 };
 
-/// The two models of the experiment.
+/// A network of the LeNet family: d2l's LeNet and LeNet-BN's network with batch, group or
+/// layer norm in the places of batch norm (see the module docs). The one type that names a
+/// model: its name is the one the command line, file names and reports use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelKind {
     /// Plain LeNet.
     Lenet,
     /// LeNet with batch normalization.
     LenetBn,
+    /// LeNet-BN's network with group normalization.
+    LenetGn,
+    /// LeNet-BN's network with layer normalization.
+    LenetLn,
 }
 
 impl ModelKind {
-    /// Both models, plain first.
-    pub const ALL: [ModelKind; 2] = [ModelKind::Lenet, ModelKind::LenetBn];
+    /// Every model, plain LeNet first, then batch, group and layer norm.
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Lenet,
+        ModelKind::LenetBn,
+        ModelKind::LenetGn,
+        ModelKind::LenetLn,
+    ];
 
-    /// `lenet` or `lenet-bn`.
+    /// The two models of the brief's experiment, plain first.
+    pub const BRIEF: [ModelKind; 2] = [ModelKind::Lenet, ModelKind::LenetBn];
+
+    /// The models with a normalization: batch, group and layer norm.
+    pub const NORMALIZED: [ModelKind; 3] =
+        [ModelKind::LenetBn, ModelKind::LenetGn, ModelKind::LenetLn];
+
+    /// `lenet`, `lenet-bn`, `lenet-gn` or `lenet-ln`.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Lenet => "lenet",
             ModelKind::LenetBn => "lenet-bn",
+            ModelKind::LenetGn => "lenet-gn",
+            ModelKind::LenetLn => "lenet-ln",
         }
     }
 
-    /// Whether the model contains batch norm.
-    pub fn has_batch_norm(self) -> bool {
-        self == ModelKind::LenetBn
+    /// The normalization by its own name: `none`, `batch`, `group` or `layer`.
+    pub fn norm_name(self) -> &'static str {
+        match self.norm() {
+            None => "none",
+            Some(Norm::Batch) => "batch",
+            Some(Norm::Group) => "group",
+            Some(Norm::Layer) => "layer",
+        }
     }
 
-    /// Builds the model with fresh Xavier-uniform weights drawn from `rng`.
+    /// Whether the model has a normalization layer (all but plain LeNet).
+    pub fn is_normalized(self) -> bool {
+        self.norm().is_some()
+    }
+
+    /// Whether the model contains batch norm (which cannot train on one value per channel
+    /// and has running statistics).
+    pub fn has_batch_norm(self) -> bool {
+        self.norm() == Some(Norm::Batch)
+    }
+
+    /// Builds the model with fresh Xavier-uniform weights drawn from `rng`, its norms (if any)
+    /// before the activations.
     pub fn build(self, activation: Activation, rng: &mut Rng) -> Result<Sequential> {
+        self.build_placed(activation, Placement::BeforeActivation, rng)
+    }
+
+    /// Builds the model with its norms before or after the activations (`placement` does not
+    /// apply to plain LeNet, which has none).
+    pub fn build_placed(
+        self,
+        activation: Activation,
+        placement: Placement,
+        rng: &mut Rng,
+    ) -> Result<Sequential> {
+        match self.norm() {
+            None => lenet(activation, rng),
+            Some(norm) => lenet_norm(norm, activation, placement, rng),
+        }
+    }
+
+    /// The normalization in the places of batch norm; `None` for plain LeNet.
+    fn norm(self) -> Option<Norm> {
         match self {
-            ModelKind::Lenet => lenet(activation, rng),
-            ModelKind::LenetBn => lenet_bn(activation, rng),
+            ModelKind::Lenet => None,
+            ModelKind::LenetBn => Some(Norm::Batch),
+            ModelKind::LenetGn => Some(Norm::Group),
+            ModelKind::LenetLn => Some(Norm::Layer),
         }
     }
 }
@@ -84,14 +142,14 @@ impl fmt::Display for ModelKind {
 
 impl FromStr for ModelKind {
     type Err = String;
+    /// A model's [`ModelKind::name`] (also with `_` for `-`).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "lenet" => Ok(ModelKind::Lenet),
-            "lenet-bn" | "lenet_bn" => Ok(ModelKind::LenetBn),
-            other => Err(format!(
-                "unknown model '{other}' (expected lenet or lenet-bn)"
-            )),
-        }
+        ModelKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s.replace('_', "-"))
+            .ok_or_else(|| {
+                format!("unknown model '{s}' (expected lenet, lenet-bn, lenet-gn or lenet-ln)")
+            })
     }
 }
 
@@ -134,39 +192,15 @@ impl FromStr for Placement {
     }
 }
 
-/// The normalization of a LeNet variant ([`lenet_norm`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Norm {
-    /// Batch norm (`lenet-bn`).
+/// The normalization layer of a [`ModelKind`] in the places of batch norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Norm {
     Batch,
-    /// Group norm (`lenet-gn`).
     Group,
-    /// Layer norm (`lenet-ln`).
     Layer,
 }
 
 impl Norm {
-    /// Every normalization, batch first.
-    pub const ALL: [Norm; 3] = [Norm::Batch, Norm::Group, Norm::Layer];
-
-    /// `batch`, `group` or `layer`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Norm::Batch => "batch",
-            Norm::Group => "group",
-            Norm::Layer => "layer",
-        }
-    }
-
-    /// The model's name: `lenet-bn`, `lenet-gn` or `lenet-ln`.
-    pub fn model_name(self) -> &'static str {
-        match self {
-            Norm::Batch => "lenet-bn",
-            Norm::Group => "lenet-gn",
-            Norm::Layer => "lenet-ln",
-        }
-    }
-
     /// The layer after conv1, conv2, fc1 or fc2 (`index` 1–4), whose output has `channels`
     /// channels and `side`×`side` positions (`side` 0 for the fully connected layers).
     fn layer(self, index: usize, channels: usize, side: usize) -> Result<Box<dyn Module>> {
@@ -191,26 +225,6 @@ impl Norm {
 
 /// Groups of group norm after conv1, conv2, fc1 and fc2 (see the module docs).
 const GN_GROUPS: [usize; 4] = [2, 4, 4, 4];
-
-impl fmt::Display for Norm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Norm {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "batch" | "bn" => Ok(Norm::Batch),
-            "group" | "gn" => Ok(Norm::Group),
-            "layer" | "ln" => Ok(Norm::Layer),
-            other => Err(format!(
-                "unknown normalization '{other}' (expected batch, group or layer)"
-            )),
-        }
-    }
-}
 
 /// Activation and matching pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,7 +324,7 @@ pub fn lenet_bn_placed(
 /// LeNet-BN's network with `norm` in the places of batch norm (see the module docs), before or
 /// after each activation. Convolutions and linear layers draw their weights in the same order
 /// for every normalization, so one seed gives every variant the same initial weights.
-pub fn lenet_norm(
+fn lenet_norm(
     norm: Norm,
     activation: Activation,
     placement: Placement,

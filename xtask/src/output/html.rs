@@ -4,18 +4,18 @@
 //!
 //! Every experiment builds a [`Page`] from blocks in reading order and writes it with
 //! [`Page::write`] (atomically, through the run folder). All text given to a page is escaped;
-//! figures come from [`crate::plot`], whose SVG escapes its own text, and are inlined as they
-//! are (after a check that they are a single `<svg>` element).
+//! figures come from [`crate::output::plot`], whose SVG escapes its own text, and are inlined
+//! as they are (after a check that they are a single `<svg>` element).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::plot::Figure;
-use crate::run_dir::RunDir;
-use crate::table::Table;
-use crate::Error;
+use crate::error::Error;
+use crate::output::plot::Figure;
+use crate::output::run_dir::RunDir;
+use crate::output::table::Table;
 
 /// The file every experiment writes into its run folder.
 pub const REPORT: &str = "report.html";
@@ -75,7 +75,7 @@ impl Page {
         self
     }
 
-    /// A figure drawn by [`crate::plot`]; a figure that failed to draw is shown as a note
+    /// A figure drawn by [`crate::output::plot`]; a figure that failed to draw is shown as a note
     /// naming `what` and the reason, so the page stays complete.
     pub fn figure(&mut self, what: &str, figure: Result<Figure, Error>) -> &mut Page {
         match figure {

@@ -10,7 +10,7 @@ use std::path::Path;
 use norma_io::{AtomicFile, TempName, WriteError};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Wraps an I/O error with the path it concerns.
 pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

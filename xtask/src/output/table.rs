@@ -1,5 +1,5 @@
 //! [`Table`]: the tables of a run, built once and shown twice — as aligned text on the
-//! terminal ([`Table::text`]) and as HTML in `report.html` ([`crate::html`]).
+//! terminal ([`Table::text`]) and as HTML in `report.html` ([`crate::output::html`]).
 
 /// A header row and rows of cells (plain text).
 #[derive(Debug, Clone, Default, PartialEq)]

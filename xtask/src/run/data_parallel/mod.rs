@@ -17,7 +17,7 @@
 //!   the first N mod K processes one more). Process r back-propagates (n_r/N)·L_r, L_r the mean
 //!   loss over its shard; the parameter gradients, flattened into one buffer together with the
 //!   weighted loss, the correct count and a stop flag, are summed in **one** all-reduce
-//!   ([`crate::model_run::ModelRun::step_data_parallel`]). The sum is the gradient of the
+//!   ([`Replica`], in [`replica`]). The sum is the gradient of the
 //!   global batch's mean loss, on every process bit for bit, so every process takes the same
 //!   optimizer step and the replicas never drift apart (checked at the end of every run).
 //! - **Batch norm.** `--bn sync` (the default) makes every batch norm synchronized
@@ -42,33 +42,16 @@
 
 use std::rc::Rc;
 
-use clap::ValueEnum;
-use norma_datasets::{Batch, LastBatch};
+use norma_datasets::LastBatch;
 use norma_distributed::{CommError, Communicator, SingleProcess};
-use norma_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::cli::choices::BnChoice;
+use crate::error::Error;
 
-/// `--bn`: how batch norm computes its training statistics in a data-parallel job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BnChoice {
-    /// Over the global batch (synchronized batch norm): the training of one process.
-    Sync,
-    /// Over each process's shard (plain data parallelism): batches of N/K for batch norm.
-    Local,
-}
+mod replica;
 
-impl BnChoice {
-    /// The value as given on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            BnChoice::Sync => "sync",
-            BnChoice::Local => "local",
-        }
-    }
-}
+pub use replica::{Fault, Replica};
 
 /// How a run is spread over processes (`data_parallel` in `config.json`; absent for one
 /// process).
@@ -100,11 +83,6 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job of one process (the experiments other than `train-lenet`).
-    pub fn single() -> Job {
-        Job::new(Rc::new(SingleProcess), None)
-    }
-
     /// A job over `comm` with the configuration's batch-norm choice (sync when not
     /// data-parallel).
     pub fn new(comm: Rc<dyn Communicator>, parallel: Option<DataParallel>) -> Job {
@@ -237,24 +215,6 @@ pub fn unpack(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     Ok(parts)
 }
 
-/// This process's shard of a global batch, and the global batch's size.
-pub fn shard_of(batch: Batch, comm: &dyn Communicator) -> Result<(Batch, usize), Error> {
-    let n = batch.labels.len();
-    let range = norma_distributed::shard(n, comm.rank(), comm.size());
-    let images = &batch.images;
-    let per: usize = images.shape().iter().skip(1).product();
-    let mut shape = images.shape().to_vec();
-    shape[0] = range.len();
-    let values = images.as_slice()[range.start * per..range.end * per].to_vec();
-    Ok((
-        Batch {
-            images: Tensor::from_vec(&shape, values)?,
-            labels: batch.labels[range].to_vec(),
-        },
-        n,
-    ))
-}
-
 /// Refuses batches whose shards would be too small for a job of `size` processes: every
 /// process needs a sample of every batch, and two with `--bn local` on a model with batch norm
 /// (batch norm cannot normalize one sample). `train_len` is the training set's size.
@@ -304,50 +264,6 @@ pub fn check_shards(
         )));
     }
     Ok(())
-}
-
-/// A fault for the fault drill, injected on one process: `NORMA_FAULT=RANK:STEP:MODE` makes
-/// process RANK, before its global step STEP (0-based) of a data-parallel run, `panic`, die of
-/// SIGKILL (`kill`), or fail with an error (`error`). Ignored by single-process runs and when
-/// unset; a malformed value is an error.
-pub fn inject_fault(job: &Job, step: u64) -> Result<(), Error> {
-    let Ok(spec) = std::env::var("NORMA_FAULT") else {
-        return Ok(());
-    };
-    if !job.is_parallel() {
-        return Ok(());
-    }
-    let bad = || {
-        Error::Usage(format!(
-            "NORMA_FAULT={spec}: expected RANK:STEP:MODE, MODE one of panic, kill, error"
-        ))
-    };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let [rank, at, mode] = parts[..] else {
-        return Err(bad());
-    };
-    let rank: usize = rank.parse().map_err(|_| bad())?;
-    let at: u64 = at.parse().map_err(|_| bad())?;
-    if !["panic", "kill", "error"].contains(&mode) {
-        return Err(bad());
-    }
-    if rank != job.comm.rank() || at != step {
-        return Ok(());
-    }
-    match mode {
-        "panic" => panic!("NORMA_FAULT: a panic injected at step {step}"),
-        "kill" => {
-            #[cfg(unix)]
-            // SAFETY: kill(2) on this process; it does not touch memory.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            std::process::abort()
-        }
-        _ => Err(Error::Usage(format!(
-            "NORMA_FAULT: an error injected at step {step}"
-        ))),
-    }
 }
 
 #[cfg(test)]

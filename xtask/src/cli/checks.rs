@@ -1,9 +1,11 @@
 //! Checks of command-line values shared by the commands, each failing with one line that
 //! names the flag and the value. They run before any data is loaded or anything is written.
 
-use crate::choices::{ModelChoice, OptimizerChoice};
-use crate::report::fmt_lr;
-use crate::Error;
+use norma_layers::models::ModelKind;
+
+use crate::cli::choices::OptimizerChoice;
+use crate::error::Error;
+use crate::output::report::fmt_lr;
 use norma_datasets::DataFile;
 
 /// At most this many worker threads per available core. More only adds contention (results
@@ -74,7 +76,7 @@ pub fn train_samples(train_samples: Option<usize>) -> Result<usize, Error> {
 
 /// `--batch-size` for training `models` on `train_len` images: at least 1, at least 2 with batch
 /// norm (one value per channel has no variance), and at most the training set.
-pub fn batch_size(batch: usize, models: &[ModelChoice], train_len: usize) -> Result<(), Error> {
+pub fn batch_size(batch: usize, models: &[ModelKind], train_len: usize) -> Result<(), Error> {
     if batch == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
@@ -129,11 +131,11 @@ mod tests {
 
     #[test]
     fn batch_sizes_fit_the_models_and_the_data() {
-        use ModelChoice::{Lenet, LenetBn, LenetGn};
+        use ModelKind::{Lenet, LenetBn, LenetGn};
         batch_size(1, &[Lenet, LenetGn], 100).unwrap();
         batch_size(1, &[Lenet], 100).unwrap();
         batch_size(100, &[Lenet, LenetBn], 100).unwrap();
-        let err = |b, k: &[ModelChoice]| batch_size(b, k, 100).unwrap_err().to_string();
+        let err = |b, k: &[ModelKind]| batch_size(b, k, 100).unwrap_err().to_string();
         assert!(err(1, &[Lenet, LenetBn]).contains("lenet-bn"));
         assert!(err(0, &[Lenet]).contains("at least 1"));
         assert!(err(101, &[Lenet])

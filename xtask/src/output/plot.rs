@@ -12,8 +12,8 @@ use plotters::prelude::*;
 
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::run_dir::RunDir;
-use crate::Error;
+use crate::error::Error;
+use crate::output::run_dir::RunDir;
 
 /// Where to look for a TrueType font (plotters needs one to lay out text).
 const FONT_PATHS: &[&str] = &[

@@ -19,12 +19,9 @@
 use norma_datasets::{Batches, Dataset, Order};
 use norma_layers::{recompute_batch_norm_stats, Sequential};
 
-use crate::model_run::RunSpec;
-use crate::snapshot::Snapshot;
-use crate::Error;
-
-/// Batches averaged over when `--precise-bn` is not given.
-pub const DEFAULT_BATCHES: usize = 200;
+use crate::error::Error;
+use crate::run::snapshot::Snapshot;
+use crate::run::spec::RunSpec;
 
 /// Mixed into the run's seed for the order of the precise-statistics batches ("PRECISEB"), so
 /// that it differs from the weights' draws and from every epoch's training order.

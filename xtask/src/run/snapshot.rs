@@ -1,14 +1,14 @@
 //! [`Snapshot`]: a model's weights and buffers, put back bit for bit later. Used to undo a
-//! training step that diverged ([`crate::model_run::ModelRun::step`]) and to evaluate with
+//! training step that diverged ([`crate::run::model_run::ModelRun::step`]) and to evaluate with
 //! precise batch-norm statistics without touching the moving averages training continues
-//! with ([`crate::precise`]).
+//! with ([`crate::run::precise`]).
 
 use std::rc::Rc;
 
 use norma_layers::{Buffer, Module};
 use norma_tensor::Tensor;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The weights and buffers of a model at one moment. Weights are kept as snapshots (no copy
 /// unless they change afterwards); buffers are small and copied.

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use norma_datasets::{Dataset, LoadOptions};
 
-use crate::checks;
-use crate::choices::DatasetChoice;
-use crate::Error;
+use crate::cli::checks;
+use crate::cli::choices::DatasetChoice;
+use crate::error::Error;
 
 /// Sizes the global rayon pool (`None`: one thread per core) and returns the thread count.
 /// Every kernel splits its work independently of this number, so results do not depend on it.

@@ -12,7 +12,7 @@
 //!   if the name is taken, even by a process that took it a microsecond earlier); a taken name
 //!   gets `-2`, `-3`, ... appended, so two runs started in the same second get two folders.
 //!
-//! Every file is written through [`crate::files::write_via`] (temporary file + rename). The
+//! Every file is written through [`crate::output::files::write_via`] (temporary file + rename). The
 //! folders this run created (the run folder, and `runs/` or the parents of `--out` if they were
 //! missing) are removed again when the `RunDir` is dropped while they are still empty, i.e.
 //! when the run failed before writing anything.
@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::files::{self, io_error};
-use crate::Error;
+use crate::error::Error;
+use crate::output::files::{self, io_error};
 
 /// Where default run folders go, relative to the working directory.
 pub const RUNS_DIR: &str = "runs";

@@ -27,9 +27,7 @@
 use norma_layers::{Buffer, Module};
 use norma_tensor::Tensor;
 
-use crate::model_run::RunSpec;
-use crate::report::{fmt_lr, RunRecord, Status};
-use crate::train::progress::Progress;
+use crate::output::report::{RunRecord, Status};
 
 /// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
 /// classes).
@@ -73,34 +71,6 @@ pub const DIVERGED_LOSS: f32 = 100.0;
 /// Whether a batch loss means the run diverged: not finite, or above [`DIVERGED_LOSS`].
 pub fn diverged(loss: f32) -> bool {
     !loss.is_finite() || loss > DIVERGED_LOSS
-}
-
-/// The line that explains a divergence of model `name` at batch loss `loss`.
-pub fn message(name: &str, spec: &RunSpec, loss: f32, cause: Cause, p: &Progress) -> String {
-    let advice = if spec.model.norm().is_some() {
-        format!("Lower --lr (now {})", fmt_lr(spec.lr))
-    } else {
-        format!(
-            "Lower --lr (now {}) or use batch norm (--model lenet-bn)",
-            fmt_lr(spec.lr)
-        )
-    };
-    let what = match cause {
-        Cause::Loss => format!(
-            "the batch loss reached {} (diverged: above {DIVERGED_LOSS} or not finite)",
-            crate::report::fmt_loss(f64::from(loss))
-        ),
-        Cause::State => format!(
-            "weights or batch-norm statistics overflowed to infinity or NaN (batch loss {})",
-            crate::report::fmt_loss(f64::from(loss))
-        ),
-    };
-    format!(
-        "{name}: {what} at epoch {}, step {}; last good loss {}; the run stopped with the weights of the step before. {advice}.",
-        p.epoch + 1,
-        p.step_in_epoch + 1,
-        p.last_finite_loss.map_or("none".into(), crate::report::fmt_loss),
-    )
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::RunDir;
-use crate::table::Table;
-use crate::Error;
+use crate::error::Error;
+use crate::output::run_dir::RunDir;
+use crate::output::table::Table;
 
 /// One epoch of one model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct EpochRow {
     /// averages kept during training: what PyTorch reports by default).
     pub test_acc: f64,
     /// Test accuracy after the epoch with precise batch-norm statistics (see
-    /// [`crate::precise`]); `None` without batch norm or with `--precise-bn 0`.
+    /// [`crate::run::precise`]); `None` without batch norm or with `--precise-bn 0`.
     #[serde(default)]
     pub test_acc_precise: Option<f64>,
     /// Wall-clock seconds of the epoch's training steps (data, evaluation and I/O excluded).
@@ -43,7 +43,7 @@ pub enum Status {
     Completed,
     /// Stopped by `--steps`.
     StepLimit { step: u64 },
-    /// A diverged batch loss (see [`crate::divergence`]) stopped the run.
+    /// A diverged batch loss (see [`crate::run::divergence`]) stopped the run.
     Diverged {
         epoch: usize,
         step: usize,
@@ -69,13 +69,6 @@ impl RunRecord {
     /// The final test accuracy to lead with: precise statistics when measured.
     pub fn headline_acc(&self) -> Option<f64> {
         self.final_test_acc_precise.or(self.final_test_acc)
-    }
-
-    /// Records the evaluation of the final weights.
-    pub fn set_final(&mut self, eval: &crate::model_run::Evaluation) {
-        self.final_test_acc = Some(eval.test_acc);
-        self.final_test_acc_precise = eval.test_acc_precise;
-        self.precise_bn_batches = eval.precise_batches;
     }
 }
 
