@@ -25,20 +25,25 @@
 //! created or written, a load decompresses into a temporary directory removed afterwards.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::download::to_hex;
+use crate::identity::{self, Hashing};
 use crate::idx::{self, FileSet};
 use crate::source::Located;
-use crate::tempfiles::{self, DECOMPRESS, WRITE};
+use crate::tempfiles::{self, write_error, DECOMPRESS, WRITE};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions, Result};
 
 /// First line of every key file; also proves that a file in the cache is norma's.
-const KEY_HEADER: &str = "norma-datasets decompression cache v1";
+/// v2: copies are made only of files checked not to be another dataset's ([`identity`]), so
+/// v1 copies are made again.
+const KEY_HEADER: &str = "norma-datasets decompression cache v2";
+/// What every version's first line starts with.
+const KEY_FAMILY: &str = "norma-datasets decompression cache v";
 
 /// Where one load decompresses its `.gz` files.
 #[derive(Debug)]
@@ -80,6 +85,7 @@ pub(crate) fn prepare(options: &LoadOptions, located: &Located) -> Result<Prepar
     for file in DataFile::ALL {
         let source = &located.files[file.index()];
         if !source.gz {
+            identity::check_file(options.kind, file, &source.path)?;
             continue;
         }
         let dir = match &cache {
@@ -161,8 +167,7 @@ fn remove_previous_layout(root: &Path, source_dir: &Path) {
         let key = root.join(format!("{}.key", file.file_name()));
         let is_file = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
         let ours = is_file(&key)
-            && fs::read_to_string(&key)
-                .is_ok_and(|text| text.starts_with(&format!("{KEY_HEADER}\n")));
+            && fs::read_to_string(&key).is_ok_and(|text| text.starts_with(KEY_FAMILY));
         if ours && (!copy.exists() || is_file(&copy)) {
             let _ = fs::remove_file(&copy);
             let _ = fs::remove_file(&key);
@@ -256,8 +261,11 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             file: source.to_path_buf(),
         });
     }
-    let mut tmp = DECOMPRESS.create_in(dest.parent().unwrap_or(Path::new(".")))?;
-    let mut decoder = MultiGzDecoder::new(BufReader::new(input));
+    let mut tmp = DECOMPRESS.create_for(dest)?;
+    // Both the archive and its content are hashed on the way: either may be another
+    // dataset's known file (a distribution's re-compressed archive has new archive bytes).
+    let mut decoder = MultiGzDecoder::new(BufReader::new(Hashing::new(input)));
+    let mut content = Sha256::new();
     let cap = idx::full_size(file);
     let header = idx::header_len(file);
     let mut head = Vec::with_capacity(header);
@@ -271,13 +279,13 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             Err(e) => return Err(gzip_error(kind, source, e)),
         };
         let chunk = &buf[..n];
+        content.update(chunk);
         if head.len() < header {
             let take = (header - head.len()).min(n);
             head.extend_from_slice(&chunk[..take]);
         }
         if total + n as u64 <= cap {
-            tmp.write_all(chunk)
-                .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
+            tmp.write_all(chunk).map_err(write_error)?;
         }
         total += n as u64;
     }
@@ -290,23 +298,18 @@ fn decompress(kind: DatasetKind, file: DataFile, source: &Path, dest: &Path) -> 
             found: count,
         });
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(dest)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", dest, e.error))?;
+    let archive_sha256 = decoder.into_inner().into_inner().finish();
+    identity::check(kind, file, source, &archive_sha256)?;
+    identity::check(kind, file, source, &to_hex(&content.finalize()))?;
+    tmp.commit().map_err(write_error)?;
     Ok(total)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = WRITE.create_in(path.parent().unwrap_or(Path::new(".")))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| DatasetError::io("writing", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| DatasetError::io("renaming a temporary file to", path, e.error))?;
-    Ok(())
+    let mut tmp = WRITE.create_for(path)?;
+    tmp.write_all(bytes).map_err(write_error)?;
+    tmp.commit().map_err(write_error)
 }
 
 #[cfg(test)]
@@ -314,6 +317,7 @@ mod tests {
     use super::*;
     use flate2::write::GzEncoder;
     use flate2::Compression;
+    use std::io::Write as _;
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());

@@ -10,12 +10,12 @@
 //! of downloads killed long ago are removed before downloading (see [`crate::tempfiles`]).
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::tempfiles::{self, DOWNLOAD};
+use crate::tempfiles::{self, write_error, DOWNLOAD};
 use crate::{DataFile, DatasetError, DatasetKind, LoadOptions};
 
 /// No archive is near this size (the largest is 26 MB); a larger body is not one of ours.
@@ -126,9 +126,7 @@ fn fetch_one(
         url: url.to_string(),
         reason,
     };
-    let mut tmp = DOWNLOAD
-        .create_in(dest.parent().unwrap_or(Path::new(".")))
-        .map_err(FetchError::Fatal)?;
+    let mut tmp = DOWNLOAD.create_for(dest).map_err(FetchError::Fatal)?;
     let mut response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::StatusCode(code) => unreachable(format!("HTTP status {code}")),
         other => unreachable(other.to_string()),
@@ -149,7 +147,7 @@ fn fetch_one(
         };
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n])
-            .map_err(|e| FetchError::Fatal(DatasetError::io("writing", tmp.path(), e)))?;
+            .map_err(|e| FetchError::Fatal(write_error(e)))?;
     }
     let actual = to_hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(expected_sha256.trim()) {
@@ -162,16 +160,8 @@ fn fetch_one(
             actual,
         }));
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| FetchError::Fatal(DatasetError::io("writing", tmp.path(), e)))?;
-    tmp.persist(dest).map_err(|e| {
-        FetchError::Fatal(DatasetError::io(
-            "renaming a temporary file to",
-            dest,
-            e.error,
-        ))
-    })?;
+    tmp.commit()
+        .map_err(|e| FetchError::Fatal(write_error(e)))?;
     Ok(())
 }
 

@@ -191,6 +191,21 @@ pub enum DatasetError {
         found: usize,
     },
 
+    /// The file is one of another dataset's published files (recognised by its SHA-256):
+    /// Fashion-MNIST's files given as MNIST, or the other way round.
+    #[error(
+        "{} is {}'s {}, not {}'s: point --data-dir (or NORMA_DATA_DIR) at the {} files, or load it as {}",
+        .file.display(), .found, file_label(.file), .dataset, .dataset, .found
+    )]
+    WrongDataset {
+        /// The dataset asked for.
+        dataset: DatasetKind,
+        /// The dataset the file belongs to.
+        found: DatasetKind,
+        /// The file.
+        file: PathBuf,
+    },
+
     /// An images file and its labels file hold different numbers of items.
     #[error(
         "{} holds {image_count} images but {} holds {label_count} labels: the two files do not belong together. {}",
@@ -273,6 +288,14 @@ pub enum DatasetError {
 
 /// Result of this crate's operations.
 pub type Result<T> = std::result::Result<T, DatasetError>;
+
+/// "file" plus the file's name, for messages that already show its path.
+fn file_label(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(name) => format!("file {}", name.to_string_lossy()),
+        None => "file".to_string(),
+    }
+}
 
 impl DatasetError {
     /// Shorthand for [`DatasetError::Io`].

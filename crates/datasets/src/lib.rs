@@ -74,6 +74,7 @@ mod cache;
 mod dataset;
 mod download;
 mod error;
+mod identity;
 mod idx;
 mod kind;
 mod options;

@@ -12,16 +12,15 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use tempfile::NamedTempFile;
+use norma_io::{AtomicFile, TempName, WriteError};
 
 use crate::{DatasetError, Result};
 
 /// How long a temporary file must have been left untouched to count as a leftover.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(60 * 60);
 
-/// Random characters in a temporary name (the `tempfile` crate's default, made explicit
-/// because the leftover patterns depend on it).
-const RANDOM_LEN: usize = 6;
+/// Random characters in a temporary name (the leftover patterns depend on it).
+const RANDOM_LEN: usize = norma_io::RANDOM_LEN;
 
 /// One naming pattern of temporary files.
 #[derive(Debug, Clone, Copy)]
@@ -49,15 +48,14 @@ pub(crate) const WRITE: TempKind = TempKind {
 };
 
 impl TempKind {
-    /// Creates a temporary file of this kind in `dir`; it is deleted when dropped unless
-    /// persisted.
-    pub(crate) fn create_in(self, dir: &Path) -> Result<NamedTempFile> {
-        tempfile::Builder::new()
-            .prefix(self.prefix)
-            .suffix(self.suffix)
-            .rand_bytes(RANDOM_LEN)
-            .tempfile_in(dir)
-            .map_err(|e| DatasetError::io("creating a temporary file in", dir, e))
+    /// Starts replacing `dest` atomically, through a temporary file of this kind in its folder;
+    /// the temporary file is deleted when dropped unless committed.
+    pub(crate) fn create_for(self, dest: &Path) -> Result<AtomicFile> {
+        let name = TempName {
+            prefix: self.prefix,
+            suffix: self.suffix,
+        };
+        AtomicFile::create_named(dest, name).map_err(write_error)
     }
 
     /// Whether `name` is a name this kind of temporary file could have.
@@ -67,6 +65,25 @@ impl TempKind {
             .is_some_and(|random| {
                 random.len() == RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric())
             })
+    }
+}
+
+/// A failed atomic write as this crate reports it.
+pub(crate) fn write_error(error: WriteError) -> DatasetError {
+    match error {
+        WriteError::Io {
+            action,
+            path,
+            source,
+        } => DatasetError::io(action, path, source),
+        not_a_file @ WriteError::NotAFile { .. } => {
+            let path = not_a_file.path().to_path_buf();
+            DatasetError::io(
+                "replacing",
+                path,
+                std::io::Error::other(not_a_file.to_string()),
+            )
+        }
     }
 }
 
@@ -124,7 +141,7 @@ mod tests {
     fn created_files_match_their_own_pattern() {
         let dir = tempfile::tempdir().unwrap();
         for kind in [DOWNLOAD, DECOMPRESS, WRITE] {
-            let tmp = kind.create_in(dir.path()).unwrap();
+            let tmp = kind.create_for(&dir.path().join("file")).unwrap();
             let name = tmp.path().file_name().unwrap().to_str().unwrap();
             assert!(kind.matches(name), "{name}");
         }

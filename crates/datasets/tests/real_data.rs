@@ -6,7 +6,9 @@
 use std::fs;
 use std::path::Path;
 
-use norma_datasets::{DataFile, FashionMnist, Origin, DEBIAN_FASHION_MNIST_DIR};
+use norma_datasets::{
+    DataFile, DatasetError, DatasetKind, FashionMnist, Mnist, Origin, DEBIAN_FASHION_MNIST_DIR,
+};
 use sha2::{Digest, Sha256};
 
 /// SHA-256 and size of the decompressed IDX files, in `DataFile::ALL` order.
@@ -36,8 +38,9 @@ fn debian_data_present() -> bool {
         .all(|f| dir.join(f.gz_name()).is_file() || dir.join(f.file_name()).is_file())
 }
 
-#[test]
-fn real_fashion_mnist_from_the_debian_package() {
+/// False (after a note) when the package is missing and the data is not required; a failure
+/// when `NORMA_REQUIRE_DATA=1`.
+fn debian_data_or_note() -> bool {
     if !debian_data_present() {
         let required = std::env::var("NORMA_REQUIRE_DATA").is_ok_and(|v| v == "1");
         assert!(
@@ -50,6 +53,14 @@ fn real_fashion_mnist_from_the_debian_package() {
              {DEBIAN_FASHION_MNIST_DIR} (apt-get install dataset-fashion-mnist; set \
              NORMA_REQUIRE_DATA=1 to make this a failure)"
         );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn real_fashion_mnist_from_the_debian_package() {
+    if !debian_data_or_note() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
@@ -85,4 +96,61 @@ fn real_fashion_mnist_from_the_debian_package() {
 
     let again = opts.load().unwrap();
     assert_eq!(again.location.decompressed, 0, "the cache must be reused");
+}
+
+/// Fashion-MNIST's files, as Debian ships them (re-compressed archives) and extracted, are
+/// refused by name when loaded as MNIST: nothing else in the files tells the two apart.
+#[test]
+fn fashion_mnist_files_are_refused_as_mnist() {
+    if !debian_data_or_note() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let gz_dir = scratch.path().join("gz");
+    let raw_dir = scratch.path().join("raw");
+    fs::create_dir_all(&gz_dir).unwrap();
+    fs::create_dir_all(&raw_dir).unwrap();
+    for file in DataFile::ALL {
+        let archive = Path::new(DEBIAN_FASHION_MNIST_DIR).join(file.gz_name());
+        fs::copy(&archive, gz_dir.join(file.gz_name())).unwrap();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(fs::File::open(&archive).unwrap()),
+            &mut content,
+        )
+        .unwrap();
+        fs::write(raw_dir.join(file.file_name()), content).unwrap();
+    }
+    for dir in [&gz_dir, &raw_dir] {
+        let err = Mnist::options()
+            .read_env(false)
+            .data_dir(Some(dir.clone()))
+            .download(false)
+            .user_cache_dir(scratch.path().join("cache"))
+            .load()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DatasetError::WrongDataset {
+                    dataset: DatasetKind::Mnist,
+                    found: DatasetKind::FashionMnist,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("is Fashion-MNIST's file "),
+            "{err}"
+        );
+        // Loaded as what they are, the same folders are fine.
+        FashionMnist::options()
+            .read_env(false)
+            .data_dir(Some(dir.clone()))
+            .download(false)
+            .user_cache_dir(scratch.path().join("cache"))
+            .load()
+            .unwrap();
+    }
 }

@@ -16,8 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 
 use norma_tensor::Tensor;
@@ -89,6 +88,13 @@ pub enum CheckpointError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The path is not a regular file (a directory, a FIFO, a device), or it is larger than any
+    /// checkpoint of this model can be: nothing was read.
+    #[error("checkpoint {source}")]
+    Refused {
+        #[source]
+        source: norma_io::ReadError,
     },
     /// The file is not a valid safetensors file (truncated, corrupt header, ...).
     #[error("checkpoint {path} is not a valid safetensors file: {source}")]
@@ -256,36 +262,57 @@ pub fn save(model: &dyn Module, path: &Path) -> Result<(), CheckpointError> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk, and a
-/// rename: readers see the old file or the new one, never a part. On error the temporary file
-/// is removed and `path` is untouched.
+/// Writes `bytes` to `path` atomically (norma-io's [`norma_io::write_atomic`]): through a
+/// temporary file in the same folder, flushed to disk, and a rename. Readers see the old file or
+/// the new one, never a part. On error the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
+    norma_io::write_atomic(path, bytes).map_err(|e| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".norma-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+        source: match e {
+            norma_io::WriteError::Io { source, .. } => source,
+            refused => std::io::Error::other(refused.to_string()),
+        },
+    })
 }
 
 /// Loads `path` into the model's parameters and buffers, all or nothing.
+///
+/// Only a regular file no larger than a checkpoint of this model can be
+/// ([`max_file_len`]) is read: a FIFO, a device or a huge file is refused before any byte is.
 pub fn load(model: &dyn Module, path: &Path) -> Result<(), CheckpointError> {
-    let bytes = fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_checkpoint(path, max_file_len(&state_dict(model)))?;
     load_bytes(model, &bytes, path)
+}
+
+/// Reads a checkpoint file of at most `limit` bytes (see [`norma_io::read_limited`]).
+pub fn read_checkpoint(path: &Path, limit: u64) -> Result<Vec<u8>, CheckpointError> {
+    norma_io::read_limited(path, limit).map_err(|e| match e {
+        norma_io::ReadError::Io { source, .. } => CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        refused => CheckpointError::Refused { source: refused },
+    })
+}
+
+/// The largest safetensors file that can hold `state` and nothing else: its data, plus a
+/// header with room to spare (each entry's JSON is its name and ~60 bytes of dtype, shape and
+/// offsets; 64 KiB cover metadata such as PyTorch's `{"format": "pt"}` and the alignment
+/// padding). A file with the same names cannot be larger; checking the size first keeps a huge
+/// or endless file from being read.
+pub fn max_file_len(state: &BTreeMap<String, StateValue>) -> u64 {
+    let entries: u64 = state
+        .iter()
+        .map(|(name, value)| {
+            let data = match value {
+                StateValue::F32(t) => 4 * t.len() as u64,
+                StateValue::I64(_) => 8,
+                StateValue::Unsupported { shape, .. } => 8 * shape.iter().product::<usize>() as u64,
+            };
+            data + 2 * name.len() as u64 + 256
+        })
+        .sum();
+    8 + (64 << 10) + entries
 }
 
 /// Like [`load`] for bytes already in memory (`path` only names them in errors).

@@ -233,3 +233,48 @@ fn a_checkpoint_without_num_batches_tracked_loads_with_zero() {
         StateValue::I64(0)
     );
 }
+
+/// A huge (sparse) file, a device and a FIFO are refused before anything is read: loading one
+/// used to read it whole (12 GB for a 12 GB file) or block forever.
+#[test]
+fn huge_files_devices_and_fifos_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.safetensors");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(12 << 30)
+        .unwrap();
+    let err = checkpoint::load(&lenet_bn(0), &huge).unwrap_err();
+    assert!(matches!(err, CheckpointError::Refused { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is 12884901888 bytes, more than the"),
+        "{err}"
+    );
+
+    let zero = dir.path().join("zero.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let err = checkpoint::load(&lenet_bn(0), &zero).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("is a named pipe, socket or device, not a regular file"),
+        "{err}"
+    );
+
+    let fifo = dir.path().join("fifo.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = checkpoint::load(&lenet_bn(0), &fifo).unwrap_err();
+    assert!(matches!(err, CheckpointError::Refused { .. }), "{err}");
+
+    // The bound is above every real checkpoint of the model.
+    let path = dir.path().join("net.safetensors");
+    checkpoint::save(&lenet_bn(0), &path).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let bound = checkpoint::max_file_len(&checkpoint::state_dict(&lenet_bn(0)));
+    assert!(len < bound && bound < len + (1 << 20), "{len} vs {bound}");
+    checkpoint::load(&lenet_bn(1), &path).unwrap();
+}

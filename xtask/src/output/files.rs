@@ -1,13 +1,13 @@
-//! Every file xtask writes goes through [`write_via`]: the content is produced in a temporary
-//! file next to the destination, flushed to disk, and renamed over the final name. A reader
-//! (or a run that is killed half-way) sees either the old file or the new one, never a
-//! partial one, and a failed write leaves the old file as it was.
+//! Every file xtask writes goes through [`write_via`] (norma-io's atomic writer): the content is
+//! produced in a temporary file next to the destination, flushed to disk, and renamed over the
+//! final name. A reader (or a run that is killed half-way) sees either the old file or the new
+//! one, never a partial one, and a failed write leaves the old file as it was.
 
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
+use norma_io::{AtomicFile, TempName, WriteError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -20,58 +20,38 @@ pub fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// A temporary name in `path`'s folder that keeps its extension (plotters picks the image
-/// format from it) and is unique within this machine's processes and this process's calls.
-fn temp_path(path: &Path) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
-}
-
-/// Writes `path` atomically: `produce` writes the content to the temporary path it is given;
-/// then the temporary file is flushed to disk and renamed to `path`. On any failure the
-/// temporary file is removed and `path` is untouched. Only a regular file is ever replaced: a
-/// symbolic link is followed (the file it points to is replaced, the link stays), and a
-/// directory or a device is refused.
+/// Writes `path` atomically (norma-io's [`AtomicFile`]): `produce` writes the content to the
+/// temporary path it is given, in `path`'s folder and ending in `path`'s file name (plotters
+/// picks the image format from the extension); then the temporary file is flushed to disk and
+/// renamed to `path`. On any failure the temporary file is removed and `path` is untouched.
+/// Only a regular file is ever replaced: a symbolic link is followed (the file it points to is
+/// replaced, the link stays), and a directory or a device is refused.
 pub fn write_via(
     path: &Path,
     produce: impl FnOnce(&Path) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let target = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            fs::canonicalize(path).map_err(io_error(path))?
-        }
-        _ => path.to_path_buf(),
+    let suffix = format!(
+        "-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let name = TempName {
+        prefix: ".tmp-",
+        suffix: &suffix,
     };
-    if let Ok(meta) = fs::metadata(&target) {
-        if !meta.is_file() {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file"
-            };
-            return Err(Error::Usage(format!(
-                "{} is {what}; not replacing it",
-                path.display()
-            )));
-        }
+    let file = AtomicFile::create_named(path, name).map_err(|e| write_error(path, e))?;
+    produce(file.path())?;
+    file.commit().map_err(|e| write_error(path, e))
+}
+
+/// A failed atomic write of `path` as xtask reports it: refusing to replace a directory or a
+/// device is a usage error, the rest an I/O error on `path`.
+fn write_error(path: &Path, error: WriteError) -> Error {
+    match error {
+        WriteError::Io { source, .. } => io_error(path)(source),
+        refused @ WriteError::NotAFile { .. } => Error::Usage(refused.to_string()),
     }
-    let tmp = temp_path(&target);
-    let result = produce(&tmp).and_then(|()| {
-        // Flush before the rename, so that the name never points at unwritten data.
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_error(&tmp))?;
-        fs::rename(&tmp, &target).map_err(io_error(path))
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Writes `bytes` to `path` atomically (see [`write_via`]).
