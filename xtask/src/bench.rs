@@ -28,10 +28,10 @@ pub struct BenchArgs {
     /// Samples per step, at most the training set (2 or more for lenet-bn).
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Timed steps per model.
+    /// Timed steps per model, 1 to 100000.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
-    /// Untimed steps first.
+    /// Untimed steps first, 0 to 100000.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
     /// Worker threads, at most 8 per core [default: one per core].
@@ -44,6 +44,9 @@ pub struct BenchArgs {
     pub data: DataArgs,
 }
 
+/// The largest `--steps` and `--warmup`.
+const MAX_STEPS: u64 = 100_000;
+
 /// Runs `bench`.
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     checks::batch_size(
@@ -51,7 +54,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         &args.model.models(),
         checks::full_train_size(),
     )?;
+    // Bounded so that the times fit in memory and a run ends (100,000 LeNet steps: ~10 min).
     checks::at_least_one("--steps", args.steps as u64)?;
+    checks::count_between("--steps", args.steps as u64, 1, MAX_STEPS)?;
+    checks::count_between("--warmup", args.warmup as u64, 0, MAX_STEPS)?;
     let threads = setup::threads(args.threads)?;
     let batches = fixed_batches(&args)?;
     println!(

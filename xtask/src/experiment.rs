@@ -144,7 +144,7 @@ impl Session {
 fn config<'a, T: Serialize>(experiment: &'a str, options: &'a T) -> ExperimentConfig<'a, T> {
     ExperimentConfig {
         experiment,
-        command: std::env::args().collect(),
+        command: crate::cli::command_line::recorded(),
         norma_version: env!("CARGO_PKG_VERSION"),
         options,
     }

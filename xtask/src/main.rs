@@ -124,7 +124,14 @@ fn quiet_broken_pipe() {
 fn main() -> ExitCode {
     keep_freed_memory();
     quiet_broken_pipe();
-    let cli = match Cli::try_parse() {
+    let args = match cli::command_line::utf8_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -138,6 +145,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // RAYON_NUM_THREADS sets the thread count where --threads does not: the same bound holds.
+    if let Err(e) = cli::checks::threads_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if !matches!(cli.command, Command::TrainLenet(_)) {
         if let Some(size) = norma_distributed::launcher_size().filter(|&k| k > 1) {
             eprintln!(

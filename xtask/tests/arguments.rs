@@ -446,3 +446,117 @@ fn data_parallel_options_need_the_mpi_feature() {
         &["only train-lenet runs data-parallel"],
     );
 }
+
+/// An argument that is not UTF-8 is refused in one line by every command, before anything runs
+/// (it used to panic in `std::env::args`, in some commands after the data had loaded).
+#[test]
+fn a_non_utf8_argument_is_one_line_in_every_command() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"runs/\xff\xfe");
+    let commands = [
+        "train-lenet",
+        "lr-sweep",
+        "eval",
+        "placement",
+        "eval-mode",
+        "batch-size",
+        "drift",
+        "smoothness",
+        "bench",
+    ];
+    for command in commands {
+        for flag in ["--out", "--data-dir"] {
+            let cwd = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .arg(command)
+                .arg(flag)
+                .arg(bad)
+                .current_dir(cwd.path())
+                .output()
+                .unwrap();
+            common::failed_clearly(
+                &out,
+                &format!("{command} {flag} <non-UTF-8>"),
+                &["argument 3 (runs/", "is not valid UTF-8"],
+            );
+            assert_eq!(out.status.code(), Some(2), "{command} {flag}");
+            assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+        }
+    }
+}
+
+/// RAYON_NUM_THREADS is held to the --threads bound: 3000 used to start 3000 threads and print
+/// nothing for minutes.
+#[test]
+fn rayon_num_threads_follows_the_threads_rule() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "3000",
+            &["RAYON_NUM_THREADS must be between 1 and", "got 3000"],
+        ),
+        (
+            "many",
+            &["RAYON_NUM_THREADS must be a whole number of threads, got 'many'"],
+        ),
+        ("-1", &["RAYON_NUM_THREADS must be a whole number"]),
+    ];
+    for (value, expected) in cases {
+        for command in ["train-lenet", "bench", "eval-mode", "drift"] {
+            let cwd = tempfile::tempdir().unwrap();
+            let out = common::command_in(cwd.path(), &[command])
+                .env("RAYON_NUM_THREADS", value)
+                .output()
+                .unwrap();
+            common::failed_clearly(
+                &out,
+                &format!("{command} RAYON_NUM_THREADS={value}"),
+                expected,
+            );
+            assert_eq!(out.status.code(), Some(2));
+        }
+    }
+}
+
+/// bench's counts are bounded as its --help says (a warm-up and step count whose sum overflowed
+/// used to panic with an index out of bounds).
+#[test]
+fn bench_counts_are_bounded() {
+    let huge = u64::MAX.to_string();
+    fails_clearly(
+        &["bench", "--synthetic", "--warmup", &huge, "--steps", "1"],
+        &["--warmup must be between 0 and 100000, got 18446744073709551615"],
+    );
+    fails_clearly(
+        &["bench", "--synthetic", "--steps", "100001"],
+        &["--steps must be between 1 and 100000, got 100001"],
+    );
+    let help = common::stdout(&xtask(&["bench", "--help"]));
+    assert!(
+        help.contains("1 to 100000") && help.contains("0 to 100000"),
+        "{help}"
+    );
+    // Within the bounds, RAYON_NUM_THREADS sets the count where --threads does not.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = common::command_in(
+        cwd.path(),
+        &[
+            "bench",
+            "--synthetic",
+            "--model",
+            "lenet",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    )
+    .env("RAYON_NUM_THREADS", "1")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains(", 1 threads"),
+        "{}",
+        common::stdout(&out)
+    );
+}

@@ -19,12 +19,44 @@ pub fn full_train_size() -> usize {
 
 /// `--threads`: between 1 and [`THREADS_PER_CORE`] × the available cores.
 pub fn threads(threads: Option<usize>) -> Result<(), Error> {
-    let Some(n) = threads else { return Ok(()) };
+    match threads {
+        Some(n) => thread_count("--threads", n),
+        None => Ok(()),
+    }
+}
+
+/// The environment variable rayon reads when no count is given.
+pub const THREADS_ENV: &str = "RAYON_NUM_THREADS";
+
+/// The thread count `RAYON_NUM_THREADS` asks for, checked like `--threads` (one rule whatever
+/// sets the count): `None` when unset, empty or 0 (rayon's "one per core").
+pub fn threads_from_env() -> Result<Option<usize>, Error> {
+    let Some(value) = std::env::var_os(THREADS_ENV) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map(str::trim).unwrap_or("\u{fffd}");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let n: usize = text.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{THREADS_ENV} must be a whole number of threads, got '{}'",
+            value.to_string_lossy()
+        ))
+    })?;
+    if n == 0 {
+        return Ok(None);
+    }
+    thread_count(THREADS_ENV, n)?;
+    Ok(Some(n))
+}
+
+fn thread_count(flag: &str, n: usize) -> Result<(), Error> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let max = THREADS_PER_CORE * cores;
     if n == 0 || n > max {
         return Err(Error::Usage(format!(
-            "--threads must be between 1 and {max} ({THREADS_PER_CORE} per core, {cores} cores here), got {n}"
+            "{flag} must be between 1 and {max} ({THREADS_PER_CORE} per core, {cores} cores here), got {n}"
         )));
     }
     Ok(())
@@ -110,6 +142,16 @@ pub fn one_batch(train_len: usize, batch: usize) -> Result<(), Error> {
 pub fn at_least_one(flag: &str, value: u64) -> Result<(), Error> {
     if value == 0 {
         return Err(Error::Usage(format!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// A count given by `flag`: from `min` to `max` (the bound its `--help` states).
+pub fn count_between(flag: &str, value: u64, min: u64, max: u64) -> Result<(), Error> {
+    if !(min..=max).contains(&value) {
+        return Err(Error::Usage(format!(
+            "{flag} must be between {min} and {max}, got {value}"
+        )));
     }
     Ok(())
 }

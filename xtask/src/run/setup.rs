@@ -12,7 +12,8 @@ use crate::error::Error;
 /// Every kernel splits its work independently of this number, so results do not depend on it.
 pub fn threads(threads: Option<usize>) -> Result<usize, Error> {
     checks::threads(threads)?;
-    if let Some(n) = threads {
+    // --threads, else RAYON_NUM_THREADS (checked by the same rule), else one per core.
+    if let Some(n) = threads.or(checks::threads_from_env()?) {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

@@ -51,7 +51,7 @@ impl TrainConfig {
             train_samples,
             threads,
             runs,
-            command: std::env::args().collect(),
+            command: crate::cli::command_line::recorded(),
             norma_version: env!("CARGO_PKG_VERSION").to_string(),
             data_parallel: None,
             resumed: Vec::new(),

@@ -72,7 +72,7 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
     if !changes.is_empty() {
         eprintln!("resuming {} with {}", dir.display(), changes.join(", "));
     }
-    config.resumed.push(std::env::args().collect());
+    config.resumed.push(crate::cli::command_line::recorded());
     Ok(config)
 }
 

@@ -196,7 +196,7 @@ impl Strategy for Replica<'_> {
 
     /// Under mpirun the binary is started directly (cargo xtask would build without `mpi`).
     fn launcher(&self) -> String {
-        let binary = std::env::args().next().unwrap_or_else(|| "xtask".into());
+        let binary = crate::cli::command_line::program();
         format!("mpirun -np {} {binary}", self.job.size())
     }
 
