@@ -221,6 +221,60 @@ fn a_diverging_run_is_stopped_and_recorded_not_crashed() {
     assert_eq!(metrics[0]["status"]["state"], "diverged", "{metrics}");
 }
 
+/// Batch statistics that overflow inside a step (LeNet-BN with ReLU at an absurd rate: the
+/// next forward pass meets infinite activations) are the divergence rule's, not an internal
+/// error: the model is marked diverged, the run finishes, and a resume keeps it. In `train-lenet`
+/// and in `placement`, which trains through the same step.
+#[test]
+fn overflowing_batch_statistics_are_divergence() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--activation",
+        "relu",
+        "--lr",
+        "1e20",
+        "--train-samples",
+        "1024",
+        "--epochs",
+        "1",
+    ];
+    let out = train(dir.path(), &args);
+    let err = stderr(&out);
+    assert!(err.contains("overflowed to infinity or NaN"), "{err}");
+    assert!(!err.contains("batch statistics of channel"), "{err}");
+    let metrics = json(&dir.path().join("metrics.json"));
+    assert_eq!(metrics[0]["status"]["state"], "diverged", "{metrics}");
+    common::succeeds(&[
+        "train-lenet",
+        "--resume",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    let metrics = json(&dir.path().join("metrics.json"));
+    assert_eq!(metrics[0]["status"]["state"], "diverged", "{metrics}");
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let placement = out_dir.path().join("p");
+    common::succeeds(&[
+        "placement",
+        "--lr",
+        "1e30",
+        "--train-samples",
+        "512",
+        "--epochs",
+        "1",
+        "--out",
+        placement.to_str().unwrap(),
+    ]);
+    assert!(placement.join("report.html").is_file());
+}
+
 #[test]
 fn plain_lenet_trains_with_batches_of_one() {
     if !have_data() {

@@ -146,3 +146,87 @@ fn a_resume_that_cannot_go_ahead_changes_nothing() {
     failed_clearly(&out, "resume without checkpoints", &["no checkpoint in"]);
     assert!(snapshot(dir) == before);
 }
+
+/// A FIFO, a device or a huge file in place of a run's own file is refused in one line: a FIFO
+/// progress.json used to hang `--resume`, a link to /dev/zero to fill memory.
+#[test]
+fn files_of_a_run_that_are_not_regular_are_refused_without_hanging() {
+    if !have_data() {
+        return;
+    }
+    let original = tempfile::tempdir().unwrap();
+    train(
+        original.path(),
+        &[
+            "--model",
+            "lenet",
+            "--train-samples",
+            "256",
+            "--batch-size",
+            "128",
+            "--epochs",
+            "1",
+        ],
+    );
+    for (file, kind) in [
+        ("config.json", "fifo"),
+        ("checkpoint/lenet/progress.json", "fifo"),
+        ("checkpoint/lenet/optimizer.safetensors", "fifo"),
+        ("checkpoint/lenet/progress.json", "zero"),
+        ("checkpoint/lenet/optimizer.safetensors", "huge"),
+    ] {
+        let copy = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", original.path().display()))
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let target = copy.path().join(file);
+        std::fs::remove_file(&target).unwrap();
+        match kind {
+            "fifo" => assert!(std::process::Command::new("mkfifo")
+                .arg(&target)
+                .status()
+                .unwrap()
+                .success()),
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &target).unwrap(),
+            _ => std::fs::File::create(&target)
+                .unwrap()
+                .set_len(12 << 30)
+                .unwrap(),
+        }
+        let mut child = common::command_in(
+            copy.path(),
+            &[
+                "train-lenet",
+                "--resume",
+                copy.path().to_str().unwrap(),
+                "--epochs",
+                "2",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("--resume with a {kind} {file} still runs after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let expected: &[&str] = match kind {
+            "huge" => &["optimizer.safetensors is 12884901888 bytes, more than the"],
+            _ => &[
+                file,
+                "is a named pipe, socket or device, not a regular file",
+            ],
+        };
+        failed_clearly(&out, &format!("{kind} {file}"), expected);
+    }
+}

@@ -44,6 +44,18 @@ pub enum KernelError {
     Argument { name: &'static str, reason: String },
 }
 
+impl KernelError {
+    /// Whether the error says that training overflowed rather than that an input or argument
+    /// was wrong: batch statistics computed from the input came out infinite or NaN (the input
+    /// held huge or non-finite values, as after a step with far too large a learning rate).
+    pub fn is_overflow(&self) -> bool {
+        matches!(
+            self,
+            KernelError::InvalidStatistic { name: "batch statistics", value, .. } if !value.is_finite()
+        )
+    }
+}
+
 impl fmt::Display for KernelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -38,6 +38,14 @@ pub enum LayerError {
     Autograd(AutogradError),
 }
 
+impl LayerError {
+    /// Whether the error says that training overflowed (see [`KernelError::is_overflow`]):
+    /// the training loop's divergence rule, not a bug or a bad input.
+    pub fn is_overflow(&self) -> bool {
+        matches!(self, LayerError::Kernel(k) if k.is_overflow())
+    }
+}
+
 /// Kernel and communication errors raised inside a backward pass travel through autograd
 /// wrapped in an [`AutogradError::Op`]; they come out as [`LayerError::Kernel`] and
 /// [`LayerError::Distributed`] again.

@@ -71,10 +71,24 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     write_atomic(path, text.as_bytes())
 }
 
+/// The largest JSON file a run keeps: its config.json, progress.json and metrics.json stay far
+/// below (a 100-epoch sweep's metrics are ~1 MB).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Reads all of `path` when it is a regular file of at most `limit` bytes (norma-io's
+/// `read_limited`): a FIFO, a device or a huge file in a run folder is refused in one line
+/// before anything is read, instead of hanging or filling memory.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+    norma_io::read_limited(path, limit).map_err(|e| match e {
+        norma_io::ReadError::Io { source, .. } => io_error(path)(source),
+        refused => Error::Usage(refused.to_string()),
+    })
+}
+
 /// Reads JSON written by [`write_json`]; a missing file or bad content names `path`.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> {
-    let text = fs::read_to_string(path).map_err(io_error(path))?;
-    serde_json::from_str(&text).map_err(|e| io_error(path)(std::io::Error::other(e)))
+    let bytes = read_limited(path, MAX_JSON_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| io_error(path)(std::io::Error::other(e)))
 }
 
 /// Checks, before any work, that a file can be written at `path` given by `flag`: it is a

@@ -24,9 +24,12 @@
 //! reaches 1e7). Plain LeNet at lr 3–10 therefore ends "stalled" in the sweep: at chance, its
 //! sigmoids saturated, with a largest batch loss of 5–13 that `sweep.json` records.
 
+use norma_autograd::AutogradError;
+use norma_kernels::KernelError;
 use norma_layers::{Buffer, Module};
 use norma_tensor::Tensor;
 
+use crate::error::Error;
 use crate::output::report::{RunRecord, Status};
 
 /// Final accuracy below which a run that did not diverge stalled (chance is 0.1 on ten
@@ -63,6 +66,18 @@ pub fn overflowed(model: &dyn Module) -> bool {
             .named_buffers()
             .iter()
             .any(|(_, b)| matches!(b, Buffer::F32(t) if !finite(&t.get())))
+}
+
+/// Whether `error`, raised inside a training step, is an overflow (batch statistics that came
+/// out infinite or NaN) rather than a bug or a bad input: the step diverged.
+pub fn is_overflow(error: &Error) -> bool {
+    match error {
+        Error::Layer(e) => e.is_overflow(),
+        Error::Autograd(AutogradError::Op { source, .. }) => source
+            .downcast_ref::<KernelError>()
+            .is_some_and(KernelError::is_overflow),
+        _ => false,
+    }
 }
 
 /// A batch loss above this means the run diverged (see the module docs).

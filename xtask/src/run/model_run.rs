@@ -97,8 +97,22 @@ impl ModelRun {
     ) -> Result<StepOutcome, Error> {
         let before = Snapshot::take(&self.model);
         let Batch { images, labels } = strategy.shard(batch)?;
-        let forward = forward_loss(&mut self.model, images, &labels)?;
-        let (loss, correct) = strategy.backward(&self.model, forward, &labels)?;
+        let passes = forward_loss(&mut self.model, images, &labels)
+            .and_then(|forward| strategy.backward(&self.model, forward, &labels));
+        let (loss, correct) = match passes {
+            Ok(done) => done,
+            // Batch statistics that overflowed: the step diverged (nothing of it applied; the
+            // running statistics it may have updated are put back).
+            Err(e) if strategy.overflow_is_divergence() && divergence::is_overflow(&e) => {
+                before.restore(&self.model)?;
+                return Ok(StepOutcome {
+                    loss: f32::NAN,
+                    correct: 0,
+                    diverged: Some(divergence::Cause::State),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let mut diverged = divergence::diverged(loss).then_some(divergence::Cause::Loss);
         if diverged.is_none() {
             self.optimizer.step()?;

@@ -80,6 +80,14 @@ pub trait Strategy {
         labels: &[usize],
     ) -> Result<(f32, usize), Error>;
 
+    /// Whether an overflow error inside this process's forward or backward pass
+    /// ([`divergence::is_overflow`]) is the step's divergence. True alone; a process of a
+    /// data-parallel job could overflow where the others do not (local batch norm) and leave
+    /// them waiting in a collective, so there the error ends the job instead.
+    fn overflow_is_divergence(&self) -> bool {
+        true
+    }
+
     /// Whether a weight or a batch-norm statistic of `model` (on any process) overflowed to
     /// infinity or NaN after the update.
     fn overflowed(&mut self, model: &Sequential) -> Result<bool, Error>;

@@ -103,7 +103,10 @@ pub fn load(dir: &Path, run: &mut ModelRun) -> Result<Progress, Error> {
     }
     weights::load(&run.model, &from.join(MODEL))?;
     let opt_path = from.join(OPTIMIZER);
-    let bytes = fs::read(&opt_path).map_err(io_error(&opt_path))?;
+    // Adam keeps two tensors per parameter and a step count: three times the model's own
+    // checkpoint bound covers every optimizer's state.
+    let limit = 3 * weights::max_file_len(&weights::state_dict(&run.model));
+    let bytes = files::read_limited(&opt_path, limit)?;
     load_optimizer(run, &bytes, &opt_path)?;
     Ok(progress)
 }

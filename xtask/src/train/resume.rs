@@ -20,7 +20,8 @@ use crate::train::config::TrainConfig;
 /// error.
 pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
     let path = dir.join("config.json");
-    if !path.is_file() {
+    // Anything there that is not a regular file is refused by name when it is read.
+    if !path.exists() {
         return Err(Error::Usage(format!(
             "--resume {}: no config.json there (not a train-lenet run folder)",
             dir.display()

@@ -118,6 +118,12 @@ impl<'a> Replica<'a> {
 }
 
 impl Strategy for Replica<'_> {
+    /// An overflow on one process ends the job (as every error after the start does): with
+    /// local batch norm the others may not overflow and would wait for this one.
+    fn overflow_is_divergence(&self) -> bool {
+        false
+    }
+
     fn shard(&mut self, batch: Batch) -> Result<Batch, Error> {
         let (shard, global) = shard_of(batch, self.job.comm().as_ref())?;
         self.weight = shard.labels.len() as f32 / global as f32;
