@@ -175,6 +175,10 @@ fn main() -> ExitCode {
         Ok(Some(signal)) => ExitCode::from(signal.exit_code()),
         // Process 0 of the data-parallel job has said why.
         Err(Error::StoppedByRoot | Error::Reported(_)) => ExitCode::FAILURE,
+        Err(e @ Error::Stopped(signal)) => {
+            eprintln!("{e}");
+            ExitCode::from(signal.exit_code())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -230,3 +230,42 @@ fn files_of_a_run_that_are_not_regular_are_refused_without_hanging() {
         failed_clearly(&out, &format!("{kind} {file}"), expected);
     }
 }
+
+#[test]
+fn a_run_stopped_before_its_final_files_is_finished_by_resume() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "512",
+        "--epochs",
+        "1",
+    ];
+    train(dir.path(), &args);
+    let precise = dir.path().join("lenet-bn-precise-bn.safetensors");
+    let progress_path = dir.path().join("checkpoint/lenet-bn/progress.json");
+    let want = std::fs::read(&precise).unwrap();
+    // Both states a kill or a full disk can leave between the last step and the last file:
+    // the checkpoint of the last epoch's end (status "running"), and the checkpoint the
+    // final phase writes first (status "finishing").
+    let finishing = serde_json::json!({"state": "finishing", "then": {"state": "completed"}});
+    for status in [serde_json::json!({"state": "running"}), finishing] {
+        let mut progress = json(&progress_path);
+        progress["record"]["status"] = status.clone();
+        std::fs::write(&progress_path, progress.to_string()).unwrap();
+        std::fs::remove_file(&precise).unwrap();
+        common::succeeds(&["train-lenet", "--resume", dir.path().to_str().unwrap()]);
+        assert_eq!(std::fs::read(&precise).unwrap(), want, "from {status}");
+        let progress = json(&progress_path);
+        assert_eq!(
+            progress["record"]["status"]["state"], "completed",
+            "from {status}"
+        );
+        let metrics = json(&dir.path().join("metrics.json"));
+        assert_eq!(metrics[0]["status"]["state"], "completed", "from {status}");
+    }
+}

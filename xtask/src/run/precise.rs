@@ -19,6 +19,7 @@
 use norma_datasets::{Batches, Dataset, Order};
 use norma_layers::{recompute_batch_norm_stats, Sequential};
 
+use crate::cli::signals;
 use crate::error::Error;
 use crate::run::snapshot::Snapshot;
 use crate::run::spec::RunSpec;
@@ -51,8 +52,19 @@ pub fn with_precise_stats<T>(
     f: impl FnOnce(&mut Sequential) -> Result<T, Error>,
 ) -> Result<(T, usize), Error> {
     let before = Snapshot::take(model);
-    let result = recompute_batch_norm_stats(model, batches.map(|b| b.images), k)
-        .map_err(Error::from)
+    // A signal ends the pass between two batches (and then the run, with Error::Stopped).
+    let mut stop = Ok(());
+    let images = batches.map_while(|b| match signals::check() {
+        Ok(()) => Some(b.images),
+        Err(e) => {
+            stop = Err(e);
+            None
+        }
+    });
+    let recomputed = recompute_batch_norm_stats(model, images, k);
+    // The stop first: stopped before the first batch, the pass has "no batch" to average.
+    let result = stop
+        .and_then(|()| Ok(recomputed?))
         .and_then(|report| Ok((f(model)?, report.batches)));
     before.restore(model)?;
     result
