@@ -202,7 +202,18 @@ fn eval_mode_options_are_checked_first() {
             &["--batch-sizes", "2", "8", "2"],
             &["--batch-sizes lists 2 more than once"],
         ),
-        (&["--orders", "0"], &["--orders must be at least 1"]),
+        (
+            &["--orders", "0"],
+            &["--orders must be between 1 and 1000, got 0"],
+        ),
+        (
+            &["--orders", "4294967296"],
+            &["--orders must be between 1 and 1000"],
+        ),
+        (
+            &["--orders", "18446744073709551615"],
+            &["--orders must be between 1 and 1000"],
+        ),
         (&["--epochs", "0"], &["--epochs must be at least 1"]),
         (
             &["--weights", "/nonexistent.safetensors"],

@@ -42,17 +42,10 @@ pub fn batches<'a>(spec: &RunSpec, data: &'a Dataset) -> Result<Option<Batches<'
     )?))
 }
 
-/// Runs `f` on `model` with its batch-norm running statistics recomputed from the first `k`
-/// of `batches`; afterwards every weight and buffer is exactly what it was. Returns what `f`
-/// returned and the number of batches averaged over.
-pub fn with_precise_stats<T>(
-    model: &mut Sequential,
-    batches: Batches,
-    k: usize,
-    f: impl FnOnce(&mut Sequential) -> Result<T, Error>,
-) -> Result<(T, usize), Error> {
-    let before = Snapshot::take(model);
-    // A signal ends the pass between two batches (and then the run, with Error::Stopped).
+/// Replaces the batch-norm running statistics of `model` by their average over the first `k`
+/// of `batches` (all of them when there are fewer); returns how many it averaged over. A
+/// signal stops it between two batches with [`Error::Stopped`].
+pub fn recompute(model: &mut Sequential, batches: Batches, k: usize) -> Result<usize, Error> {
     let mut stop = Ok(());
     let images = batches.map_while(|b| match signals::check() {
         Ok(()) => Some(b.images),
@@ -63,9 +56,21 @@ pub fn with_precise_stats<T>(
     });
     let recomputed = recompute_batch_norm_stats(model, images, k);
     // The stop first: stopped before the first batch, the pass has "no batch" to average.
-    let result = stop
-        .and_then(|()| Ok(recomputed?))
-        .and_then(|report| Ok((f(model)?, report.batches)));
+    stop?;
+    Ok(recomputed?.batches)
+}
+
+/// Runs `f` on `model` with its batch-norm running statistics recomputed from the first `k`
+/// of `batches`; afterwards every weight and buffer is exactly what it was. Returns what `f`
+/// returned and the number of batches averaged over.
+pub fn with_precise_stats<T>(
+    model: &mut Sequential,
+    batches: Batches,
+    k: usize,
+    f: impl FnOnce(&mut Sequential) -> Result<T, Error>,
+) -> Result<(T, usize), Error> {
+    let before = Snapshot::take(model);
+    let result = recompute(model, batches, k).and_then(|used| Ok((f(model)?, used)));
     before.restore(model)?;
     result
 }
