@@ -105,7 +105,7 @@ impl Session {
         let dir = parent.subdir(name)?;
         let config = TrainConfig::new(
             self.common.data.dataset(),
-            self.common.data.data_dir.clone(),
+            self.common.data.absolute_data_dir()?,
             self.common.train_samples,
             self.common.threads,
             runs,

@@ -269,3 +269,101 @@ fn a_run_stopped_before_its_final_files_is_finished_by_resume() {
         assert_eq!(metrics[0]["status"]["state"], "completed", "from {status}");
     }
 }
+
+#[test]
+fn a_relative_data_dir_is_stored_absolute_and_a_new_data_folder_is_noted() {
+    if !have_data() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // Two folders holding the same files (links to Debian's), and two working directories.
+    let debian = std::path::Path::new(norma_datasets::DEBIAN_FASHION_MNIST_DIR);
+    for copy in ["first/data", "second/data"] {
+        let dir = root.path().join(copy);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(debian).unwrap() {
+            let entry = entry.unwrap();
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let out = root.path().join("run");
+    let o = out.to_str().unwrap();
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "512",
+        "--epochs",
+        "1",
+    ];
+    let started = common::command_in(
+        &root.path().join("first"),
+        &[
+            &[
+                "train-lenet",
+                "--out",
+                o,
+                "--data-dir",
+                "data",
+                "--steps",
+                "1",
+            ],
+            &args[..],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(started.status.success(), "{}", common::stderr(&started));
+    let config = json(&out.join("config.json"));
+    let stored = root.path().join("first/data");
+    assert_eq!(config["data_dir"], stored.to_str().unwrap(), "{config}");
+    assert_eq!(
+        config["data_found_in"],
+        stored.to_str().unwrap(),
+        "{config}"
+    );
+    // From another directory, the stored folder is still the one used...
+    let resumed = common::command_in(
+        &root.path().join("second"),
+        &["train-lenet", "--resume", o, "--steps", "2"],
+    )
+    .output()
+    .unwrap();
+    assert!(resumed.status.success(), "{}", common::stderr(&resumed));
+    assert!(
+        !common::stderr(&resumed).contains("note: the data"),
+        "{}",
+        common::stderr(&resumed)
+    );
+    // ...and another folder is said.
+    let moved = common::command_in(
+        &root.path().join("second"),
+        &[
+            "train-lenet",
+            "--resume",
+            o,
+            "--steps",
+            "3",
+            "--data-dir",
+            "data",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(moved.status.success(), "{}", common::stderr(&moved));
+    let err = common::stderr(&moved);
+    let second = root.path().join("second/data");
+    assert!(
+        err.contains(&format!(
+            "note: the data now comes from {}; the run was trained on data from {}",
+            second.display(),
+            stored.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        json(&out.join("config.json"))["data_dir"],
+        second.to_str().unwrap()
+    );
+}

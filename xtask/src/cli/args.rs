@@ -2,7 +2,7 @@
 //! `--data-dir`, `--train-samples`, `--out`), [`DataArgs`], [`PreciseArgs`] (`--precise-bn`)
 //! and, for experiments repeated over seeds, [`SeedArgs`] (`--seed`, `--seeds`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -27,6 +27,21 @@ impl DataArgs {
     pub fn dataset(&self) -> DatasetChoice {
         self.dataset.unwrap_or(DatasetChoice::FashionMnist)
     }
+
+    /// `--data-dir` as an absolute path, the form a run stores: a relative one would name
+    /// another folder when the run is resumed from another directory.
+    pub fn absolute_data_dir(&self) -> Result<Option<PathBuf>, Error> {
+        self.data_dir
+            .as_deref()
+            .map(|dir| absolute("--data-dir", dir))
+            .transpose()
+    }
+}
+
+/// `path` (given as `flag`) made absolute against the working directory, without touching
+/// the file system otherwise (no link is resolved; the path need not exist yet).
+pub fn absolute(flag: &str, path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path).map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))
 }
 
 /// Options every experiment takes.

@@ -65,9 +65,9 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
         changes.push(format!("--threads {threads}"));
         config.threads = Some(threads);
     }
-    if let Some(data_dir) = &args.common.data.data_dir {
+    if let Some(data_dir) = args.common.data.absolute_data_dir()? {
         changes.push(format!("--data-dir {}", data_dir.display()));
-        config.data_dir = Some(data_dir.clone());
+        config.data_dir = Some(data_dir);
     }
     config.validate()?;
     if !changes.is_empty() {
