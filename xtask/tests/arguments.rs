@@ -128,6 +128,10 @@ fn lr_sweep_options_are_checked_first() {
         &["--lrs lists 0.1 more than once"],
     );
     fails_before_data(
+        &["lr-sweep", "--lrs", "0.1", "0.10000000001"],
+        &["--lrs lists 0.10000000001 more than once (0.1 and 0.10000000001 are the same f32)"],
+    );
+    fails_before_data(
         &["lr-sweep", "--seeds", "0"],
         &["--seeds must be at least 1"],
     );

@@ -367,3 +367,64 @@ fn a_relative_data_dir_is_stored_absolute_and_a_new_data_folder_is_noted() {
         second.to_str().unwrap()
     );
 }
+
+#[test]
+fn a_resume_with_another_optimizer_state_or_a_doubled_run_is_refused() {
+    if !have_data() {
+        return;
+    }
+    let run = |optimizer: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--model",
+            "lenet-bn",
+            "--train-samples",
+            "512",
+            "--epochs",
+            "1",
+        ];
+        train(dir.path(), &[&args[..], optimizer].concat());
+        dir
+    };
+    let momentum = run(&["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.1"]);
+    let plain = run(&["--optimizer", "sgd", "--lr", "0.1"]);
+    let adam = run(&["--optimizer", "adam", "--lr", "0.001"]);
+    let state = |d: &tempfile::TempDir| d.path().join("checkpoint/lenet-bn/optimizer.safetensors");
+    let refused = |dir: &tempfile::TempDir, expected: &[&str]| {
+        let before = snapshot(dir.path());
+        let d = dir.path().to_str().unwrap();
+        let out = xtask(&["train-lenet", "--resume", d, "--epochs", "2"]);
+        failed_clearly(&out, d, expected);
+        assert!(
+            snapshot(dir.path()) == before,
+            "a refused resume changed the run"
+        );
+    };
+    // Another optimizer's state in place of the run's own.
+    for (into, from, expected) in [
+        (&momentum, &adam, "adam"),
+        (&adam, &momentum, "sgd"),
+        (&momentum, &plain, "momentum"),
+    ] {
+        let own = std::fs::read(state(into)).unwrap();
+        std::fs::copy(state(from), state(into)).unwrap();
+        refused(into, &["optimizer.safetensors", expected]);
+        std::fs::write(state(into), own).unwrap();
+    }
+    // config.json edited to another optimizer.
+    let config_path = momentum.path().join("config.json");
+    let original = std::fs::read(&config_path).unwrap();
+    let mut config = json(&config_path);
+    config["runs"][0]["optimizer"] = "adam".into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(&momentum, &["config.json", "--momentum applies to --optimizer sgd only"]);
+    config["runs"][0]["momentum"] = 0.0.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(&momentum, &["optimizer.safetensors", "sgd"]);
+    // Two entries for one model would share its checkpoint folder.
+    let mut config: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let first = config["runs"][0].clone();
+    config["runs"].as_array_mut().unwrap().push(first);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(&momentum, &["config.json", "lists lenet-bn twice"]);
+}

@@ -86,7 +86,14 @@ impl TrainConfig {
         }
         checks::threads(self.threads)?;
         let train_len = checks::train_samples(self.train_samples)?;
-        for spec in &self.runs {
+        for (i, spec) in self.runs.iter().enumerate() {
+            // Each run has its checkpoint folder by model name: two would share one.
+            if self.runs[..i].iter().any(|r| r.model == spec.model) {
+                return Err(Error::Usage(format!(
+                    "the configuration lists {} twice; a run holds each model once",
+                    spec.model.name()
+                )));
+            }
             checks::at_least_one("--epochs", spec.epochs as u64)?;
             if let Some(steps) = spec.steps {
                 checks::at_least_one("--steps", steps)?;
