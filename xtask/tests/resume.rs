@@ -417,7 +417,10 @@ fn a_resume_with_another_optimizer_state_or_a_doubled_run_is_refused() {
     let mut config = json(&config_path);
     config["runs"][0]["optimizer"] = "adam".into();
     std::fs::write(&config_path, config.to_string()).unwrap();
-    refused(&momentum, &["config.json", "--momentum applies to --optimizer sgd only"]);
+    refused(
+        &momentum,
+        &["config.json", "--momentum applies to --optimizer sgd only"],
+    );
     config["runs"][0]["momentum"] = 0.0.into();
     std::fs::write(&config_path, config.to_string()).unwrap();
     refused(&momentum, &["optimizer.safetensors", "sgd"]);

@@ -129,7 +129,7 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<(), Error> {
     // Where the file will really be written (through a link, maybe dangling), tried now
     // rather than after the work: a probe file next to it, removed at once.
     norma_io::AtomicFile::create(path).map(drop).map_err(|e| {
-        let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+        let why = write_refusal(&e);
         match fs::read_link(path) {
             Ok(target) => Error::Usage(format!(
                 "{flag} {shown} is a link to {}, which cannot be written: {why}",
@@ -138,6 +138,19 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<(), Error> {
             Err(_) => Error::Usage(format!("{flag} {shown} cannot be written: {why}")),
         }
     })
+}
+
+/// Why a probe write ([`norma_io::AtomicFile::create`]) was refused, in the words of the
+/// system ("permission denied") without the probe's own temporary name, which means nothing to
+/// the user.
+pub fn write_refusal(e: &norma_io::WriteError) -> String {
+    match e {
+        norma_io::WriteError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => "its folder does not exist".into(),
+            kind => std::io::Error::from(kind).to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Checks that `path` given by `flag` is an existing regular file to read.

@@ -111,7 +111,7 @@ impl RunDir {
                     norma_io::AtomicFile::create(&path.join("config.json")).map_err(|e| {
                         Error::Usage(format!(
                         "--out {shown}: cannot write into it ({}); give a folder you can write to",
-                        std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
+                        files::write_refusal(&e)
                     ))
                     })?,
                 );
