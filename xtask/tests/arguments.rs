@@ -133,8 +133,14 @@ fn lr_sweep_options_are_checked_first() {
     );
     fails_before_data(
         &["lr-sweep", "--seeds", "0"],
-        &["--seeds must be at least 1"],
+        &["--seeds must be between 1 and 1000, got 0"],
     );
+    for command in ["lr-sweep", "placement", "batch-size"] {
+        fails_before_data(
+            &[command, "--seeds", "18446744073709551615"],
+            &["--seeds must be between 1 and 1000"],
+        );
+    }
     fails_before_data(
         &["lr-sweep", "--epochs", "0"],
         &["--epochs must be at least 1"],
@@ -165,7 +171,7 @@ fn placement_options_are_checked_first() {
     );
     fails_before_data(
         &["placement", "--seeds", "0"],
-        &["--seeds must be at least 1"],
+        &["--seeds must be between 1 and 1000, got 0"],
     );
     fails_before_data(
         &[
@@ -406,7 +412,10 @@ fn batch_size_options_are_checked_first() {
             &["--norms lists group more than once"],
         ),
         (&["--epochs", "0"], &["--epochs must be at least 1"]),
-        (&["--seeds", "0"], &["--seeds must be at least 1"]),
+        (
+            &["--seeds", "0"],
+            &["--seeds must be between 1 and 1000, got 0"],
+        ),
         (
             &["--lr-rule", "cubic"],
             &["invalid value 'cubic' for '--lr-rule"],
