@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use clap::ValueEnum;
+use crate::cli::choices::flag_value;
 
 use crate::cli::choices::Models;
 use crate::error::Error;
@@ -112,13 +112,6 @@ fn check_own_run(dir: &Path, config: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// The name clap shows for a value of a `--flag` enum.
-fn flag_value<T: ValueEnum>(value: T) -> String {
-    value
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// Every option given in `args` whose value differs from `config`, as `--flag value (stored:
