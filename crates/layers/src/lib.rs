@@ -10,7 +10,8 @@
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
 //! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
 //! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
-//! | [`AvgPool2d`], [`MaxPool2d`] | pooling |
+//! | [`AvgPool2d`], [`MaxPool2d`], [`GlobalAvgPool2d`] | pooling (the last PyTorch's `AdaptiveAvgPool2d(1)`) |
+//! | [`BasicBlock`] | He et al.'s residual block (or its plain twin), any [`NormKind`] |
 //! | [`Sigmoid`], [`Relu`] | activations |
 //! | [`Flatten`], [`Dropout`], [`Sequential`] | plumbing |
 //!
@@ -46,6 +47,7 @@ mod module;
 mod norm;
 pub mod observe;
 mod pool;
+mod residual;
 mod sequential;
 
 pub use activation::{Relu, Sigmoid};
@@ -60,8 +62,9 @@ pub use module::{
 pub use norm::{
     batch_norm, convert_sync_batch_norm, fold_batch_norm, recompute_batch_norm_stats,
     sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
-    GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, ShiftNoise, ShiftNoiseConfig,
+    GroupNormConfig, LayerNorm, LayerNormConfig, NormKind, PreciseBnReport, ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
-pub use pool::{AvgPool2d, MaxPool2d};
+pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};
+pub use residual::{BasicBlock, BasicBlockConfig};
 pub use sequential::Sequential;
