@@ -105,7 +105,10 @@ fn main() -> Result<(), Error> {
             &[args.batch, 1, 28, 28],
             images.as_slice()[rows.start * pixels..rows.end * pixels].to_vec(),
         )?;
-        let y: Vec<usize> = labels.as_slice()[rows].iter().map(|&l| l as usize).collect();
+        let y: Vec<usize> = labels.as_slice()[rows]
+            .iter()
+            .map(|&l| l as usize)
+            .collect();
         if y.iter().any(|&l| l >= 10) {
             return Err(format!("step {step}: a label outside 0-9").into());
         }

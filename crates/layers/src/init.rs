@@ -32,7 +32,9 @@ pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
         return Err(LayerError::Config {
             layer: "init".into(),
-            reason: format!("fan_in and fan_out need a weight of at least 2 axes, got shape {shape:?}"),
+            reason: format!(
+                "fan_in and fan_out need a weight of at least 2 axes, got shape {shape:?}"
+            ),
         });
     }
     let receptive: usize = shape[2..].iter().product();
@@ -111,7 +113,10 @@ mod tests {
             let w = kaiming_normal(&shape, mode, &mut Rng::seed_from_u64(3)).unwrap();
             let (mean, std) = moments(&w);
             let want = (2.0 / fan as f64).sqrt();
-            assert!((std - want).abs() < 0.02 * want, "{mode:?}: std {std}, want {want}");
+            assert!(
+                (std - want).abs() < 0.02 * want,
+                "{mode:?}: std {std}, want {want}"
+            );
             assert!(mean.abs() < 0.02 * want, "{mode:?}: mean {mean}");
         }
         // Seeded: the same seed draws the same tensor.

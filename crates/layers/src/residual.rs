@@ -80,7 +80,14 @@ pub struct BasicBlock {
 
 /// A k×k convolution of `stride` and padding k/2, He-normal (fan-out) weights, a zero bias
 /// only when no normalization follows.
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, bias: bool, rng: &mut Rng) -> Result<Conv2d> {
+fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    bias: bool,
+    rng: &mut Rng,
+) -> Result<Conv2d> {
     let weight = kaiming_normal(&[cout, cin, k, k], FanMode::FanOut, rng)?;
     Conv2d::from_tensors(weight, bias.then(|| Tensor::zeros(&[cout])), stride, k / 2)
 }
@@ -96,10 +103,12 @@ fn conv_norm(
 ) -> Result<Sequential> {
     let channels = conv.weight().shape()[0];
     let seq = seq.with(conv_name, conv);
-    Ok(match (norm.layer(channels, side)?, norm.layer_name(index)) {
-        (Some(layer), Some(name)) => seq.with_boxed(name, layer),
-        _ => seq,
-    })
+    Ok(
+        match (norm.layer(channels, side)?, norm.layer_name(index)) {
+            (Some(layer), Some(name)) => seq.with_boxed(name, layer),
+            _ => seq,
+        },
+    )
 }
 
 impl BasicBlock {
@@ -132,7 +141,14 @@ impl BasicBlock {
             side,
         )?
         .with("relu1", Relu);
-        let main = conv_norm(main, "conv2".into(), conv(cout, cout, 3, 1, bias, rng)?, norm, 2, side)?;
+        let main = conv_norm(
+            main,
+            "conv2".into(),
+            conv(cout, cout, 3, 1, bias, rng)?,
+            norm,
+            2,
+            side,
+        )?;
         let shortcut = match (shortcut, stride == 1 && cin == cout) {
             (false, _) => Shortcut::None,
             (true, true) => Shortcut::Identity,

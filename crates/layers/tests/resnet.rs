@@ -77,10 +77,17 @@ fn resnet8_bn_state_dict_names_match_pytorch() {
     // The plain net: the same names without the projections; no norm: biases instead.
     let p = plain(8, NormKind::Batch, &mut Rng::seed_from_u64(0)).unwrap();
     let pn: Vec<String> = p.named_parameters().into_iter().map(|(n, _)| n).collect();
-    let without: Vec<&str> = want.iter().copied().filter(|n| !n.contains("shortcut")).collect();
+    let without: Vec<&str> = want
+        .iter()
+        .copied()
+        .filter(|n| !n.contains("shortcut"))
+        .collect();
     assert_eq!(pn, without);
     let bare = resnet(8, NormKind::None, &mut Rng::seed_from_u64(0)).unwrap();
-    assert!(bare.named_parameters().iter().any(|(n, _)| n == "layer2.0.shortcut.0.bias"));
+    assert!(bare
+        .named_parameters()
+        .iter()
+        .any(|(n, _)| n == "layer2.0.shortcut.0.bias"));
     assert!(bare.named_buffers().is_empty());
 }
 
@@ -256,7 +263,12 @@ fn the_shortcut_adds_the_input() {
     let a = res.forward(&Var::constant(x.clone())).unwrap();
     let b = bare.forward(&Var::constant(x.clone())).unwrap();
     let mut checked = 0;
-    for ((&ya, &yb), &xi) in a.value().as_slice().iter().zip(b.value().as_slice()).zip(x.as_slice())
+    for ((&ya, &yb), &xi) in a
+        .value()
+        .as_slice()
+        .iter()
+        .zip(b.value().as_slice())
+        .zip(x.as_slice())
     {
         if yb > 0.0 {
             assert!((ya - yb - xi).abs() < 1e-5, "{ya} - {yb} != {xi}");
@@ -317,7 +329,11 @@ fn checkpoints_round_trip_for_every_norm() {
             let mut fresh = spec.build(&mut Rng::seed_from_u64(2)).unwrap();
             assert_ne!(eval_logits(&mut fresh, &x), eval_logits(&mut net, &x));
             checkpoint::load(&fresh, &path).unwrap();
-            assert_eq!(eval_logits(&mut fresh, &x), eval_logits(&mut net, &x), "{spec}");
+            assert_eq!(
+                eval_logits(&mut fresh, &x),
+                eval_logits(&mut net, &x),
+                "{spec}"
+            );
         }
     }
     // A ResNet file does not load into the plain net of the same depth (the projections).
@@ -380,16 +396,21 @@ fn batch_norm_walkers_reach_the_blocks() {
     let mut two = images(2, 11).to_vec();
     two.extend(images(2, 12).to_vec());
     let t_more = net
-        .forward(&Var::constant(Tensor::from_vec(&[4, 1, 28, 28], two).unwrap()))
+        .forward(&Var::constant(
+            Tensor::from_vec(&[4, 1, 28, 28], two).unwrap(),
+        ))
         .unwrap();
     assert_ne!(t_alone.value().as_slice(), &t_more.value().as_slice()[..20]);
 
-    let report = recompute_batch_norm_stats(&mut net, (0..3).map(|s| images(8, 20 + s)), 3).unwrap();
+    let report =
+        recompute_batch_norm_stats(&mut net, (0..3).map(|s| images(8, 20 + s)), 3).unwrap();
     assert_eq!(report.batches, 3);
     assert_eq!(report.layers.len(), 9);
     assert!(report.layers.contains(&"layer3.0.shortcut.1".to_string()));
     assert!(report.layers.contains(&"layer1.0.bn2".to_string()));
     let mut bns = 0;
-    norma_layers::for_each_module_mut(&mut net, &mut |_, m| bns += usize::from(m.is::<BatchNorm2d>()));
+    norma_layers::for_each_module_mut(&mut net, &mut |_, m| {
+        bns += usize::from(m.is::<BatchNorm2d>())
+    });
     assert_eq!(bns, 9);
 }

@@ -193,10 +193,18 @@ fn deep_checkpoints_for_pytorch() {
     let mut nets: Vec<DeepNet> = Vec::new();
     for residual in [true, false] {
         for norm in NormKind::ALL {
-            nets.push(DeepNet { residual, depth: 8, norm });
+            nets.push(DeepNet {
+                residual,
+                depth: 8,
+                norm,
+            });
         }
     }
-    nets.push(DeepNet { residual: true, depth: 14, norm: NormKind::Batch });
+    nets.push(DeepNet {
+        residual: true,
+        depth: 14,
+        norm: NormKind::Batch,
+    });
     for spec in nets {
         let mut net = spec.build(&mut Rng::seed_from_u64(1)).unwrap();
         // A smaller step than LeNet's: the networks without a normalization take lr 0.5 badly.

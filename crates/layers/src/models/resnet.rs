@@ -80,7 +80,9 @@ impl FromStr for DeepNet {
     type Err = String;
     /// `resnet20-batch`, `plain8-none`, ... (see [`DeepNet::name`]; `bn`, `gn`, `ln` work too).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("unknown network '{s}' (expected resnet<depth>-<norm> or plain<depth>-<norm>, e.g. resnet20-batch)");
+        let bad = || {
+            format!("unknown network '{s}' (expected resnet<depth>-<norm> or plain<depth>-<norm>, e.g. resnet20-batch)")
+        };
         let (residual, rest) = if let Some(rest) = s.strip_prefix("resnet") {
             (true, rest)
         } else if let Some(rest) = s.strip_prefix("plain") {
@@ -104,7 +106,7 @@ impl FromStr for DeepNet {
 ///
 /// Errors: any other depth ([`LayerError::Depth`]).
 pub fn blocks_per_stage(depth: usize) -> Result<usize> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(LayerError::Depth {
             model: "resnet/plain",
             depth,
@@ -232,7 +234,13 @@ mod tests {
             }
         }
         assert_eq!("resnet20-batch".parse::<DeepNet>().unwrap().depth, 20);
-        for bad in ["resnet-batch", "resnet10-batch", "vgg16-batch", "plain8-weird", "plain8"] {
+        for bad in [
+            "resnet-batch",
+            "resnet10-batch",
+            "vgg16-batch",
+            "plain8-weird",
+            "plain8",
+        ] {
             assert!(bad.parse::<DeepNet>().is_err(), "{bad}");
         }
     }
