@@ -80,7 +80,7 @@ pub struct BasicBlock {
 
 /// A k×k convolution of `stride` and padding k/2, He-normal (fan-out) weights, a zero bias
 /// only when no normalization follows.
-fn conv(
+pub(crate) fn he_conv(
     cin: usize,
     cout: usize,
     k: usize,
@@ -93,7 +93,7 @@ fn conv(
 }
 
 /// Appends `conv` and its normalization `index` (named by [`NormKind::layer_name`]) to `seq`.
-fn conv_norm(
+pub(crate) fn conv_norm(
     seq: Sequential,
     conv_name: String,
     conv: Conv2d,
@@ -135,7 +135,7 @@ impl BasicBlock {
         let main = conv_norm(
             Sequential::new(),
             "conv1".into(),
-            conv(cin, cout, 3, stride, bias, rng)?,
+            he_conv(cin, cout, 3, stride, bias, rng)?,
             norm,
             1,
             side,
@@ -144,7 +144,7 @@ impl BasicBlock {
         let main = conv_norm(
             main,
             "conv2".into(),
-            conv(cout, cout, 3, 1, bias, rng)?,
+            he_conv(cout, cout, 3, 1, bias, rng)?,
             norm,
             2,
             side,
@@ -153,7 +153,7 @@ impl BasicBlock {
             (false, _) => Shortcut::None,
             (true, true) => Shortcut::Identity,
             (true, false) => {
-                let projection = conv(cin, cout, 1, stride, bias, rng)?;
+                let projection = he_conv(cin, cout, 1, stride, bias, rng)?;
                 // `shortcut.0` the convolution, `shortcut.1` its normalization.
                 let seq = Sequential::new().with("0", projection);
                 Shortcut::Projection(match norm.layer(cout, side)? {

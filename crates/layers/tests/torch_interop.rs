@@ -140,6 +140,13 @@ fn train_two_steps(net: &mut Sequential, lr: f64, rng: &mut Rng) {
     }
 }
 
+/// `NORMA_EXPORT_DIR` when set, else a temporary folder (kept while the first value lives).
+fn export_dir() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("NORMA_EXPORT_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    (temp, dir)
+}
+
 /// Saves `net` as `<name>.safetensors` with `<name>_io.safetensors` ('input' and norma's
 /// eval-mode 'output' on it) into `dir`; returns the file and the output.
 fn export(net: &mut Sequential, name: &str, input: &Tensor, dir: &Path) -> (PathBuf, Tensor) {
@@ -161,8 +168,7 @@ fn export(net: &mut Sequential, name: &str, input: &Tensor, dir: &Path) -> (Path
 /// give the same outputs bit for bit.
 #[test]
 fn norma_checkpoints_for_pytorch() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = std::env::var_os("NORMA_EXPORT_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    let (_temp, dir) = export_dir();
     let rng = &mut Rng::seed_from_u64(14);
     let input = Tensor::rand_uniform(&[4, 1, 28, 28], 0.0, 1.0, rng);
     for variant in Variant::all() {
@@ -186,8 +192,7 @@ fn norma_checkpoints_for_pytorch() {
 /// into a fresh network and give the same outputs bit for bit.
 #[test]
 fn deep_checkpoints_for_pytorch() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = std::env::var_os("NORMA_EXPORT_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    let (_temp, dir) = export_dir();
     let rng = &mut Rng::seed_from_u64(15);
     let input = Tensor::rand_uniform(&[4, 1, 28, 28], 0.0, 1.0, rng);
     let mut nets: Vec<DeepNet> = Vec::new();

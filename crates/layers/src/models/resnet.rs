@@ -30,10 +30,10 @@ use std::str::FromStr;
 
 use norma_tensor::Rng;
 
-use crate::init::{kaiming_normal, FanMode};
+use crate::residual::{conv_norm, he_conv};
 use crate::{
-    BasicBlock, BasicBlockConfig, Conv2d, Flatten, GlobalAvgPool2d, LayerError, Linear, NormKind,
-    Relu, Result, Sequential,
+    BasicBlock, BasicBlockConfig, Flatten, GlobalAvgPool2d, LayerError, Linear, NormKind, Relu,
+    Result, Sequential,
 };
 
 /// Widths of the three stages.
@@ -161,13 +161,9 @@ fn cifar(net: DeepNet, rng: &mut Rng) -> Result<Sequential> {
         depth: net.depth,
     })?;
     let norm = net.norm;
-    let weight = kaiming_normal(&[WIDTHS[0], 1, 3, 3], FanMode::FanOut, rng)?;
-    let bias = (norm == NormKind::None).then(|| norma_tensor::Tensor::zeros(&[WIDTHS[0]]));
-    let mut seq = Sequential::new().with("conv1", Conv2d::from_tensors(weight, bias, 1, 1)?);
-    if let (Some(layer), Some(name)) = (norm.layer(WIDTHS[0], SIDE)?, norm.layer_name(1)) {
-        seq = seq.with_boxed(name, layer);
-    }
-    seq = seq.with("relu", Relu);
+    let stem = he_conv(1, WIDTHS[0], 3, 1, norm == NormKind::None, rng)?;
+    let mut seq =
+        conv_norm(Sequential::new(), "conv1".into(), stem, norm, 1, SIDE)?.with("relu", Relu);
     let (mut channels, mut side) = (WIDTHS[0], SIDE);
     for (stage, &width) in WIDTHS.iter().enumerate() {
         let mut layer = Sequential::new();
