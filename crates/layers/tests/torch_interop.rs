@@ -6,6 +6,7 @@
 //!   outputs on 4 inputs (`..._torch_io.safetensors`; both made by
 //!   `tests/data/make_lenet_fixtures.py`). norma loads each into `ModelKind::build_placed` and must
 //!   give PyTorch's outputs.
+//!   `resnet8_batch_torch{,_io}.safetensors` do the same for PyTorch's ResNet-8-BN.
 //! - **norma → PyTorch**: [`norma_checkpoints_for_pytorch`] saves every variant (normalization,
 //!   activation, placement) with its eval outputs. `scripts/check_checkpoints_in_pytorch.py`
 //!   has it write them into `NORMA_EXPORT_DIR` and loads each into the PyTorch mirror with
@@ -74,6 +75,34 @@ fn pytorch_checkpoints_of_lenet_bn_gn_ln_load_and_match_pytorch_eval_outputs() {
             assert_eq!(state["bn1.num_batches_tracked"], StateValue::I64(5));
         }
     }
+}
+
+/// `tests/data/resnet8_batch_torch.safetensors`: PyTorch's ResNet-8-BN (`build_deep` of
+/// scripts/norma_models.py, He init, 5 SGD steps; `make_lenet_fixtures.py --models
+/// resnet8-batch`) loads into `models::resnet(8, NormKind::Batch)` and gives PyTorch's eval
+/// outputs, within the same 1e-5 as the LeNet files.
+#[test]
+fn pytorch_checkpoint_of_resnet8_bn_loads_and_matches_pytorch_eval_outputs() {
+    let mut net =
+        norma_layers::models::resnet(8, NormKind::Batch, &mut Rng::seed_from_u64(0)).unwrap();
+    checkpoint::load(
+        &net,
+        &Path::new(DATA).join("resnet8_batch_torch.safetensors"),
+    )
+    .unwrap();
+    let io_path = Path::new(DATA).join("resnet8_batch_torch_io.safetensors");
+    let io = checkpoint::from_bytes(&std::fs::read(io_path).unwrap()).unwrap();
+    let got = eval_logits(&mut net, &f32_tensor(&io, "input"));
+    let diff = got.max_abs_diff(&f32_tensor(&io, "output")).unwrap();
+    assert!(
+        diff < TOLERANCE,
+        "resnet8-batch differs from PyTorch by {diff}"
+    );
+    let state = checkpoint::state_dict(&net);
+    assert_eq!(
+        state["layer2.0.shortcut.1.num_batches_tracked"],
+        StateValue::I64(5)
+    );
 }
 
 /// A model of the LeNet family, named as `scripts/check_checkpoints_in_pytorch.py` reads it:
