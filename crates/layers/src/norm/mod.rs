@@ -3,6 +3,7 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `affine` | the optional γ/β every normalization layer has, and the autograd plumbing around a normalization kernel |
+//! | `choice` | [`NormKind`]: which normalization a model builder puts after a convolution |
 //! | `batch_norm/` | [`BatchNorm`] and its two kinds [`BatchNorm1d`], [`BatchNorm2d`] |
 //! | `sync_batch_norm` | batch norm over the global batch of a data-parallel job |
 //! | `group_norm`, `layer_norm` | [`GroupNorm`], [`LayerNorm`]: per-sample statistics, no running state |
@@ -14,6 +15,7 @@
 
 mod affine;
 pub mod batch_norm;
+mod choice;
 mod fold;
 mod group_norm;
 mod layer_norm;
@@ -22,6 +24,7 @@ mod shift_noise;
 pub mod sync_batch_norm;
 
 pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use choice::NormKind;
 pub use fold::fold_batch_norm;
 pub use group_norm::{GroupNorm, GroupNormConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
