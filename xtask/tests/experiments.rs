@@ -166,7 +166,10 @@ fn twenty_epochs_report_epochs_to_target_and_the_gap_for_both_models() {
         "{}",
         gap[19]
     );
-    assert_report(dir.path(), &["Train - test accuracy gap", "first epoch"]);
+    assert_report(
+        dir.path(),
+        &["Train - test accuracy gap", "first epoch from which"],
+    );
 }
 
 #[test]

@@ -16,18 +16,23 @@ pub const TARGETS: [f64; 3] = [0.80, 0.85, 0.87];
 /// Which test accuracy of an epoch a row of the table reads.
 type Accuracy = fn(&EpochRow) -> f64;
 
-/// The first epoch (1-based) whose `acc` reaches `target`, if any.
+/// The first epoch (1-based) from which `acc` stays at or above `target` to the last epoch
+/// run, if any. The first epoch that merely reaches it rewards a lucky crossing: LeNet-BN's
+/// test accuracy with moving averages swings by several points from epoch to epoch, and a
+/// model can touch 0.85 at epoch 19 and fall to 0.83 at 20.
 fn first_epoch(epochs: &[EpochRow], target: f64, acc: impl Fn(&EpochRow) -> f64) -> Option<usize> {
-    epochs.iter().find(|e| acc(e) >= target).map(|e| e.epoch)
+    let below = epochs.iter().rposition(|e| acc(e) < target);
+    let from = below.map_or(0, |i| i + 1);
+    epochs.get(from).map(|e| e.epoch)
 }
 
-/// Per model, the first epoch at which test accuracy reaches each of [`TARGETS`] ("not
-/// reached" otherwise), and the best accuracy with its epoch. Models with precise statistics
+/// Per model, the first epoch from which test accuracy stays at or above each of [`TARGETS`]
+/// ("not reached" otherwise), and the best accuracy with its epoch. Models with precise statistics
 /// get a second row with the moving averages.
 pub fn epochs_to_target(records: &[RunRecord]) -> Table {
     let mut t = Table::new(
         std::iter::once("model".to_string())
-            .chain(TARGETS.iter().map(|x| format!("first epoch ≥ {x:.2}")))
+            .chain(TARGETS.iter().map(|x| format!("≥ {x:.2} from epoch")))
             .chain(["best (epoch)".to_string(), "epochs run".to_string()]),
     );
     for r in records.iter().filter(|r| !r.epochs.is_empty()) {
@@ -119,14 +124,18 @@ mod tests {
     }
 
     #[test]
-    fn targets_use_precise_accuracy_and_say_when_they_are_not_reached() {
+    fn targets_use_precise_accuracy_and_count_only_from_where_they_hold() {
+        // Plain LeNet touches 0.80 at epoch 2 and falls below again: not reached.
         let plain = record("lenet", &[(0.5, None), (0.81, None), (0.79, None)]);
         let bn = record(
             "lenet-bn",
             &[(0.7, Some(0.82)), (0.6, Some(0.86)), (0.88, Some(0.875))],
         );
         let t = epochs_to_target(&[plain, bn]);
-        assert_eq!(t.rows[0][..4], ["lenet", "2", "not reached", "not reached"]);
+        assert_eq!(
+            t.rows[0][..4],
+            ["lenet", "not reached", "not reached", "not reached"]
+        );
         assert_eq!(t.rows[0][4], "0.8100 (2)");
         assert_eq!(t.rows[1][..4], ["lenet-bn (precise BN)", "1", "2", "3"]);
         assert_eq!(t.rows[2][..4], ["lenet-bn (moving-avg BN)", "3", "3", "3"]);
