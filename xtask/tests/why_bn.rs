@@ -171,6 +171,28 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
         curve(&out, "lenet-bn")[1..],
         curve(&out, "lenet-bn-noisy")[1..]
     );
+    // The noisy model is tested twice at every point: with the noise's expectation (its
+    // curve) and with the noise left out; the two differ (the next layer's input halves).
+    let noisy = model(&r, "lenet-bn-noisy");
+    let steps = |c: &Value| -> Vec<u64> {
+        c.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        steps(&noisy["noise_left_out"]),
+        steps(&noisy["curve"]),
+        "{noisy}"
+    );
+    let left_out = curve(&out, "lenet-bn-noisy, noise left out at test");
+    assert_eq!(left_out.len(), noisy["curve"].as_array().unwrap().len());
+    assert_ne!(left_out[1..], curve(&out, "lenet-bn-noisy")[1..]);
+    assert!(model(&r, "lenet-bn")["noise_left_out"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     // The same LeNet-BN trained by drift (same seed, lr 1.0, batches and evaluation steps,
     // no probes) follows the same trajectory: the probes changed nothing.
     let plain = dir.path().join("drift");

@@ -85,9 +85,9 @@ pub use module::{
 };
 pub use norm::{
     batch_norm, convert_sync_batch_norm, fold_batch_norm, recompute_batch_norm_stats,
-    sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
-    GroupNormConfig, LayerNorm, LayerNormConfig, NormKind, PreciseBnReport, ShiftNoise,
-    ShiftNoiseConfig,
+    set_noise_at_eval, sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig,
+    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, NoiseAtEval, NormKind, PreciseBnReport,
+    ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, GlobalAvgPool2d, MaxPool2d};

@@ -274,7 +274,8 @@ fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
     );
     let names: Vec<String> = noisy.children().map(|(n, _)| n.to_string()).collect();
     assert_eq!(names[..4], ["conv1", "bn1", "noise1", "act1"]);
-    // The noise changes at every training step and vanishes in eval mode.
+    // The noise changes at every training step; in eval mode it is its expectation, the same
+    // for every pass.
     let (x, _) = small_batch(4, 1);
     let a = noisy.forward(&Var::constant(x.clone())).unwrap();
     let b = noisy.forward(&Var::constant(x.clone())).unwrap();
@@ -282,7 +283,7 @@ fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
     noisy.eval();
     let c = no_grad(|| noisy.forward(&Var::constant(x.clone()))).unwrap();
     let d = no_grad(|| noisy.forward(&Var::constant(x.clone()))).unwrap();
-    assert_eq!(c.value(), d.value(), "no noise in eval mode");
+    assert_eq!(c.value(), d.value(), "no random noise in eval mode");
 
     let mut net = models::mlp(&[100, 100, 100], true, 0.01, &mut Rng::seed_from_u64(0)).unwrap();
     assert_eq!(net.named_parameters().len(), 2 * 4 + 2 * 3);

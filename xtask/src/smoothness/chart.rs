@@ -4,7 +4,7 @@
 use crate::error::Error;
 use crate::output::plot::{self, Figure, Line, Panel, Series};
 use crate::output::run_dir::RunDir;
-use crate::smoothness::{ModelTrajectory, ProbeRecord, SmoothnessArgs, NOISY};
+use crate::smoothness::{ModelTrajectory, ProbeRecord, SmoothnessArgs, NOISE_LEFT_OUT, NOISY};
 use crate::steps::chart::{accuracy_panel, step_range};
 
 /// The probed models, plain first.
@@ -117,7 +117,7 @@ pub fn noisy_chart(
     args: &SmoothnessArgs,
     models: &[ModelTrajectory],
 ) -> Result<Figure, Error> {
-    let lines: Vec<Line> = models
+    let mut lines: Vec<Line> = models
         .iter()
         .enumerate()
         .map(|(i, m)| {
@@ -128,15 +128,23 @@ pub fn noisy_chart(
             }
         })
         .collect();
+    let left_out = models.iter().find(|m| !m.noise_left_out.is_empty());
+    if left_out.is_some() {
+        lines.push(Line::dashed(NOISE_LEFT_OUT, models.len()));
+    }
     let panels = || {
-        let curves: Vec<(usize, &[crate::steps::CurvePoint])> = models
+        let mut curves: Vec<(usize, &[crate::steps::CurvePoint])> = models
             .iter()
             .enumerate()
             .map(|(i, m)| (i, m.curve.as_slice()))
             .collect();
+        if let Some(m) = left_out {
+            curves.push((models.len(), m.noise_left_out.as_slice()));
+        }
         vec![accuracy_panel("Test accuracy", args.steps, &curves)]
     };
     let caption = "Test accuracy of LeNet, LeNet-BN and LeNet-BN with noise after each batch norm \
-                   (a random scale and shift per channel, new at every step), same lr and seed.";
+                   (a random scale and shift per channel, new at every step; tested with the \
+                   noise's expectation, and once more with it left out), same lr and seed.";
     plot::render(dir, "noisy-bn", caption, &lines, panels)
 }

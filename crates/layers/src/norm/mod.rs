@@ -29,5 +29,5 @@ pub use fold::fold_batch_norm;
 pub use group_norm::{GroupNorm, GroupNormConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};
-pub use shift_noise::{ShiftNoise, ShiftNoiseConfig};
+pub use shift_noise::{set_noise_at_eval, NoiseAtEval, ShiftNoise, ShiftNoiseConfig};
 pub use sync_batch_norm::convert_sync_batch_norm;
