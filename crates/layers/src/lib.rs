@@ -59,7 +59,9 @@ pub use module::{
 };
 pub use norm::{
     batch_norm, convert_sync_batch_norm, fold_batch_norm, recompute_batch_norm_stats,
-    sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, GroupNorm,
+    sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm,
+    BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, GroupNorm,
+    RenormConfig,
     GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};

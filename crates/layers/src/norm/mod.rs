@@ -21,7 +21,10 @@ mod precise_bn;
 mod shift_noise;
 pub mod sync_batch_norm;
 
-pub use batch_norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig};
+pub use batch_norm::{
+    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d,
+    BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
+};
 pub use fold::fold_batch_norm;
 pub use group_norm::{GroupNorm, GroupNormConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};

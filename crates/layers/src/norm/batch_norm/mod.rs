@@ -35,11 +35,15 @@ use crate::{LayerError, Result};
 
 mod eval;
 mod find;
+mod ghost;
 mod kinds;
+mod renorm;
 mod train;
 
 pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
+pub use ghost::{GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
+pub use renorm::{BatchRenorm, BatchRenorm1d, BatchRenorm2d, RenormConfig};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,12 +238,16 @@ impl<I: BatchNormInput> BatchNorm<I> {
         )?))
     }
 
-    fn input_error(&self, shape: &[usize]) -> LayerError {
-        LayerError::Input {
+    /// The verdict on an input's shape: one of the layer's kind with C channels.
+    fn check_input(&self, shape: &[usize]) -> Result<()> {
+        if I::accepts(shape, self.num_features) {
+            return Ok(());
+        }
+        Err(LayerError::Input {
             layer: self.describe(),
             expected: I::expected(self.num_features),
             got: shape.to_vec(),
-        }
+        })
     }
 }
 
@@ -254,11 +262,7 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     /// Training: the batch's statistics, folded into the running statistics. Eval: the
     /// running statistics. The input's shape is checked once, here.
     fn forward(&mut self, x: &Var) -> Result<Var> {
-        let checked = if I::accepts(x.shape(), self.num_features) {
-            Ok(())
-        } else {
-            Err(self.input_error(x.shape()))
-        };
+        let checked = self.check_input(x.shape());
         match self.mode {
             Mode::Train => self.forward_train(x, checked),
             Mode::Eval => self.forward_eval(x, checked),
