@@ -3,11 +3,12 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `affine` | the optional γ/β every normalization layer has, and the autograd plumbing around a normalization kernel |
-//! | `batch_norm/` | [`BatchNorm`] and its two kinds [`BatchNorm1d`], [`BatchNorm2d`] |
+//! | `batch_norm/` | [`BatchNorm`] and its two kinds [`BatchNorm1d`], [`BatchNorm2d`]; on it [`BatchRenorm`] (`renorm`) and [`GhostBatchNorm`] (`ghost`) |
 //! | `sync_batch_norm` | batch norm over the global batch of a data-parallel job |
 //! | `group_norm`, `layer_norm` | [`GroupNorm`], [`LayerNorm`]: per-sample statistics, no running state |
 //! | `precise_bn` | recomputing the running statistics of a trained model |
 //! | `fold` | folding eval-mode batch norms into the layer before them |
+//! | `frozen_batch_norm` | [`FrozenBatchNorm`]: fixed statistics and affine, and [`freeze_batch_norm`] |
 //! | `shift_noise` | [`ShiftNoise`], the noise that undoes batch norm's stable distributions on purpose |
 //!
 //! Every public item is re-exported at the crate root.
@@ -15,6 +16,7 @@
 mod affine;
 pub mod batch_norm;
 mod fold;
+mod frozen_batch_norm;
 mod group_norm;
 mod layer_norm;
 mod precise_bn;
@@ -26,6 +28,9 @@ pub use batch_norm::{
     BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
 };
 pub use fold::fold_batch_norm;
+pub use frozen_batch_norm::{
+    freeze_batch_norm, FrozenBatchNorm, FrozenBatchNorm1d, FrozenBatchNorm2d,
+};
 pub use group_norm::{GroupNorm, GroupNormConfig};
 pub use layer_norm::{LayerNorm, LayerNormConfig};
 pub use precise_bn::{recompute_batch_norm_stats, PreciseBnReport};

@@ -1,6 +1,6 @@
 //! Finding the batch-norm layers of a model, whichever their kind: the one place that knows a
 //! batch norm is a [`BatchNorm1d`] or a [`BatchNorm2d`]. Folding, synchronizing and
-//! recomputing statistics all go through [`for_each_batch_norm_mut`] or [`as_batch_norm_mut`].
+//! recomputing statistics and freezing all go through [`for_each_batch_norm_mut`] or [`as_batch_norm_mut`].
 
 use std::rc::Rc;
 
@@ -8,6 +8,7 @@ use norma_distributed::Communicator;
 
 use super::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormInput};
 use crate::module::{for_each_module_mut, Mode, Module};
+use crate::norm::frozen_batch_norm::FrozenBatchNorm;
 use crate::Result;
 
 /// What the model-wide operations need of a batch norm, whatever its input kind.
@@ -24,6 +25,8 @@ pub(crate) trait BatchNormLayer: Module {
     fn reset_running_stats(&mut self);
     /// Sets a momentum taken from a valid configuration (no check), returning the previous one.
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64>;
+    /// [`FrozenBatchNorm::from_batch_norm`], as a module of the same input kind.
+    fn frozen(&self) -> Result<Box<dyn Module>>;
 }
 
 impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
@@ -49,6 +52,10 @@ impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
 
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
         std::mem::replace(&mut self.config.momentum, momentum)
+    }
+
+    fn frozen(&self) -> Result<Box<dyn Module>> {
+        Ok(Box::new(FrozenBatchNorm::<I>::from_batch_norm(self)?))
     }
 }
 

@@ -81,10 +81,10 @@ impl RenormConfig {
     /// The bounds (r_max, d_max) in force at training batch `step` (0 for the first).
     pub fn bounds_at(&self, step: u64) -> (f64, f64) {
         let progress = |at: u64| {
-            if step <= self.warmup_steps {
-                0.0
-            } else if step >= at {
+            if step >= at {
                 1.0
+            } else if step <= self.warmup_steps {
+                0.0
             } else {
                 (step - self.warmup_steps) as f64 / (at - self.warmup_steps) as f64
             }
@@ -168,7 +168,9 @@ impl<I: BatchNormInput> BatchRenorm<I> {
             reason,
         };
         if !config.track_running_stats {
-            return Err(bad("needs track_running_stats: r and d come from the moving averages".into()));
+            return Err(bad(
+                "needs track_running_stats: r and d come from the moving averages".into(),
+            ));
         }
         renorm.check().map_err(bad)?;
         Ok(BatchRenorm {
@@ -253,7 +255,8 @@ impl<I: BatchNormInput> BatchRenorm<I> {
         let shift: Vec<f32> = (0..c)
             .map(|ch| (g(ch) * d[ch] + beta.map_or(0.0, |b| b[ch] as f64)) as f32)
             .collect();
-        let output = norma_kernels::normalize(x.value().view(), &stats, Some(&scale), Some(&shift))?;
+        let output =
+            norma_kernels::normalize(x.value().view(), &stats, Some(&scale), Some(&shift))?;
         bn.update_running(running, &stats)?;
         let backward = RenormBackward {
             stats,
