@@ -59,11 +59,11 @@ pub use module::{
 };
 pub use norm::{
     batch_norm, convert_sync_batch_norm, fold_batch_norm, freeze_batch_norm,
-    recompute_batch_norm_stats, sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d,
-    BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm, FrozenBatchNorm1d,
-    FrozenBatchNorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, GroupNorm,
-    GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, RenormConfig, ShiftNoise,
-    ShiftNoiseConfig,
+    recompute_batch_norm_stats, set_example_weight, sync_batch_norm, BatchNorm, BatchNorm1d,
+    BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm,
+    FrozenBatchNorm1d, FrozenBatchNorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d,
+    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, RenormConfig,
+    ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};

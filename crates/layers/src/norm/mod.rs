@@ -24,8 +24,8 @@ mod shift_noise;
 pub mod sync_batch_norm;
 
 pub use batch_norm::{
-    BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d,
-    BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
+    set_example_weight, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm,
+    BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
 };
 pub use fold::fold_batch_norm;
 pub use frozen_batch_norm::{

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use norma_autograd::{Param, Var};
+use norma_autograd::{no_grad, Param, Var};
 use norma_kernels::SimdLevel;
 use norma_layers::checkpoint::{state_dict, StateValue};
 use norma_layers::Module;
@@ -144,4 +144,54 @@ pub fn shapes() -> impl Strategy<Value = Vec<usize>> {
         (2usize..7, 1usize..4).prop_map(|(n, c)| vec![n, c]),
         (1usize..5, 1usize..3, 1usize..4, 2usize..4).prop_map(|(n, c, h, w)| vec![n, c, h, w]),
     ]
+}
+
+/// Every parameter's gradient of Σ y·r against central differences with step 1e-2; `reset`
+/// restores whatever state a forward pass changes (running statistics) before each one. y is
+/// linear in γ and β, so the quotient is exact up to rounding: 1e-3 relative.
+pub fn check_parameter_gradients(
+    m: &mut dyn Module,
+    x: &Tensor,
+    r: &Tensor,
+    reset: &dyn Fn(&dyn Module),
+) -> Result<(), TestCaseError> {
+    let loss = |m: &mut dyn Module| -> f64 {
+        reset(m);
+        let y = no_grad(|| m.forward(&Var::constant(x.clone()))).unwrap();
+        y.value()
+            .as_slice()
+            .iter()
+            .zip(r.as_slice())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    };
+    reset(m);
+    let y = m.forward(&Var::constant(x.clone())).unwrap();
+    y.mul(&Var::constant(r.clone()))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for p in m.parameters() {
+        let analytic = p.grad().unwrap();
+        for j in 0..p.len() {
+            let v0 = p.value().as_slice()[j];
+            let h = 1e-2f32;
+            p.update(|v| v.as_slice_mut()[j] = v0 + h).unwrap();
+            let plus = loss(m);
+            p.update(|v| v.as_slice_mut()[j] = v0 - h).unwrap();
+            let minus = loss(m);
+            p.update(|v| v.as_slice_mut()[j] = v0).unwrap();
+            let numeric = (plus - minus) / (2.0 * h as f64);
+            let a = analytic.as_slice()[j] as f64;
+            prop_assert!(
+                (a - numeric).abs() < 1e-3 * (1.0 + a.abs()),
+                "{} vs {}",
+                a,
+                numeric
+            );
+        }
+    }
+    Ok(())
 }

@@ -15,16 +15,20 @@ use crate::norm::affine::{kernel_error, AffineLayout};
 use crate::Result;
 
 impl<I: BatchNormInput> BatchNorm<I> {
-    /// Eval mode: the running statistics. A layer that does not track them uses the batch's
+    /// Eval mode: the running statistics (mixed with each example's own when the example
+    /// weight is set, see `example_weighted.rs`). A layer that does not track them uses the batch's
     /// own statistics, as PyTorch does, and never communicates: evaluation is local.
     pub(super) fn forward_eval(&self, x: &Var, checked: Result<()>) -> Result<Var> {
         let Some(running) = &self.running else {
             return self.forward_batch_stats(x, checked, None, None);
         };
         checked?;
+        let (mean, var) = (running.mean.get(), running.var.get());
+        if self.example_weight > 0.0 {
+            return self.forward_example_weighted(x, &mean, &var);
+        }
         let vars = self.affine.vars();
         let eps = self.config.eps;
-        let (mean, var) = (running.mean.get(), running.var.get());
         let output = norma_kernels::forward_eval(
             x.value().view(),
             mean.as_slice(),

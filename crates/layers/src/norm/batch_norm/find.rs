@@ -25,6 +25,8 @@ pub(crate) trait BatchNormLayer: Module {
     fn reset_running_stats(&mut self);
     /// Sets a momentum taken from a valid configuration (no check), returning the previous one.
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64>;
+    /// Sets an example weight checked to be in [0, 1].
+    fn replace_example_weight(&mut self, alpha: f64);
     /// [`FrozenBatchNorm::from_batch_norm`], as a module of the same input kind.
     fn frozen(&self) -> Result<Box<dyn Module>>;
 }
@@ -52,6 +54,10 @@ impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
 
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
         std::mem::replace(&mut self.config.momentum, momentum)
+    }
+
+    fn replace_example_weight(&mut self, alpha: f64) {
+        self.example_weight = alpha;
     }
 
     fn frozen(&self) -> Result<Box<dyn Module>> {

@@ -12,6 +12,10 @@
 //! eval:      y = γ_c · (x − running_mean) / sqrt(running_var + eps) + β_c
 //! ```
 //!
+//! **Example-weighted inference** ([`BatchNorm::set_example_weight`], off by default): eval
+//! mode mixes each example's own statistics into the running ones with a weight α (Summers &
+//! Dinneen, 2020; the formulas are in `example_weighted.rs`).
+//!
 //! m is the momentum (0.1), or 1/num_batches_tracked when momentum is `None` (cumulative
 //! average). This is PyTorch's convention, including the unbiased running variance.
 //!
@@ -34,12 +38,14 @@ use crate::norm::sync_batch_norm::Synced;
 use crate::{LayerError, Result};
 
 mod eval;
+mod example_weighted;
 mod find;
 mod ghost;
 mod kinds;
 mod renorm;
 mod train;
 
+pub use example_weighted::set_example_weight;
 pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
 pub use ghost::{GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
@@ -105,6 +111,8 @@ pub struct BatchNorm<I: BatchNormInput> {
     mode: Mode,
     /// Set: training statistics are those of the global batch of every process.
     sync: Option<Synced>,
+    /// α of example-weighted inference (0: plain eval mode).
+    example_weight: f64,
     input: PhantomData<I>,
 }
 
@@ -136,6 +144,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
             running: config.track_running_stats.then(|| RunningStats::new(c)),
             mode: Mode::Train,
             sync: None,
+            example_weight: 0.0,
             input: PhantomData,
         })
     }
