@@ -9,7 +9,12 @@
 //! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
 //! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
+//! | [`BatchRenorm1d`], [`BatchRenorm2d`] | Batch Renormalization (Ioffe 2017): batch statistics corrected towards the moving averages |
+//! | [`GhostBatchNorm1d`], [`GhostBatchNorm2d`] | ghost batch norm (Hoffer et al. 2017): statistics over virtual batches |
+//! | [`FrozenBatchNorm1d`], [`FrozenBatchNorm2d`] | fixed statistics and affine; [`freeze_batch_norm`] converts a model |
+//! | example-weighted inference | [`BatchNorm::set_example_weight`], [`set_example_weight`] (Summers & Dinneen 2020) |
 //! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
+//! | [`InstanceNorm1d`], [`InstanceNorm2d`], [`RmsNorm`] | instance and RMS normalization, on the group/layer-norm kernels |
 //! | [`AvgPool2d`], [`MaxPool2d`] | pooling |
 //! | [`Sigmoid`], [`Relu`] | activations |
 //! | [`Flatten`], [`Dropout`], [`Sequential`] | plumbing |
@@ -62,8 +67,9 @@ pub use norm::{
     recompute_batch_norm_stats, set_example_weight, sync_batch_norm, BatchNorm, BatchNorm1d,
     BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm,
     FrozenBatchNorm1d, FrozenBatchNorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d,
-    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, PreciseBnReport, RenormConfig,
-    ShiftNoise, ShiftNoiseConfig,
+    GroupNorm, GroupNormConfig, InstanceNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig,
+    LayerNorm, LayerNormConfig, PreciseBnReport, RenormConfig, RmsNorm, RmsNormConfig, ShiftNoise,
+    ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};

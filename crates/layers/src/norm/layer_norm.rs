@@ -107,14 +107,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&mut self, x: &Var) -> Result<Var> {
-        let (shape, k) = (x.shape(), self.normalized_shape.len());
-        if shape.len() < k || shape[shape.len() - k..] != self.normalized_shape[..] {
-            return Err(LayerError::Input {
-                layer: self.describe(),
-                expected: format!("(..., {})", dims(&self.normalized_shape)),
-                got: shape.to_vec(),
-            });
-        }
+        check_trailing(&self.describe(), x.shape(), &self.normalized_shape)?;
         let vars = self.affine.vars();
         let out = norma_kernels::layer_norm_forward(
             x.value().view(),
@@ -146,7 +139,25 @@ impl Module for LayerNorm {
     }
 }
 
-fn dims(shape: &[usize]) -> String {
+/// The check of layer and RMS norm's input: its trailing dimensions are `normalized_shape`.
+pub(crate) fn check_trailing(
+    layer: &str,
+    shape: &[usize],
+    normalized_shape: &[usize],
+) -> Result<()> {
+    let k = normalized_shape.len();
+    if shape.len() < k || shape[shape.len() - k..] != normalized_shape[..] {
+        return Err(LayerError::Input {
+            layer: layer.to_string(),
+            expected: format!("(..., {})", dims(normalized_shape)),
+            got: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// `a, b, c` for a shape, as PyTorch prints a normalized shape.
+pub(crate) fn dims(shape: &[usize]) -> String {
     shape
         .iter()
         .map(usize::to_string)
