@@ -2,23 +2,23 @@
 //! implementation, batch norm bit for bit while r_max = 1 and d_max = 0, gradients against
 //! finite differences, bitwise determinism, checkpoints, synchronization, errors.
 
-mod small_batch;
+mod norm_checks;
 
+use norm_checks::{
+    bn_for, buffer, check_parameter_gradients, close, moments, normalize_into, randomize_affine,
+    same_bits_everywhere, shapes, trace,
+};
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::Var;
 use norma_distributed::testing::run_group;
 use norma_kernels::KernelError;
 use norma_layers::checkpoint::{load_bytes, state_dict, to_bytes};
 use norma_layers::{
-    BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d,
-    LayerError, Module, RenormConfig, Sequential,
+    BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, LayerError, Module, RenormConfig,
+    Sequential,
 };
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
-use small_batch::{
-    buffer, check_parameter_gradients, close, moments, normalize_into, randomize_affine,
-    same_bits_everywhere, shapes, trace,
-};
 
 /// The final bounds from the first step on.
 fn at_once(r_max: f64, d_max: f64) -> RenormConfig {
@@ -36,14 +36,6 @@ fn renorm_for(shape: &[usize], config: BatchNormConfig, renorm: RenormConfig) ->
         Box::new(BatchRenorm2d::with_config(shape[1], config, renorm).unwrap())
     } else {
         Box::new(BatchRenorm1d::with_config(shape[1], config, renorm).unwrap())
-    }
-}
-
-fn bn_for(shape: &[usize], config: BatchNormConfig) -> Box<dyn Module> {
-    if shape.len() == 4 {
-        Box::new(BatchNorm2d::with_config(shape[1], config).unwrap())
-    } else {
-        Box::new(BatchNorm1d::with_config(shape[1], config).unwrap())
     }
 }
 
@@ -109,9 +101,12 @@ fn hand_computed_case() {
         assert!((g - w).abs() < 1e-6, "{g} vs {w}");
     }
     // Running statistics after the batch: 0.1·3 and 0.9 + 0.1·3.5·4/3.
-    assert!((brn.running_mean().unwrap().as_slice()[0] - 0.3).abs() < 1e-7);
-    assert!((brn.running_var().unwrap().as_slice()[0] - (0.9 + 0.35 * 4.0 / 3.0)).abs() < 1e-6);
-    assert_eq!(brn.num_batches_tracked(), Some(1));
+    assert!((brn.batch_norm().running_mean().unwrap().as_slice()[0] - 0.3).abs() < 1e-7);
+    assert!(
+        (brn.batch_norm().running_var().unwrap().as_slice()[0] - (0.9 + 0.35 * 4.0 / 3.0)).abs()
+            < 1e-6
+    );
+    assert_eq!(brn.batch_norm().num_batches_tracked(), Some(1));
     // d clipped to 1: y = x − 3 + 1.
     let (y, _) = run(at_once(3.0, 1.0));
     for (g, w) in y.iter().zip([-1.0, 0.0, 1.0, 4.0]) {
@@ -339,7 +334,7 @@ fn synchronized_matches_one_process_on_the_global_batch() {
                     .to_vec(),
             );
         }
-        (outs, brn.running_mean().unwrap().to_vec())
+        (outs, brn.batch_norm().running_mean().unwrap().to_vec())
     };
     let (whole, mean) = single(&x);
     for size in [2, 3] {
@@ -362,7 +357,7 @@ fn synchronized_matches_one_process_on_the_global_batch() {
                         .to_vec(),
                 );
             }
-            (outs, brn.running_mean().unwrap().to_vec())
+            (outs, brn.batch_norm().running_mean().unwrap().to_vec())
         });
         for (rank, (outs, m)) in results.into_iter().enumerate() {
             for (step, out) in outs.iter().enumerate() {

@@ -3,8 +3,11 @@
 //! norm, each example is independent of the batch, gradients against finite differences,
 //! determinism, the model-wide setter, errors.
 
-mod small_batch;
+mod norm_checks;
 
+use norm_checks::{
+    check_parameter_gradients, close, ncs, randomize_affine, same_bits_everywhere, trace,
+};
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{no_grad, Var};
 use norma_layers::checkpoint::{load_bytes, state_dict, to_bytes};
@@ -14,9 +17,6 @@ use norma_layers::{
 };
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
-use small_batch::{
-    check_parameter_gradients, close, ncs, randomize_affine, same_bits_everywhere, trace,
-};
 
 fn shapes() -> impl Strategy<Value = Vec<usize>> {
     prop_oneof![
@@ -51,7 +51,7 @@ fn set_alpha(bn: &mut dyn Module, alpha: f64) {
 
 /// The layer's running statistics and affine, in f64.
 fn state(bn: &dyn Module) -> [Vec<f64>; 4] {
-    let b = small_batch::buffer;
+    let b = norm_checks::buffer;
     let p = bn.parameters();
     let f = |v: Vec<f32>| v.iter().map(|&x| x as f64).collect();
     [

@@ -3,8 +3,9 @@
 //! LeNet-BN (nested too), fine-tuning leaves the frozen state alone, gradients, determinism,
 //! errors.
 
-mod small_batch;
+mod norm_checks;
 
+use norm_checks::{randomize_affine, same_bits_everywhere, shapes, trace};
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{no_grad, Param, Var};
 use norma_layers::checkpoint::{load_bytes, state_dict, to_bytes};
@@ -16,7 +17,6 @@ use norma_layers::{
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
-use small_batch::{randomize_affine, same_bits_everywhere, shapes, trace};
 
 /// A batch norm of `shape`'s kind after a few training batches, and its frozen copy.
 fn trained_pair(

@@ -3,35 +3,28 @@
 //! batch alone, remainders, gradients against finite differences, bitwise determinism,
 //! checkpoints, errors.
 
-mod small_batch;
+mod norm_checks;
 
+use norm_checks::{
+    bn_for, buffer, close, moments, normalize_into, randomize_affine, same_bits_everywhere, shapes,
+    trace,
+};
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{Param, Var};
 use norma_kernels::KernelError;
 use norma_layers::checkpoint::state_dict;
 use norma_layers::{
-    BatchNorm1d, BatchNorm2d, BatchNormConfig, GhostBatchNorm1d, GhostBatchNorm2d, LayerError,
-    Module, Sequential,
+    BatchNorm2d, BatchNormConfig, GhostBatchNorm1d, GhostBatchNorm2d, LayerError, Module,
+    Sequential,
 };
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
-use small_batch::{
-    buffer, close, moments, normalize_into, randomize_affine, same_bits_everywhere, shapes, trace,
-};
 
 fn ghost_for(shape: &[usize], v: usize, config: BatchNormConfig) -> Box<dyn Module> {
     if shape.len() == 4 {
         Box::new(GhostBatchNorm2d::with_config(shape[1], v, config).unwrap())
     } else {
         Box::new(GhostBatchNorm1d::with_config(shape[1], v, config).unwrap())
-    }
-}
-
-fn bn_for(shape: &[usize], config: BatchNormConfig) -> Box<dyn Module> {
-    if shape.len() == 4 {
-        Box::new(BatchNorm2d::with_config(shape[1], config).unwrap())
-    } else {
-        Box::new(BatchNorm1d::with_config(shape[1], config).unwrap())
     }
 }
 
@@ -62,8 +55,8 @@ fn hand_computed_case() {
         assert!((g - w).abs() < 1e-6, "{g} vs {w}");
     }
     // One running update from the pool: mean (1 + 12)/2, unbiased variance (2 + 8)/2.
-    assert!((gbn.running_mean().unwrap().as_slice()[0] - 0.65).abs() < 1e-6);
-    assert!((gbn.running_var().unwrap().as_slice()[0] - (0.9 + 0.5)).abs() < 1e-6);
+    assert!((gbn.batch_norm().running_mean().unwrap().as_slice()[0] - 0.65).abs() < 1e-6);
+    assert!((gbn.batch_norm().running_var().unwrap().as_slice()[0] - (0.9 + 0.5)).abs() < 1e-6);
     assert_eq!(buffer(&gbn, "running_mean").len(), 1);
 }
 

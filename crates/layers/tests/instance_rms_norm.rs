@@ -3,8 +3,11 @@
 //! input, gradients against finite differences, bitwise determinism, names, `Sequential`,
 //! errors. (PyTorch float64 fixtures: `torch_instance_rms.rs`.)
 
-mod small_batch;
+mod norm_checks;
 
+use norm_checks::{
+    check_parameter_gradients, close, randomize_affine, same_bits_everywhere, trace,
+};
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::Var;
 use norma_kernels::KernelError;
@@ -15,9 +18,6 @@ use norma_layers::{
 };
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
-use small_batch::{
-    check_parameter_gradients, close, randomize_affine, same_bits_everywhere, trace,
-};
 
 fn op_error(e: LayerError) -> norma_autograd::AutogradError {
     norma_autograd::AutogradError::Op {

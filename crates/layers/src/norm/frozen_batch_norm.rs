@@ -15,12 +15,14 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use norma_autograd::{Backward, BackwardContext, Var};
+use norma_autograd::Var;
 use norma_tensor::Tensor;
 
 use crate::module::{join_name, Buffer, Module, TensorBuffer};
-use crate::norm::affine::{check_eps, kernel_error};
-use crate::norm::batch_norm::{as_batch_norm_mut, BatchNorm, BatchNormInput, Features, Images};
+use crate::norm::affine::{check_eps, AffineLayout};
+use crate::norm::batch_norm::{
+    as_batch_norm_mut, BatchNorm, BatchNormInput, EvalBackward, Features, Images,
+};
 use crate::{LayerError, Result, Sequential};
 
 /// Batch norm with fixed statistics and affine; see the module docs.
@@ -139,11 +141,15 @@ impl<I: BatchNormInput> Module for FrozenBatchNorm<I> {
             Some(bias.as_slice()),
             self.eps,
         )?;
-        let backward = FrozenBackward {
-            weight,
+        let backward = EvalBackward {
             mean,
             var,
             eps: self.eps,
+            affine: AffineLayout {
+                weight: false,
+                bias: false,
+            },
+            fixed_gamma: Some(weight),
         };
         Ok(Var::from_op(&[x], Tensor::from_array(y), backward))
     }
@@ -161,33 +167,6 @@ impl<I: BatchNormInput> Module for FrozenBatchNorm<I> {
 
     fn describe(&self) -> String {
         format!("Frozen{}({}, eps={})", I::NAME, self.num_features, self.eps)
-    }
-}
-
-/// dx of the fixed affine map (batch norm's eval backward); γ and β are constants.
-struct FrozenBackward {
-    weight: Tensor,
-    mean: Tensor,
-    var: Tensor,
-    eps: f32,
-}
-
-impl Backward for FrozenBackward {
-    fn name(&self) -> &'static str {
-        "frozen_batch_norm"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let g = norma_kernels::backward_eval(
-            ctx.input(0).view(),
-            ctx.grad_output().view(),
-            self.mean.as_slice(),
-            self.var.as_slice(),
-            Some(self.weight.as_slice()),
-            self.eps,
-        )
-        .map_err(|e| kernel_error("frozen_batch_norm", e))?;
-        Ok(vec![Some(Tensor::from_array(g.dx))])
     }
 }
 

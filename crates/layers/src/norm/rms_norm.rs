@@ -1,13 +1,12 @@
 //! Root-mean-square normalization over the last dimensions.
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
-use norma_kernels::GroupStats;
+use norma_autograd::{Param, Var};
 use norma_tensor::Tensor;
 
 use crate::module::Module;
-use crate::norm::affine::{check_eps, kernel_error, Affine, AffineLayout};
-use crate::norm::layer_norm::{check_trailing, dims};
-use crate::{LayerError, Result};
+use crate::norm::affine::Affine;
+use crate::norm::layer_norm::{check_config, check_trailing, dims, LayerNormBackward};
+use crate::Result;
 
 /// Options of an [`RmsNorm`]; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,8 +39,9 @@ impl Default for RmsNormConfig {
 /// - no running statistics and no batch dependence; y is invariant to scaling x by any c > 0
 ///   (up to eps)
 ///
-/// Runs on the layer-norm kernels without their centring (`norma_kernels::rms_norm_forward`):
-/// the mean square in f64, bitwise identical for any thread count.
+/// Runs on the layer-norm kernels without their centring (`norma_kernels::rms_norm_forward`,
+/// and layer norm's backward node, which the statistics switch to RMS norm's derivative): the
+/// mean square in f64, bitwise identical for any thread count.
 ///
 /// ```
 /// use norma_autograd::Var;
@@ -71,17 +71,8 @@ impl RmsNorm {
     ///
     /// Errors: an empty `normalized_shape` or one with a zero, a negative or non-finite eps.
     pub fn with_config(normalized_shape: &[usize], config: RmsNormConfig) -> Result<RmsNorm> {
-        let bad = |reason: String| LayerError::Config {
-            layer: format!("RMSNorm({normalized_shape:?})"),
-            reason,
-        };
-        if normalized_shape.is_empty() || normalized_shape.contains(&0) {
-            return Err(bad(
-                "normalized_shape must be non-empty, without zeros".into()
-            ));
-        }
         let eps = config.eps.unwrap_or(f32::EPSILON);
-        check_eps(eps).map_err(bad)?;
+        check_config("RMSNorm", normalized_shape, eps)?;
         let affine = config.elementwise_affine;
         Ok(RmsNorm {
             normalized_shape: normalized_shape.to_vec(),
@@ -117,7 +108,8 @@ impl Module for RmsNorm {
             vars.gamma(),
             self.eps,
         )?;
-        let backward = RmsNormBackward {
+        let backward = LayerNormBackward {
+            name: "rms_norm",
             normalized_shape: self.normalized_shape.clone(),
             stats: out.stats,
             affine: vars.layout(),
@@ -139,30 +131,5 @@ impl Module for RmsNorm {
             dims(&self.normalized_shape),
             self.config.elementwise_affine
         )
-    }
-}
-
-/// The kernels' closed-form gradient, with the forward's statistics.
-struct RmsNormBackward {
-    normalized_shape: Vec<usize>,
-    stats: GroupStats,
-    affine: AffineLayout,
-}
-
-impl Backward for RmsNormBackward {
-    fn name(&self) -> &'static str {
-        "rms_norm"
-    }
-
-    fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
-        let g = norma_kernels::rms_norm_backward(
-            ctx.input(0).view(),
-            ctx.grad_output().view(),
-            &self.normalized_shape,
-            &self.stats,
-            self.affine.gamma(ctx),
-        )
-        .map_err(|e| kernel_error("rms_norm", e))?;
-        self.affine.gradients(g, ctx)
     }
 }

@@ -42,17 +42,20 @@ impl<I: BatchNormInput> BatchNorm<I> {
             var,
             eps,
             affine: vars.layout(),
+            fixed_gamma: None,
         };
         Ok(vars.record(x, Tensor::from_array(output), backward))
     }
 }
 
-/// Backward with fixed running statistics (eval mode).
-struct EvalBackward {
-    mean: Tensor,
-    var: Tensor,
-    eps: f32,
-    affine: AffineLayout,
+/// Backward with fixed running statistics (eval mode); also frozen batch norm's, whose γ is
+/// a constant (`fixed_gamma`) rather than an input of the op.
+pub(crate) struct EvalBackward {
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub eps: f32,
+    pub affine: AffineLayout,
+    pub fixed_gamma: Option<Tensor>,
 }
 
 impl Backward for EvalBackward {
@@ -66,7 +69,10 @@ impl Backward for EvalBackward {
             ctx.grad_output().view(),
             self.mean.as_slice(),
             self.var.as_slice(),
-            self.affine.gamma(ctx),
+            self.fixed_gamma
+                .as_ref()
+                .map(Tensor::as_slice)
+                .or(self.affine.gamma(ctx)),
             self.eps,
         )
         .map_err(|e| kernel_error("batch_norm_eval", e))?;

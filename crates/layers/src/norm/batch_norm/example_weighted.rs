@@ -27,12 +27,12 @@
 //! pass, so the results do not depend on the number of threads.
 
 use norma_autograd::{Backward, BackwardContext, Var};
-use norma_kernels::{Gradients, GroupStats};
+use norma_kernels::GroupStats;
 use norma_tensor::Tensor;
 
 use super::{for_each_batch_norm_mut, BatchNorm, BatchNormInput};
 use crate::module::Module;
-use crate::norm::affine::AffineLayout;
+use crate::norm::affine::{gradients_from_f64, AffineLayout};
 use crate::{LayerError, Result};
 
 /// Sets the example weight α of every batch norm of `model` (BatchNorm1d and BatchNorm2d, at
@@ -207,11 +207,7 @@ impl Backward for WeightedBackward {
             }));
         }
         let dx = Tensor::from_vec(x.shape(), dx)?;
-        let g = Gradients {
-            dx: dx.into_array(),
-            dgamma: dgamma.iter().map(|&v| v as f32).collect(),
-            dbeta: dbeta.iter().map(|&v| v as f32).collect(),
-        };
+        let g = gradients_from_f64(dx, &dgamma, &dbeta);
         self.affine.gradients(g, ctx)
     }
 }

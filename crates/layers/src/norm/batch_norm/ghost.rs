@@ -29,12 +29,12 @@
 //! that ghost batch's shape.
 
 use norma_autograd::{Backward, BackwardContext, Param, Var};
-use norma_kernels::{BatchStats, Gradients, KernelError};
+use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::{Tensor, TensorError};
 
 use super::{BatchNorm, BatchNormConfig, BatchNormInput, Features, Images};
 use crate::module::{Buffer, Mode, Module};
-use crate::norm::affine::{kernel_error, AffineLayout};
+use crate::norm::affine::{gradients_from_f64, kernel_error, AffineLayout};
 use crate::{LayerError, Result};
 
 /// Ghost batch norm over the channels (dimension 1) of its input; see the module docs.
@@ -100,29 +100,10 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
         self.virtual_batch_size
     }
 
-    /// The batch-norm options.
-    pub fn config(&self) -> BatchNormConfig {
-        self.bn.config()
-    }
-
-    /// γ (`weight`), if `affine`.
-    pub fn weight(&self) -> Option<&Param> {
-        self.bn.weight()
-    }
-
-    /// β (`bias`), if `affine`.
-    pub fn bias(&self) -> Option<&Param> {
-        self.bn.bias()
-    }
-
-    /// The running mean, if tracked.
-    pub fn running_mean(&self) -> Option<Tensor> {
-        self.bn.running_mean()
-    }
-
-    /// The running (unbiased) variance, if tracked.
-    pub fn running_var(&self) -> Option<Tensor> {
-        self.bn.running_var()
+    /// The batch norm underneath: its options, parameters (`weight`, `bias`) and running
+    /// statistics, as [`BatchNorm`]'s accessors give them.
+    pub fn batch_norm(&self) -> &BatchNorm<I> {
+        &self.bn
     }
 
     /// Training mode: batch norm on each ghost batch, one running update.
@@ -258,11 +239,7 @@ impl Backward for GhostBackward {
             }
         }
         let dx = Tensor::from_vec(x.shape(), dx)?;
-        let g = Gradients {
-            dx: dx.into_array(),
-            dgamma: dgamma.iter().map(|&v| v as f32).collect(),
-            dbeta: dbeta.iter().map(|&v| v as f32).collect(),
-        };
+        let g = gradients_from_f64(dx, &dgamma, &dbeta);
         self.affine.gradients(g, ctx)
     }
 }

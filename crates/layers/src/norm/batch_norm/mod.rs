@@ -45,6 +45,7 @@ mod kinds;
 mod renorm;
 mod train;
 
+pub(crate) use eval::EvalBackward;
 pub use example_weighted::set_example_weight;
 pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
 pub use ghost::{GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};

@@ -190,34 +190,10 @@ impl<I: BatchNormInput> BatchRenorm<I> {
         self.renorm
     }
 
-    /// The batch-norm options.
-    pub fn config(&self) -> BatchNormConfig {
-        self.bn.config()
-    }
-
-    /// γ (`weight`), if `affine`.
-    pub fn weight(&self) -> Option<&Param> {
-        self.bn.weight()
-    }
-
-    /// β (`bias`), if `affine`.
-    pub fn bias(&self) -> Option<&Param> {
-        self.bn.bias()
-    }
-
-    /// The running mean.
-    pub fn running_mean(&self) -> Option<Tensor> {
-        self.bn.running_mean()
-    }
-
-    /// The running (unbiased) variance.
-    pub fn running_var(&self) -> Option<Tensor> {
-        self.bn.running_var()
-    }
-
-    /// Training batches seen: the step of the schedule.
-    pub fn num_batches_tracked(&self) -> Option<i64> {
-        self.bn.num_batches_tracked()
+    /// The batch norm underneath: its options, parameters (`weight`, `bias`) and running
+    /// statistics, as [`BatchNorm`]'s accessors give them.
+    pub fn batch_norm(&self) -> &BatchNorm<I> {
+        &self.bn
     }
 
     /// Mean 0, variance 1, no batch seen (the schedule starts again).

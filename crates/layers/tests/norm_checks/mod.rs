@@ -1,4 +1,5 @@
-//! What the tests of the small-batch layers (batch renorm, ghost and frozen batch norm) share:
+//! What the tests of the normalization layers share (the small-batch layers, instance and RMS
+//! norm, group and layer norm):
 //! float64 references of batch norm's pieces, bitwise traces, and runs on given thread counts
 //! and SIMD levels.
 
@@ -7,7 +8,7 @@
 use norma_autograd::{no_grad, Param, Var};
 use norma_kernels::SimdLevel;
 use norma_layers::checkpoint::{state_dict, StateValue};
-use norma_layers::Module;
+use norma_layers::{BatchNorm1d, BatchNorm2d, BatchNormConfig, Module};
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
 
@@ -194,4 +195,13 @@ pub fn check_parameter_gradients(
         }
     }
     Ok(())
+}
+
+/// A batch norm of `shape`'s kind: BatchNorm2d for (N, C, H, W), BatchNorm1d otherwise.
+pub fn bn_for(shape: &[usize], config: BatchNormConfig) -> Box<dyn Module> {
+    if shape.len() == 4 {
+        Box::new(BatchNorm2d::with_config(shape[1], config).unwrap())
+    } else {
+        Box::new(BatchNorm1d::with_config(shape[1], config).unwrap())
+    }
 }
