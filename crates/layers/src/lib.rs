@@ -63,13 +63,13 @@ pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
 };
 pub use norm::{
-    batch_norm, convert_sync_batch_norm, fold_batch_norm, freeze_batch_norm,
-    recompute_batch_norm_stats, set_example_weight, sync_batch_norm, BatchNorm, BatchNorm1d,
-    BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm,
-    FrozenBatchNorm1d, FrozenBatchNorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d,
-    GroupNorm, GroupNormConfig, InstanceNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig,
-    LayerNorm, LayerNormConfig, PreciseBnReport, RenormConfig, RmsNorm, RmsNormConfig, ShiftNoise,
-    ShiftNoiseConfig,
+    batch_norm, convert_batch_renorm, convert_ghost_batch_norm, convert_sync_batch_norm,
+    fold_batch_norm, freeze_batch_norm, recompute_batch_norm_stats, set_example_weight,
+    sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm,
+    BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm, FrozenBatchNorm1d, FrozenBatchNorm2d,
+    GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, GroupNorm, GroupNormConfig, InstanceNorm,
+    InstanceNorm1d, InstanceNorm2d, InstanceNormConfig, LayerNorm, LayerNormConfig,
+    PreciseBnReport, RenormConfig, RmsNorm, RmsNormConfig, ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};
 pub use pool::{AvgPool2d, MaxPool2d};

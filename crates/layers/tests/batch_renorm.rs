@@ -375,3 +375,27 @@ fn synchronized_matches_one_process_on_the_global_batch() {
         }
     }
 }
+
+/// A LeNet-BN converted keeps its weights and `state_dict` names, and while the schedule is in
+/// its warm-up it trains exactly as LeNet-BN (outputs, gradients and buffers, bit for bit).
+#[test]
+fn converted_lenet_bn_trains_as_lenet_bn_during_the_warm_up() {
+    use norma_layers::convert_batch_renorm;
+    use norma_layers::models::{self, Activation};
+    let build = || models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(8)).unwrap();
+    let mut bn = build();
+    let mut brn = convert_batch_renorm(build(), RenormConfig::default()).unwrap();
+    let keys = |m: &dyn Module| state_dict(m).into_keys().collect::<Vec<_>>();
+    assert_eq!(keys(&brn), keys(&bn));
+    assert!(brn.describe().contains("BatchRenorm2d(6"));
+    assert!(trace(&mut brn, &[4, 1, 28, 28], 2, 2) == trace(&mut bn, &[4, 1, 28, 28], 2, 2));
+    let untracked = BatchNormConfig {
+        track_running_stats: false,
+        ..BatchNormConfig::default()
+    };
+    let model = Sequential::new().with(
+        "bn",
+        norma_layers::BatchNorm1d::with_config(2, untracked).unwrap(),
+    );
+    assert!(convert_batch_renorm(model, RenormConfig::default()).is_err());
+}

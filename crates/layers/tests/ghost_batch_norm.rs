@@ -204,3 +204,21 @@ fn state_dict_names_are_batch_norms() {
     let keys = |m: &Sequential| state_dict(m).into_keys().collect::<Vec<_>>();
     assert_eq!(keys(&model), keys(&reference));
 }
+
+/// A LeNet-BN converted keeps its weights and names; with virtual batches as large as the
+/// batch it trains exactly as LeNet-BN, with smaller ones it does not.
+#[test]
+fn converted_lenet_bn() {
+    use norma_layers::convert_ghost_batch_norm;
+    use norma_layers::models::{self, Activation};
+    let build = || models::lenet_bn(Activation::Sigmoid, &mut Rng::seed_from_u64(8)).unwrap();
+    let mut bn = build();
+    let mut whole = convert_ghost_batch_norm(build(), 4).unwrap();
+    let mut halves = convert_ghost_batch_norm(build(), 2).unwrap();
+    let keys = |m: &dyn Module| state_dict(m).into_keys().collect::<Vec<_>>();
+    assert_eq!(keys(&whole), keys(&bn));
+    let want = trace(&mut bn, &[4, 1, 28, 28], 2, 2);
+    assert!(trace(&mut whole, &[4, 1, 28, 28], 2, 2) == want);
+    assert!(trace(&mut halves, &[4, 1, 28, 28], 2, 2) != want);
+    assert!(convert_ghost_batch_norm(build(), 0).is_err());
+}

@@ -12,7 +12,6 @@
 //! layer computes exactly what the batch norm it was made from computes in eval mode.
 //! [`freeze_batch_norm`] turns every batch norm of a trained model into one.
 
-use std::any::Any;
 use std::marker::PhantomData;
 
 use norma_autograd::Var;
@@ -21,7 +20,7 @@ use norma_tensor::Tensor;
 use crate::module::{join_name, Buffer, Module, TensorBuffer};
 use crate::norm::affine::{check_eps, AffineLayout};
 use crate::norm::batch_norm::{
-    as_batch_norm_mut, BatchNorm, BatchNormInput, EvalBackward, Features, Images,
+    replace_batch_norms, BatchNorm, BatchNormInput, EvalBackward, Features, Images, Replacement,
 };
 use crate::{LayerError, Result, Sequential};
 
@@ -179,23 +178,5 @@ impl<I: BatchNormInput> Module for FrozenBatchNorm<I> {
 ///
 /// Errors: a batch norm without running statistics.
 pub fn freeze_batch_norm(model: Sequential) -> Result<Sequential> {
-    let mut out = Sequential::new();
-    for (name, mut child) in model.into_children() {
-        let child = if let Some(bn) = as_batch_norm_mut(child.as_mut()) {
-            bn.frozen()?
-        } else if child.is::<Sequential>() {
-            let any: Box<dyn Any> = child;
-            let inner = any
-                .downcast::<Sequential>()
-                .map_err(|_| LayerError::Config {
-                    layer: format!("freeze_batch_norm at '{name}'"),
-                    reason: "not a Sequential".into(),
-                })?;
-            Box::new(freeze_batch_norm(*inner)?)
-        } else {
-            child
-        };
-        out.push(name, child);
-    }
-    Ok(out)
+    replace_batch_norms(model, Replacement::Frozen)
 }

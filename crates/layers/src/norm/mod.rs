@@ -27,8 +27,9 @@ mod shift_noise;
 pub mod sync_batch_norm;
 
 pub use batch_norm::{
-    set_example_weight, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm,
-    BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
+    convert_batch_renorm, convert_ghost_batch_norm, set_example_weight, BatchNorm, BatchNorm1d,
+    BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm,
+    GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
 };
 pub use fold::fold_batch_norm;
 pub use frozen_batch_norm::{

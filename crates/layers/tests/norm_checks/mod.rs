@@ -91,18 +91,18 @@ pub fn randomize_affine(m: &dyn Module, rng: &mut Rng) {
 }
 
 /// Output, dx, every parameter gradient and every buffer after `steps` training passes of
-/// `m` on inputs drawn from `seed` (each back-propagating Σ y·r), as bits.
+/// `m` (a layer or a model) on inputs drawn from `seed` (each back-propagating Σ y·r), as bits.
 pub fn trace(m: &mut dyn Module, shape: &[usize], seed: u64, steps: usize) -> Vec<Vec<u32>> {
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
     let mut rng = Rng::seed_from_u64(seed);
     let mut out = Vec::new();
     for _ in 0..steps {
         let x = Param::new(Tensor::rand_normal(shape, 3.0, 2.0, &mut rng));
-        let r = Var::constant(Tensor::rand_normal(shape, 0.0, 1.0, &mut rng));
         for p in m.parameters() {
             p.zero_grad();
         }
         let y = m.forward(&x.var()).unwrap();
+        let r = Var::constant(Tensor::rand_normal(y.shape(), 0.0, 1.0, &mut rng));
         y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
         out.push(bits(y.value().as_slice()));
         out.push(bits(x.grad().unwrap().as_slice()));

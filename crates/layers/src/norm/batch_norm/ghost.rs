@@ -32,10 +32,12 @@ use norma_autograd::{Backward, BackwardContext, Param, Var};
 use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::{Tensor, TensorError};
 
-use super::{BatchNorm, BatchNormConfig, BatchNormInput, Features, Images};
+use super::{
+    replace_batch_norms, BatchNorm, BatchNormConfig, BatchNormInput, Features, Images, Replacement,
+};
 use crate::module::{Buffer, Mode, Module};
 use crate::norm::affine::{gradients_from_f64, kernel_error, AffineLayout};
-use crate::{LayerError, Result};
+use crate::{LayerError, Result, Sequential};
 
 /// Ghost batch norm over the channels (dimension 1) of its input; see the module docs.
 /// [`GhostBatchNorm1d`] takes (N, C) or (N, C, L), [`GhostBatchNorm2d`] (N, C, H, W).
@@ -83,14 +85,27 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
         virtual_batch_size: usize,
         config: BatchNormConfig,
     ) -> Result<Self> {
+        Self::from_batch_norm(
+            BatchNorm::with_config(num_features, config)?,
+            virtual_batch_size,
+        )
+    }
+
+    /// `bn` with ghost batches of `virtual_batch_size` samples: the same parameters and buffers
+    /// (handles), options and mode. Ghost batch norm is not synchronized: a communicator `bn`
+    /// had is dropped.
+    ///
+    /// Errors: a virtual batch size of 0.
+    pub fn from_batch_norm(mut bn: BatchNorm<I>, virtual_batch_size: usize) -> Result<Self> {
         if virtual_batch_size == 0 {
             return Err(LayerError::Config {
-                layer: format!("Ghost{}({num_features})", I::NAME),
+                layer: format!("Ghost{}({})", I::NAME, bn.num_features),
                 reason: "virtual_batch_size must be positive".into(),
             });
         }
+        bn.sync = None;
         Ok(GhostBatchNorm {
-            bn: BatchNorm::with_config(num_features, config)?,
+            bn,
             virtual_batch_size,
         })
     }
@@ -135,6 +150,19 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
         let y = Tensor::from_vec(x.shape(), output)?;
         Ok(vars.record(x, y, backward))
     }
+}
+
+/// `model` with every batch norm (BatchNorm1d and BatchNorm2d, inside nested `Sequential`s
+/// too) made a ghost batch norm with virtual batches of `virtual_batch_size` samples
+/// ([`GhostBatchNorm::from_batch_norm`]), under the same names and with the same weights and
+/// `state_dict`.
+///
+/// Errors: a virtual batch size of 0.
+pub fn convert_ghost_batch_norm(
+    model: Sequential,
+    virtual_batch_size: usize,
+) -> Result<Sequential> {
+    replace_batch_norms(model, Replacement::Ghost(virtual_batch_size))
 }
 
 /// The ghost batches of `x`, in order: runs of `v` samples, the last one shorter if v does not

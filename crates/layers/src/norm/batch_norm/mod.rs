@@ -47,10 +47,12 @@ mod train;
 
 pub(crate) use eval::EvalBackward;
 pub use example_weighted::set_example_weight;
-pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
-pub use ghost::{GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
+pub(crate) use find::{
+    as_batch_norm_mut, for_each_batch_norm_mut, replace_batch_norms, BatchNormLayer, Replacement,
+};
+pub use ghost::{convert_ghost_batch_norm, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
-pub use renorm::{BatchRenorm, BatchRenorm1d, BatchRenorm2d, RenormConfig};
+pub use renorm::{convert_batch_renorm, BatchRenorm, BatchRenorm1d, BatchRenorm2d, RenormConfig};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]

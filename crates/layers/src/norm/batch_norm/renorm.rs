@@ -45,10 +45,12 @@ use norma_distributed::Communicator;
 use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::Tensor;
 
-use super::{BatchNorm, BatchNormConfig, BatchNormInput, Features, Images};
+use super::{
+    replace_batch_norms, BatchNorm, BatchNormConfig, BatchNormInput, Features, Images, Replacement,
+};
 use crate::module::{Buffer, Mode, Module};
 use crate::norm::affine::{kernel_error, AffineLayout};
-use crate::{LayerError, Result};
+use crate::{LayerError, Result, Sequential};
 
 /// The r_max/d_max schedule of a [`BatchRenorm`]; the defaults are the paper's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,28 +157,34 @@ impl<I: BatchNormInput> BatchRenorm<I> {
 
     /// A layer with explicit options.
     ///
-    /// Errors: those of [`BatchNorm::with_config`]; `track_running_stats` off (the corrections
-    /// need the moving averages); a schedule with r_max < 1, d_max < 0, or bounds reached
-    /// before the warm-up ends.
+    /// Errors: those of [`BatchNorm::with_config`] and [`BatchRenorm::from_batch_norm`]
+    /// (`track_running_stats` off, a bad schedule).
     pub fn with_config(
         num_features: usize,
         config: BatchNormConfig,
         renorm: RenormConfig,
     ) -> Result<Self> {
+        Self::from_batch_norm(BatchNorm::with_config(num_features, config)?, renorm)
+    }
+
+    /// `bn` renormalized: the same parameters and buffers (handles, so an optimizer built on
+    /// `bn` still updates them), options, mode and communicator, with the schedule `renorm`
+    /// counted from `bn`'s `num_batches_tracked`.
+    ///
+    /// Errors: `bn` tracks no running statistics; a schedule with r_max < 1, d_max < 0, or
+    /// bounds reached before the warm-up ends.
+    pub fn from_batch_norm(bn: BatchNorm<I>, renorm: RenormConfig) -> Result<Self> {
         let bad = |reason: String| LayerError::Config {
-            layer: format!("BatchRenorm{}({num_features})", kind_suffix::<I>()),
+            layer: format!("BatchRenorm{}({})", kind_suffix::<I>(), bn.num_features),
             reason,
         };
-        if !config.track_running_stats {
+        if bn.running.is_none() {
             return Err(bad(
                 "needs track_running_stats: r and d come from the moving averages".into(),
             ));
         }
         renorm.check().map_err(bad)?;
-        Ok(BatchRenorm {
-            bn: BatchNorm::with_config(num_features, config)?,
-            renorm,
-        })
+        Ok(BatchRenorm { bn, renorm })
     }
 
     /// The layer with training statistics over every process of `comm` (see the module docs).
@@ -243,6 +251,15 @@ impl<I: BatchNormInput> BatchRenorm<I> {
         };
         Ok(vars.record(x, Tensor::from_array(output), backward))
     }
+}
+
+/// `model` with every batch norm (BatchNorm1d and BatchNorm2d, inside nested `Sequential`s
+/// too) renormalized with the schedule `renorm` ([`BatchRenorm::from_batch_norm`]), under the
+/// same names: a LeNet-BN becomes a LeNet-BRN with the same weights and `state_dict`.
+///
+/// Errors: a batch norm without running statistics, a bad schedule.
+pub fn convert_batch_renorm(model: Sequential, renorm: RenormConfig) -> Result<Sequential> {
+    replace_batch_norms(model, Replacement::Renorm(renorm))
 }
 
 /// "1d" or "2d", for names.
