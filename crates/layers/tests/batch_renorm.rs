@@ -14,8 +14,7 @@ use norma_distributed::testing::run_group;
 use norma_kernels::KernelError;
 use norma_layers::checkpoint::{load_bytes, state_dict, to_bytes};
 use norma_layers::{
-    BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, LayerError, Module, RenormConfig,
-    Sequential,
+    BatchNormConfig, BatchRenorm1d, BatchRenorm2d, LayerError, Module, RenormConfig, Sequential,
 };
 use norma_tensor::{Rng, Tensor};
 use proptest::prelude::*;
@@ -316,63 +315,70 @@ fn checkpoints_keep_the_state_and_the_schedule_step() {
 
 /// Synchronized over K threads standing in for processes, each holding a shard, the layer
 /// computes what one process computes on the whole batch (up to the order of the f64
-/// additions of the all-reduce: outputs within 1e-5).
+/// additions of the all-reduce: within 1e-5): outputs and dx of Σ y·r over two steps, dγ and dβ
+/// summed over the processes (the data-parallel all-reduce), and the running statistics.
 #[test]
 fn synchronized_matches_one_process_on_the_global_batch() {
     let shape = [6, 3, 2, 2];
     let mut rng = Rng::seed_from_u64(11);
     let x = Tensor::rand_normal(&shape, 1.0, 2.0, &mut rng);
+    let r = Tensor::rand_normal(&shape, 0.0, 1.0, &mut rng);
     let make = || BatchRenorm2d::with_config(3, BatchNormConfig::default(), at_once(1.2, 0.3));
-    let single = |x: &Tensor| {
-        let mut brn: BatchRenorm<_> = make().unwrap();
-        let mut outs = Vec::new();
+    // [y, dx] of each step, then dγ, dβ of the last step, then the running mean.
+    let steps = |brn: &mut BatchRenorm2d, x: &Tensor, r: &Tensor| {
+        let mut out = Vec::new();
         for _ in 0..2 {
-            outs.push(
-                brn.forward(&Var::constant(x.clone()))
-                    .unwrap()
-                    .value()
-                    .to_vec(),
-            );
+            brn.parameters().iter().for_each(|p| p.zero_grad());
+            let xp = norma_autograd::Param::new(x.clone());
+            let y = brn.forward(&xp.var()).unwrap();
+            y.mul(&Var::constant(r.clone()))
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            out.push(y.value().to_vec());
+            out.push(xp.grad().unwrap().to_vec());
         }
-        (outs, brn.batch_norm().running_mean().unwrap().to_vec())
+        out.extend(brn.parameters().iter().map(|p| p.grad().unwrap().to_vec()));
+        out.push(brn.batch_norm().running_mean().unwrap().to_vec());
+        out
     };
-    let (whole, mean) = single(&x);
+    let whole = steps(&mut make().unwrap(), &x, &r);
+    let close = |got: &[f32], want: &[f32], what: String| {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{what}: {g} vs {w}");
+        }
+    };
     for size in [2, 3] {
-        let per = shape[0] / size;
+        let per = shape[0] / size * 12;
         let results = run_group(size, |comm| {
             let rank = comm.rank();
-            let shard = Tensor::from_vec(
-                &[per, 3, 2, 2],
-                x.as_slice()[rank * per * 12..(rank + 1) * per * 12].to_vec(),
-            )
-            .unwrap();
+            let shard = |t: &Tensor| {
+                let values = t.as_slice()[rank * per..(rank + 1) * per].to_vec();
+                Tensor::from_vec(&[per / 12, 3, 2, 2], values).unwrap()
+            };
             let mut brn = make().unwrap().synchronized(comm);
             assert!(brn.describe().starts_with("SyncBatchRenorm2d"));
-            let mut outs = Vec::new();
-            for _ in 0..2 {
-                outs.push(
-                    brn.forward(&Var::constant(shard.clone()))
-                        .unwrap()
-                        .value()
-                        .to_vec(),
+            steps(&mut brn, &shard(&x), &shard(&r))
+        });
+        let mut sums = vec![vec![0.0f32; 3]; 2];
+        for (rank, out) in results.iter().enumerate() {
+            for k in 0..4 {
+                let want = &whole[k][rank * per..(rank + 1) * per];
+                close(
+                    &out[k],
+                    want,
+                    format!("{size} threads, rank {rank}, tensor {k}"),
                 );
             }
-            (outs, brn.batch_norm().running_mean().unwrap().to_vec())
-        });
-        for (rank, (outs, m)) in results.into_iter().enumerate() {
-            for (step, out) in outs.iter().enumerate() {
-                let want = &whole[step][rank * per * 12..(rank + 1) * per * 12];
-                for (g, w) in out.iter().zip(want) {
-                    assert!(
-                        (g - w).abs() < 1e-5,
-                        "{size} threads, rank {rank}, step {step}"
-                    );
-                }
+            for (sum, g) in sums.iter_mut().zip(&out[4..6]) {
+                sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
             }
-            for (g, w) in m.iter().zip(&mean) {
-                assert!((g - w).abs() < 1e-6);
-            }
+            close(&out[6], &whole[6], format!("running mean, rank {rank}"));
         }
+        close(&sums[0], &whole[4], format!("dγ over {size} threads"));
+        close(&sums[1], &whole[5], format!("dβ over {size} threads"));
     }
 }
 
