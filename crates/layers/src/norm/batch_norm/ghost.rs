@@ -208,12 +208,10 @@ fn pooled(stats: &[BatchStats]) -> Result<BatchStats> {
 
 impl<I: BatchNormInput> Module for GhostBatchNorm<I> {
     fn forward(&mut self, x: &Var) -> Result<Var> {
+        self.bn.check_input_of(x.shape(), &|| self.describe())?;
         match self.bn.mode {
             Mode::Eval => self.bn.forward(x),
-            Mode::Train => {
-                self.bn.check_input(x.shape())?;
-                self.forward_train(x)
-            }
+            Mode::Train => self.forward_train(x),
         }
     }
 

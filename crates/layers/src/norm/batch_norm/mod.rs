@@ -252,11 +252,16 @@ impl<I: BatchNormInput> BatchNorm<I> {
 
     /// The verdict on an input's shape: one of the layer's kind with C channels.
     fn check_input(&self, shape: &[usize]) -> Result<()> {
+        self.check_input_of(shape, &|| self.describe())
+    }
+
+    /// [`BatchNorm::check_input`] for a layer built on this one, named by `describe`.
+    fn check_input_of(&self, shape: &[usize], describe: &dyn Fn() -> String) -> Result<()> {
         if I::accepts(shape, self.num_features) {
             return Ok(());
         }
         Err(LayerError::Input {
-            layer: self.describe(),
+            layer: describe(),
             expected: I::expected(self.num_features),
             got: shape.to_vec(),
         })

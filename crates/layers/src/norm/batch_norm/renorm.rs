@@ -318,12 +318,13 @@ fn corrections(
 
 impl<I: BatchNormInput> Module for BatchRenorm<I> {
     fn forward(&mut self, x: &Var) -> Result<Var> {
+        let checked = self.bn.check_input_of(x.shape(), &|| self.describe());
         match self.bn.mode {
-            Mode::Eval => self.bn.forward(x),
-            Mode::Train => {
-                let checked = self.bn.check_input(x.shape());
-                self.forward_train(x, checked)
+            Mode::Eval => {
+                checked?;
+                self.bn.forward(x)
             }
+            Mode::Train => self.forward_train(x, checked),
         }
     }
 
