@@ -28,14 +28,14 @@
 //! channel (a last ghost batch of one sample of (N, C) features) is batch norm's error, naming
 //! that ghost batch's shape.
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_autograd::{Backward, BackwardContext, Var};
 use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::{Tensor, TensorError};
 
 use super::{
     replace_batch_norms, BatchNorm, BatchNormConfig, BatchNormInput, Features, Images, Replacement,
 };
-use crate::module::{Buffer, Mode, Module};
+use crate::module::{Mode, Module};
 use crate::norm::affine::{gradients_from_f64, kernel_error, AffineLayout};
 use crate::{LayerError, Result, Sequential};
 
@@ -215,17 +215,7 @@ impl<I: BatchNormInput> Module for GhostBatchNorm<I> {
         }
     }
 
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
-        self.bn.collect_params(prefix, out);
-    }
-
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        self.bn.collect_buffers(prefix, out);
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.bn.set_mode(mode);
-    }
+    state_of_batch_norm!();
 
     fn describe(&self) -> String {
         format!(

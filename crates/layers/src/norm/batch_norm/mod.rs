@@ -37,6 +37,24 @@ use crate::norm::affine::{check_eps, Affine};
 use crate::norm::sync_batch_norm::Synced;
 use crate::{LayerError, Result};
 
+/// The [`Module`] methods of a layer built on a batch norm (a field `bn`): its parameters,
+/// buffers and mode are the batch norm's.
+macro_rules! state_of_batch_norm {
+    () => {
+        fn collect_params(&self, prefix: &str, out: &mut Vec<(String, norma_autograd::Param)>) {
+            self.bn.collect_params(prefix, out);
+        }
+
+        fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, crate::module::Buffer)>) {
+            self.bn.collect_buffers(prefix, out);
+        }
+
+        fn set_mode(&mut self, mode: crate::module::Mode) {
+            self.bn.set_mode(mode);
+        }
+    };
+}
+
 mod eval;
 mod example_weighted;
 mod find;

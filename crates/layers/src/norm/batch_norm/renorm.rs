@@ -40,7 +40,7 @@
 
 use std::rc::Rc;
 
-use norma_autograd::{Backward, BackwardContext, Param, Var};
+use norma_autograd::{Backward, BackwardContext, Var};
 use norma_distributed::Communicator;
 use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::Tensor;
@@ -48,7 +48,7 @@ use norma_tensor::Tensor;
 use super::{
     replace_batch_norms, BatchNorm, BatchNormConfig, BatchNormInput, Features, Images, Replacement,
 };
-use crate::module::{Buffer, Mode, Module};
+use crate::module::{Mode, Module};
 use crate::norm::affine::{kernel_error, AffineLayout};
 use crate::{LayerError, Result, Sequential};
 
@@ -328,17 +328,7 @@ impl<I: BatchNormInput> Module for BatchRenorm<I> {
         }
     }
 
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Param)>) {
-        self.bn.collect_params(prefix, out);
-    }
-
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        self.bn.collect_buffers(prefix, out);
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.bn.set_mode(mode);
-    }
+    state_of_batch_norm!();
 
     fn describe(&self) -> String {
         let s = &self.renorm;
