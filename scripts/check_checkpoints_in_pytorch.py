@@ -4,8 +4,11 @@
 1. Runs norma's test `norma_checkpoints_for_pytorch` (crates/layers/tests/torch_interop.rs) with
    NORMA_EXPORT_DIR set: it saves every model of the LeNet family -- lenet, lenet-bn, lenet-gn,
    lenet-ln; sigmoid or ReLU; normalization before or after the activation -- after two SGD
-   steps, with its eval-mode outputs on 4 inputs.
-2. Builds each model's PyTorch mirror (scripts/norma_models.py), loads norma's file with
+   steps, with its eval-mode outputs on 4 inputs; and `deep_checkpoints_for_pytorch` (same file)
+   saves the deep networks likewise -- resnet8 and plain8 with no, batch, group and layer norm,
+   resnet14 with batch norm (`resnet8-batch.safetensors`, ...).
+2. Builds each model's PyTorch mirror (scripts/norma_models.py; `build_deep` for the deep
+   networks), loads norma's file with
    load_state_dict(strict=True) -- no missing, unexpected or misshapen tensor -- and compares
    norma's eval-mode outputs with PyTorch's evaluation of the same weights in float64.
 
@@ -39,7 +42,7 @@ try:
     import torch
     from safetensors.torch import load_file
 
-    from norma_models import build
+    from norma_models import build, build_deep
 except ImportError as e:
     sys.exit(f"error: {e}; run with the venv of scripts/setup-torch-venv.sh (see --help)")
 
@@ -49,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 def export(directory: Path) -> None:
     """Has norma write its checkpoints into `directory`."""
     cmd = ["cargo", "test", "-p", "norma-layers", "--release", "--test", "torch_interop", "--",
-           "--exact", "norma_checkpoints_for_pytorch"]
+           "--exact", "norma_checkpoints_for_pytorch", "deep_checkpoints_for_pytorch"]
     env = dict(os.environ, NORMA_EXPORT_DIR=str(directory))
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -59,8 +62,11 @@ def export(directory: Path) -> None:
 def check(weights: Path, tol: float) -> tuple[str, str, bool]:
     """Loads one checkpoint into its PyTorch mirror: (variant, verdict, ok)."""
     variant = weights.name.removesuffix(".safetensors")
-    model_name, activation, placement = variant.split("_")
-    model = build(model_name, activation, placement)
+    if variant.startswith(("resnet", "plain")):
+        model = build_deep(variant)
+    else:
+        model_name, activation, placement = variant.split("_")
+        model = build(model_name, activation, placement)
     try:
         model.load_state_dict(load_file(weights), strict=True)
     except RuntimeError as e:

@@ -1,6 +1,7 @@
 //! [`Error`]: everything that can stop a command, each naming the input it concerns. `main`
 //! prints it as one line on stderr and exits with status 1 (silently for
-//! [`Error::StoppedByRoot`], whose reason process 0 prints).
+//! [`Error::StoppedByRoot`], whose reason process 0 prints), or with 128 + the signal number
+//! for [`Error::Stopped`].
 
 use std::path::PathBuf;
 
@@ -47,6 +48,10 @@ pub enum Error {
     /// before it tells the others, which may end the job as soon as they exit.
     #[error("{0}")]
     Reported(String),
+    /// SIGINT or SIGTERM stopped a loop between two of its steps (see
+    /// [`crate::cli::signals::check`]); `main` exits with 128 + the signal number.
+    #[error("stopped by {}", .0.name())]
+    Stopped(crate::cli::signals::Signal),
 }
 
 impl From<norma_tensor::TensorError> for Error {

@@ -105,7 +105,7 @@ impl Session {
         let dir = parent.subdir(name)?;
         let config = TrainConfig::new(
             self.common.data.dataset(),
-            self.common.data.data_dir.clone(),
+            self.common.data.absolute_data_dir()?,
             self.common.train_samples,
             self.common.threads,
             runs,
@@ -115,11 +115,11 @@ impl Session {
         match outcome.stopped_by {
             Some(signal) => {
                 eprintln!(
-                    "interrupted by {}; the finished runs are in {} (this experiment cannot be \
-                     resumed; the interrupted run can, with train-lenet --resume {})",
+                    "interrupted by {}; the finished runs are in {} (experiments cannot be \
+                     resumed yet: start `{}` again with a new --out)",
                     signal.name(),
                     self.dir.path().display(),
-                    dir.path().display()
+                    self.name
                 );
                 Ok(Err(signal))
             }

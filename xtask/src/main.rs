@@ -32,6 +32,7 @@ mod eval_mode;
 mod experiment;
 mod output;
 mod placement;
+mod reproduce;
 mod run;
 mod smoothness;
 mod steps;
@@ -97,6 +98,13 @@ enum Command {
     Smoothness(smoothness::SmoothnessArgs),
     /// Training throughput (samples/s) of a full step for both models.
     Bench(bench::BenchArgs),
+    /// Every experiment behind docs/experiments.md with the documented budgets and seeds, then
+    /// the document itself from its template and those results (docs/experiments.template.md).
+    ///
+    /// Prints progress and the time left; Ctrl-C (SIGINT) or SIGTERM stops the job in progress
+    /// and exits with status 130 or 143, and --resume skips the jobs that finished. --quick
+    /// runs the same pipeline on tiny budgets; --only runs some sections.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 /// Keeps freed tensor memory in the process for the next step instead of returning it to the
@@ -169,12 +177,17 @@ fn main() -> ExitCode {
         Command::Drift(args) => drift::run(args),
         Command::Smoothness(args) => smoothness::run(args),
         Command::Bench(args) => bench::run(args).map(|()| None),
+        Command::Reproduce(args) => reproduce::run(args),
     };
     match result {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(signal)) => ExitCode::from(signal.exit_code()),
         // Process 0 of the data-parallel job has said why.
         Err(Error::StoppedByRoot | Error::Reported(_)) => ExitCode::FAILURE,
+        Err(e @ Error::Stopped(signal)) => {
+            eprintln!("{e}");
+            ExitCode::from(signal.exit_code())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -80,9 +80,15 @@ struct SweepRun {
 fn check(args: &SweepArgs) -> Result<(), Error> {
     for (i, &lr) in args.lrs.iter().enumerate() {
         checks::learning_rate("every --lrs value", lr)?;
-        if args.lrs[..i].contains(&lr) {
+        // Training runs in f32: two values with one f32 are one rate.
+        if let Some(&same) = args.lrs[..i].iter().find(|&&l| l as f32 == lr as f32) {
+            let also = if same == lr {
+                String::new()
+            } else {
+                format!(" ({} and {} are the same f32)", fmt_lr(same), fmt_lr(lr))
+            };
             return Err(Error::Usage(format!(
-                "--lrs lists {} more than once; give each learning rate once (--seeds sets the repeats)",
+                "--lrs lists {} more than once{also}; give each learning rate once (--seeds sets the repeats)",
                 fmt_lr(lr)
             )));
         }

@@ -128,9 +128,19 @@ fn lr_sweep_options_are_checked_first() {
         &["--lrs lists 0.1 more than once"],
     );
     fails_before_data(
-        &["lr-sweep", "--seeds", "0"],
-        &["--seeds must be at least 1"],
+        &["lr-sweep", "--lrs", "0.1", "0.10000000001"],
+        &["--lrs lists 0.10000000001 more than once (0.1 and 0.10000000001 are the same f32)"],
     );
+    fails_before_data(
+        &["lr-sweep", "--seeds", "0"],
+        &["--seeds must be between 1 and 1000, got 0"],
+    );
+    for command in ["lr-sweep", "placement", "batch-size"] {
+        fails_before_data(
+            &[command, "--seeds", "18446744073709551615"],
+            &["--seeds must be between 1 and 1000"],
+        );
+    }
     fails_before_data(
         &["lr-sweep", "--epochs", "0"],
         &["--epochs must be at least 1"],
@@ -161,7 +171,7 @@ fn placement_options_are_checked_first() {
     );
     fails_before_data(
         &["placement", "--seeds", "0"],
-        &["--seeds must be at least 1"],
+        &["--seeds must be between 1 and 1000, got 0"],
     );
     fails_before_data(
         &[
@@ -202,7 +212,18 @@ fn eval_mode_options_are_checked_first() {
             &["--batch-sizes", "2", "8", "2"],
             &["--batch-sizes lists 2 more than once"],
         ),
-        (&["--orders", "0"], &["--orders must be at least 1"]),
+        (
+            &["--orders", "0"],
+            &["--orders must be between 1 and 1000, got 0"],
+        ),
+        (
+            &["--orders", "4294967296"],
+            &["--orders must be between 1 and 1000"],
+        ),
+        (
+            &["--orders", "18446744073709551615"],
+            &["--orders must be between 1 and 1000"],
+        ),
         (&["--epochs", "0"], &["--epochs must be at least 1"]),
         (
             &["--weights", "/nonexistent.safetensors"],
@@ -391,7 +412,10 @@ fn batch_size_options_are_checked_first() {
             &["--norms lists group more than once"],
         ),
         (&["--epochs", "0"], &["--epochs must be at least 1"]),
-        (&["--seeds", "0"], &["--seeds must be at least 1"]),
+        (
+            &["--seeds", "0"],
+            &["--seeds must be between 1 and 1000, got 0"],
+        ),
         (
             &["--lr-rule", "cubic"],
             &["invalid value 'cubic' for '--lr-rule"],

@@ -170,3 +170,105 @@ fn a_run_in_progress_cannot_be_resumed_twice() {
         )],
     );
 }
+
+#[test]
+fn an_out_folder_that_cannot_be_used_is_named_before_the_data_loads() {
+    let empty = no_data();
+    let data_dir = empty.path().to_str().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // A link to a folder that does not exist.
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(root.path().join("missing"), &link).unwrap();
+    for command in ["train-lenet", "drift"] {
+        fails_clearly(
+            &[
+                command,
+                "--out",
+                link.to_str().unwrap(),
+                "--data-dir",
+                data_dir,
+            ],
+            &["is a link to", "missing, which does not exist"],
+        );
+    }
+    // An empty folder this user cannot write into. Root ignores permission bits, so as root
+    // the command runs as `nobody`, in folders everyone may enter.
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let open = |dir: &std::path::Path, mode| {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(root.path(), 0o777);
+    open(empty.path(), 0o777);
+    let locked = root.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    open(&locked, 0o555);
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    // `nobody` may not be able to reach the build folder: a link or copy of the binary in the
+    // open folder.
+    let binary = root.path().join("xtask");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_xtask"), &binary).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_xtask"), &binary).unwrap();
+    }
+    for command in ["train-lenet", "placement"] {
+        let mut cmd = std::process::Command::new(&binary);
+        cmd.args([
+            command,
+            "--out",
+            locked.to_str().unwrap(),
+            "--data-dir",
+            data_dir,
+        ])
+        .env("NORMA_DATA_DIR", "")
+        .current_dir(root.path());
+        if root_user {
+            cmd.uid(65534).gid(65534);
+        }
+        let out = cmd.output().unwrap();
+        failed_clearly(
+            &out,
+            command,
+            &[
+                "--out",
+                "cannot write into it",
+                "give a folder you can write to",
+            ],
+        );
+    }
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+}
+
+#[test]
+fn resume_names_what_the_folder_is_when_it_is_not_a_run_of_its_own() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    fails_clearly(
+        &["train-lenet", "--resume", file.to_str().unwrap()],
+        &["notes.txt: not a directory (give the run's folder)"],
+    );
+    // An lr-sweep folder and one run inside it.
+    let sweep = root.path().join("sweep");
+    let cell = sweep.join("runs/lenet-bn-lr1-seed0");
+    std::fs::create_dir_all(&cell).unwrap();
+    std::fs::write(
+        sweep.join("config.json"),
+        r#"{"experiment": "lr-sweep", "command": [], "norma_version": "0", "options": {}}"#,
+    )
+    .unwrap();
+    std::fs::write(cell.join("config.json"), "{}").unwrap();
+    let before = snapshot(root.path());
+    fails_clearly(
+        &["train-lenet", "--resume", sweep.to_str().unwrap()],
+        &["this is the folder of a `lr-sweep` experiment, not of a train-lenet run"],
+    );
+    fails_clearly(
+        &["train-lenet", "--resume", cell.to_str().unwrap()],
+        &[
+            "this run is part of the `lr-sweep` experiment in",
+            "copy this folder elsewhere to continue the run on its own",
+        ],
+    );
+    assert_eq!(snapshot(root.path()), before);
+}

@@ -230,3 +230,204 @@ fn files_of_a_run_that_are_not_regular_are_refused_without_hanging() {
         failed_clearly(&out, &format!("{kind} {file}"), expected);
     }
 }
+
+#[test]
+fn a_run_stopped_before_its_final_files_is_finished_by_resume() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "512",
+        "--epochs",
+        "1",
+    ];
+    train(dir.path(), &args);
+    let precise = dir.path().join("lenet-bn-precise-bn.safetensors");
+    let progress_path = dir.path().join("checkpoint/lenet-bn/progress.json");
+    let want = std::fs::read(&precise).unwrap();
+    // Both states a kill or a full disk can leave between the last step and the last file:
+    // the checkpoint of the last epoch's end (status "running"), and the checkpoint the
+    // final phase writes first (status "finishing").
+    let finishing = serde_json::json!({"state": "finishing", "then": {"state": "completed"}});
+    for status in [serde_json::json!({"state": "running"}), finishing] {
+        let mut progress = json(&progress_path);
+        progress["record"]["status"] = status.clone();
+        std::fs::write(&progress_path, progress.to_string()).unwrap();
+        std::fs::remove_file(&precise).unwrap();
+        common::succeeds(&["train-lenet", "--resume", dir.path().to_str().unwrap()]);
+        assert_eq!(std::fs::read(&precise).unwrap(), want, "from {status}");
+        let progress = json(&progress_path);
+        assert_eq!(
+            progress["record"]["status"]["state"], "completed",
+            "from {status}"
+        );
+        let metrics = json(&dir.path().join("metrics.json"));
+        assert_eq!(metrics[0]["status"]["state"], "completed", "from {status}");
+    }
+}
+
+#[test]
+fn a_relative_data_dir_is_stored_absolute_and_a_new_data_folder_is_noted() {
+    if !have_data() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // Two folders holding the same files (links to Debian's), and two working directories.
+    let debian = std::path::Path::new(norma_datasets::DEBIAN_FASHION_MNIST_DIR);
+    for copy in ["first/data", "second/data"] {
+        let dir = root.path().join(copy);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(debian).unwrap() {
+            let entry = entry.unwrap();
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let out = root.path().join("run");
+    let o = out.to_str().unwrap();
+    let args = [
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "512",
+        "--epochs",
+        "1",
+    ];
+    let started = common::command_in(
+        &root.path().join("first"),
+        &[
+            &[
+                "train-lenet",
+                "--out",
+                o,
+                "--data-dir",
+                "data",
+                "--steps",
+                "1",
+            ],
+            &args[..],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(started.status.success(), "{}", common::stderr(&started));
+    let config = json(&out.join("config.json"));
+    let stored = root.path().join("first/data");
+    assert_eq!(config["data_dir"], stored.to_str().unwrap(), "{config}");
+    assert_eq!(
+        config["data_found_in"],
+        stored.to_str().unwrap(),
+        "{config}"
+    );
+    // From another directory, the stored folder is still the one used...
+    let resumed = common::command_in(
+        &root.path().join("second"),
+        &["train-lenet", "--resume", o, "--steps", "2"],
+    )
+    .output()
+    .unwrap();
+    assert!(resumed.status.success(), "{}", common::stderr(&resumed));
+    assert!(
+        !common::stderr(&resumed).contains("note: the data"),
+        "{}",
+        common::stderr(&resumed)
+    );
+    // ...and another folder is said.
+    let moved = common::command_in(
+        &root.path().join("second"),
+        &[
+            "train-lenet",
+            "--resume",
+            o,
+            "--steps",
+            "3",
+            "--data-dir",
+            "data",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(moved.status.success(), "{}", common::stderr(&moved));
+    let err = common::stderr(&moved);
+    let second = root.path().join("second/data");
+    assert!(
+        err.contains(&format!(
+            "note: the data now comes from {}; the run was trained on data from {}",
+            second.display(),
+            stored.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        json(&out.join("config.json"))["data_dir"],
+        second.to_str().unwrap()
+    );
+}
+
+#[test]
+fn a_resume_with_another_optimizer_state_or_a_doubled_run_is_refused() {
+    if !have_data() {
+        return;
+    }
+    let run = |optimizer: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--model",
+            "lenet-bn",
+            "--train-samples",
+            "512",
+            "--epochs",
+            "1",
+        ];
+        train(dir.path(), &[&args[..], optimizer].concat());
+        dir
+    };
+    let momentum = run(&["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.1"]);
+    let plain = run(&["--optimizer", "sgd", "--lr", "0.1"]);
+    let adam = run(&["--optimizer", "adam", "--lr", "0.001"]);
+    let state = |d: &tempfile::TempDir| d.path().join("checkpoint/lenet-bn/optimizer.safetensors");
+    let refused = |dir: &tempfile::TempDir, expected: &[&str]| {
+        let before = snapshot(dir.path());
+        let d = dir.path().to_str().unwrap();
+        let out = xtask(&["train-lenet", "--resume", d, "--epochs", "2"]);
+        failed_clearly(&out, d, expected);
+        assert!(
+            snapshot(dir.path()) == before,
+            "a refused resume changed the run"
+        );
+    };
+    // Another optimizer's state in place of the run's own.
+    for (into, from, expected) in [
+        (&momentum, &adam, "adam"),
+        (&adam, &momentum, "sgd"),
+        (&momentum, &plain, "momentum"),
+    ] {
+        let own = std::fs::read(state(into)).unwrap();
+        std::fs::copy(state(from), state(into)).unwrap();
+        refused(into, &["optimizer.safetensors", expected]);
+        std::fs::write(state(into), own).unwrap();
+    }
+    // config.json edited to another optimizer.
+    let config_path = momentum.path().join("config.json");
+    let original = std::fs::read(&config_path).unwrap();
+    let mut config = json(&config_path);
+    config["runs"][0]["optimizer"] = "adam".into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(
+        &momentum,
+        &["config.json", "--momentum applies to --optimizer sgd only"],
+    );
+    config["runs"][0]["momentum"] = 0.0.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(&momentum, &["optimizer.safetensors", "sgd"]);
+    // Two entries for one model would share its checkpoint folder.
+    let mut config: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let first = config["runs"][0].clone();
+    config["runs"].as_array_mut().unwrap().push(first);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    refused(&momentum, &["config.json", "lists lenet-bn twice"]);
+}

@@ -230,3 +230,34 @@ fn bad_options_fail_before_any_data_or_folder() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn overflow_ends_a_stepwise_run_as_divergence_not_as_an_error() {
+    if !have_data() {
+        return;
+    }
+    let diverged = |results: &Value, name: &str| {
+        let ending = &model(results, name)["ending"];
+        assert!(ending.get("non-finite-loss").is_some(), "{name}: {ending}");
+    };
+    // A rate or initial weights so large that batch norm's statistics overflow in the first
+    // steps (they used to stop the command with "running_var of channel 0 is inf").
+    for extra in [["--lr", "1e30"], ["--init-std", "1e30"]] {
+        let out = tempfile::tempdir().unwrap();
+        let args = [
+            &extra[..],
+            &["--steps", "20", "--lenet-steps", "4", "--every", "5"],
+        ]
+        .concat();
+        drift(out.path(), &args);
+        diverged(&json(&out.path().join("drift.json")), "mlp-bn");
+    }
+    let out = tempfile::tempdir().unwrap();
+    smoothness(
+        out.path(),
+        &["--lr", "1e30", "--steps", "20", "--every", "5"],
+    );
+    let results = json(&out.path().join("smoothness.json"));
+    diverged(&results, "lenet-bn");
+    assert_report(out.path(), &["lenet-bn"]);
+}

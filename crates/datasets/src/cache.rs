@@ -126,7 +126,12 @@ fn open_cache(options: &LoadOptions, source_dir: &Path) -> Result<CacheDir> {
         .prefix("norma-decompressed-")
         .tempdir()
         .map(CacheDir::Temporary)
-        .map_err(|e| DatasetError::io("creating a temporary directory in", std::env::temp_dir(), e))
+        .map_err(|e| {
+            // The cache was not usable either: say how to give the load somewhere to write.
+            let action = "making a temporary folder to decompress into (no cache folder was \
+                          usable either; point TMPDIR or XDG_CACHE_HOME at a folder you can write to)";
+            DatasetError::io(action, std::env::temp_dir(), e)
+        })
 }
 
 /// Removes what killed processes left in `entry` and the previous layout's copies in `root`,

@@ -63,5 +63,24 @@ fn without_a_usable_cache_directory_gz_files_go_to_a_temporary_directory() {
         .unwrap_err();
     assert!(matches!(e, DatasetError::Io { .. }), "{e}");
     assert!(e.to_string().contains(&named.display().to_string()), "{e}");
+
+    // No cache and no temporary folder: the error says which variables give it one.
+    std::env::set_var("TMPDIR", root.path().join("nonexistent"));
+    let e = options(&data_dir, root.path())
+        .load()
+        .unwrap_err()
+        .to_string();
+    std::env::remove_var("TMPDIR");
     std::env::remove_var("XDG_CACHE_HOME");
+    assert!(
+        e.starts_with(&format!(
+            "{}: making a temporary folder",
+            root.path().join("nonexistent").display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("point TMPDIR or XDG_CACHE_HOME at a folder you can write to"),
+        "{e}"
+    );
 }

@@ -19,6 +19,10 @@ pub enum LayerError {
     /// A constructor argument that cannot work (zero sizes, probabilities outside [0, 1), ...).
     #[error("{layer}: {reason}")]
     Config { layer: String, reason: String },
+    /// A depth the CIFAR ResNet family cannot have: `6n + 2` layers with n ≥ 1 blocks per stage
+    /// (8, 14, 20, 32, 44, 56, 110, ...).
+    #[error("{model}: depth {depth} is not 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)")]
+    Depth { model: &'static str, depth: usize },
     /// A normalization kernel refused its input (for example one value per channel in
     /// training), in the forward or the backward pass.
     #[error(transparent)]

@@ -6,10 +6,13 @@
 //!   outputs on 4 inputs (`..._torch_io.safetensors`; both made by
 //!   `tests/data/make_lenet_fixtures.py`). norma loads each into `ModelKind::build_placed` and must
 //!   give PyTorch's outputs.
+//!   `resnet8_batch_torch{,_io}.safetensors` do the same for PyTorch's ResNet-8-BN.
 //! - **norma → PyTorch**: [`norma_checkpoints_for_pytorch`] saves every variant (normalization,
 //!   activation, placement) with its eval outputs. `scripts/check_checkpoints_in_pytorch.py`
 //!   has it write them into `NORMA_EXPORT_DIR` and loads each into the PyTorch mirror with
 //!   `load_state_dict(strict=True)`, comparing PyTorch's outputs with norma's.
+//!   [`deep_checkpoints_for_pytorch`] does the same for the deep networks (`resnet8-batch`,
+//!   `plain8-layer`, ...; `models::DeepNet`), which the script loads into `build_deep`.
 //!
 //! Tolerance 1e-5 absolute on logits of size up to ~7: both sides compute in f32, with different
 //! convolution and matrix-product algorithms (PyTorch's oneDNN, norma's im2col + GEMM), so they
@@ -21,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use norma_autograd::{no_grad, Var};
 use norma_layers::checkpoint::{self, StateValue};
-use norma_layers::models::{Activation, ModelKind, Placement};
-use norma_layers::{Module, Sequential};
+use norma_layers::models::{Activation, DeepNet, ModelKind, Placement};
+use norma_layers::{Module, NormKind, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
 use norma_tensor::{Rng, Tensor};
 
@@ -74,6 +77,34 @@ fn pytorch_checkpoints_of_lenet_bn_gn_ln_load_and_match_pytorch_eval_outputs() {
     }
 }
 
+/// `tests/data/resnet8_batch_torch.safetensors`: PyTorch's ResNet-8-BN (`build_deep` of
+/// scripts/norma_models.py, He init, 5 SGD steps; `make_lenet_fixtures.py --models
+/// resnet8-batch`) loads into `models::resnet(8, NormKind::Batch)` and gives PyTorch's eval
+/// outputs, within the same 1e-5 as the LeNet files.
+#[test]
+fn pytorch_checkpoint_of_resnet8_bn_loads_and_matches_pytorch_eval_outputs() {
+    let mut net =
+        norma_layers::models::resnet(8, NormKind::Batch, &mut Rng::seed_from_u64(0)).unwrap();
+    checkpoint::load(
+        &net,
+        &Path::new(DATA).join("resnet8_batch_torch.safetensors"),
+    )
+    .unwrap();
+    let io_path = Path::new(DATA).join("resnet8_batch_torch_io.safetensors");
+    let io = checkpoint::from_bytes(&std::fs::read(io_path).unwrap()).unwrap();
+    let got = eval_logits(&mut net, &f32_tensor(&io, "input"));
+    let diff = got.max_abs_diff(&f32_tensor(&io, "output")).unwrap();
+    assert!(
+        diff < TOLERANCE,
+        "resnet8-batch differs from PyTorch by {diff}"
+    );
+    let state = checkpoint::state_dict(&net);
+    assert_eq!(
+        state["layer2.0.shortcut.1.num_batches_tracked"],
+        StateValue::I64(5)
+    );
+}
+
 /// A model of the LeNet family, named as `scripts/check_checkpoints_in_pytorch.py` reads it:
 /// `<model>_<activation>_<placement>` (plain LeNet has no normalization to place: `before`).
 struct Variant {
@@ -119,11 +150,11 @@ impl Variant {
 
 /// Two SGD steps on random images, so that affine parameters and running statistics move away
 /// from their initial values (a file of ones and zeros would hide a mix-up of γ and β).
-fn train_two_steps(net: &mut Sequential, rng: &mut Rng) {
+fn train_two_steps(net: &mut Sequential, lr: f64, rng: &mut Rng) {
     let mut sgd = Sgd::new(
         net.parameters(),
         SgdConfig {
-            lr: 0.5,
+            lr,
             ..SgdConfig::default()
         },
     )
@@ -138,29 +169,41 @@ fn train_two_steps(net: &mut Sequential, rng: &mut Rng) {
     }
 }
 
+/// `NORMA_EXPORT_DIR` when set, else a temporary folder (kept while the first value lives).
+fn export_dir() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("NORMA_EXPORT_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    (temp, dir)
+}
+
+/// Saves `net` as `<name>.safetensors` with `<name>_io.safetensors` ('input' and norma's
+/// eval-mode 'output' on it) into `dir`; returns the file and the output.
+fn export(net: &mut Sequential, name: &str, input: &Tensor, dir: &Path) -> (PathBuf, Tensor) {
+    let output = eval_logits(net, input);
+    let path = dir.join(format!("{name}.safetensors"));
+    checkpoint::save(net, &path).unwrap();
+    let io = [
+        ("input".to_string(), StateValue::F32(input.clone())),
+        ("output".to_string(), StateValue::F32(output.clone())),
+    ];
+    let io_path = dir.join(format!("{name}_io.safetensors"));
+    checkpoint::write_atomic(&io_path, &checkpoint::to_bytes(&io.into()).unwrap()).unwrap();
+    (path, output)
+}
+
 /// Every variant, trained two steps, saved as `<name>.safetensors` with `<name>_io.safetensors`
 /// ('input' (4, 1, 28, 28) and norma's eval-mode 'output' (4, 10)) into `NORMA_EXPORT_DIR` when
 /// set, else into a temporary folder; each file must load into a fresh model of its kind and
 /// give the same outputs bit for bit.
 #[test]
 fn norma_checkpoints_for_pytorch() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = std::env::var_os("NORMA_EXPORT_DIR").map_or(temp.path().to_path_buf(), PathBuf::from);
+    let (_temp, dir) = export_dir();
     let rng = &mut Rng::seed_from_u64(14);
     let input = Tensor::rand_uniform(&[4, 1, 28, 28], 0.0, 1.0, rng);
     for variant in Variant::all() {
         let mut net = variant.build(1);
-        train_two_steps(&mut net, rng);
-        let output = eval_logits(&mut net, &input);
-        let path = dir.join(format!("{}.safetensors", variant.name()));
-        checkpoint::save(&net, &path).unwrap();
-        let io = [
-            ("input".to_string(), StateValue::F32(input.clone())),
-            ("output".to_string(), StateValue::F32(output.clone())),
-        ];
-        let io_path = dir.join(format!("{}_io.safetensors", variant.name()));
-        checkpoint::write_atomic(&io_path, &checkpoint::to_bytes(&io.into()).unwrap()).unwrap();
-
+        train_two_steps(&mut net, 0.5, rng);
+        let (path, output) = export(&mut net, &variant.name(), &input, &dir);
         let mut fresh = variant.build(2);
         checkpoint::load(&fresh, &path).unwrap();
         assert_eq!(
@@ -169,5 +212,40 @@ fn norma_checkpoints_for_pytorch() {
             "{}",
             variant.name()
         );
+    }
+}
+
+/// The deep networks, ResNet and plain, of depth 8 with every normalization (and ResNet-14
+/// with batch norm, two blocks a stage), trained two steps and saved like
+/// [`norma_checkpoints_for_pytorch`]'s files (`resnet8-batch.safetensors`, ...); each must load
+/// into a fresh network and give the same outputs bit for bit.
+#[test]
+fn deep_checkpoints_for_pytorch() {
+    let (_temp, dir) = export_dir();
+    let rng = &mut Rng::seed_from_u64(15);
+    let input = Tensor::rand_uniform(&[4, 1, 28, 28], 0.0, 1.0, rng);
+    let mut nets: Vec<DeepNet> = Vec::new();
+    for residual in [true, false] {
+        for norm in NormKind::ALL {
+            nets.push(DeepNet {
+                residual,
+                depth: 8,
+                norm,
+            });
+        }
+    }
+    nets.push(DeepNet {
+        residual: true,
+        depth: 14,
+        norm: NormKind::Batch,
+    });
+    for spec in nets {
+        let mut net = spec.build(&mut Rng::seed_from_u64(1)).unwrap();
+        // A smaller step than LeNet's: the networks without a normalization take lr 0.5 badly.
+        train_two_steps(&mut net, 0.05, rng);
+        let (path, output) = export(&mut net, &spec.name(), &input, &dir);
+        let mut fresh = spec.build(&mut Rng::seed_from_u64(2)).unwrap();
+        checkpoint::load(&fresh, &path).unwrap();
+        assert_eq!(eval_logits(&mut fresh, &input), output, "{spec}");
     }
 }

@@ -2,7 +2,7 @@
 //! `--data-dir`, `--train-samples`, `--out`), [`DataArgs`], [`PreciseArgs`] (`--precise-bn`)
 //! and, for experiments repeated over seeds, [`SeedArgs`] (`--seed`, `--seeds`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -27,6 +27,21 @@ impl DataArgs {
     pub fn dataset(&self) -> DatasetChoice {
         self.dataset.unwrap_or(DatasetChoice::FashionMnist)
     }
+
+    /// `--data-dir` as an absolute path, the form a run stores: a relative one would name
+    /// another folder when the run is resumed from another directory.
+    pub fn absolute_data_dir(&self) -> Result<Option<PathBuf>, Error> {
+        self.data_dir
+            .as_deref()
+            .map(|dir| absolute("--data-dir", dir))
+            .transpose()
+    }
+}
+
+/// `path` (given as `flag`) made absolute against the working directory, without touching
+/// the file system otherwise (no link is resolved; the path need not exist yet).
+pub fn absolute(flag: &str, path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path).map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))
 }
 
 /// Options every experiment takes.
@@ -78,7 +93,8 @@ pub struct SeedArgs {
     /// The first seed (of the initialisation and the data order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// How many seeds to run: SEED, SEED + 1, ...
+    /// How many seeds to run: SEED, SEED + 1, ... (1 to 1000; each seed is a whole set of
+    /// runs).
     #[arg(long, default_value_t = DEFAULT_SEEDS)]
     pub seeds: u64,
 }
@@ -86,10 +102,14 @@ pub struct SeedArgs {
 /// Seeds per experiment unless the command says otherwise.
 pub const DEFAULT_SEEDS: u64 = 3;
 
+/// The most `--seeds`: every seed repeats all of an experiment's runs (minutes each), and the
+/// list of seeds is kept in memory, so more than this is a typo, not an experiment.
+pub const MAX_SEEDS: u64 = 1000;
+
 impl SeedArgs {
     /// Checks that there is at least one seed and that the last one exists.
     pub fn check(&self) -> Result<(), Error> {
-        checks::at_least_one("--seeds", self.seeds)?;
+        checks::count_between("--seeds", self.seeds, 1, MAX_SEEDS)?;
         if self.seed.checked_add(self.seeds - 1).is_none() {
             return Err(Error::Usage(format!(
                 "--seed {} with --seeds {} goes past the largest seed ({})",
@@ -134,7 +154,7 @@ mod tests {
             .check()
             .unwrap_err()
             .to_string()
-            .contains("--seeds must be at least 1"));
+            .contains("--seeds must be between 1 and 1000, got 0"));
         let past = SeedArgs {
             seed: u64::MAX,
             seeds: 2,

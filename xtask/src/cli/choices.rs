@@ -255,3 +255,10 @@ pub fn default_lr(model: ModelKind, optimizer: OptimizerChoice) -> f64 {
         (OptimizerChoice::Sgd, true) => 1.0,
     }
 }
+
+/// The name clap shows for a value of a `--flag` enum.
+pub fn flag_value<T: clap::ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}

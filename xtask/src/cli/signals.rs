@@ -1,13 +1,21 @@
-//! Stopping a training run cleanly. Ctrl-C (SIGINT) and SIGTERM (`kill`, job schedulers,
-//! `systemctl stop`) are handled alike: the run finishes the current step, saves a checkpoint,
-//! prints how to resume, and exits with 128 + the signal number — 130 for SIGINT, 143 for
-//! SIGTERM, as a shell reports a process killed by that signal. A second signal exits at once
-//! with the same code (the last checkpoint, written atomically, stays valid).
+//! Stopping a command cleanly. Ctrl-C (SIGINT) and SIGTERM (`kill`, job schedulers,
+//! `systemctl stop`) are handled alike: a training run finishes the current step, saves a
+//! checkpoint, prints how to resume, and exits with 128 + the signal number — 130 for SIGINT,
+//! 143 for SIGTERM, as a shell reports a process killed by that signal. Every other long loop
+//! (evaluation passes, precise statistics, measurements) calls [`check`] between two of its
+//! steps and stops with [`Error::Stopped`], which exits with the same code. A second signal
+//! exits at once with the same code (the last checkpoint, written atomically, stays valid).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use crate::error::Error;
 
 /// The first signal received (0: none yet).
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+/// Set in a process of a data-parallel job, whose processes may only stop together, at a
+/// training step they agree on: [`check`] lets loops run on there.
+static ONLY_AT_STEPS: AtomicBool = AtomicBool::new(false);
 
 /// A signal that asks training to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +53,22 @@ pub fn received() -> Option<Signal> {
     }
 }
 
+/// `Err(Error::Stopped)` once a signal has arrived: what every long loop calls between two of
+/// its steps. Never stops a process of a data-parallel job (see [`stop_only_at_steps`]).
+pub fn check() -> Result<(), Error> {
+    if ONLY_AT_STEPS.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    received().map_or(Ok(()), |signal| Err(Error::Stopped(signal)))
+}
+
+/// From now on [`check`] never stops this process: it is one of a data-parallel job, whose
+/// processes stop together at a training step they agree on (and whose evaluations between
+/// epochs, on process 0 alone, must not leave the others waiting at the next step).
+pub fn stop_only_at_steps() {
+    ONLY_AT_STEPS.store(true, Ordering::SeqCst);
+}
+
 /// Starts recording SIGINT and SIGTERM instead of dying on them (once per process).
 pub fn watch() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
@@ -55,8 +79,9 @@ pub fn watch() {
     });
 }
 
-const MESSAGE: &str =
-    "\nstopping after the current step to save a checkpoint (signal again to quit at once)...\n";
+/// Printed on the first signal. What is saved depends on the command (a training run saves a
+/// checkpoint and says so; a measurement writes nothing), so the message promises nothing.
+const MESSAGE: &str = "\nstopping at the next safe point (signal again to quit at once)...\n";
 
 #[cfg(unix)]
 mod imp {

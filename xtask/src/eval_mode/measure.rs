@@ -7,6 +7,7 @@ use norma_datasets::{LastBatch, Order, Split};
 use norma_layers::{Mode, Module, Sequential};
 use serde::Serialize;
 
+use crate::cli::signals;
 use crate::error::Error;
 use crate::run::model_run::accuracy;
 use crate::run::snapshot::Snapshot;
@@ -46,8 +47,9 @@ pub fn predict_batched(
     let mut result = Ok(());
     for b in batches {
         let n = b.len();
-        match no_grad(|| model.forward(&Var::constant(b.images)))
-            .map_err(Error::from)
+        // A signal stops the pass between two batches (and the command, with Error::Stopped).
+        match signals::check()
+            .and_then(|()| Ok(no_grad(|| model.forward(&Var::constant(b.images)))?))
             .and_then(|logits| Ok(logits.value().argmax_rows()?))
         {
             Ok(classes) => {

@@ -19,7 +19,7 @@ pub mod page;
 use std::path::PathBuf;
 
 use norma_datasets::Order;
-use norma_layers::{checkpoint, recompute_batch_norm_stats, Mode, Sequential};
+use norma_layers::{checkpoint, Mode, Sequential};
 use norma_tensor::Rng;
 use serde::Serialize;
 
@@ -63,7 +63,8 @@ pub struct EvalModeArgs {
     /// Test batch sizes to predict with in training mode.
     #[arg(long, num_args = 1.., default_values_t = [1, 2, 8, 64, 1000])]
     pub batch_sizes: Vec<usize>,
-    /// Random orders of the test set per batch size: each puts every image among other images.
+    /// Random orders of the test set per batch size: each puts every image among other images
+    /// (1 to 1000; each is a pass over the test set in each mode).
     #[arg(long, default_value_t = 5)]
     pub orders: usize,
     #[command(flatten)]
@@ -76,6 +77,11 @@ pub struct EvalModeArgs {
 
 /// Epochs trained when neither `--weights` nor `--epochs` is given.
 pub const DEFAULT_EPOCHS: usize = 5;
+
+/// The most `--orders`: each order is one pass over the test set per batch size and mode, and
+/// keeps its 10,000 predictions for the comparison (80 kB), so 1000 orders are about an hour
+/// at the default batch sizes and 80 MB.
+const MAX_ORDERS: u64 = 1000;
 
 /// Both test sets of norma's datasets hold this many images.
 const TEST_IMAGES: usize = 10_000;
@@ -100,7 +106,7 @@ fn check(args: &EvalModeArgs) -> Result<(), Error> {
             )));
         }
     }
-    checks::at_least_one("--orders", args.orders as u64)?;
+    checks::count_between("--orders", args.orders as u64, 1, MAX_ORDERS)?;
     args.common.check()?;
     Ok(())
 }
@@ -151,8 +157,23 @@ pub fn run(args: EvalModeArgs) -> Result<Option<Signal>, Error> {
         checkpoint::load(&model, &session.dir.file("model/lenet-bn.safetensors"))?;
     }
     eprintln!("\n== predicting the test set in eval and training mode");
-    let Some(results) = measure_all(&mut model, &session, &spec, &args)? else {
-        return Ok(signals::received());
+    let results = match measure_all(&mut model, &session, &spec, &args) {
+        Err(Error::Stopped(signal)) => {
+            let model = match &args.weights {
+                Some(_) => String::new(),
+                None => format!(
+                    " (the trained model is kept: --weights {} skips training next time)",
+                    session.dir.file("model/lenet-bn.safetensors").display()
+                ),
+            };
+            eprintln!(
+                "eval-mode stopped by {} while predicting; it writes its results at the end, so \
+                 none were written{model}",
+                signal.name()
+            );
+            return Ok(Some(signal));
+        }
+        results => results?,
     };
     session.dir.write_json("eval-mode.json", &results)?;
     page::write_csv(&session.dir, &results)?;
@@ -181,14 +202,14 @@ fn new_model(args: &EvalModeArgs) -> Result<Sequential, Error> {
     )?)
 }
 
-/// Every measurement (`None` when a signal stopped them). The eval-mode reference (each image
+/// Every measurement ([`Error::Stopped`] when a signal stopped them). The eval-mode reference (each image
 /// alone) uses precise statistics when they are computed, else the stored ones.
 fn measure_all(
     model: &mut Sequential,
     session: &Session,
     spec: &RunSpec,
     args: &EvalModeArgs,
-) -> Result<Option<Results>, Error> {
+) -> Result<Results, Error> {
     let data = &session.data;
     let test = &data.test;
     let labels = test.labels();
@@ -196,8 +217,8 @@ fn measure_all(
     let mut eval_precise = None;
     if let Some(batches) = precise::batches(spec, data)? {
         // Nothing trains any more: the model keeps the precise statistics from here on.
-        let report = recompute_batch_norm_stats(model, batches.map(|b| b.images), spec.precise_bn)?;
-        eval_precise = Some((accuracy(&predict(model, test)?, labels), report.batches));
+        let used = precise::recompute(model, batches, spec.precise_bn)?;
+        eval_precise = Some((accuracy(&predict(model, test)?, labels), used));
     }
     let alone = measure::predict_batched(model, test, 1, Order::Sequential, Mode::Eval)?;
     let mut results = Results {
@@ -211,10 +232,6 @@ fn measure_all(
             (Mode::Eval, &mut results.eval),
             (Mode::Train, &mut results.train),
         ] {
-            if let Some(signal) = signals::received() {
-                eprintln!("stopped by {}; no results written", signal.name());
-                return Ok(None);
-            }
             let outcome =
                 measure::at_batch_size(model, test, b, args.orders, args.seed, mode, &alone)?;
             eprintln!(
@@ -232,5 +249,5 @@ fn measure_all(
             out.push(outcome);
         }
     }
-    Ok(Some(results))
+    Ok(results)
 }

@@ -111,6 +111,11 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<(), Error> {
         }
         _ => {}
     }
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(Error::Usage(format!(
+            "{flag} {shown} ends with /, which names a folder; give a file name"
+        )));
+    }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -121,7 +126,31 @@ pub fn check_output_file(flag: &str, path: &Path) -> Result<(), Error> {
             parent.display()
         )));
     }
-    Ok(())
+    // Where the file will really be written (through a link, maybe dangling), tried now
+    // rather than after the work: a probe file next to it, removed at once.
+    norma_io::AtomicFile::create(path).map(drop).map_err(|e| {
+        let why = write_refusal(&e);
+        match fs::read_link(path) {
+            Ok(target) => Error::Usage(format!(
+                "{flag} {shown} is a link to {}, which cannot be written: {why}",
+                target.display()
+            )),
+            Err(_) => Error::Usage(format!("{flag} {shown} cannot be written: {why}")),
+        }
+    })
+}
+
+/// Why a probe write ([`norma_io::AtomicFile::create`]) was refused, in the words of the
+/// system ("permission denied") without the probe's own temporary name, which means nothing to
+/// the user.
+pub fn write_refusal(e: &norma_io::WriteError) -> String {
+    match e {
+        norma_io::WriteError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => "its folder does not exist".into(),
+            kind => std::io::Error::from(kind).to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Checks that `path` given by `flag` is an existing regular file to read.
@@ -212,6 +241,25 @@ mod tests {
         let orphan = d.join("missing/p.txt");
         assert!(err(check_output_file("--predictions", &orphan)).contains("does not exist"));
         check_output_file("--predictions", &d.join("p.txt")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(d).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        let slash = d.join("p.txt/");
+        assert!(err(check_output_file("--predictions", &slash)).contains("ends with /"));
+        // A dangling link fails now, not after the work (the writer does not create the
+        // file a link points to).
+        let link = d.join("link.txt");
+        for target in [d.join("missing/p.txt"), d.join("later.txt")] {
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let e = err(check_output_file("--predictions", &link));
+            assert!(
+                e.contains("is a link to") && e.contains("cannot be written"),
+                "{e}"
+            );
+            std::fs::remove_file(&link).unwrap();
+        }
         assert!(err(check_input_file("--weights", d)).contains("is a directory, not a file"));
         assert!(err(check_input_file("--weights", &d.join("w"))).contains("no such file"));
     }

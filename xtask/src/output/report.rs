@@ -55,6 +55,10 @@ pub enum Status {
     },
     /// Stopped by SIGINT or SIGTERM; resumable.
     Interrupted { epoch: usize, step: usize },
+    /// Training is over (`then` says how it ended) but its final evaluation and files have not
+    /// all been written: the run was stopped or failed while writing them, and `--resume`
+    /// writes them.
+    Finishing { then: Box<Status> },
 }
 
 impl EpochRow {
@@ -82,7 +86,26 @@ impl Status {
             Status::StepLimit { .. } => "step limit",
             Status::Diverged { .. } => "diverged",
             Status::Interrupted { .. } => "interrupted",
+            Status::Finishing { .. } => "finishing",
         }
+    }
+
+    /// Whether training diverged (whether or not its final files are written yet).
+    pub fn diverged(&self) -> bool {
+        match self {
+            Status::Diverged { .. } => true,
+            Status::Finishing { then } => then.diverged(),
+            _ => false,
+        }
+    }
+
+    /// Whether the status says how training ended (completed, step limit, diverged), rather
+    /// than that it is still to come, under way or stopped.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Status::Completed | Status::StepLimit { .. } | Status::Diverged { .. }
+        )
     }
 }
 

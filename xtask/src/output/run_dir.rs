@@ -74,10 +74,19 @@ impl RunDir {
                         created.push(path.to_path_buf());
                         RunDir::new(path.to_path_buf(), created).locked("--out")
                     }
-                    // Created by someone else since we looked (or a dangling link): not ours.
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Usage(format!(
-                        "--out {shown} exists already; give a new or empty folder"
-                    ))),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        Err(Error::Usage(match fs::read_link(path) {
+                            Ok(target) => format!(
+                                "--out {shown} is a link to {}, which does not exist; give a \
+                                 new or empty folder (or create {0} first)",
+                                target.display()
+                            ),
+                            // Created by someone else since we looked: not ours.
+                            Err(_) => {
+                                format!("--out {shown} exists already; give a new or empty folder")
+                            }
+                        }))
+                    }
                     Err(e) => Err(Error::Usage(format!(
                         "--out {shown}: cannot create it: {e}"
                     ))),
@@ -96,6 +105,16 @@ impl RunDir {
                         "--out {shown} is not empty; give a new or empty folder{hint}"
                     )));
                 }
+                // An empty folder this process cannot write into fails here, not once the
+                // data has loaded (a probe file, removed at once).
+                drop(
+                    norma_io::AtomicFile::create(&path.join("config.json")).map_err(|e| {
+                        Error::Usage(format!(
+                        "--out {shown}: cannot write into it ({}); give a folder you can write to",
+                        files::write_refusal(&e)
+                    ))
+                    })?,
+                );
                 let dir = RunDir::new(path.to_path_buf(), Vec::new()).locked("--out")?;
                 // Another run may have claimed the folder between the look and the lock.
                 if fs::read_dir(path).map_or(true, |mut e| e.next().is_some()) {
@@ -111,10 +130,12 @@ impl RunDir {
     /// The folder of a stored run given by `flag` (`--resume`), to continue writing in it.
     pub fn existing(flag: &str, path: &Path) -> Result<RunDir, Error> {
         if !path.is_dir() {
-            return Err(Error::Usage(format!(
-                "{flag} {}: no such directory",
-                path.display()
-            )));
+            let what = if path.exists() {
+                "not a directory (give the run's folder)"
+            } else {
+                "no such directory"
+            };
+            return Err(Error::Usage(format!("{flag} {}: {what}", path.display())));
         }
         RunDir::new(path.to_path_buf(), Vec::new()).locked(flag)
     }

@@ -12,6 +12,7 @@ use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::Rng;
 
 use crate::cli::choices::{build_model, OptimizerChoice};
+use crate::cli::signals;
 use crate::error::Error;
 use crate::output::report::RunRecord;
 use crate::run::snapshot::Snapshot;
@@ -237,6 +238,7 @@ pub fn predict(model: &mut dyn Module, split: &Split) -> Result<Vec<usize>, Erro
     model.eval();
     let mut out = Vec::with_capacity(split.len());
     for batch in split.eval_batches(EVAL_BATCH)? {
+        signals::check()?;
         let logits = no_grad(|| model.forward(&Var::constant(batch.images)))?;
         out.extend(logits.value().argmax_rows()?);
     }

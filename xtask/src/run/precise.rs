@@ -19,6 +19,7 @@
 use norma_datasets::{Batches, Dataset, Order};
 use norma_layers::{recompute_batch_norm_stats, Sequential};
 
+use crate::cli::signals;
 use crate::error::Error;
 use crate::run::snapshot::Snapshot;
 use crate::run::spec::RunSpec;
@@ -41,6 +42,24 @@ pub fn batches<'a>(spec: &RunSpec, data: &'a Dataset) -> Result<Option<Batches<'
     )?))
 }
 
+/// Replaces the batch-norm running statistics of `model` by their average over the first `k`
+/// of `batches` (all of them when there are fewer); returns how many it averaged over. A
+/// signal stops it between two batches with [`Error::Stopped`].
+pub fn recompute(model: &mut Sequential, batches: Batches, k: usize) -> Result<usize, Error> {
+    let mut stop = Ok(());
+    let images = batches.map_while(|b| match signals::check() {
+        Ok(()) => Some(b.images),
+        Err(e) => {
+            stop = Err(e);
+            None
+        }
+    });
+    let recomputed = recompute_batch_norm_stats(model, images, k);
+    // The stop first: stopped before the first batch, the pass has "no batch" to average.
+    stop?;
+    Ok(recomputed?.batches)
+}
+
 /// Runs `f` on `model` with its batch-norm running statistics recomputed from the first `k`
 /// of `batches`; afterwards every weight and buffer is exactly what it was. Returns what `f`
 /// returned and the number of batches averaged over.
@@ -51,9 +70,7 @@ pub fn with_precise_stats<T>(
     f: impl FnOnce(&mut Sequential) -> Result<T, Error>,
 ) -> Result<(T, usize), Error> {
     let before = Snapshot::take(model);
-    let result = recompute_batch_norm_stats(model, batches.map(|b| b.images), k)
-        .map_err(Error::from)
-        .and_then(|report| Ok((f(model)?, report.batches)));
+    let result = recompute(model, batches, k).and_then(|used| Ok((f(model)?, used)));
     before.restore(model)?;
     result
 }

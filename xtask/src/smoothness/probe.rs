@@ -12,6 +12,7 @@ use norma_layers::{Module, Sequential};
 use norma_tensor::Tensor;
 
 use crate::error::Error;
+use crate::run::divergence;
 use crate::run::snapshot::Snapshot;
 use crate::run::step::forward_loss;
 use crate::smoothness::measures::{self, GradientProbe};
@@ -45,10 +46,19 @@ fn set_weights(model: &Sequential, x: &[f64]) -> Result<(), Error> {
 
 /// The batch's mean cross-entropy at the model's current weights, in training mode, and its
 /// gradient with respect to every weight, flattened in parameter order.
+/// A point where the batch statistics overflow (a far step along the gradient, or a run about
+/// to diverge) has an infinite loss and gradient: the measures record it instead of failing.
 fn loss_and_gradient(model: &mut Sequential, batch: &Batch) -> Result<(f64, Vec<f64>), Error> {
-    let forward = forward_loss(model, batch.images.clone(), &batch.labels)?;
+    let forward = match forward_loss(model, batch.images.clone(), &batch.labels)
+        .and_then(|f| Ok((f.loss.backward()?, f).1))
+    {
+        Err(e) if divergence::is_overflow(&e) => {
+            let len = model.parameters().iter().map(|p| p.len()).sum();
+            return Ok((f64::INFINITY, vec![f64::INFINITY; len]));
+        }
+        forward => forward?,
+    };
     let value = f64::from(forward.value);
-    forward.loss.backward()?;
     let mut grad = Vec::new();
     for p in &model.parameters() {
         match p.grad() {

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::cli::signals::{self, Signal};
 use crate::error::Error;
+use crate::run::divergence;
 use crate::run::model_run::{accuracy, predict};
 use crate::run::step::forward_loss;
 
@@ -101,10 +102,15 @@ impl<'a> StepRun<'a> {
     }
 
     /// One SGD step on `batch` in training mode; returns the batch's mean cross-entropy
-    /// before the update.
+    /// before the update, or NaN when the step overflowed (batch statistics that came out
+    /// infinite or NaN: see [`divergence::is_overflow`]; the step is then not taken).
     pub fn step(&mut self, batch: &Batch) -> Result<f32, Error> {
-        let forward = forward_loss(&mut self.model, batch.images.clone(), &batch.labels)?;
-        forward.loss.backward()?;
+        let forward = match forward_loss(&mut self.model, batch.images.clone(), &batch.labels)
+            .and_then(|f| Ok((f.loss.backward()?, f).1))
+        {
+            Err(e) if divergence::is_overflow(&e) => return Ok(f32::NAN),
+            forward => forward?,
+        };
         self.optimizer.step()?;
         self.step += 1;
         Ok(forward.value)
@@ -134,7 +140,8 @@ pub struct CurvePoint {
 pub enum Ending {
     /// All steps taken.
     Completed,
-    /// A batch loss that was not finite: training stopped there (the curve ends before it).
+    /// A batch loss, a weight or a batch-norm statistic that was not finite (the run
+    /// diverged): training stopped there (the curve ends before it).
     NonFiniteLoss { step: usize },
 }
 
@@ -170,7 +177,9 @@ pub fn train(
             hook(run, &batch)?;
         }
         let loss = run.step(&batch)?;
-        if !loss.is_finite() {
+        // Weights or running statistics that overflowed end the run as a non-finite loss
+        // does (the test accuracy could not even be measured in eval mode).
+        if !loss.is_finite() || divergence::overflowed(&run.model) {
             ending = Ending::NonFiniteLoss { step: run.step };
             break;
         }
@@ -201,7 +210,7 @@ pub fn train(
             match ending {
                 Ending::Completed => String::new(),
                 Ending::NonFiniteLoss { step } =>
-                    format!(" (stopped: loss not finite at step {step})"),
+                    format!(" (stopped: diverged at step {step}: loss, weights or batch-norm statistics not finite)"),
             }
         );
     }

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
+use norma_datasets::Dataset;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::DEFAULT_PRECISE_BATCHES;
+use crate::cli::args::{absolute, DEFAULT_PRECISE_BATCHES};
 use crate::cli::checks;
 use crate::cli::choices::{default_lr, ActivationChoice, DatasetChoice, Models, OptimizerChoice};
 use crate::error::Error;
@@ -34,6 +35,9 @@ pub struct TrainConfig {
     /// The command lines that continued the run with `--resume`, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed: Vec<Vec<String>>,
+    /// The folder the data was last loaded from (absolute), wherever the search found it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_found_in: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -55,7 +59,23 @@ impl TrainConfig {
             norma_version: env!("CARGO_PKG_VERSION").to_string(),
             data_parallel: None,
             resumed: Vec::new(),
+            data_found_in: None,
         }
+    }
+
+    /// Records where `data` was loaded from; says so when a resumed run found its data in
+    /// another folder than last time (another `--data-dir`, `NORMA_DATA_DIR` or working
+    /// directory): the files may differ.
+    pub fn note_data_source(&mut self, data: &Dataset) {
+        let found = std::path::absolute(&data.location.dir).unwrap_or(data.location.dir.clone());
+        if let Some(before) = self.data_found_in.as_ref().filter(|&b| *b != found) {
+            eprintln!(
+                "note: the data now comes from {}; the run was trained on data from {} until now",
+                found.display(),
+                before.display()
+            );
+        }
+        self.data_found_in = Some(found);
     }
 
     /// Checks every run against the checks of the command line (a stored `config.json` may
@@ -66,7 +86,14 @@ impl TrainConfig {
         }
         checks::threads(self.threads)?;
         let train_len = checks::train_samples(self.train_samples)?;
-        for spec in &self.runs {
+        for (i, spec) in self.runs.iter().enumerate() {
+            // Each run has its checkpoint folder by model name: two would share one.
+            if self.runs[..i].iter().any(|r| r.model == spec.model) {
+                return Err(Error::Usage(format!(
+                    "the configuration lists {} twice; a run holds each model once",
+                    spec.model.name()
+                )));
+            }
             checks::at_least_one("--epochs", spec.epochs as u64)?;
             if let Some(steps) = spec.steps {
                 checks::at_least_one("--steps", steps)?;
@@ -104,6 +131,11 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
     if let Some(init) = &args.init {
         files::check_input_file("--init", init)?;
     }
+    let init = args
+        .init
+        .as_deref()
+        .map(|p| absolute("--init", p))
+        .transpose()?;
     let runs = models
         .into_iter()
         .map(|model| RunSpec {
@@ -117,7 +149,7 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             epochs: args.epochs.unwrap_or(DEFAULT_EPOCHS),
             shuffle: !args.no_shuffle,
             steps: args.steps,
-            init: args.init.clone(),
+            init: init.clone(),
             precise_bn: args.precise_bn.unwrap_or(DEFAULT_PRECISE_BATCHES),
             placement: args.placement.unwrap_or_default(),
         })
@@ -125,7 +157,7 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
     let common = &args.common;
     let config = TrainConfig::new(
         common.data.dataset(),
-        common.data.data_dir.clone(),
+        common.data.absolute_data_dir()?,
         common.train_samples,
         common.threads,
         runs,

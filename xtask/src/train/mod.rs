@@ -217,7 +217,9 @@ pub(crate) fn execute_on(
     strategy: &mut dyn Strategy,
 ) -> Result<Outcome, Error> {
     if let Some(dir) = dir {
-        dir.write_json("config.json", config)?;
+        let mut config = config.clone();
+        config.note_data_source(data);
+        dir.write_json("config.json", &config)?;
         for state in &states {
             // A new run has a checkpoint from the start: `--resume` never has to guess.
             let ckpt = checkpoint::dir(dir.path(), state.name());

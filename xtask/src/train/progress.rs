@@ -52,12 +52,24 @@ impl Progress {
     /// True when `spec` asks for nothing more: the run diverged, or reached its step limit
     /// or its last epoch.
     pub fn finished(&self, spec: &RunSpec) -> bool {
-        if matches!(self.record.status, Status::Diverged { .. }) {
+        if self.record.status.diverged() {
             return true;
         }
         match spec.steps {
             Some(s) if self.global_step >= s => true,
             _ => self.epoch >= spec.epochs,
+        }
+    }
+
+    /// How training ended, for a progress that is [`finished`](Self::finished) but whose
+    /// status does not say so (saved at the end of the last epoch, before the final phase):
+    /// the step limit when it was reached, else every epoch done.
+    pub fn ending_without_status(&self, spec: &RunSpec) -> Status {
+        match spec.steps {
+            Some(s) if self.global_step >= s => Status::StepLimit {
+                step: self.global_step,
+            },
+            _ => Status::Completed,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use clap::ValueEnum;
+use crate::cli::choices::flag_value;
 
 use crate::cli::choices::Models;
 use crate::error::Error;
@@ -27,6 +27,7 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
             dir.display()
         )));
     }
+    check_own_run(dir, &path)?;
     let mut config: TrainConfig = files::read_json(&path)?;
     // A stored configuration may have been edited by hand.
     config
@@ -65,9 +66,9 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
         changes.push(format!("--threads {threads}"));
         config.threads = Some(threads);
     }
-    if let Some(data_dir) = &args.common.data.data_dir {
+    if let Some(data_dir) = args.common.data.absolute_data_dir()? {
         changes.push(format!("--data-dir {}", data_dir.display()));
-        config.data_dir = Some(data_dir.clone());
+        config.data_dir = Some(data_dir);
     }
     config.validate()?;
     if !changes.is_empty() {
@@ -77,11 +78,40 @@ pub fn resumed(dir: &Path, args: &TrainArgs) -> Result<TrainConfig, Error> {
     Ok(config)
 }
 
-/// The name clap shows for a value of a `--flag` enum.
-fn flag_value<T: ValueEnum>(value: T) -> String {
-    value
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
+/// The experiment (`lr-sweep`, `eval-mode`, ...) whose `config.json` is at `path`, if it is
+/// one (a train-lenet run's has no `experiment` field); `None` for anything unreadable.
+fn experiment_at(path: &Path) -> Option<String> {
+    let config: serde_json::Value = files::read_json(path).ok()?;
+    config.get("experiment")?.as_str().map(str::to_string)
+}
+
+/// Refuses, by name, a folder that is not a train-lenet run of its own: an experiment's folder
+/// (`config`: its `config.json`), or a run inside one, whose tables and figures would not see
+/// what the run trains on its own.
+fn check_own_run(dir: &Path, config: &Path) -> Result<(), Error> {
+    if let Some(experiment) = experiment_at(config) {
+        return Err(Error::Usage(format!(
+            "--resume {}: this is the folder of a `{experiment}` experiment, not of a \
+             train-lenet run; experiments cannot be resumed yet: start `{experiment}` again \
+             with a new --out",
+            dir.display()
+        )));
+    }
+    // An experiment's runs are its subfolders (eval-mode's model/) or theirs (lr-sweep's
+    // runs/<run>/).
+    for parent in dir.ancestors().skip(1).take(2) {
+        if let Some(experiment) = experiment_at(&parent.join("config.json")) {
+            return Err(Error::Usage(format!(
+                "--resume {}: this run is part of the `{experiment}` experiment in {}, whose \
+                 tables and figures would not include what it trains now; experiments cannot \
+                 be resumed yet: start `{experiment}` again, or copy this folder elsewhere to \
+                 continue the run on its own",
+                dir.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every option given in `args` whose value differs from `config`, as `--flag value (stored:

@@ -1,6 +1,7 @@
 //! The training loop of one model: epochs of steps from its [`Progress`] on, with a checkpoint
 //! after every epoch, and a clean stop on a step limit, a divergence, or a signal.
 
+use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,7 +33,7 @@ impl ModelState {
 
 /// Trains `state` until its spec is done (or it diverges), writing checkpoints and the final
 /// weights into `dir`. Returns the signal that stopped it early, if one did (the checkpoint
-/// then holds the last step taken).
+/// then holds the last step taken, or says that the final files are still to be written).
 ///
 /// `strategy` takes the steps: alone, or as one process of a data-parallel job, where every
 /// process calls this (the steps are collective); `dir` is process 0's (the only one that
@@ -43,14 +44,47 @@ pub fn train(
     dir: Option<&RunDir>,
     strategy: &mut dyn Strategy,
 ) -> Result<Option<Signal>, Error> {
-    let reports = dir.is_some();
-    let name = state.name();
-    let ckpt = dir.map(|d| checkpoint::dir(d.path(), name));
     let ModelState { run, progress: p } = state;
     let spec = run.spec.clone();
-    if p.finished(&spec) {
-        return Ok(None);
-    }
+    let ending = if p.finished(&spec) {
+        match &p.record.status {
+            // Resumed between the end of training and the last of its files.
+            Status::Finishing { then } => (**then).clone(),
+            status if status.is_final() => return Ok(None),
+            // A checkpoint of the last step (the end of the last epoch), saved before the
+            // final phase began.
+            _ => p.ending_without_status(&spec),
+        }
+    } else {
+        match train_steps(run, p, data, dir, strategy)? {
+            Steps::Stopped(signal) => return Ok(Some(signal)),
+            Steps::Ended(ending) => ending,
+        }
+    };
+    finish(run, p, data, dir, strategy, ending)
+}
+
+/// How [`train_steps`] ended.
+enum Steps {
+    /// Training is over: all epochs done, the step limit reached, or diverged.
+    Ended(Status),
+    /// A signal stopped it; the checkpoint holds the last step taken.
+    Stopped(Signal),
+}
+
+/// The steps and epochs still to train, with a checkpoint after every epoch but the last
+/// (whose checkpoint [`finish`] writes).
+fn train_steps(
+    run: &mut ModelRun,
+    p: &mut Progress,
+    data: &Dataset,
+    dir: Option<&RunDir>,
+    strategy: &mut dyn Strategy,
+) -> Result<Steps, Error> {
+    let reports = dir.is_some();
+    let spec = run.spec.clone();
+    let name = spec.model.name();
+    let ckpt = dir.map(|d| checkpoint::dir(d.path(), name));
     p.record.status = Status::Running;
     while p.epoch < spec.epochs {
         let batches = spec.epoch_batches(data, p.epoch)?;
@@ -63,14 +97,7 @@ pub fn train(
         for batch in batches.skip(p.step_in_epoch) {
             if let Some(signal) = strategy.stop() {
                 bar.finish_and_clear();
-                p.record.status = Status::Interrupted {
-                    epoch: p.epoch + 1,
-                    step: p.step_in_epoch,
-                };
-                if let Some(ckpt) = &ckpt {
-                    checkpoint::save(ckpt, run, p)?;
-                }
-                return Ok(Some(signal));
+                return stopped(run, p, ckpt.as_deref(), signal);
             }
             let n = batch.len() as u64;
             let start = Instant::now();
@@ -79,19 +106,18 @@ pub fn train(
             p.epoch_seconds += start.elapsed().as_secs_f64();
             if let Some(cause) = outcome.diverged {
                 bar.finish_and_clear();
-                p.record.status = Status::Diverged {
-                    epoch: p.epoch + 1,
-                    step: p.step_in_epoch + 1,
-                    loss: Some(f64::from(outcome.loss)).filter(|l| l.is_finite()),
-                    last_finite_loss: p.last_finite_loss,
-                };
                 if reports {
                     eprintln!(
                         "{}",
                         divergence_message(name, &spec, outcome.loss, cause, p)
                     );
                 }
-                return finish(run, p, data, dir, strategy).map(|()| None);
+                return Ok(Steps::Ended(Status::Diverged {
+                    epoch: p.epoch + 1,
+                    step: p.step_in_epoch + 1,
+                    loss: Some(f64::from(outcome.loss)).filter(|l| l.is_finite()),
+                    last_finite_loss: p.last_finite_loss,
+                }));
             }
             let loss = f64::from(outcome.loss);
             p.last_finite_loss = Some(loss);
@@ -111,20 +137,41 @@ pub fn train(
             if spec.steps.is_some_and(|s| p.global_step >= s) {
                 // Stop mid-epoch without closing it, so that --resume continues this epoch.
                 bar.finish_and_clear();
-                p.record.status = Status::StepLimit {
+                return Ok(Steps::Ended(Status::StepLimit {
                     step: p.global_step,
-                };
-                return finish(run, p, data, dir, strategy).map(|()| None);
+                }));
             }
         }
         bar.finish_and_clear();
-        end_epoch(run, p, data, name, reports)?;
-        if let Some(ckpt) = &ckpt {
+        match end_epoch(run, p, data, name, reports) {
+            // Stopped in the epoch's evaluation: the checkpoint holds the epoch's last step,
+            // and --resume evaluates it.
+            Err(Error::Stopped(signal)) => return stopped(run, p, ckpt.as_deref(), signal),
+            result => result?,
+        }
+        if let Some(ckpt) = ckpt.as_deref().filter(|_| p.epoch < spec.epochs) {
             checkpoint::save(ckpt, run, p)?;
         }
     }
-    p.record.status = Status::Completed;
-    finish(run, p, data, dir, strategy).map(|()| None)
+    Ok(Steps::Ended(Status::Completed))
+}
+
+/// Records an interruption by `signal` at the step in progress, in the checkpoint `ckpt`
+/// (process 0's).
+fn stopped(
+    run: &ModelRun,
+    p: &mut Progress,
+    ckpt: Option<&Path>,
+    signal: Signal,
+) -> Result<Steps, Error> {
+    p.record.status = Status::Interrupted {
+        epoch: p.epoch + 1,
+        step: p.step_in_epoch,
+    };
+    if let Some(ckpt) = ckpt {
+        checkpoint::save(ckpt, run, p)?;
+    }
+    Ok(Steps::Stopped(signal))
 }
 
 /// Closes the epoch in progress: evaluates (with the running statistics, and with precise
@@ -172,29 +219,58 @@ fn record_epoch(
     Ok(())
 }
 
-/// Saves the final weights of a run that stopped for good — `<model>.safetensors` as training
-/// left them, and `<model>-precise-bn.safetensors` with precise batch-norm statistics when the
-/// run computes them — and its checkpoint. `strategy` first sees the final weights (a
-/// data-parallel job checks that every process holds the same); then process 0 (the one with
-/// `dir`) does the rest.
+/// The final phase of a run whose training ended as `ending` says: `strategy` first sees the
+/// final weights (a data-parallel job checks that every process holds the same); then process
+/// 0 (the one with `dir`) evaluates a run that stopped between two epochs, saves the final
+/// weights — `<model>.safetensors` as training left them, and `<model>-precise-bn.safetensors`
+/// with precise batch-norm statistics when the run computes them — and the checkpoint that
+/// records the ending.
+///
+/// A checkpoint in state [`Status::Finishing`] is saved first: if the phase is stopped by a
+/// signal (the signal is returned), killed, or fails (a full disk), `--resume` starts over
+/// from there and writes what is missing.
 fn finish(
     run: &mut ModelRun,
     p: &mut Progress,
     data: &Dataset,
     dir: Option<&RunDir>,
     strategy: &mut dyn Strategy,
-) -> Result<(), Error> {
+    ending: Status,
+) -> Result<Option<Signal>, Error> {
     strategy.finish(&run.model)?;
     let Some(dir) = dir else {
-        return Ok(());
+        p.record.status = ending;
+        return Ok(None);
     };
+    let ckpt = checkpoint::dir(dir.path(), run.spec.model.name());
+    p.record.status = Status::Finishing {
+        then: Box::new(ending.clone()),
+    };
+    checkpoint::save(&ckpt, run, p)?;
+    match final_files(run, p, data, dir, &ending) {
+        Err(Error::Stopped(signal)) => return Ok(Some(signal)),
+        result => result?,
+    }
+    p.record.status = ending;
+    checkpoint::save(&ckpt, run, p)?;
+    Ok(None)
+}
+
+/// The evaluation and the weight files of [`finish`].
+fn final_files(
+    run: &mut ModelRun,
+    p: &mut Progress,
+    data: &Dataset,
+    dir: &RunDir,
+    ending: &Status,
+) -> Result<(), Error> {
     let name = run.spec.model.name();
     // A completed run was just evaluated at the end of its last epoch; any other stop
     // happened after steps that no evaluation has seen yet. A diverged run keeps the weights
     // of its last good step, which may be too large to run in training mode without
     // overflowing: it is evaluated with its running statistics only, and gets no precise file.
-    let diverged = matches!(p.record.status, Status::Diverged { .. });
-    if p.record.status != Status::Completed {
+    let diverged = matches!(ending, Status::Diverged { .. });
+    if *ending != Status::Completed {
         let eval = run.evaluate(data, !diverged)?;
         eval.record_final(&mut p.record);
         let precise = eval.test_acc_precise.map_or(String::new(), |a| {
@@ -202,7 +278,7 @@ fn finish(
         });
         println!(
             "{name}: stopped ({}) after {} steps at epoch {}, step {}; test accuracy {:.4}{precise}",
-            p.record.status.word(),
+            ending.word(),
             p.global_step,
             p.epoch + 1,
             p.step_in_epoch,
@@ -218,7 +294,7 @@ fn finish(
             dir.write(&format!("{name}-precise-bn.safetensors"), &bytes)?;
         }
     }
-    checkpoint::save(&checkpoint::dir(dir.path(), name), run, p)
+    Ok(())
 }
 
 /// The line that explains a divergence of model `name` at batch loss `loss`.

@@ -160,37 +160,45 @@ pub fn save_weights(path: &Path, batch_norm: bool) {
 /// A LeNet-BN run of 1000 short epochs into `out`, started in `cwd` and returned once it has
 /// printed its first epoch row, with the rest of its stdout.
 pub fn long_run(cwd: &Path, out: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut child = command_in(
-        cwd,
-        &[
-            "train-lenet",
-            "--model",
-            "lenet-bn",
-            "--train-samples",
-            "1024",
-            "--epochs",
-            "1000",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let args = [
+        "train-lenet",
+        "--model",
+        "lenet-bn",
+        "--train-samples",
+        "1024",
+        "--epochs",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    run_until(cwd, &args, "lenet-bn")
+}
+
+/// `args` started in `cwd`, returned once a line of its stdout starts with `prefix`, with the
+/// rest of its stdout.
+pub fn run_until(
+    cwd: &Path,
+    args: &[&str],
+    prefix: &str,
+) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = command_in(cwd, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.starts_with("lenet-bn") {
+        if line.starts_with(prefix) {
             return (child, lines);
         }
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("the run ended without printing an epoch row:\n{seen}");
+    panic!("{args:?} ended without printing a line starting with {prefix:?}:\n{seen}");
 }
 
 /// Asserts that `dir/report.html` is a complete page with at least one inline SVG figure,

@@ -1,5 +1,7 @@
 //! d2l.ai's LeNet and LeNet with batch normalization, with PyTorch-style child names so that
-//! checkpoints line up with `state_dict()` of the same modules.
+//! checkpoints line up with `state_dict()` of the same modules; and the deep networks of He et
+//! al.'s CIFAR experiments, [`resnet`] and [`plain`] of depth 6n + 2 (`resnet.rs`, described
+//! by [`DeepNet`] rather than [`ModelKind`], which names the LeNet family only).
 //!
 //! | `lenet` | `lenet-bn` |
 //! | --- | --- |
@@ -33,6 +35,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+mod resnet;
+
+pub use resnet::{blocks_per_stage, plain, resnet, DeepNet};
 
 use norma_tensor::{Rng, Tensor};
 

@@ -3,6 +3,7 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `affine` | the optional γ/β every normalization layer has, and the autograd plumbing around a normalization kernel |
+//! | `choice` | [`NormKind`]: which normalization a model builder puts after a convolution |
 //! | `batch_norm/` | [`BatchNorm`] and its two kinds [`BatchNorm1d`], [`BatchNorm2d`]; on it [`BatchRenorm`] (`renorm`) and [`GhostBatchNorm`] (`ghost`) |
 //! | `sync_batch_norm` | batch norm over the global batch of a data-parallel job |
 //! | `group_norm`, `layer_norm` | [`GroupNorm`], [`LayerNorm`]: per-sample statistics, no running state |
@@ -16,6 +17,7 @@
 
 mod affine;
 pub mod batch_norm;
+mod choice;
 mod fold;
 mod frozen_batch_norm;
 mod group_norm;
@@ -31,6 +33,7 @@ pub use batch_norm::{
     BatchNorm2d, BatchNormConfig, BatchRenorm, BatchRenorm1d, BatchRenorm2d, GhostBatchNorm,
     GhostBatchNorm1d, GhostBatchNorm2d, RenormConfig,
 };
+pub use choice::NormKind;
 pub use fold::fold_batch_norm;
 pub use frozen_batch_norm::{
     freeze_batch_norm, FrozenBatchNorm, FrozenBatchNorm1d, FrozenBatchNorm2d,

@@ -9,7 +9,10 @@ and running statistics are away from their initial values; then it writes
     lenet_<bn|gn|ln>_torch.safetensors     the model's state_dict()
     lenet_<bn|gn|ln>_torch_io.safetensors  'input' (4, 1, 28, 28) and PyTorch's eval-mode 'output' (4, 10)
 
-next to this script. Run from the repository root with the venv of scripts/setup-torch-venv.sh:
+next to this script; likewise `--models resnet8-batch` (the deep network of norma's
+`models::resnet(8, NormKind::Batch)`, scripts/norma_models.py's `build_deep`, with norma's He-normal
+initialisation `init_deep` and 5 SGD steps at lr 0.05) writes resnet8_batch_torch{,_io}.safetensors.
+Run from the repository root with the venv of scripts/setup-torch-venv.sh:
 
     /tmp/norma-torch-venv/bin/python crates/layers/tests/data/make_lenet_fixtures.py [--models lenet-gn ...]
 
@@ -33,15 +36,22 @@ try:
     from safetensors.torch import save_file
     from torch import nn
 
-    from norma_models import NORMALIZED, build
+    from norma_models import NORMALIZED, build, build_deep, init_deep
 except ImportError as e:
     sys.exit(f"error: {e}; run with the venv of scripts/setup-torch-venv.sh (see --help)")
 
 
+# The deep networks this script makes files for (the LeNet family is NORMALIZED).
+DEEP = ("resnet8-batch",)
+
+
 def make(model_name: str) -> None:
     torch.manual_seed(2024)
-    model = build(model_name)
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    deep = model_name in DEEP
+    model = build_deep(model_name) if deep else build(model_name)
+    if deep:
+        init_deep(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05 if deep else 1.0)
     for _ in range(5):
         x = torch.rand(32, 1, 28, 28)
         y = torch.randint(0, 10, (32,))
@@ -61,7 +71,7 @@ def make(model_name: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", choices=NORMALIZED, default=list(NORMALIZED))
+    ap.add_argument("--models", nargs="+", choices=NORMALIZED + DEEP, default=list(NORMALIZED))
     args = ap.parse_args()
     torch.set_num_threads(2)
     for name in args.models:

@@ -107,6 +107,9 @@ pub struct Replica<'a> {
 impl<'a> Replica<'a> {
     /// The strategy of this process of `job`, with the fault drill's `fault`.
     pub fn new(job: &'a Job, fault: Option<Fault>) -> Replica<'a> {
+        // A signal stops the job at a step all processes agree on, never inside process 0's
+        // evaluation (the others would wait for it at the next step).
+        signals::stop_only_at_steps();
         Replica {
             job,
             fault,

@@ -1,0 +1,212 @@
+//! What `reproduce` runs: every experiment behind docs/experiments.md, one [`Section`] per
+//! part of the document, each a list of [`Job`]s — one xtask command with its documented
+//! budget and seed — and the same commands on tiny budgets for `--quick`.
+//!
+//! The seeds: every comparison runs seeds 0, 1 and 2 (the brief's readings are stated only
+//! where three seeds agree). Experiments that take `--seeds` run them in one job; the others
+//! (train-lenet, eval-mode, drift, smoothness) get one job per seed.
+//!
+//! `seconds` is what a job took on the machine docs/experiments.md names (2 cores); the
+//! progress line scales the estimate by how long the finished jobs really took.
+
+use serde::Serialize;
+
+/// The seeds every comparison is repeated over.
+pub const SEEDS: [u64; 3] = [0, 1, 2];
+
+/// One part of docs/experiments.md and the experiments behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Section {
+    /// Claims 5, 7, 8: train-lenet's default run (both models, 10 epochs).
+    Train,
+    /// Claims 2 and 9: 20 epochs.
+    TwentyEpochs,
+    /// Claim 8: final accuracy against the learning rate.
+    LrSweep,
+    /// Claim 6: batch norm before or after the activation.
+    Placement,
+    /// Claim 11: the train/eval switch.
+    EvalMode,
+    /// Claim 10: batch size.
+    BatchSize,
+    /// Claim 1: internal covariate shift measured.
+    Drift,
+    /// Claim 12: smoothness and noisy batch norm.
+    Smoothness,
+}
+
+impl Section {
+    /// Every section, in the document's order.
+    pub const ALL: [Section; 8] = [
+        Section::Train,
+        Section::TwentyEpochs,
+        Section::LrSweep,
+        Section::Placement,
+        Section::EvalMode,
+        Section::BatchSize,
+        Section::Drift,
+        Section::Smoothness,
+    ];
+
+    /// The section's folder name (as on the command line).
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Train => "train",
+            Section::TwentyEpochs => "twenty-epochs",
+            Section::LrSweep => "lr-sweep",
+            Section::Placement => "placement",
+            Section::EvalMode => "eval-mode",
+            Section::BatchSize => "batch-size",
+            Section::Drift => "drift",
+            Section::Smoothness => "smoothness",
+        }
+    }
+
+    /// The section's jobs at the documented budgets, or at tiny ones for `quick`.
+    pub fn jobs(self, quick: bool) -> Vec<Job> {
+        let per_seed = |command: &'static str, args: &[&str], seconds: f64| {
+            SEEDS
+                .iter()
+                .map(|seed| Job {
+                    name: format!("seed{seed}"),
+                    args: [&[command], args, &["--seed", &seed.to_string()]]
+                        .concat()
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    seconds,
+                })
+                .collect::<Vec<_>>()
+        };
+        let all_seeds = |command: &'static str, args: &[&str], seconds: f64| {
+            let seeds = SEEDS.len().to_string();
+            vec![Job {
+                name: "seeds".into(),
+                args: [&[command], args, &["--seed", "0", "--seeds", &seeds]]
+                    .concat()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                seconds,
+            }]
+        };
+        // Tiny budgets: a few hundred images, one epoch or a few dozen steps.
+        const TINY: [&str; 2] = ["--train-samples", "600"];
+        match (self, quick) {
+            (Section::Train, false) => per_seed("train-lenet", &[], 90.0),
+            (Section::Train, true) => per_seed(
+                "train-lenet",
+                &[&TINY[..], &["--epochs", "1"]].concat(),
+                4.0,
+            ),
+            (Section::TwentyEpochs, false) => per_seed("train-lenet", &["--epochs", "20"], 170.0),
+            (Section::TwentyEpochs, true) => per_seed(
+                "train-lenet",
+                &[&TINY[..], &["--epochs", "2"]].concat(),
+                5.0,
+            ),
+            (Section::LrSweep, false) => all_seeds(
+                "lr-sweep",
+                &[
+                    "--lrs", "0.03", "0.1", "0.3", "0.9", "1", "3", "10", "--epochs", "10",
+                ],
+                1800.0,
+            ),
+            (Section::LrSweep, true) => all_seeds(
+                "lr-sweep",
+                &[&TINY[..], &["--lrs", "0.1", "1", "--epochs", "1"]].concat(),
+                12.0,
+            ),
+            (Section::Placement, false) => all_seeds("placement", &[], 1100.0),
+            (Section::Placement, true) => {
+                all_seeds("placement", &[&TINY[..], &["--epochs", "1"]].concat(), 12.0)
+            }
+            (Section::EvalMode, false) => per_seed("eval-mode", &[], 120.0),
+            (Section::EvalMode, true) => per_seed(
+                "eval-mode",
+                &[
+                    &TINY[..],
+                    &["--epochs", "1", "--batch-sizes", "2", "64", "--orders", "2"],
+                ]
+                .concat(),
+                8.0,
+            ),
+            (Section::BatchSize, false) => all_seeds("batch-size", &[], 3600.0),
+            (Section::BatchSize, true) => all_seeds(
+                "batch-size",
+                &[&TINY[..], &["--epochs", "1", "--batch-sizes", "2", "64"]].concat(),
+                25.0,
+            ),
+            (Section::Drift, false) => per_seed("drift", &[], 60.0),
+            (Section::Drift, true) => per_seed(
+                "drift",
+                &[
+                    &TINY[..],
+                    &["--steps", "20", "--lenet-steps", "4", "--every", "5"],
+                ]
+                .concat(),
+                3.0,
+            ),
+            (Section::Smoothness, false) => {
+                per_seed("smoothness", &["--steps", "2400", "--every", "100"], 140.0)
+            }
+            (Section::Smoothness, true) => per_seed(
+                "smoothness",
+                &[&TINY[..], &["--steps", "20", "--every", "10"]].concat(),
+                4.0,
+            ),
+        }
+    }
+}
+
+/// One command of a section: `cargo xtask <args> --out <folder of the job>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    /// The job's folder in its section's (`seed0`, `seeds`).
+    pub name: String,
+    /// The xtask command line without the program and `--out`.
+    pub args: Vec<String>,
+    /// About how long it takes (see the module docs).
+    pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_runs_every_seed_and_quick_runs_the_same_commands() {
+        for section in Section::ALL {
+            for quick in [false, true] {
+                let jobs = section.jobs(quick);
+                let line = jobs
+                    .iter()
+                    .map(|j| j.args.join(" "))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                for seed in SEEDS {
+                    let alone = format!("--seed {seed}");
+                    let together = format!("--seed 0 --seeds {}", SEEDS.len());
+                    assert!(
+                        line.contains(&alone) || line.contains(&together),
+                        "{}: seed {seed} missing in {line}",
+                        section.name()
+                    );
+                }
+                let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+                let mut unique = names.clone();
+                unique.dedup();
+                assert_eq!(names, unique, "job folders are distinct");
+            }
+            let commands = |quick| {
+                section
+                    .jobs(quick)
+                    .iter()
+                    .map(|j| j.args[0].clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(commands(false), commands(true), "{}", section.name());
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The document of a reproduce folder: `docs/experiments.template.md` with every number,
+//! table and figure taken from the results in the folder, so that none is typed by hand.
+//!
+//! The template is Markdown with directives in double braces, each on one line or inside one:
+//!
+//! - `{{value FILE POINTER}}`: the JSON value at `POINTER` (RFC 6901, `/0/final_test_acc`) in
+//!   `FILE`; numbers with 4 decimals.
+//! - `{{seeds FILE POINTER}}`: the same over the seeds, `FILE` holding `{seed}`: the median
+//!   and the range, `0.8712 (0.8660–0.8741, 3 seeds)`.
+//! - `{{table FILE}}`: a CSV file as a Markdown table.
+//! - `{{figure FILE CAPTION}}`: an image of the folder, checked to exist.
+//! - `{{commands SECTION}}`: the commands the section ran, from their `.done.json` markers.
+//! - `{{meta KEY}}`: `cpu`, `version`, `budgets`.
+//! - `{{#section NAME}}` … `{{/section}}`: kept only when that section ran.
+//!
+//! `FILE` is relative to the reproduce folder. A directive that names a missing file, pointer
+//! or section is an error naming the template line: a document is complete or not written.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::plan::{Section, SEEDS};
+use crate::error::Error;
+use crate::output::files;
+
+/// The template, compiled in so that the binary renders the document anywhere.
+pub const TEMPLATE: &str = include_str!("../../../docs/experiments.template.md");
+
+/// Renders [`TEMPLATE`] from the results in `dir` (the `sections` that ran) into
+/// `dir/experiments.md`; returns its path.
+pub fn render_document(dir: &Path, sections: &[Section], quick: bool) -> Result<PathBuf, Error> {
+    let text = render(TEMPLATE, dir, sections, quick)?;
+    let path = dir.join("experiments.md");
+    files::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// [`TEMPLATE`]'s rendering as text (see the module docs).
+pub fn render(
+    template: &str,
+    dir: &Path,
+    sections: &[Section],
+    quick: bool,
+) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut skipping: Option<&str> = None;
+    for (number, line) in template.lines().enumerate() {
+        let fail = |e: String| Error::Usage(format!("template line {}: {e}", number + 1));
+        let trimmed = line.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("{{#section ")
+            .and_then(|r| r.strip_suffix("}}"))
+        {
+            let section = Section::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(|| fail(format!("no section {name}")))?;
+            if !sections.contains(&section) {
+                skipping = Some(section.name());
+            }
+            continue;
+        }
+        if trimmed == "{{/section}}" {
+            skipping = None;
+            continue;
+        }
+        if skipping.is_some() {
+            continue;
+        }
+        let rendered = expand(line, dir, quick).map_err(fail)?;
+        out.push_str(&rendered);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `line` with each of its directives replaced.
+fn expand(line: &str, dir: &Path, quick: bool) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("a {{ without }}")?;
+        out.push_str(&directive(after[..end].trim(), dir, quick)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn directive(text: &str, dir: &Path, quick: bool) -> Result<String, String> {
+    let mut words = text.split_whitespace();
+    let kind = words.next().unwrap_or("");
+    let mut arg = || {
+        words
+            .next()
+            .ok_or(format!("{{{{{text}}}}} lacks an argument"))
+    };
+    match kind {
+        "value" => {
+            let (file, pointer) = (arg()?, arg()?);
+            Ok(fmt_value(&lookup(dir, file, pointer)?))
+        }
+        "seeds" => {
+            let (file, pointer) = (arg()?, arg()?);
+            over_seeds(dir, file, pointer)
+        }
+        "table" => table(&dir.join(arg()?)),
+        "figure" => {
+            let file = arg()?;
+            let caption: Vec<&str> = words.collect();
+            if !dir.join(file).is_file() {
+                return Err(format!("no figure {file}"));
+            }
+            Ok(format!("![{}]({file})", caption.join(" ")))
+        }
+        "commands" => commands(dir, arg()?),
+        "meta" => match arg()? {
+            "cpu" => Ok(cpu()),
+            "version" => Ok(env!("CARGO_PKG_VERSION").to_string()),
+            "budgets" => Ok(if quick {
+                "tiny (`--quick`: a pipeline check; these numbers mean nothing)".into()
+            } else {
+                "the documented ones".into()
+            }),
+            other => Err(format!("no meta {other}")),
+        },
+        other => Err(format!("unknown directive {other:?}")),
+    }
+}
+
+/// The value at `pointer` in the JSON file `file` of `dir`.
+fn lookup(dir: &Path, file: &str, pointer: &str) -> Result<Value, String> {
+    let json: Value = files::read_json(&dir.join(file)).map_err(|e| e.to_string())?;
+    json.pointer(pointer)
+        .cloned()
+        .ok_or_else(|| format!("{file} has nothing at {pointer}"))
+}
+
+fn fmt_value(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The median and range over [`SEEDS`] of a number (see the module docs).
+fn over_seeds(dir: &Path, pattern: &str, pointer: &str) -> Result<String, String> {
+    if !pattern.contains("{seed}") {
+        return Err(format!("{pattern} does not hold {{seed}}"));
+    }
+    let mut values = Vec::new();
+    for seed in SEEDS {
+        let file = pattern.replace("{seed}", &seed.to_string());
+        let v = lookup(dir, &file, pointer)?;
+        values.push(
+            v.as_f64()
+                .ok_or(format!("{file} {pointer} is not a number: {v}"))?,
+        );
+    }
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    Ok(format!(
+        "{median:.4} ({:.4}–{:.4}, {} seeds)",
+        values[0],
+        values[values.len() - 1],
+        values.len()
+    ))
+}
+
+/// A CSV file as a Markdown table; long decimals are cut to 4.
+fn table(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().ok_or(format!("{} is empty", path.display()))?;
+    let columns = header.split(',').count();
+    let mut out = format!(
+        "| {} |\n|{}",
+        header.replace(',', " | "),
+        "---|".repeat(columns)
+    );
+    for line in lines {
+        let cells: Vec<String> = line
+            .split(',')
+            .map(|c| match c.parse::<f64>() {
+                Ok(v) if c.contains('.') && c.len() > 6 => format!("{v:.4}"),
+                _ => c.to_string(),
+            })
+            .collect();
+        let _ = write!(out, "\n| {} |", cells.join(" | "));
+    }
+    Ok(out)
+}
+
+/// The commands section `name` ran, one per line, from the done markers.
+fn commands(dir: &Path, name: &str) -> Result<String, String> {
+    let section = dir.join(name);
+    let mut markers: Vec<PathBuf> = std::fs::read_dir(&section)
+        .map_err(|e| format!("{}: {e}", section.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".done.json"))
+        .collect();
+    markers.sort();
+    let mut out = String::new();
+    for marker in markers {
+        let done: Value = files::read_json(&marker).map_err(|e| e.to_string())?;
+        let command: Vec<&str> = done["command"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let seconds = done["seconds"].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(out, "    {}    # {seconds:.0} s", command.join(" "));
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// The CPU's model name (`lscpu`'s "Model name"), from /proc/cpuinfo.
+fn cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("train")).unwrap();
+        for (seed, acc) in SEEDS.iter().zip([0.87, 0.85, 0.9]) {
+            let file = dir.path().join(format!("train/seed{seed}.json"));
+            std::fs::write(file, format!(r#"[{{"acc": {acc}, "name": "lenet-bn"}}]"#)).unwrap();
+        }
+        std::fs::write(dir.path().join("t.csv"), "lr,acc\n0.1,0.123456789\n1,x\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn directives_take_their_values_from_the_results() {
+        let dir = folder();
+        let d = dir.path();
+        let template = "a {{value train/seed0.json /0/acc}} b {{value train/seed0.json /0/name}}\n\
+                        {{seeds train/seed{seed}.json /0/acc}}\n{{table t.csv}}";
+        let text = render(template, d, &Section::ALL, true).unwrap();
+        assert!(text.starts_with("a 0.8700 b lenet-bn\n"), "{text}");
+        assert!(text.contains("0.8700 (0.8500–0.9000, 3 seeds)"), "{text}");
+        assert!(
+            text.contains("| lr | acc |\n|---|---|\n| 0.1 | 0.1235 |\n| 1 | x |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_value_file_or_directive_names_the_template_line() {
+        let dir = folder();
+        for (template, expected) in [
+            (
+                "ok\n{{value train/seed0.json /0/missing}}",
+                "template line 2: train/seed0.json has nothing at /0/missing",
+            ),
+            ("{{value nowhere.json /0}}", "nowhere.json"),
+            ("{{figure img.svg A figure}}", "no figure img.svg"),
+            ("{{bogus}}", "unknown directive \"bogus\""),
+            ("{{value}}", "lacks an argument"),
+            ("{{value a", "a {{ without }}"),
+            ("{{#section nothing}}", "no section nothing"),
+        ] {
+            let e = render(template, dir.path(), &Section::ALL, true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{template}: {e}");
+        }
+    }
+
+    #[test]
+    fn sections_that_did_not_run_are_left_out() {
+        let dir = folder();
+        let template = "top\n{{#section drift}}\n{{value missing.json /x}}\n{{/section}}\nend";
+        let text = render(template, dir.path(), &[Section::Train], true).unwrap();
+        assert_eq!(text, "top\nend\n");
+    }
+}
