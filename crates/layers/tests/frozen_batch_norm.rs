@@ -211,6 +211,23 @@ fn nested_models_and_errors() {
         freeze_batch_norm(model),
         Err(LayerError::Config { .. })
     ));
+    // A residual block's batch norms cannot be rebuilt from outside: named, not skipped.
+    let block = norma_layers::BasicBlock::new(
+        norma_layers::BasicBlockConfig {
+            in_channels: 2,
+            out_channels: 2,
+            stride: 1,
+            norm: norma_layers::NormKind::Batch,
+            input_side: 4,
+            shortcut: true,
+        },
+        &mut Rng::seed_from_u64(0),
+    )
+    .unwrap();
+    let Err(err) = freeze_batch_norm(Sequential::new().with("block", block)) else {
+        panic!("a block's batch norms were skipped");
+    };
+    assert!(err.to_string().contains("block.bn1"), "{err}");
     assert!(FrozenBatchNorm2d::new(0).is_err());
     assert!(FrozenBatchNorm2d::with_eps(2, -1.0).is_err());
     let mut f = FrozenBatchNorm2d::new(2).unwrap();

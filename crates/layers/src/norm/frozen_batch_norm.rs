@@ -176,7 +176,8 @@ impl<I: BatchNormInput> Module for FrozenBatchNorm<I> {
 ///
 /// Build the optimizer after freezing: the frozen buffers are no parameters any more.
 ///
-/// Errors: a batch norm without running statistics.
+/// Errors: a batch norm without running statistics; a batch norm inside a container other
+/// than `Sequential` (a `BasicBlock`), which is named rather than left unfrozen.
 pub fn freeze_batch_norm(model: Sequential) -> Result<Sequential> {
     replace_batch_norms(model, Replacement::Frozen)
 }

@@ -12,7 +12,7 @@ use super::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormInput};
 use std::any::Any;
 
 use super::{GhostBatchNorm, RenormConfig};
-use crate::module::{for_each_module_mut, Mode, Module};
+use crate::module::{for_each_module_mut, join_name, Mode, Module};
 use crate::norm::batch_norm::BatchRenorm;
 use crate::norm::frozen_batch_norm::FrozenBatchNorm;
 use crate::{LayerError, Result, Sequential};
@@ -116,9 +116,12 @@ impl<I: BatchNormInput> BatchNorm<I> {
 
 /// `model` with every batch norm (BatchNorm1d and BatchNorm2d, inside nested `Sequential`s
 /// too) replaced as `by` says, under the same name; every other layer is kept as it is.
+///
+/// Errors: a batch norm inside another container (a `BasicBlock`), which cannot be rebuilt
+/// from outside, named rather than left unconverted; what replacing a batch norm refuses.
 pub(crate) fn replace_batch_norms(model: Sequential, by: Replacement) -> Result<Sequential> {
     let mut out = Sequential::new();
-    for (name, child) in model.into_children() {
+    for (name, mut child) in model.into_children() {
         let child: Box<dyn Module> = if child.is::<BatchNorm2d>() {
             downcast::<BatchNorm2d>(child, &name)?.replaced(by)?
         } else if child.is::<BatchNorm1d>() {
@@ -129,6 +132,17 @@ pub(crate) fn replace_batch_norms(model: Sequential, by: Replacement) -> Result<
                 by,
             )?)
         } else {
+            let mut inside = Vec::new();
+            for_each_batch_norm_mut(child.as_mut(), &mut |n, _| inside.push(join_name(&name, n)));
+            if !inside.is_empty() {
+                return Err(LayerError::Config {
+                    layer: format!("layer '{name}' ({})", child.describe()),
+                    reason: format!(
+                        "holds batch norms ({}) in a container other than Sequential, which cannot be rebuilt",
+                        inside.join(", ")
+                    ),
+                });
+            }
             child
         };
         out.push(name, child);

@@ -157,7 +157,8 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
 /// ([`GhostBatchNorm::from_batch_norm`]), under the same names and with the same weights and
 /// `state_dict`.
 ///
-/// Errors: a virtual batch size of 0.
+/// Errors: a virtual batch size of 0, a batch norm inside a container other than `Sequential`
+/// (named).
 pub fn convert_ghost_batch_norm(
     model: Sequential,
     virtual_batch_size: usize,

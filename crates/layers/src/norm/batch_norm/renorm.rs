@@ -257,7 +257,8 @@ impl<I: BatchNormInput> BatchRenorm<I> {
 /// too) renormalized with the schedule `renorm` ([`BatchRenorm::from_batch_norm`]), under the
 /// same names: a LeNet-BN becomes a LeNet-BRN with the same weights and `state_dict`.
 ///
-/// Errors: a batch norm without running statistics, a bad schedule.
+/// Errors: a batch norm without running statistics, a bad schedule, a batch norm inside a
+/// container other than `Sequential` (named).
 pub fn convert_batch_renorm(model: Sequential, renorm: RenormConfig) -> Result<Sequential> {
     replace_batch_norms(model, Replacement::Renorm(renorm))
 }
