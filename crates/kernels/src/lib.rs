@@ -13,10 +13,11 @@
 //! | [`update_running_stats`] | PyTorch's momentum (or cumulative) update, unbiased variance |
 //! | [`eval_scale_shift`] | the eval-mode affine map, for folding batch norm into a layer |
 //!
-//! Group and layer norm ([`group_norm_forward`], [`layer_norm_forward`] and their backward
-//! passes, `src/group_norm/`) run on the same piece driver (`src/layout.rs`), the same sums
-//! (`src/sums.rs`) and the same precision devices (`src/precision.rs`). Every input is checked
-//! once, at the public function, by `src/check.rs`.
+//! Group, layer and RMS norm ([`group_norm_forward`], [`layer_norm_forward`],
+//! [`rms_norm_forward`] and their backward passes, `src/group_norm/`) run on the same piece
+//! driver (`src/layout.rs`), the same sums (`src/sums.rs`) and the same precision devices
+//! (`src/precision.rs`). Every input is checked once, at the public function, by
+//! `src/check.rs`.
 //!
 //! **Split across processes.** Each training kernel is a reduction followed by an elementwise
 //! pass, and the reductions are exposed so that a batch spread over several processes
@@ -61,8 +62,8 @@ pub use batch_norm::{
 };
 pub use error::KernelError;
 pub use group_norm::{
-    group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward, GroupStats,
-    NormForward,
+    group_norm_backward, group_norm_forward, layer_norm_backward, layer_norm_forward,
+    rms_norm_backward, rms_norm_forward, GroupStats, NormForward,
 };
 pub use norma_simd::SimdLevel;
 

@@ -9,7 +9,12 @@
 //! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
 //! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
+//! | [`BatchRenorm1d`], [`BatchRenorm2d`] | Batch Renormalization (Ioffe 2017): batch statistics corrected towards the moving averages |
+//! | [`GhostBatchNorm1d`], [`GhostBatchNorm2d`] | ghost batch norm (Hoffer et al. 2017): statistics over virtual batches |
+//! | [`FrozenBatchNorm1d`], [`FrozenBatchNorm2d`] | fixed statistics and affine; [`freeze_batch_norm`] converts a model |
+//! | example-weighted inference | [`BatchNorm::set_example_weight`], [`set_example_weight`] (Summers & Dinneen 2020) |
 //! | [`GroupNorm`], [`LayerNorm`] | group and layer normalization (no batch dependence) |
+//! | [`InstanceNorm1d`], [`InstanceNorm2d`], [`RmsNorm`] | instance and RMS normalization, on the group/layer-norm kernels |
 //! | [`AvgPool2d`], [`MaxPool2d`], [`GlobalAvgPool2d`] | pooling (the last PyTorch's `AdaptiveAvgPool2d(1)`) |
 //! | [`BasicBlock`] | He et al.'s residual block (or its plain twin), any [`NormKind`] |
 //! | [`Sigmoid`], [`Relu`] | activations |
@@ -84,9 +89,13 @@ pub use module::{
     for_each_module_mut, join_name, Buffer, CounterBuffer, Mode, Module, TensorBuffer,
 };
 pub use norm::{
-    batch_norm, convert_sync_batch_norm, fold_batch_norm, recompute_batch_norm_stats,
+    batch_norm, convert_batch_renorm, convert_ghost_batch_norm, convert_sync_batch_norm,
+    fold_batch_norm, freeze_batch_norm, recompute_batch_norm_stats, set_example_weight,
     set_noise_at_eval, sync_batch_norm, BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormConfig,
-    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, NoiseAtEval, NormKind, PreciseBnReport,
+    BatchRenorm, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm, FrozenBatchNorm1d,
+    FrozenBatchNorm2d, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d, GroupNorm,
+    GroupNormConfig, InstanceNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig, LayerNorm,
+    LayerNormConfig, NoiseAtEval, NormKind, PreciseBnReport, RenormConfig, RmsNorm, RmsNormConfig,
     ShiftNoise, ShiftNoiseConfig,
 };
 pub use observe::{ActivationRecord, ActivationStats, InputObserver, Summary};

@@ -6,6 +6,9 @@
 //! tolerances (2e-2 absolute and relative, as for batch norm) leave room for the curvature of
 //! the normalization, and are far below any formula mistake (which is O(1)).
 
+mod norm_checks;
+
+use norm_checks::check_parameter_gradients;
 use norma_autograd::gradcheck::{check, GradCheck};
 use norma_autograd::{no_grad, Var};
 use norma_layers::models::{self, Activation, ModelKind, Placement};
@@ -19,50 +22,6 @@ fn op_error(e: LayerError) -> norma_autograd::AutogradError {
         op: "norm layer",
         source: norma_autograd::OpError::new(e),
     }
-}
-
-/// Σ y·r, for finite differences of the parameters.
-fn projected(layer: &mut dyn Module, x: &Tensor, r: &Tensor) -> f64 {
-    let y = no_grad(|| layer.forward(&Var::constant(x.clone()))).unwrap();
-    y.value()
-        .as_slice()
-        .iter()
-        .zip(r.as_slice())
-        .map(|(a, b)| *a as f64 * *b as f64)
-        .sum()
-}
-
-/// Every parameter's gradient of Σ y·r against central differences.
-fn check_parameters(layer: &mut dyn Module, x: &Tensor, r: &Tensor) -> Result<(), TestCaseError> {
-    let y = layer.forward(&Var::constant(x.clone())).unwrap();
-    y.mul(&Var::constant(r.clone()))
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for p in layer.parameters() {
-        let analytic = p.grad().unwrap();
-        for j in 0..p.len() {
-            let v0 = p.value().as_slice()[j];
-            let h = 1e-2f32;
-            p.update(|v| v.as_slice_mut()[j] = v0 + h).unwrap();
-            let plus = projected(layer, x, r);
-            p.update(|v| v.as_slice_mut()[j] = v0 - h).unwrap();
-            let minus = projected(layer, x, r);
-            p.update(|v| v.as_slice_mut()[j] = v0).unwrap();
-            let numeric = (plus - minus) / (2.0 * h as f64);
-            let a = analytic.as_slice()[j] as f64;
-            // y is linear in γ and β: the difference quotient is exact up to rounding.
-            prop_assert!(
-                (a - numeric).abs() < 1e-3 * (1.0 + a.abs()),
-                "{} vs {}",
-                a,
-                numeric
-            );
-        }
-    }
-    Ok(())
 }
 
 fn gn_case() -> impl Strategy<Value = (Vec<usize>, usize)> {
@@ -101,7 +60,7 @@ proptest! {
         check(f, std::slice::from_ref(&x), &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut gn = GroupNorm::new(groups, c).unwrap();
         gn.weight().unwrap().set_value(gamma).unwrap();
-        check_parameters(&mut gn, &x, &r)?;
+        check_parameter_gradients(&mut gn, &x, &r, &|_| ())?;
     }
 
     #[test]
@@ -122,7 +81,7 @@ proptest! {
         let mut ln = LayerNorm::with_config(&trail, config).unwrap();
         ln.weight().unwrap().set_value(gamma).unwrap();
         prop_assert_eq!(ln.parameters().len(), if bias { 2 } else { 1 });
-        check_parameters(&mut ln, &x, &r)?;
+        check_parameter_gradients(&mut ln, &x, &r, &|_| ())?;
     }
 }
 

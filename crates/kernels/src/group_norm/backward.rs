@@ -5,7 +5,13 @@
 //! dγ_c = Σ over samples and positions of dy·x̂        dβ_c = Σ dy
 //! ```
 //!
-//! dx is evaluated in f64 when its terms cancel (see `precision::cancels`).
+//! dx is evaluated in f64 when its terms cancel (see `precision::cancels`). RMS norm's
+//! statistics (not centred: μ = 0 and the mean square in place of the variance) drop the
+//! mean(g) term, since μ does not depend on x:
+//!
+//! ```text
+//! dx   = inv_std · (g − x̂·mean(g·x̂))       x̂ = x·inv_std
+//! ```
 
 use std::mem::MaybeUninit;
 
@@ -160,20 +166,15 @@ unsafe impl FillPiece for BackwardPieces<'_> {
                     }
                     sums
                 };
-                let exact = cancels(
-                    m as f64,
-                    stats.var[gi],
-                    stats.eps,
-                    sums[0],
-                    sums[1],
-                    sums[2],
-                );
+                // Uncentred (RMS norm) the mean is a constant 0: no Σg term.
+                let sum_g = if stats.centred { sums[0] } else { 0.0 };
+                let exact = cancels(m as f64, stats.var[gi], stats.eps, sum_g, sums[1], sums[2]);
                 let dx = GroupDx {
                     mu,
                     // dx = a·dy − b − (x − μ)·k with a = inv_std·γ_c, b = inv_std·Σg/M and
                     // k = inv_std³·Σg·(x − μ)/M.
                     inv_std,
-                    b: inv_std * sums[0] / m as f64,
+                    b: inv_std * sum_g / m as f64,
                     k: inv_std.powi(3) * sums[1] / m as f64,
                 };
                 let gamma = &gamma[channels];

@@ -21,6 +21,7 @@ pub(super) fn forward(
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
+    centred: bool,
 ) -> NormForward {
     let group_len = shape.group_len();
     let gamma = gamma_or_ones(shape.channels, gamma);
@@ -32,6 +33,7 @@ pub(super) fn forward(
         gamma: &gamma,
         beta: &beta,
         eps,
+        centred,
     };
     let (output, stats) = fill(
         SimdLevel::current(),
@@ -49,16 +51,21 @@ pub(super) fn forward(
         mean,
         var,
         eps,
+        centred,
     };
     NormForward { output, stats }
 }
 
-/// The statistics of one group: its mean and biased variance in f64, from sums around its
-/// first value.
+/// The statistics of one group in f64: its mean and biased variance, from sums around its
+/// first value; or, not `centred` (RMS norm), 0 and its mean square, from sums around 0.
 #[inline(always)]
-fn group_stats<S: Simd>(simd: S, group: &[f32]) -> [f64; 2] {
-    let (k, m) = (group[0] as f64, group.len() as f64);
+fn group_stats<S: Simd>(simd: S, group: &[f32], centred: bool) -> [f64; 2] {
+    let m = group.len() as f64;
+    let k = if centred { group[0] as f64 } else { 0.0 };
     let [sum, sum_sq] = sums::run(simd, [(group, group, group)].into_iter(), k, ShiftedSquares);
+    if !centred {
+        return [0.0, sum_sq / m];
+    }
     let d_mean = sum / m;
     [k + d_mean, (sum_sq / m - d_mean * d_mean).max(0.0)]
 }
@@ -70,6 +77,7 @@ struct ForwardPieces<'a> {
     gamma: &'a [f32],
     beta: &'a [f32],
     eps: f32,
+    centred: bool,
 }
 
 // SAFETY: pieces are runs of whole groups (fill cuts by a multiple of M, and N·C·S is N·G·M),
@@ -99,7 +107,7 @@ unsafe impl FillPiece for ForwardPieces<'_> {
         // function, and would then run without its vector instructions.)
         let mut stats = Vec::with_capacity(x.len() / group_len);
         for x in x.chunks_exact(group_len) {
-            stats.push(group_stats(simd, x));
+            stats.push(group_stats(simd, x, self.centred));
         }
         let values = out
             .chunks_exact_mut(group_len)

@@ -8,7 +8,9 @@
 //! y = γ_c · (x − μ_{n,g}) / sqrt(σ²_{n,g} + eps) + β_c        μ, σ²: mean, biased variance
 //! ```
 //!
-//! G = 1 is layer norm over (C, ...) with a per-channel affine, G = C instance norm. Layer norm
+//! G = 1 is layer norm over (C, ...) with a per-channel affine, G = C instance norm. RMS norm
+//! ([`rms_norm_forward`]) is layer norm's computation without the centring: mean 0, and the
+//! mean square in place of the variance. Layer norm
 //! over the last dimensions with an element-wise affine (PyTorch's `nn.LayerNorm`) is the same
 //! computation on the input seen as (N', D, 1) with G = 1: every row of D values is one group
 //! and every element its own "channel" ([`layer_norm_forward`]).
@@ -41,6 +43,8 @@ pub struct GroupStats {
     mean: Vec<f64>,
     var: Vec<f64>,
     eps: f32,
+    /// False for RMS norm: the mean is 0 and `var` the mean square.
+    centred: bool,
 }
 
 impl GroupStats {
@@ -54,12 +58,12 @@ impl GroupStats {
         self.count
     }
 
-    /// Mean per (sample, group), in f64.
+    /// Mean per (sample, group), in f64 (0 for RMS norm).
     pub fn mean(&self) -> &[f64] {
         &self.mean
     }
 
-    /// Biased variance per (sample, group), in f64.
+    /// Biased variance per (sample, group), in f64 (the mean square for RMS norm).
     pub fn var(&self) -> &[f64] {
         &self.var
     }
@@ -115,7 +119,7 @@ pub fn group_norm_forward(
     eps: f32,
 ) -> Result<NormForward, KernelError> {
     let shape = check::group_shape(x.shape(), num_groups)?;
-    checked_forward(shape, x, gamma, beta, eps)
+    checked_forward(shape, x, gamma, beta, eps, true)
 }
 
 /// Layer normalization over the trailing dimensions `normalized_shape` of `x` (PyTorch's
@@ -133,7 +137,38 @@ pub fn layer_norm_forward(
     eps: f32,
 ) -> Result<NormForward, KernelError> {
     let shape = check::layer_shape(x.shape(), normalized_shape)?;
-    checked_forward(shape, x, gamma, beta, eps)
+    checked_forward(shape, x, gamma, beta, eps, true)
+}
+
+/// RMS normalization over the trailing dimensions `normalized_shape` of `x` (PyTorch's
+/// `nn.RMSNorm(normalized_shape)`): each slice of D = ∏ normalized_shape values is divided by
+/// its root mean square, then scaled element-wise by `gamma` (D values; `None` means 1):
+/// `y = γ ⊙ x / sqrt(mean(x²) + eps)`. The statistics ([`GroupStats`]) hold mean 0 and the
+/// mean square in place of the variance, in f64 (sums around 0: no shift is needed, the
+/// statistic is not a difference).
+///
+/// Errors: as [`layer_norm_forward`].
+pub fn rms_norm_forward(
+    x: ArrayViewD<'_, f32>,
+    normalized_shape: &[usize],
+    gamma: Option<&[f32]>,
+    eps: f32,
+) -> Result<NormForward, KernelError> {
+    let shape = check::layer_shape(x.shape(), normalized_shape)?;
+    checked_forward(shape, x, gamma, None, eps, false)
+}
+
+/// The gradient of [`rms_norm_forward`]: dx and dγ (D values; dβ is Σdy, what a bias would
+/// get), with x̂ = x/sqrt(mean(x²) + eps) and g = γ·dy:
+/// `dx = (g − x̂·mean(g·x̂))/sqrt(mean(x²) + eps)`.
+pub fn rms_norm_backward(
+    x: ArrayViewD<'_, f32>,
+    dy: ArrayViewD<'_, f32>,
+    normalized_shape: &[usize],
+    stats: &GroupStats,
+    gamma: Option<&[f32]>,
+) -> Result<Gradients, KernelError> {
+    layer_norm_backward(x, dy, normalized_shape, stats, gamma)
 }
 
 /// The gradient of [`group_norm_forward`]: dx, and dγ, dβ per channel (computed even without an
@@ -160,19 +195,29 @@ pub fn layer_norm_backward(
     checked_backward(shape, x, dy, stats, gamma)
 }
 
-/// The checks both forward passes share after their shape, then the forward pass.
+/// The checks every forward pass shares after its shape, then the forward pass (`centred`:
+/// group and layer norm; not: RMS norm).
 fn checked_forward(
     shape: GroupShape,
     x: ArrayViewD<'_, f32>,
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
+    centred: bool,
 ) -> Result<NormForward, KernelError> {
     let xs = check::contiguous(&x)?;
     check::length(shape.channels, "gamma", gamma)?;
     check::length(shape.channels, "beta", beta)?;
     check::eps(eps)?;
-    Ok(forward::forward(shape, x.raw_dim(), xs, gamma, beta, eps))
+    Ok(forward::forward(
+        shape,
+        x.raw_dim(),
+        xs,
+        gamma,
+        beta,
+        eps,
+        centred,
+    ))
 }
 
 /// The checks both backward passes share after their shape, then the backward pass.
@@ -219,6 +264,31 @@ mod tests {
         for (g, w) in out.output.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn rms_norm_by_hand() {
+        // Rows [3, 4] (mean square 12.5) and [0, 2] (2), eps 0, γ = [1, 2].
+        let x = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![3.0f32, 4.0, 0.0, 2.0]).unwrap();
+        let out = rms_norm_forward(x.view(), &[2], Some(&[1.0, 2.0]), 0.0).unwrap();
+        assert_eq!(out.stats.mean(), &[0.0, 0.0]);
+        assert_eq!(out.stats.var(), &[12.5, 2.0]);
+        let r = 12.5f32.sqrt();
+        let want = [3.0 / r, 8.0 / r, 0.0, 4.0 / 2.0f32.sqrt()];
+        for (g, w) in out.output.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // dy = 1 on the second row only: dx = (g − x̂·mean(g·x̂))·inv with g = γ, x̂ = [0, √2].
+        let dy = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![0.0f32, 0.0, 1.0, 1.0]).unwrap();
+        let g =
+            rms_norm_backward(x.view(), dy.view(), &[2], &out.stats, Some(&[1.0, 2.0])).unwrap();
+        let (inv, xh) = (1.0 / 2.0f64.sqrt(), [0.0, 2.0f64.sqrt()]);
+        let mean_gx = (1.0 * xh[0] + 2.0 * xh[1]) / 2.0;
+        let want = [(1.0 - xh[0] * mean_gx) * inv, (2.0 - xh[1] * mean_gx) * inv];
+        for (got, w) in g.dx.iter().skip(2).zip(want) {
+            assert!((*got as f64 - w).abs() < 1e-6, "{got} vs {w}");
+        }
+        assert_eq!(&g.dx.as_slice().unwrap()[..2], &[0.0, 0.0]);
     }
 
     #[test]

@@ -118,6 +118,16 @@ impl AffineLayout {
     }
 }
 
+/// Gradients whose parameter sums were accumulated in f64 (over several kernel calls, or by
+/// a layer's own loop).
+pub(crate) fn gradients_from_f64(dx: Tensor, dgamma: &[f64], dbeta: &[f64]) -> Gradients {
+    Gradients {
+        dx: dx.into_array(),
+        dgamma: dgamma.iter().map(|&v| v as f32).collect(),
+        dbeta: dbeta.iter().map(|&v| v as f32).collect(),
+    }
+}
+
 /// The check of every normalization layer's eps, as the reason of a configuration error.
 pub(crate) fn check_eps(eps: f32) -> Result<(), String> {
     if eps >= 0.0 && eps.is_finite() {

@@ -71,16 +71,7 @@ impl LayerNorm {
     ///
     /// Errors: an empty `normalized_shape` or one with a zero, a negative or non-finite eps.
     pub fn with_config(normalized_shape: &[usize], config: LayerNormConfig) -> Result<LayerNorm> {
-        let bad = |reason: String| LayerError::Config {
-            layer: format!("LayerNorm({normalized_shape:?})"),
-            reason,
-        };
-        if normalized_shape.is_empty() || normalized_shape.contains(&0) {
-            return Err(bad(
-                "normalized_shape must be non-empty, without zeros".into()
-            ));
-        }
-        check_eps(config.eps).map_err(bad)?;
+        check_config("LayerNorm", normalized_shape, config.eps)?;
         let affine = config.elementwise_affine;
         Ok(LayerNorm {
             normalized_shape: normalized_shape.to_vec(),
@@ -107,14 +98,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&mut self, x: &Var) -> Result<Var> {
-        let (shape, k) = (x.shape(), self.normalized_shape.len());
-        if shape.len() < k || shape[shape.len() - k..] != self.normalized_shape[..] {
-            return Err(LayerError::Input {
-                layer: self.describe(),
-                expected: format!("(..., {})", dims(&self.normalized_shape)),
-                got: shape.to_vec(),
-            });
-        }
+        check_trailing(&self.describe(), x.shape(), &self.normalized_shape)?;
         let vars = self.affine.vars();
         let out = norma_kernels::layer_norm_forward(
             x.value().view(),
@@ -124,6 +108,7 @@ impl Module for LayerNorm {
             self.config.eps,
         )?;
         let backward = LayerNormBackward {
+            name: "layer_norm",
             normalized_shape: self.normalized_shape.clone(),
             stats: out.stats,
             affine: vars.layout(),
@@ -146,7 +131,40 @@ impl Module for LayerNorm {
     }
 }
 
-fn dims(shape: &[usize]) -> String {
+/// The check of layer and RMS norm's options: a non-empty `normalized_shape` without zeros, a
+/// usable eps.
+pub(crate) fn check_config(layer: &str, normalized_shape: &[usize], eps: f32) -> Result<()> {
+    let bad = |reason: String| LayerError::Config {
+        layer: format!("{layer}({normalized_shape:?})"),
+        reason,
+    };
+    if normalized_shape.is_empty() || normalized_shape.contains(&0) {
+        return Err(bad(
+            "normalized_shape must be non-empty, without zeros".into()
+        ));
+    }
+    check_eps(eps).map_err(bad)
+}
+
+/// The check of layer and RMS norm's input: its trailing dimensions are `normalized_shape`.
+pub(crate) fn check_trailing(
+    layer: &str,
+    shape: &[usize],
+    normalized_shape: &[usize],
+) -> Result<()> {
+    let k = normalized_shape.len();
+    if shape.len() < k || shape[shape.len() - k..] != normalized_shape[..] {
+        return Err(LayerError::Input {
+            layer: layer.to_string(),
+            expected: format!("(..., {})", dims(normalized_shape)),
+            got: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// `a, b, c` for a shape, as PyTorch prints a normalized shape.
+pub(crate) fn dims(shape: &[usize]) -> String {
     shape
         .iter()
         .map(usize::to_string)
@@ -154,16 +172,18 @@ fn dims(shape: &[usize]) -> String {
         .join(", ")
 }
 
-/// The kernels' closed-form gradient, with the forward's statistics.
-struct LayerNormBackward {
-    normalized_shape: Vec<usize>,
-    stats: GroupStats,
-    affine: AffineLayout,
+/// The kernels' closed-form gradient, with the forward's statistics; also RMS norm's, whose
+/// statistics say they are not centred (`norma_kernels::rms_norm_backward`).
+pub(crate) struct LayerNormBackward {
+    pub name: &'static str,
+    pub normalized_shape: Vec<usize>,
+    pub stats: GroupStats,
+    pub affine: AffineLayout,
 }
 
 impl Backward for LayerNormBackward {
     fn name(&self) -> &'static str {
-        "layer_norm"
+        self.name
     }
 
     fn backward(&self, ctx: &BackwardContext<'_>) -> norma_autograd::Result<Vec<Option<Tensor>>> {
@@ -174,7 +194,7 @@ impl Backward for LayerNormBackward {
             &self.stats,
             self.affine.gamma(ctx),
         )
-        .map_err(|e| kernel_error("layer_norm", e))?;
+        .map_err(|e| kernel_error(self.name, e))?;
         self.affine.gradients(g, ctx)
     }
 }

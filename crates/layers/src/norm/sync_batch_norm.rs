@@ -128,6 +128,20 @@ impl Synced {
         beta: Option<&[f32]>,
         eps: f32,
     ) -> Result<TrainForward> {
+        let stats = self.statistics(x, checked, channels, eps)?;
+        let output = norma_kernels::normalize(x.view(), &stats, gamma, beta)?;
+        Ok(TrainForward { output, stats })
+    }
+
+    /// The statistics of the global batch (the forward's two exchanges), for layers that
+    /// normalize with them in their own way (batch renormalization).
+    pub fn statistics(
+        &self,
+        x: &Tensor,
+        checked: Result<()>,
+        channels: usize,
+        eps: f32,
+    ) -> Result<BatchStats> {
         const STEP: &str = "SyncBatchNorm forward";
         let comm = self.comm.as_ref();
         // [process 0 failed, the shift (C values)]
@@ -163,9 +177,7 @@ impl Synced {
             }
             .into());
         }
-        let stats = sums.finish(eps)?;
-        let output = norma_kernels::normalize(x.view(), &stats, gamma, beta)?;
-        Ok(TrainForward { output, stats })
+        Ok(sums.finish(eps)?)
     }
 
     /// Training backward over the global batch: dx from the summed gradient sums, dγ and dβ

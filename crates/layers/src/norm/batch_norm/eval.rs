@@ -15,16 +15,20 @@ use crate::norm::affine::{kernel_error, AffineLayout};
 use crate::Result;
 
 impl<I: BatchNormInput> BatchNorm<I> {
-    /// Eval mode: the running statistics. A layer that does not track them uses the batch's
+    /// Eval mode: the running statistics (mixed with each example's own when the example
+    /// weight is set, see `example_weighted.rs`). A layer that does not track them uses the batch's
     /// own statistics, as PyTorch does, and never communicates: evaluation is local.
     pub(super) fn forward_eval(&self, x: &Var, checked: Result<()>) -> Result<Var> {
         let Some(running) = &self.running else {
             return self.forward_batch_stats(x, checked, None, None);
         };
         checked?;
+        let (mean, var) = (running.mean.get(), running.var.get());
+        if self.example_weight > 0.0 {
+            return self.forward_example_weighted(x, &mean, &var);
+        }
         let vars = self.affine.vars();
         let eps = self.config.eps;
-        let (mean, var) = (running.mean.get(), running.var.get());
         let output = norma_kernels::forward_eval(
             x.value().view(),
             mean.as_slice(),
@@ -38,17 +42,20 @@ impl<I: BatchNormInput> BatchNorm<I> {
             var,
             eps,
             affine: vars.layout(),
+            fixed_gamma: None,
         };
         Ok(vars.record(x, Tensor::from_array(output), backward))
     }
 }
 
-/// Backward with fixed running statistics (eval mode).
-struct EvalBackward {
-    mean: Tensor,
-    var: Tensor,
-    eps: f32,
-    affine: AffineLayout,
+/// Backward with fixed running statistics (eval mode); also frozen batch norm's, whose γ is
+/// a constant (`fixed_gamma`) rather than an input of the op.
+pub(crate) struct EvalBackward {
+    pub mean: Tensor,
+    pub var: Tensor,
+    pub eps: f32,
+    pub affine: AffineLayout,
+    pub fixed_gamma: Option<Tensor>,
 }
 
 impl Backward for EvalBackward {
@@ -62,7 +69,10 @@ impl Backward for EvalBackward {
             ctx.grad_output().view(),
             self.mean.as_slice(),
             self.var.as_slice(),
-            self.affine.gamma(ctx),
+            self.fixed_gamma
+                .as_ref()
+                .map(Tensor::as_slice)
+                .or(self.affine.gamma(ctx)),
             self.eps,
         )
         .map_err(|e| kernel_error("batch_norm_eval", e))?;

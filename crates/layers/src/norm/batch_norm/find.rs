@@ -1,14 +1,21 @@
 //! Finding the batch-norm layers of a model, whichever their kind: the one place that knows a
-//! batch norm is a [`BatchNorm1d`] or a [`BatchNorm2d`]. Folding, synchronizing and
-//! recomputing statistics all go through [`for_each_batch_norm_mut`] or [`as_batch_norm_mut`].
+//! batch norm is a [`BatchNorm1d`] or a [`BatchNorm2d`]. Folding, synchronizing, recomputing
+//! statistics and setting the example weight go through [`for_each_batch_norm_mut`] or
+//! [`as_batch_norm_mut`]; freezing, renormalizing and ghosting a model's batch norms through
+//! [`replace_batch_norms`].
 
 use std::rc::Rc;
 
 use norma_distributed::Communicator;
 
 use super::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormInput};
-use crate::module::{for_each_module_mut, Mode, Module};
-use crate::Result;
+use std::any::Any;
+
+use super::{GhostBatchNorm, RenormConfig};
+use crate::module::{for_each_module_mut, join_name, Mode, Module};
+use crate::norm::batch_norm::BatchRenorm;
+use crate::norm::frozen_batch_norm::FrozenBatchNorm;
+use crate::{LayerError, Result, Sequential};
 
 /// What the model-wide operations need of a batch norm, whatever its input kind.
 pub(crate) trait BatchNormLayer: Module {
@@ -24,6 +31,8 @@ pub(crate) trait BatchNormLayer: Module {
     fn reset_running_stats(&mut self);
     /// Sets a momentum taken from a valid configuration (no check), returning the previous one.
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64>;
+    /// Sets an example weight checked to be in [0, 1].
+    fn replace_example_weight(&mut self, alpha: f64);
 }
 
 impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
@@ -49,6 +58,10 @@ impl<I: BatchNormInput> BatchNormLayer for BatchNorm<I> {
 
     fn replace_momentum(&mut self, momentum: Option<f64>) -> Option<f64> {
         std::mem::replace(&mut self.config.momentum, momentum)
+    }
+
+    fn replace_example_weight(&mut self, alpha: f64) {
+        self.example_weight = alpha;
     }
 }
 
@@ -77,4 +90,71 @@ pub(crate) fn for_each_batch_norm_mut(
             f(name, bn);
         }
     });
+}
+
+/// What the batch norms of a model can become ([`replace_batch_norms`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Replacement {
+    /// [`FrozenBatchNorm`].
+    Frozen,
+    /// [`BatchRenorm`] with this schedule.
+    Renorm(RenormConfig),
+    /// [`GhostBatchNorm`] with this virtual batch size.
+    Ghost(usize),
+}
+
+impl<I: BatchNormInput> BatchNorm<I> {
+    /// The layer that replaces this batch norm, of the same input kind.
+    fn replaced(self, by: Replacement) -> Result<Box<dyn Module>> {
+        Ok(match by {
+            Replacement::Frozen => Box::new(FrozenBatchNorm::from_batch_norm(&self)?),
+            Replacement::Renorm(renorm) => Box::new(BatchRenorm::from_batch_norm(self, renorm)?),
+            Replacement::Ghost(v) => Box::new(GhostBatchNorm::from_batch_norm(self, v)?),
+        })
+    }
+}
+
+/// `model` with every batch norm (BatchNorm1d and BatchNorm2d, inside nested `Sequential`s
+/// too) replaced as `by` says, under the same name; every other layer is kept as it is.
+///
+/// Errors: a batch norm inside another container (a `BasicBlock`), which cannot be rebuilt
+/// from outside, named rather than left unconverted; what replacing a batch norm refuses.
+pub(crate) fn replace_batch_norms(model: Sequential, by: Replacement) -> Result<Sequential> {
+    let mut out = Sequential::new();
+    for (name, mut child) in model.into_children() {
+        let child: Box<dyn Module> = if child.is::<BatchNorm2d>() {
+            downcast::<BatchNorm2d>(child, &name)?.replaced(by)?
+        } else if child.is::<BatchNorm1d>() {
+            downcast::<BatchNorm1d>(child, &name)?.replaced(by)?
+        } else if child.is::<Sequential>() {
+            Box::new(replace_batch_norms(
+                *downcast::<Sequential>(child, &name)?,
+                by,
+            )?)
+        } else {
+            let mut inside = Vec::new();
+            for_each_batch_norm_mut(child.as_mut(), &mut |n, _| inside.push(join_name(&name, n)));
+            if !inside.is_empty() {
+                return Err(LayerError::Config {
+                    layer: format!("layer '{name}' ({})", child.describe()),
+                    reason: format!(
+                        "holds batch norms ({}) in a container other than Sequential, which cannot be rebuilt",
+                        inside.join(", ")
+                    ),
+                });
+            }
+            child
+        };
+        out.push(name, child);
+    }
+    Ok(out)
+}
+
+/// The layer `name` as the `T` it was just found to be.
+fn downcast<T: Module>(module: Box<dyn Module>, name: &str) -> Result<Box<T>> {
+    let any: Box<dyn Any> = module;
+    any.downcast::<T>().map_err(|_| LayerError::Config {
+        layer: format!("layer '{name}'"),
+        reason: "is not the layer it was found to be".into(),
+    })
 }

@@ -12,6 +12,10 @@
 //! eval:      y = γ_c · (x − running_mean) / sqrt(running_var + eps) + β_c
 //! ```
 //!
+//! **Example-weighted inference** ([`BatchNorm::set_example_weight`], off by default): eval
+//! mode mixes each example's own statistics into the running ones with a weight α (Summers &
+//! Dinneen, 2020; the formulas are in `example_weighted.rs`).
+//!
 //! m is the momentum (0.1), or 1/num_batches_tracked when momentum is `None` (cumulative
 //! average). This is PyTorch's convention, including the unbiased running variance.
 //!
@@ -33,13 +37,40 @@ use crate::norm::affine::{check_eps, Affine};
 use crate::norm::sync_batch_norm::Synced;
 use crate::{LayerError, Result};
 
+/// The [`Module`] methods of a layer built on a batch norm (a field `bn`): its parameters,
+/// buffers and mode are the batch norm's.
+macro_rules! state_of_batch_norm {
+    () => {
+        fn collect_params(&self, prefix: &str, out: &mut Vec<(String, norma_autograd::Param)>) {
+            self.bn.collect_params(prefix, out);
+        }
+
+        fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, crate::module::Buffer)>) {
+            self.bn.collect_buffers(prefix, out);
+        }
+
+        fn set_mode(&mut self, mode: crate::module::Mode) {
+            self.bn.set_mode(mode);
+        }
+    };
+}
+
 mod eval;
+mod example_weighted;
 mod find;
+mod ghost;
 mod kinds;
+mod renorm;
 mod train;
 
-pub(crate) use find::{as_batch_norm_mut, for_each_batch_norm_mut, BatchNormLayer};
+pub(crate) use eval::EvalBackward;
+pub use example_weighted::set_example_weight;
+pub(crate) use find::{
+    as_batch_norm_mut, for_each_batch_norm_mut, replace_batch_norms, BatchNormLayer, Replacement,
+};
+pub use ghost::{convert_ghost_batch_norm, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};
+pub use renorm::{convert_batch_renorm, BatchRenorm, BatchRenorm1d, BatchRenorm2d, RenormConfig};
 
 /// Options of a batch-norm layer; the defaults are PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,6 +132,8 @@ pub struct BatchNorm<I: BatchNormInput> {
     mode: Mode,
     /// Set: training statistics are those of the global batch of every process.
     sync: Option<Synced>,
+    /// α of example-weighted inference (0: plain eval mode).
+    example_weight: f64,
     input: PhantomData<I>,
 }
 
@@ -132,6 +165,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
             running: config.track_running_stats.then(|| RunningStats::new(c)),
             mode: Mode::Train,
             sync: None,
+            example_weight: 0.0,
             input: PhantomData,
         })
     }
@@ -234,12 +268,21 @@ impl<I: BatchNormInput> BatchNorm<I> {
         )?))
     }
 
-    fn input_error(&self, shape: &[usize]) -> LayerError {
-        LayerError::Input {
-            layer: self.describe(),
+    /// The verdict on an input's shape: one of the layer's kind with C channels.
+    fn check_input(&self, shape: &[usize]) -> Result<()> {
+        self.check_input_of(shape, &|| self.describe())
+    }
+
+    /// [`BatchNorm::check_input`] for a layer built on this one, named by `describe`.
+    fn check_input_of(&self, shape: &[usize], describe: &dyn Fn() -> String) -> Result<()> {
+        if I::accepts(shape, self.num_features) {
+            return Ok(());
+        }
+        Err(LayerError::Input {
+            layer: describe(),
             expected: I::expected(self.num_features),
             got: shape.to_vec(),
-        }
+        })
     }
 }
 
@@ -254,11 +297,7 @@ impl<I: BatchNormInput> Module for BatchNorm<I> {
     /// Training: the batch's statistics, folded into the running statistics. Eval: the
     /// running statistics. The input's shape is checked once, here.
     fn forward(&mut self, x: &Var) -> Result<Var> {
-        let checked = if I::accepts(x.shape(), self.num_features) {
-            Ok(())
-        } else {
-            Err(self.input_error(x.shape()))
-        };
+        let checked = self.check_input(x.shape());
         match self.mode {
             Mode::Train => self.forward_train(x, checked),
             Mode::Eval => self.forward_eval(x, checked),

@@ -59,7 +59,7 @@ impl<I: BatchNormInput> BatchNorm<I> {
 
     /// Adds one batch's statistics to the running statistics (the momentum rule of the
     /// parent module's docs; a cumulative average when the momentum is `None`).
-    fn update_running(&self, running: &RunningStats, stats: &BatchStats) -> Result<()> {
+    pub(super) fn update_running(&self, running: &RunningStats, stats: &BatchStats) -> Result<()> {
         let batches = running.num_batches_tracked.increment();
         let factor = self.config.momentum.unwrap_or(1.0 / batches as f64);
         running.mean.update(|mean| {
