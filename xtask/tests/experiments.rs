@@ -449,8 +449,21 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
         gn["final_test_acc"].as_f64().unwrap()
     );
     assert!(stdout(&eval).contains(&expected), "{}", stdout(&eval));
-    // A cell is a train-lenet run that train-lenet --resume continues.
-    let ln = out.join("runs/lenet-ln-b2-seed0");
+    // A cell is a train-lenet run. Resumed in place it would leave the experiment's tables
+    // stale, so it is refused; copied out, train-lenet --resume continues it.
+    let inside = out.join("runs/lenet-ln-b2-seed0");
+    common::fails_clearly(
+        &["train-lenet", "--resume", inside.to_str().unwrap()],
+        &["this run is part of the `batch-size` experiment"],
+    );
+    let ln = dir.path().join("lenet-ln-alone");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&inside)
+        .arg(&ln)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     succeeds(&[
         "train-lenet",
         "--resume",
