@@ -280,6 +280,23 @@ fn eval_mode_trains_a_model_and_shows_what_training_mode_does_to_predictions() {
         "smaller batches, more dependence: {r}"
     );
     assert_eq!(r["eval_precise"][1], 3, "{r}");
+    // The class-sorted stream and the overwritten statistics, at every batch size.
+    let by_class = r["train_by_class"].as_array().unwrap();
+    let overwritten = r["overwritten"].as_array().unwrap();
+    assert_eq!((by_class.len(), overwritten.len()), (3, 3), "{r}");
+    assert!(overwritten[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("value per channel"));
+    for o in &overwritten[1..] {
+        let acc = o["eval_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{o}");
+    }
+    assert!(by_class[1]["error"].is_null(), "{r}");
+    assert!(
+        by_class[1]["depends_on_company"].as_f64().unwrap() > 0.0,
+        "sorted batches change classes too: {r}"
+    );
     let text = stdout(&result);
     assert!(text.contains("fails (see below)"), "{text}");
     assert!(text.contains("training mode with batches of 1: "), "{text}");

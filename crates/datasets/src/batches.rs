@@ -16,6 +16,10 @@ pub enum Order {
     /// A permutation drawn from this seed with norma's own [`Rng`] (Fisher–Yates): the same
     /// seed gives the same order on every machine and forever; use one seed per epoch.
     Shuffled(u64),
+    /// The samples grouped by class label (class 0 first), shuffled from this seed within
+    /// each class: batches that hold one class, or two at a boundary — the non-i.i.d. stream
+    /// a model meets when data arrives sorted, as a test set read class by class.
+    ByClass(u64),
 }
 
 /// What to do with the last batch when the split size is not a multiple of the batch size.
@@ -110,8 +114,15 @@ impl<'a> Batches<'a> {
             }
         };
         let mut indices: Vec<usize> = (0..n).collect();
-        if let Order::Shuffled(seed) = order {
-            Rng::seed_from_u64(seed).shuffle(&mut indices);
+        match order {
+            Order::Sequential => {}
+            Order::Shuffled(seed) => Rng::seed_from_u64(seed).shuffle(&mut indices),
+            Order::ByClass(seed) => {
+                Rng::seed_from_u64(seed).shuffle(&mut indices);
+                // A stable sort keeps the shuffled order within each class.
+                let labels = split.labels();
+                indices.sort_by_key(|&i| labels[i]);
+            }
         }
         Ok(Batches {
             split,
@@ -329,5 +340,23 @@ mod tests {
         let b: Vec<Vec<usize>> = s.eval_batches(10).unwrap().map(|b| b.labels).collect();
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 1]);
         assert_eq!(b[2], [0]);
+    }
+
+    #[test]
+    fn by_class_batches_hold_one_class_each_in_a_seeded_order() {
+        let s = split(100);
+        let batches = epoch(&s, 10, Order::ByClass(3), LastBatch::Keep);
+        assert_eq!(batches.len(), 10);
+        for (class, ids) in batches.iter().enumerate() {
+            assert!(
+                ids.iter().all(|i| i % 10 == class),
+                "batch {class}: {ids:?}"
+            );
+        }
+        let mut all: Vec<usize> = batches.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>(), "every sample once");
+        assert_eq!(batches, epoch(&s, 10, Order::ByClass(3), LastBatch::Keep));
+        assert_ne!(batches, epoch(&s, 10, Order::ByClass(4), LastBatch::Keep));
     }
 }

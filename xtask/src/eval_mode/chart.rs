@@ -32,6 +32,15 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
         lines.push(Line::reference("eval mode, precise statistics", 2));
     }
     let reference = lines.len() - 1;
+    let sorted = lines.len();
+    lines.push(Line::dashed("training mode, test set sorted by class", 3));
+    let overwritten = lines.len();
+    lines.push(Line::dashed("eval mode after a training-mode pass", 4));
+    let sorted_ok: Vec<&BatchOutcome> = r
+        .train_by_class
+        .iter()
+        .filter(|o| o.error.is_none())
+        .collect();
     let level = |y: f64| vec![(lo, y), (hi, y)];
     let panels = || {
         let train = |f: fn(&BatchOutcome) -> f64| Series {
@@ -51,6 +60,21 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
                 points: level(acc),
             });
         }
+        accuracy.push(Series {
+            line: sorted,
+            points: sorted_ok
+                .iter()
+                .map(|o| (o.batch_size as f64, o.mean_accuracy()))
+                .collect(),
+        });
+        accuracy.push(Series {
+            line: overwritten,
+            points: r
+                .overwritten
+                .iter()
+                .filter_map(|o| Some((o.batch_size as f64, o.eval_accuracy?)))
+                .collect(),
+        });
         let company = vec![
             train(|o| o.depends_on_company),
             Series {
@@ -93,7 +117,9 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
     let mut caption = "LeNet-BN predicting the test set in training mode, in batches of each \
                        size (each batch normalized with its own statistics), against eval mode; \
                        right: the fraction of test images whose class changes with the random \
-                       order, i.e. with the other images in the batch."
+                       order, i.e. with the other images in the batch. Dashed: training mode on \
+                       the test set sorted by class, and eval mode once a training-mode pass \
+                       has overwritten the running statistics."
         .to_string();
     if !failed.is_empty() {
         let _ = write!(

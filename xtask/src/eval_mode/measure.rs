@@ -33,6 +33,42 @@ pub fn predict_batched(
     order: Order,
     mode: Mode,
 ) -> Result<Vec<usize>, Error> {
+    let before = Snapshot::take(model);
+    let result = pass(model, split, batch, order, mode);
+    model.eval();
+    before.restore(model)?;
+    result
+}
+
+/// What PyTorch leaves after a test set predicted in training mode: the running statistics
+/// overwritten by the test batches (momentum 0.1 per batch). The test set goes through in
+/// batches of `batch` in `order`, then predicted in eval mode with the statistics that pass
+/// left (the classes are returned); the model is put back as it was.
+pub fn eval_after_training_pass(
+    model: &mut Sequential,
+    split: &Split,
+    batch: usize,
+    order: Order,
+) -> Result<Vec<usize>, Error> {
+    let before = Snapshot::take(model);
+    let result = pass(model, split, batch, order, Mode::Train)
+        .and_then(|_| pass(model, split, EVAL_BATCH, Order::Sequential, Mode::Eval));
+    model.eval();
+    before.restore(model)?;
+    result
+}
+
+/// Batches of an eval-mode pass (any size gives the same classes).
+const EVAL_BATCH: usize = 1000;
+
+/// The classes of [`predict_batched`], leaving the model's buffers as the pass made them.
+fn pass(
+    model: &mut Sequential,
+    split: &Split,
+    batch: usize,
+    order: Order,
+    mode: Mode,
+) -> Result<Vec<usize>, Error> {
     let last = if batch == 1 {
         LastBatch::Keep
     } else {
@@ -40,33 +76,21 @@ pub fn predict_batched(
     };
     let batches = split.batches(batch, order, last)?;
     let visiting: Vec<usize> = batches.order().to_vec();
-    let before = Snapshot::take(model);
     model.set_mode(mode);
     let mut predicted = vec![0; split.len()];
     let mut at = 0;
-    let mut result = Ok(());
     for b in batches {
         let n = b.len();
         // A signal stops the pass between two batches (and the command, with Error::Stopped).
-        match signals::check()
-            .and_then(|()| Ok(no_grad(|| model.forward(&Var::constant(b.images)))?))
-            .and_then(|logits| Ok(logits.value().argmax_rows()?))
-        {
-            Ok(classes) => {
-                for (&image, class) in visiting[at..at + n].iter().zip(classes) {
-                    predicted[image] = class;
-                }
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+        signals::check()?;
+        let logits = no_grad(|| model.forward(&Var::constant(b.images)))?;
+        let classes = logits.value().argmax_rows()?;
+        for (&image, class) in visiting[at..at + n].iter().zip(classes) {
+            predicted[image] = class;
         }
         at += n;
     }
-    model.eval();
-    before.restore(model)?;
-    result.map(|()| predicted)
+    Ok(predicted)
 }
 
 /// What happened at one batch size in one mode, over several random orders of the test set.
@@ -104,8 +128,8 @@ impl BatchOutcome {
     }
 }
 
-/// Predicts the test set in batches of `batch_size`, in `orders` random orders from `seed`, in
-/// `mode`, and compares with `alone` (each image's eval-mode class when predicted alone). A
+/// Predicts the test set in batches of `batch_size`, in `orders` random orders from `seed`
+/// (sorted by class when `by_class`: see [`Order::ByClass`]), in `mode`, and compares with `alone` (each image's eval-mode class when predicted alone). A
 /// forward pass that fails is recorded in the outcome, not returned as an error: a batch of
 /// one image in training mode is one of the things this experiment shows.
 pub fn at_batch_size(
@@ -115,6 +139,7 @@ pub fn at_batch_size(
     orders: usize,
     seed: u64,
     mode: Mode,
+    by_class: bool,
     alone: &[usize],
 ) -> Result<BatchOutcome, Error> {
     let labels = split.labels();
@@ -127,7 +152,11 @@ pub fn at_batch_size(
     };
     let mut runs: Vec<Vec<usize>> = Vec::with_capacity(orders);
     for r in 0..orders {
-        let order = Order::Shuffled(order_seed(seed, r));
+        let order = if by_class {
+            Order::ByClass(order_seed(seed, r))
+        } else {
+            Order::Shuffled(order_seed(seed, r))
+        };
         match predict_batched(model, split, batch_size, order, mode) {
             Ok(p) => runs.push(p),
             Err(e @ (Error::Layer(_) | Error::Autograd(_))) => {
@@ -177,22 +206,42 @@ mod tests {
         let state = |m: &Sequential| crate::run::model_run::state_bytes(m).unwrap();
         let before = state(&model);
         let alone = predict_batched(&mut model, &split, 1, Order::Sequential, Mode::Eval).unwrap();
-        let eval = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Eval, &alone).unwrap();
+        let eval = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Eval, false, &alone).unwrap();
         assert_eq!(eval.depends_on_company, 0.0);
         assert_eq!(eval.differs_from_alone, 0.0);
         assert_eq!(eval.accuracies.len(), 3);
-        let train = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Train, &alone).unwrap();
+        let train = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Train, false, &alone).unwrap();
         assert!(train.error.is_none());
         assert!(train.differs_from_alone > 0.0, "{train:?}");
         assert_eq!(state(&model), before, "the running statistics are put back");
         // One image alone in training mode: BatchNorm1d has one value per channel.
-        let one = at_batch_size(&mut model, &split, 1, 2, 0, Mode::Train, &alone).unwrap();
+        let one = at_batch_size(&mut model, &split, 1, 2, 0, Mode::Train, false, &alone).unwrap();
         let err = one
             .error
             .clone()
             .expect("a batch of one fails in training mode");
         assert!(err.contains("value per channel"), "{err}");
         assert!(one.accuracies.is_empty() && one.mean_accuracy().is_nan());
+        assert_eq!(state(&model), before);
+    }
+
+    #[test]
+    fn a_training_pass_overwrites_the_statistics_eval_mode_then_uses() {
+        let (mut model, split) = setup();
+        let state = |m: &Sequential| crate::run::model_run::state_bytes(m).unwrap();
+        let before = state(&model);
+        let clean = predict_batched(&mut model, &split, 30, Order::Sequential, Mode::Eval).unwrap();
+        // Batches of one class each: the statistics the pass leaves are those of the last
+        // classes, far from the ones the model was given.
+        let sorted = eval_after_training_pass(&mut model, &split, 3, Order::ByClass(1)).unwrap();
+        assert_ne!(
+            sorted, clean,
+            "the overwritten statistics change the predictions"
+        );
+        assert_eq!(state(&model), before, "and the model is put back");
+        let by_class =
+            at_batch_size(&mut model, &split, 3, 2, 0, Mode::Train, true, &[0; 30]).unwrap();
+        assert!(by_class.error.is_none());
         assert_eq!(state(&model), before);
     }
 

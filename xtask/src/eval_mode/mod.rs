@@ -122,6 +122,22 @@ pub struct Results {
     pub eval: Vec<BatchOutcome>,
     /// Training mode at every batch size.
     pub train: Vec<BatchOutcome>,
+    /// Training mode at every batch size with the test set sorted by class
+    /// ([`Order::ByClass`]): batches of one class, as a stream of data can arrive.
+    pub train_by_class: Vec<BatchOutcome>,
+    /// Eval mode after the test set went through training mode in batches of each size
+    /// (shuffled) without the running statistics being put back, as PyTorch leaves them.
+    pub overwritten: Vec<Overwritten>,
+}
+
+/// The eval-mode accuracy once a training-mode pass over the test set in batches of
+/// `batch_size` has overwritten the running statistics.
+#[derive(Debug, Serialize)]
+pub struct Overwritten {
+    pub batch_size: usize,
+    pub eval_accuracy: Option<f64>,
+    /// Why the training-mode pass failed (batches of one image).
+    pub error: Option<String>,
 }
 
 /// Runs `eval-mode`; returns the signal that interrupted its training, if one did.
@@ -226,21 +242,32 @@ fn measure_all(
         eval_precise,
         eval: Vec::new(),
         train: Vec::new(),
+        train_by_class: Vec::new(),
+        overwritten: Vec::new(),
     };
     for &b in &args.batch_sizes {
-        for (mode, out) in [
-            (Mode::Eval, &mut results.eval),
-            (Mode::Train, &mut results.train),
+        for (mode, by_class, what, out) in [
+            (Mode::Eval, false, "eval mode", &mut results.eval),
+            (Mode::Train, false, "training mode", &mut results.train),
+            (
+                Mode::Train,
+                true,
+                "training mode, sorted by class",
+                &mut results.train_by_class,
+            ),
         ] {
-            let outcome =
-                measure::at_batch_size(model, test, b, args.orders, args.seed, mode, &alone)?;
+            let outcome = measure::at_batch_size(
+                model,
+                test,
+                b,
+                args.orders,
+                args.seed,
+                mode,
+                by_class,
+                &alone,
+            )?;
             eprintln!(
-                "{} mode, batches of {b}: {}",
-                if mode == Mode::Eval {
-                    "eval"
-                } else {
-                    "training"
-                },
+                "{what}, batches of {b}: {}",
                 outcome
                     .error
                     .clone()
@@ -248,6 +275,24 @@ fn measure_all(
             );
             out.push(outcome);
         }
+        let order = Order::Shuffled(measure::order_seed(args.seed, 0));
+        let overwritten = match measure::eval_after_training_pass(model, test, b, order) {
+            Ok(acc) => Overwritten {
+                batch_size: b,
+                eval_accuracy: Some(accuracy(&acc, labels)),
+                error: None,
+            },
+            Err(e @ (Error::Layer(_) | Error::Autograd(_))) => Overwritten {
+                batch_size: b,
+                eval_accuracy: None,
+                error: Some(e.to_string()),
+            },
+            Err(e) => return Err(e),
+        };
+        if let Some(acc) = overwritten.eval_accuracy {
+            eprintln!("eval mode after a training-mode pass in batches of {b}: accuracy {acc:.4}");
+        }
+        results.overwritten.push(overwritten);
     }
     Ok(results)
 }

@@ -62,10 +62,19 @@ pub fn table(r: &Results, args: &EvalModeArgs) -> Table {
         percent(eval_varies),
         percent(eval_differs),
     ]);
-    for o in &r.train {
+    let training = r
+        .train
+        .iter()
+        .map(|o| ("training", "each batch's own", o))
+        .chain(
+            r.train_by_class
+                .iter()
+                .map(|o| ("training, sorted by class", "each batch's own", o)),
+        );
+    for (mode, statistics, o) in training {
         let mut row = vec![
-            "training".to_string(),
-            "each batch's own".into(),
+            mode.to_string(),
+            statistics.into(),
             o.batch_size.to_string(),
         ];
         match &o.error {
@@ -86,6 +95,18 @@ pub fn table(r: &Results, args: &EvalModeArgs) -> Table {
             }
         }
         t.row(row);
+    }
+    for o in &r.overwritten {
+        t.row([
+            "eval, after a training-mode pass".to_string(),
+            "overwritten by the test batches".into(),
+            o.batch_size.to_string(),
+            o.eval_accuracy
+                .map_or("fails (see below)".into(), |a| format!("{a:.4}")),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ]);
     }
     t
 }
@@ -122,7 +143,13 @@ pub fn describe(args: &EvalModeArgs) -> String {
          can change with the images it shares a batch with. 'Class depends on the company': \
          images whose class is not the same in all orders; 'differs from eval mode alone': \
          predictions that differ from the image's class when it is predicted alone in eval \
-         mode with the reference statistics of the second row.",
+         mode with the reference statistics of the second row. 'Sorted by class': the same \
+         with the test set grouped by class, so that each batch holds one or two classes (a \
+         stream that is not shuffled): the worst case of training mode. 'After a training-mode \
+         pass': the test set went through training mode in shuffled batches of that size \
+         without the running statistics being restored (in PyTorch, forgetting model.eval() \
+         also overwrites them, momentum 0.1 per batch), then eval mode predicts with what is \
+         left.",
         args.orders
     )
 }
@@ -132,7 +159,11 @@ pub fn write_csv(dir: &RunDir, r: &Results) -> Result<(), Error> {
     let mut csv = String::from(
         "mode,batch_size,mean_accuracy,lowest,highest,depends_on_company,differs_from_alone,error\n",
     );
-    for (mode, outcomes) in [("eval", &r.eval), ("train", &r.train)] {
+    for (mode, outcomes) in [
+        ("eval", &r.eval),
+        ("train", &r.train),
+        ("train-by-class", &r.train_by_class),
+    ] {
         for o in outcomes {
             let (lo, hi) = o.range();
             let num = |v: f64| {
@@ -154,6 +185,15 @@ pub fn write_csv(dir: &RunDir, r: &Results) -> Result<(), Error> {
                 o.error.as_deref().unwrap_or("").replace([',', '\n'], ";")
             );
         }
+    }
+    for o in &r.overwritten {
+        let acc = o.eval_accuracy.map_or(String::new(), |a| a.to_string());
+        let error = o.error.as_deref().unwrap_or("").replace([',', '\n'], ";");
+        let _ = writeln!(
+            csv,
+            "eval-after-train-pass,{},{acc},{acc},{acc},,,{error}",
+            o.batch_size
+        );
     }
     dir.write("eval-mode.csv", csv.as_bytes())
 }
