@@ -93,6 +93,25 @@ fn pass(
     Ok(predicted)
 }
 
+/// The random orders of the test set at one batch size: the r-th is drawn from
+/// [`order_seed`]`(seed, r)`, shuffled or sorted by class ([`Order::ByClass`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TestOrder {
+    pub seed: u64,
+    pub by_class: bool,
+}
+
+impl TestOrder {
+    fn nth(self, r: usize) -> Order {
+        let seed = order_seed(self.seed, r);
+        if self.by_class {
+            Order::ByClass(seed)
+        } else {
+            Order::Shuffled(seed)
+        }
+    }
+}
+
 /// What happened at one batch size in one mode, over several random orders of the test set.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchOutcome {
@@ -128,8 +147,8 @@ impl BatchOutcome {
     }
 }
 
-/// Predicts the test set in batches of `batch_size`, in `orders` random orders from `seed`
-/// (sorted by class when `by_class`: see [`Order::ByClass`]), in `mode`, and compares with `alone` (each image's eval-mode class when predicted alone). A
+/// Predicts the test set in batches of `batch_size`, in `orders` random orders of kind
+/// `order`, in `mode`, and compares with `alone` (each image's eval-mode class when predicted alone). A
 /// forward pass that fails is recorded in the outcome, not returned as an error: a batch of
 /// one image in training mode is one of the things this experiment shows.
 pub fn at_batch_size(
@@ -137,9 +156,8 @@ pub fn at_batch_size(
     split: &Split,
     batch_size: usize,
     orders: usize,
-    seed: u64,
+    order: TestOrder,
     mode: Mode,
-    by_class: bool,
     alone: &[usize],
 ) -> Result<BatchOutcome, Error> {
     let labels = split.labels();
@@ -152,11 +170,7 @@ pub fn at_batch_size(
     };
     let mut runs: Vec<Vec<usize>> = Vec::with_capacity(orders);
     for r in 0..orders {
-        let order = if by_class {
-            Order::ByClass(order_seed(seed, r))
-        } else {
-            Order::Shuffled(order_seed(seed, r))
-        };
+        let order = order.nth(r);
         match predict_batched(model, split, batch_size, order, mode) {
             Ok(p) => runs.push(p),
             Err(e @ (Error::Layer(_) | Error::Autograd(_))) => {
@@ -200,22 +214,27 @@ mod tests {
         (model, split)
     }
 
+    const SHUFFLED: TestOrder = TestOrder {
+        seed: 0,
+        by_class: false,
+    };
+
     #[test]
     fn eval_mode_ignores_the_company_and_training_mode_does_not() {
         let (mut model, split) = setup();
         let state = |m: &Sequential| crate::run::model_run::state_bytes(m).unwrap();
         let before = state(&model);
         let alone = predict_batched(&mut model, &split, 1, Order::Sequential, Mode::Eval).unwrap();
-        let eval = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Eval, false, &alone).unwrap();
+        let eval = at_batch_size(&mut model, &split, 4, 3, SHUFFLED, Mode::Eval, &alone).unwrap();
         assert_eq!(eval.depends_on_company, 0.0);
         assert_eq!(eval.differs_from_alone, 0.0);
         assert_eq!(eval.accuracies.len(), 3);
-        let train = at_batch_size(&mut model, &split, 4, 3, 0, Mode::Train, false, &alone).unwrap();
+        let train = at_batch_size(&mut model, &split, 4, 3, SHUFFLED, Mode::Train, &alone).unwrap();
         assert!(train.error.is_none());
         assert!(train.differs_from_alone > 0.0, "{train:?}");
         assert_eq!(state(&model), before, "the running statistics are put back");
         // One image alone in training mode: BatchNorm1d has one value per channel.
-        let one = at_batch_size(&mut model, &split, 1, 2, 0, Mode::Train, false, &alone).unwrap();
+        let one = at_batch_size(&mut model, &split, 1, 2, SHUFFLED, Mode::Train, &alone).unwrap();
         let err = one
             .error
             .clone()
@@ -239,8 +258,19 @@ mod tests {
             "the overwritten statistics change the predictions"
         );
         assert_eq!(state(&model), before, "and the model is put back");
-        let by_class =
-            at_batch_size(&mut model, &split, 3, 2, 0, Mode::Train, true, &[0; 30]).unwrap();
+        let by_class = at_batch_size(
+            &mut model,
+            &split,
+            3,
+            2,
+            TestOrder {
+                seed: 0,
+                by_class: true,
+            },
+            Mode::Train,
+            &[0; 30],
+        )
+        .unwrap();
         assert!(by_class.error.is_none());
         assert_eq!(state(&model), before);
     }

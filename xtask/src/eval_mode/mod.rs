@@ -261,9 +261,11 @@ fn measure_all(
                 test,
                 b,
                 args.orders,
-                args.seed,
+                measure::TestOrder {
+                    seed: args.seed,
+                    by_class,
+                },
                 mode,
-                by_class,
                 &alone,
             )?;
             eprintln!(
