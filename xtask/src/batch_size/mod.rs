@@ -1,6 +1,7 @@
 //! `cargo xtask batch-size`: where batch norm breaks as the batch shrinks, and what the other
 //! normalizations do there (Wu & He 2018, Figure 1). The LeNet family — no normalization
-//! (`lenet`), batch (`lenet-bn`), group (`lenet-gn`) and layer norm (`lenet-ln`) — trains at
+//! (`lenet`), batch (`lenet-bn`), group (`lenet-gn`) and layer norm (`lenet-ln`), and Batch
+//! Renormalization (`lenet-brn`, Ioffe 2017), the remedy that keeps batch statistics — trains at
 //! each batch size of a list for the same number of epochs over the same training images, so
 //! every cell sees the same samples; only the batch size and, through [`LrRule`], the learning
 //! rate change.
@@ -10,8 +11,15 @@
 //!   default (Goyal et al. 2017, the rule Wu & He use): b/256 of the rate per step and 256/b
 //!   as many steps keep the distance travelled per epoch. `--lr-rule sqrt` scales with
 //!   √(b/256) instead.
+//! - **Batch Renormalization's schedule**: Ioffe's proportions compressed into each cell's own
+//!   run ([`crate::run::spec::renorm_schedule`] of epochs × steps per epoch): plain batch norm for the first
+//!   eighth of the steps, then r_max relaxed linearly to 3 at the last step and d_max to 5 at
+//!   five eighths. The paper's 5000-step warm-up would leave every cell at batch ≥ 32 (2 epochs
+//!   are ≤ 3750 steps there) plain batch norm throughout. Its accuracy is measured like batch
+//!   norm's, with precise statistics and with the moving averages.
 //! - **Batch of one with batch norm**: BatchNorm1d (after fc1 and fc2) sees one value per
-//!   channel and cannot compute a variance. The cell takes one real training step on one image
+//!   channel and cannot compute a variance (nor can Batch Renormalization, which starts from
+//!   the batch statistics). The cell takes one real training step on one image
 //!   and records the error BatchNorm returns; the table shows "cannot train: one value per
 //!   channel" and the report quotes the error in full.
 //! - **The last batch of an epoch**: a last batch of one sample (the training set size modulo
@@ -100,7 +108,8 @@ impl LrRule {
 }
 
 /// Arguments of `batch-size` (by default one seed, 2 epochs of the whole training set at each
-/// batch size: 36 cells, about 15 minutes on 2 cores).
+/// batch size: 45 cells, about 19 minutes on 2 cores; the reproduce plan's 3 seeds about an
+/// hour).
 #[derive(Debug, clap::Args, Serialize)]
 #[command(mut_arg("seeds", |a| a.default_value("1")))]
 pub struct BatchSizeArgs {
@@ -108,8 +117,9 @@ pub struct BatchSizeArgs {
     #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = DEFAULT_BATCH_SIZES)]
     pub batch_sizes: Vec<usize>,
     /// Normalizations, each once: none (lenet), batch (lenet-bn), group (lenet-gn), layer
-    /// (lenet-ln).
-    #[arg(long, value_parser = norm_parser(), num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer"])]
+    /// (lenet-ln), renorm (lenet-brn: Batch Renormalization, its schedule compressed into the
+    /// cell's steps).
+    #[arg(long, value_parser = norm_parser(), num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer", "renorm"])]
     #[serde(serialize_with = "norm_names")]
     pub norms: Vec<ModelKind>,
     /// Epochs per cell: every batch size sees the same images this many times.
@@ -219,15 +229,28 @@ fn check(args: &BatchSizeArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The training run of one cell.
-fn spec(args: &BatchSizeArgs, model: ModelKind, batch_size: usize, seed: u64) -> RunSpec {
+/// The training run of one cell, on `data`: for Batch Renormalization with its schedule
+/// compressed into the cell's steps (see the module docs).
+fn spec(
+    args: &BatchSizeArgs,
+    model: ModelKind,
+    batch_size: usize,
+    seed: u64,
+    data: &Dataset,
+) -> Result<RunSpec, Error> {
     let base = RunSpec::recipe(model, args.activation, seed, args.epochs);
-    RunSpec {
+    let mut spec = RunSpec {
         lr: args.lr_rule.lr(base.lr, batch_size),
         batch_size,
         precise_bn: args.precise_bn_images.div_ceil(batch_size),
         ..base
+    };
+    // (At batch 1 renorm cannot train and has no batches to count: see [`cannot_train`].)
+    if model == ModelKind::LenetBrn && batch_size > 1 {
+        let steps = spec.epoch_batches(data, 0)?.len() * args.epochs;
+        spec.renorm_steps = Some(steps as u64);
     }
+    Ok(spec)
 }
 
 /// Whether a model cannot train at this batch size: batch norm on batches of one image. Then
@@ -280,7 +303,7 @@ pub fn run(args: BatchSizeArgs) -> Result<Option<Signal>, Error> {
     for &seed in &seeds {
         for &batch_size in &args.batch_sizes {
             for &norm in &args.norms {
-                let spec = spec(&args, norm, batch_size, seed);
+                let spec = spec(&args, norm, batch_size, seed, &session.data)?;
                 let name = format!("{}-b{batch_size}-seed{seed}", spec.model.name());
                 eprintln!(
                     "\n== run {}/{total}: {name} (lr {}, {:.0} s so far)",

@@ -30,15 +30,16 @@ impl Measure {
     }
 }
 
-/// The columns of accuracies, in order: each normalization, batch norm twice (precise, then
-/// moving averages) when precise statistics are measured, with its header.
+/// The columns of accuracies, in order: each normalization, batch norm and Batch
+/// Renormalization twice (precise, then moving averages) when precise statistics are measured,
+/// with its header.
 pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
     let precise = args.precise_bn_images > 0;
     let mut out = Vec::new();
     for &norm in &args.norms {
         let model = norm.name();
         match norm {
-            ModelKind::LenetBn if precise => {
+            ModelKind::LenetBn | ModelKind::LenetBrn if precise => {
                 out.push((norm, Measure::Final, format!("{model} (precise BN)")));
                 out.push((
                     norm,
@@ -46,7 +47,7 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
                     format!("{model} (moving avg)"),
                 ));
             }
-            ModelKind::LenetBn => {
+            ModelKind::LenetBn | ModelKind::LenetBrn => {
                 out.push((norm, Measure::Final, format!("{model} (moving avg)")));
             }
             _ => out.push((norm, Measure::Final, model.to_string())),
@@ -165,13 +166,23 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
         .map_or("all".to_string(), |n| format!("the first {n}"));
     let precise = if args.precise_bn_images > 0 {
         format!(
-            "LeNet-BN's accuracy with precise batch-norm statistics (recomputed from the first \
-             {} training images of a fixed order, or all of them if fewer, in batches of the \
-             training batch size) and with the moving averages kept during training. ",
+            "LeNet-BN's (and LeNet-BRN's) accuracy with precise batch-norm statistics \
+             (recomputed from the first {} training images of a fixed order, or all of them if \
+             fewer, in batches of the training batch size) and with the moving averages kept \
+             during training. ",
             args.precise_bn_images
         )
     } else {
         String::new()
+    };
+    let renorm = if args.norms.contains(&ModelKind::LenetBrn) {
+        "lenet-brn is LeNet-BN with Batch Renormalization (Ioffe 2017) in place of each batch \
+         norm, its schedule compressed into each cell's T training steps in the paper's \
+         proportions: plain batch norm for the first T/8 steps, then r_max relaxed linearly to 3 \
+         at step T and d_max to 5 at step 5T/8 (the paper: 5000, 40 000 and 25 000 steps, a \
+         warm-up longer than most cells here). "
+    } else {
+        ""
     };
     format!(
         "The LeNet family ({} activation, SGD without momentum) trained for {} epoch(s) on {samples} \
@@ -180,7 +191,7 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
          for the normalized models) scaled by the {} rule ({}), seeds {}. Cells: final test \
          accuracy (median over seeds, then each seed's); DIVERGED marks a run stopped by a \
          batch loss above 100 or not finite, STALLED one that ended below 0.2 without \
-         diverging. {precise}A last batch of a single sample joins the batch before it. \
+         diverging. {renorm}{precise}A last batch of a single sample joins the batch before it. \
          {minutes:.1} minutes in all. Every cell's own folder, with its report, is in runs/.",
         args.activation.activation().name(),
         args.epochs,
