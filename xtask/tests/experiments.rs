@@ -424,6 +424,17 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
     assert_eq!(config["runs"][0]["model"], "lenet-brn");
     assert_eq!(config["runs"][0]["renorm_steps"], 256);
     assert_eq!(cell(&r, "renorm", 2)["lr"], 2.0 / 256.0);
+    // Example-weighted inference: batch norm at the smallest batches only, α = 1/b, from the
+    // trained weights (an accuracy of its own, not a copy of the moving averages' column).
+    let bn2 = cell(&r, "batch", 2);
+    assert_eq!(bn2["example_weight"], 0.5, "{bn2}");
+    let weighted = bn2["final_test_acc_example_weighted"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&weighted), "{bn2}");
+    for (norm, batch) in [("batch", 256), ("batch", 1), ("renorm", 2), ("group", 2)] {
+        let c = cell(&r, norm, batch);
+        assert!(c["final_test_acc_example_weighted"].is_null(), "{c}");
+        assert!(c["example_weight"].is_null(), "{c}");
+    }
     let text = stdout(&result);
     assert!(
         text.contains("cannot train: one value per channel"),
@@ -432,9 +443,14 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
     assert!(text.contains("lenet-bn (precise BN)"), "{text}");
     assert!(text.contains("lenet-brn (precise BN)"), "{text}");
     assert!(text.contains("lenet-brn (moving avg)"), "{text}");
+    assert!(
+        text.contains("lenet-bn (example-weighted, α = 1/b)"),
+        "{text}"
+    );
     let csv = std::fs::read_to_string(out.join("batch-size.csv")).unwrap();
     assert_eq!(csv.lines().count(), 16, "{csv}");
     assert!(csv.contains("\nrenorm,lenet-brn,2,0,"), "{csv}");
+    assert!(csv.contains(&format!(",{weighted},0.5,")), "{csv}");
     assert!(
         csv.contains(",cannot train,\"one value per channel\","),
         "{csv}"
@@ -449,6 +465,7 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
             "cannot train: one value per channel",
             "[1, 120]",
             "Batch Renormalization (Ioffe 2017)",
+            "example-weighted inference statistics (Summers &amp; Dinneen 2020)",
         ],
     );
     assert_eq!(json(&out.join("config.json"))["experiment"], "batch-size");

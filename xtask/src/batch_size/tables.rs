@@ -2,7 +2,9 @@
 //! normalization's final test accuracy), the errors of the cells that cannot train, and the
 //! report's description of the experiment.
 
-use crate::batch_size::{BatchSizeArgs, BatchSizeRun, REFERENCE_BATCH};
+use crate::batch_size::{
+    example_weight, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH, REFERENCE_BATCH,
+};
 use norma_layers::models::ModelKind;
 
 use crate::cli::args::seed_range;
@@ -18,6 +20,9 @@ pub enum Measure {
     /// Batch norm with its moving averages (beside [`Measure::Final`] when precise statistics
     /// were measured).
     MovingAverage,
+    /// Batch norm with its moving averages mixed with each example's statistics, at the
+    /// smallest batches ([`crate::batch_size::example_weight`]).
+    ExampleWeighted,
 }
 
 impl Measure {
@@ -26,15 +31,20 @@ impl Measure {
         match self {
             Measure::Final => run.final_test_acc,
             Measure::MovingAverage => run.final_test_acc_moving_avg,
+            Measure::ExampleWeighted => run.final_test_acc_example_weighted,
         }
     }
 }
 
 /// The columns of accuracies, in order: each normalization, batch norm and Batch
 /// Renormalization twice (precise, then moving averages) when precise statistics are measured,
-/// with its header.
+/// with its header; then batch norm with example-weighted inference when a batch size has it.
 pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
     let precise = args.precise_bn_images > 0;
+    let weighted = args
+        .batch_sizes
+        .iter()
+        .any(|&b| example_weight(b).is_some());
     let mut out = Vec::new();
     for &norm in &args.norms {
         let model = norm.name();
@@ -51,6 +61,13 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
                 out.push((norm, Measure::Final, format!("{model} (moving avg)")));
             }
             _ => out.push((norm, Measure::Final, model.to_string())),
+        }
+        if norm == ModelKind::LenetBn && weighted {
+            out.push((
+                norm,
+                Measure::ExampleWeighted,
+                format!("{model} (example-weighted, α = 1/b)"),
+            ));
         }
     }
     out
@@ -184,6 +201,22 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
     } else {
         ""
     };
+    let weighted = if args.norms.contains(&ModelKind::LenetBn)
+        && args
+            .batch_sizes
+            .iter()
+            .any(|&b| example_weight(b).is_some())
+    {
+        format!(
+            "At batch sizes 2 to {EXAMPLE_WEIGHT_MAX_BATCH}, LeNet-BN's final weights are also \
+             evaluated with example-weighted inference statistics (Summers & Dinneen 2020): \
+             each batch norm's moving averages mixed with the test example's own statistics by \
+             α = 1/b, the example's share of its training batch; compare with the moving \
+             averages' column. "
+        )
+    } else {
+        String::new()
+    };
     format!(
         "The LeNet family ({} activation, SGD without momentum) trained for {} epoch(s) on {samples} \
          training images at every batch size, so every cell sees the same number of samples; \
@@ -191,7 +224,7 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
          for the normalized models) scaled by the {} rule ({}), seeds {}. Cells: final test \
          accuracy (median over seeds, then each seed's); DIVERGED marks a run stopped by a \
          batch loss above 100 or not finite, STALLED one that ended below 0.2 without \
-         diverging. {renorm}{precise}A last batch of a single sample joins the batch before it. \
+         diverging. {renorm}{precise}{weighted}A last batch of a single sample joins the batch before it. \
          {minutes:.1} minutes in all. Every cell's own folder, with its report, is in runs/.",
         args.activation.activation().name(),
         args.epochs,
