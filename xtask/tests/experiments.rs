@@ -386,7 +386,7 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
         out.to_str().unwrap(),
     ]);
     let r = json(&out.join("batch-size.json"));
-    assert_eq!(r.as_array().unwrap().len(), 12, "{r}");
+    assert_eq!(r.as_array().unwrap().len(), 15, "{r}");
     // Batch norm on one image: the cell holds the error BatchNorm returned, not a crash.
     let bn1 = cell(&r, "batch", 1);
     assert_eq!(bn1["outcome"], "cannot train", "{bn1}");
@@ -398,6 +398,10 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
     );
     assert!(bn1["final_test_acc"].is_null());
     assert!(!out.join("runs/lenet-bn-b1-seed0").exists());
+    // So does Batch Renormalization, which starts from the batch statistics.
+    let brn1 = cell(&r, "renorm", 1);
+    assert_eq!(brn1["outcome"], "cannot train", "{brn1}");
+    assert_eq!(brn1["reason"], "one value per channel", "{brn1}");
     // Every other normalization trains on one image at a time, one step per image.
     for norm in ["none", "group", "layer"] {
         let c = cell(&r, norm, 1);
@@ -407,13 +411,18 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
     }
     // The last image of an epoch joins the batch before it (255 batches of 2 and one of 3;
     // 256 and 257), so batch norm trains at 2 and 256 where a batch of one would follow.
-    for (batch, steps, precise_batches) in [(2, 256, 256), (256, 2, 2)] {
-        let c = cell(&r, "batch", batch);
+    for (norm, model, batch, steps, precise_batches) in [
+        ("batch", "lenet-bn", 2, 256, 256),
+        ("batch", "lenet-bn", 256, 2, 2),
+        ("renorm", "lenet-brn", 2, 256, 256),
+        ("renorm", "lenet-brn", 256, 2, 2),
+    ] {
+        let c = cell(&r, norm, batch);
         assert_eq!(c["steps_per_epoch"], steps, "{c}");
         assert_ne!(c["outcome"], "cannot train", "{c}");
         assert!(c["final_test_acc"].as_f64().is_some(), "{c}");
         assert!(c["final_test_acc_moving_avg"].as_f64().is_some(), "{c}");
-        let metrics = json(&out.join(format!("runs/lenet-bn-b{batch}-seed0/metrics.json")));
+        let metrics = json(&out.join(format!("runs/{model}-b{batch}-seed0/metrics.json")));
         assert_eq!(
             metrics[0]["precise_bn_batches"], precise_batches,
             "{metrics}"
@@ -426,14 +435,39 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
     let config = json(&out.join("runs/lenet-gn-b2-seed0/config.json"));
     assert_eq!(config["runs"][0]["model"], "lenet-gn");
     assert_eq!(config["runs"][0]["batch_size"], 2);
+    assert!(config["runs"][0].get("renorm_steps").is_none(), "{config}");
+    // Renorm's schedule is compressed into the cell's own steps (1 epoch of 256 batches).
+    let config = json(&out.join("runs/lenet-brn-b2-seed0/config.json"));
+    assert_eq!(config["runs"][0]["model"], "lenet-brn");
+    assert_eq!(config["runs"][0]["renorm_steps"], 256);
+    assert_eq!(cell(&r, "renorm", 2)["lr"], 2.0 / 256.0);
+    // Example-weighted inference: batch norm at the smallest batches only, α = 1/b, from the
+    // trained weights (an accuracy of its own, not a copy of the moving averages' column).
+    let bn2 = cell(&r, "batch", 2);
+    assert_eq!(bn2["example_weight"], 0.5, "{bn2}");
+    let weighted = bn2["final_test_acc_example_weighted"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&weighted), "{bn2}");
+    for (norm, batch) in [("batch", 256), ("batch", 1), ("renorm", 2), ("group", 2)] {
+        let c = cell(&r, norm, batch);
+        assert!(c["final_test_acc_example_weighted"].is_null(), "{c}");
+        assert!(c["example_weight"].is_null(), "{c}");
+    }
     let text = stdout(&result);
     assert!(
         text.contains("cannot train: one value per channel"),
         "{text}"
     );
     assert!(text.contains("lenet-bn (precise BN)"), "{text}");
+    assert!(text.contains("lenet-brn (precise BN)"), "{text}");
+    assert!(text.contains("lenet-brn (moving avg)"), "{text}");
+    assert!(
+        text.contains("lenet-bn (example-weighted, α = 1/b)"),
+        "{text}"
+    );
     let csv = std::fs::read_to_string(out.join("batch-size.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 13, "{csv}");
+    assert_eq!(csv.lines().count(), 16, "{csv}");
+    assert!(csv.contains("\nrenorm,lenet-brn,2,0,"), "{csv}");
+    assert!(csv.contains(&format!(",{weighted},0.5,")), "{csv}");
     assert!(
         csv.contains(",cannot train,\"one value per channel\","),
         "{csv}"
@@ -447,6 +481,8 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
             "batch-size",
             "cannot train: one value per channel",
             "[1, 120]",
+            "Batch Renormalization (Ioffe 2017)",
+            "example-weighted inference statistics (Summers &amp; Dinneen 2020)",
         ],
     );
     assert_eq!(json(&out.join("config.json"))["experiment"], "batch-size");

@@ -292,3 +292,50 @@ fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
     assert!(models::mlp(&[], false, 0.01, &mut Rng::seed_from_u64(0)).is_err());
     assert!(models::mlp(&[10], false, -1.0, &mut Rng::seed_from_u64(0)).is_err());
 }
+
+#[test]
+fn lenet_brn_is_lenet_bn_with_batch_renorm_under_the_same_names() {
+    use norma_layers::models::Placement;
+    use norma_layers::RenormConfig;
+    let bn = ModelKind::LenetBn
+        .build(Activation::Sigmoid, &mut Rng::seed_from_u64(3))
+        .unwrap();
+    let brn = ModelKind::LenetBrn
+        .build(Activation::Sigmoid, &mut Rng::seed_from_u64(3))
+        .unwrap();
+    assert_eq!(models::state_shapes(&brn), models::state_shapes(&bn));
+    for ((name, a), (_, b)) in bn
+        .named_parameters()
+        .into_iter()
+        .zip(brn.named_parameters())
+    {
+        assert_eq!(a.value().to_vec(), b.value().to_vec(), "{name}");
+    }
+    let types: Vec<String> = brn
+        .children()
+        .filter(|(n, _)| n.starts_with("bn"))
+        .map(|(_, m)| m.describe())
+        .collect();
+    assert_eq!(types.len(), 4);
+    assert!(
+        types.iter().all(|t| t.starts_with("BatchRenorm")),
+        "{types:?}"
+    );
+    assert_eq!(ModelKind::LenetBrn.norm_name(), "renorm");
+    assert_eq!("lenet-brn".parse::<ModelKind>(), Ok(ModelKind::LenetBrn));
+    assert!(ModelKind::LenetBrn.has_batch_norm());
+    assert!(!ModelKind::STANDARD.contains(&ModelKind::LenetBrn));
+    // A bad schedule is refused.
+    let bad = RenormConfig {
+        r_max: 0.5,
+        ..RenormConfig::default()
+    };
+    assert!(ModelKind::LenetBrn
+        .build_with_renorm(
+            Activation::Sigmoid,
+            Placement::BeforeActivation,
+            bad,
+            &mut Rng::seed_from_u64(3)
+        )
+        .is_err());
+}

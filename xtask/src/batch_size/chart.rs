@@ -24,6 +24,10 @@ pub fn chart(dir: &RunDir, args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Resul
             match measure {
                 Measure::Final => Line::solid(header.clone(), color),
                 Measure::MovingAverage => Line::dashed(header.clone(), color),
+                // A color of its own, beside batch norm's two lines.
+                Measure::ExampleWeighted => {
+                    Line::dashed(header.clone(), norma_layers::models::ModelKind::ALL.len())
+                }
             }
         })
         .collect();

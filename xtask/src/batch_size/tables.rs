@@ -2,7 +2,9 @@
 //! normalization's final test accuracy), the errors of the cells that cannot train, and the
 //! report's description of the experiment.
 
-use crate::batch_size::{BatchSizeArgs, BatchSizeRun, REFERENCE_BATCH};
+use crate::batch_size::{
+    example_weight, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH, REFERENCE_BATCH,
+};
 use norma_layers::models::ModelKind;
 
 use crate::cli::args::seed_range;
@@ -18,6 +20,9 @@ pub enum Measure {
     /// Batch norm with its moving averages (beside [`Measure::Final`] when precise statistics
     /// were measured).
     MovingAverage,
+    /// Batch norm with its moving averages mixed with each example's statistics, at the
+    /// smallest batches ([`crate::batch_size::example_weight`]).
+    ExampleWeighted,
 }
 
 impl Measure {
@@ -26,19 +31,25 @@ impl Measure {
         match self {
             Measure::Final => run.final_test_acc,
             Measure::MovingAverage => run.final_test_acc_moving_avg,
+            Measure::ExampleWeighted => run.final_test_acc_example_weighted,
         }
     }
 }
 
-/// The columns of accuracies, in order: each normalization, batch norm twice (precise, then
-/// moving averages) when precise statistics are measured, with its header.
+/// The columns of accuracies, in order: each normalization, batch norm and Batch
+/// Renormalization twice (precise, then moving averages) when precise statistics are measured,
+/// with its header; then batch norm with example-weighted inference when a batch size has it.
 pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
     let precise = args.precise_bn_images > 0;
+    let weighted = args
+        .batch_sizes
+        .iter()
+        .any(|&b| example_weight(b).is_some());
     let mut out = Vec::new();
     for &norm in &args.norms {
         let model = norm.name();
         match norm {
-            ModelKind::LenetBn if precise => {
+            ModelKind::LenetBn | ModelKind::LenetBrn if precise => {
                 out.push((norm, Measure::Final, format!("{model} (precise BN)")));
                 out.push((
                     norm,
@@ -46,10 +57,17 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
                     format!("{model} (moving avg)"),
                 ));
             }
-            ModelKind::LenetBn => {
+            ModelKind::LenetBn | ModelKind::LenetBrn => {
                 out.push((norm, Measure::Final, format!("{model} (moving avg)")));
             }
             _ => out.push((norm, Measure::Final, model.to_string())),
+        }
+        if norm == ModelKind::LenetBn && weighted {
+            out.push((
+                norm,
+                Measure::ExampleWeighted,
+                format!("{model} (example-weighted, α = 1/b)"),
+            ));
         }
     }
     out
@@ -165,10 +183,36 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
         .map_or("all".to_string(), |n| format!("the first {n}"));
     let precise = if args.precise_bn_images > 0 {
         format!(
-            "LeNet-BN's accuracy with precise batch-norm statistics (recomputed from the first \
-             {} training images of a fixed order, or all of them if fewer, in batches of the \
-             training batch size) and with the moving averages kept during training. ",
+            "LeNet-BN's (and LeNet-BRN's) accuracy with precise batch-norm statistics \
+             (recomputed from the first {} training images of a fixed order, or all of them if \
+             fewer, in batches of the training batch size) and with the moving averages kept \
+             during training. ",
             args.precise_bn_images
+        )
+    } else {
+        String::new()
+    };
+    let renorm = if args.norms.contains(&ModelKind::LenetBrn) {
+        "lenet-brn is LeNet-BN with Batch Renormalization (Ioffe 2017) in place of each batch \
+         norm, its schedule compressed into each cell's T training steps in the paper's \
+         proportions: plain batch norm for the first T/8 steps, then r_max relaxed linearly to 3 \
+         at step T and d_max to 5 at step 5T/8 (the paper: 5000, 40 000 and 25 000 steps, a \
+         warm-up longer than most cells here). "
+    } else {
+        ""
+    };
+    let weighted = if args.norms.contains(&ModelKind::LenetBn)
+        && args
+            .batch_sizes
+            .iter()
+            .any(|&b| example_weight(b).is_some())
+    {
+        format!(
+            "At batch sizes 2 to {EXAMPLE_WEIGHT_MAX_BATCH}, LeNet-BN's final weights are also \
+             evaluated with example-weighted inference statistics (Summers & Dinneen 2020): \
+             each batch norm's moving averages mixed with the test example's own statistics by \
+             α = 1/b, the example's share of its training batch; compare with the moving \
+             averages' column. "
         )
     } else {
         String::new()
@@ -180,7 +224,7 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
          for the normalized models) scaled by the {} rule ({}), seeds {}. Cells: final test \
          accuracy (median over seeds, then each seed's); DIVERGED marks a run stopped by a \
          batch loss above 100 or not finite, STALLED one that ended below 0.2 without \
-         diverging. {precise}A last batch of a single sample joins the batch before it. \
+         diverging. {renorm}{precise}{weighted}A last batch of a single sample joins the batch before it. \
          {minutes:.1} minutes in all. Every cell's own folder, with its report, is in runs/.",
         args.activation.activation().name(),
         args.epochs,

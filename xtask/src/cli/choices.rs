@@ -74,14 +74,14 @@ impl<T: Copy + Send + Sync + 'static> TypedValueParser for Named<T> {
     }
 }
 
-/// `--model` where one model is needed: any of the LeNet family, by name (`lenet`,
-/// `lenet-bn`, `lenet-gn`, `lenet-ln`).
+/// `--model` where one model is needed: any of the LeNet family without a small-batch remedy,
+/// by name (`lenet`, `lenet-bn`, `lenet-gn`, `lenet-ln`; [`ModelKind::STANDARD`]).
 pub fn model_parser() -> Named<ModelKind> {
-    Named::new(ModelKind::ALL, ModelKind::name)
+    Named::new(ModelKind::STANDARD, ModelKind::name)
 }
 
 /// `--norms`: a model of the LeNet family by its normalization (`none`, `batch`, `group`,
-/// `layer`).
+/// `layer`, `renorm`).
 pub fn norm_parser() -> Named<ModelKind> {
     Named::new(ModelKind::ALL, ModelKind::norm_name)
 }

@@ -132,7 +132,9 @@ impl Section {
                 .concat(),
                 8.0,
             ),
-            (Section::BatchSize, false) => all_seeds("batch-size", &[], 3600.0),
+            // 45 cells a seed since Batch Renormalization joined the 36: the measured 3600 s
+            // scaled by 45/36 (an estimate, not yet measured).
+            (Section::BatchSize, false) => all_seeds("batch-size", &[], 4500.0),
             (Section::BatchSize, true) => all_seeds(
                 "batch-size",
                 &[&TINY[..], &["--epochs", "1", "--batch-sizes", "2", "64"]].concat(),

@@ -11,7 +11,7 @@ use norma_layers::{convert_sync_batch_norm, Module, Sequential};
 use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::Rng;
 
-use crate::cli::choices::{build_model, OptimizerChoice};
+use crate::cli::choices::OptimizerChoice;
 use crate::cli::signals;
 use crate::error::Error;
 use crate::output::report::RunRecord;
@@ -47,12 +47,7 @@ impl ModelRun {
 
     /// Builds the model from the seed only, for weights that a checkpoint will replace.
     pub fn fresh(spec: RunSpec) -> Result<ModelRun, Error> {
-        let model = build_model(
-            spec.model,
-            spec.activation,
-            spec.placement,
-            &mut Rng::seed_from_u64(spec.seed),
-        )?;
+        let model = spec.build_model(&mut Rng::seed_from_u64(spec.seed))?;
         let params = model.parameters();
         let optimizer: Box<dyn Optimizer> = match spec.optimizer {
             OptimizerChoice::Sgd => Box::new(Sgd::new(
@@ -143,12 +138,9 @@ impl ModelRun {
         if !self.synchronized {
             return Ok(None);
         }
-        let copy = build_model(
-            self.spec.model,
-            self.spec.activation,
-            self.spec.placement,
-            &mut Rng::seed_from_u64(self.spec.seed),
-        )?;
+        let copy = self
+            .spec
+            .build_model(&mut Rng::seed_from_u64(self.spec.seed))?;
         checkpoint::load_bytes(
             &copy,
             &state_bytes(&self.model)?,

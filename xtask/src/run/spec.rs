@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use norma_datasets::{Batches, Dataset, LastBatch, Order};
 use norma_layers::models::ModelKind;
+use norma_layers::{RenormConfig, Sequential};
+use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::args::DEFAULT_PRECISE_BATCHES;
@@ -42,6 +44,27 @@ pub struct RunSpec {
     /// existed had them before).
     #[serde(default)]
     pub placement: PlacementChoice,
+    /// For `lenet-brn`: the training steps Batch Renormalization's schedule is compressed into
+    /// ([`renorm_schedule`]); `None`, the paper's schedule ([`RenormConfig::default`]). Left out
+    /// of `config.json` when `None`, so runs of the other models store what they stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renorm_steps: Option<u64>,
+}
+
+/// Ioffe's schedule compressed into a run of `steps` training steps, with the paper's
+/// proportions and final bounds: plain batch norm for the first eighth (the paper's 5000 of
+/// 40 000 steps), then r_max relaxed to 3 at the last step (40 000) and d_max to 5 at five
+/// eighths (25 000). The paper's own 5000-step warm-up would leave a short run plain batch norm
+/// throughout (`batch-size`'s 2 epochs at batch 256 are 470 steps).
+pub fn renorm_schedule(steps: u64) -> RenormConfig {
+    let paper = RenormConfig::default();
+    let warmup_steps = steps / 8;
+    RenormConfig {
+        warmup_steps,
+        d_max_at: (steps * 5 / 8).max(warmup_steps),
+        r_max_at: steps.max(warmup_steps),
+        ..paper
+    }
 }
 
 impl RunSpec {
@@ -68,7 +91,26 @@ impl RunSpec {
             init: None,
             precise_bn: DEFAULT_PRECISE_BATCHES,
             placement: PlacementChoice::Before,
+            renorm_steps: None,
         }
+    }
+
+    /// Batch Renormalization's schedule for this run (used by `lenet-brn` only): compressed
+    /// into [`RunSpec::renorm_steps`] steps, else the paper's.
+    pub fn renorm(&self) -> RenormConfig {
+        self.renorm_steps
+            .map_or_else(RenormConfig::default, renorm_schedule)
+    }
+
+    /// The network of the spec, fresh from `rng`: its model, activation, placement and (for
+    /// `lenet-brn`) renorm schedule.
+    pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential, norma_layers::LayerError> {
+        self.model.build_with_renorm(
+            self.activation.activation(),
+            self.placement.placement(),
+            self.renorm(),
+            rng,
+        )
     }
 
     /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.
@@ -98,5 +140,31 @@ impl RunSpec {
         Ok(data
             .train
             .batches(self.batch_size, order, self.last_batch())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renorm_schedule_keeps_the_papers_proportions() {
+        let paper = RenormConfig::default();
+        let s = renorm_schedule(40_000);
+        assert_eq!(
+            (s.warmup_steps, s.d_max_at, s.r_max_at),
+            (paper.warmup_steps, paper.d_max_at, paper.r_max_at)
+        );
+        let s = renorm_schedule(470);
+        assert_eq!((s.warmup_steps, s.d_max_at, s.r_max_at), (58, 293, 470));
+        assert_eq!(s.bounds_at(58), (1.0, 0.0));
+        assert_eq!(s.bounds_at(470), (paper.r_max, paper.d_max));
+        // A run of one step: plain batch norm at step 0, the final bounds from step 1.
+        let s = renorm_schedule(1);
+        assert_eq!((s.warmup_steps, s.d_max_at, s.r_max_at), (0, 0, 1));
+        let mut spec = RunSpec::recipe(ModelKind::LenetBrn, ActivationChoice::Sigmoid, 0, 1);
+        assert_eq!(spec.renorm(), paper);
+        spec.renorm_steps = Some(470);
+        assert_eq!(spec.renorm(), renorm_schedule(470));
     }
 }

@@ -32,6 +32,12 @@
 //! Group counts: Wu & He use 32 groups of ≥ 16 channels; LeNet's layers are narrow, so the
 //! groups hold 3 (conv1), 4 (conv2), 30 and 21 (fc) channels. Layer norm is PyTorch's
 //! `nn.LayerNorm` over each layer's whole output, with an element-wise affine of that shape.
+//!
+//! **Batch Renormalization** ([`ModelKind::LenetBrn`], `lenet-brn`): LeNet-BN with each batch
+//! norm converted into a [`crate::BatchRenorm1d`]/[`crate::BatchRenorm2d`] of the same name
+//! (`bn1`…`bn4`) and the same `state_dict` ([`crate::convert_batch_renorm`]); the weights are
+//! LeNet-BN's from the same seed. [`ModelKind::build_with_renorm`] sets the r_max/d_max
+//! schedule (the other builders use the paper's, [`RenormConfig::default`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,7 +50,8 @@ use norma_tensor::{Rng, Tensor};
 
 use crate::{
     AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, GroupNorm, LayerNorm,
-    Linear, MaxPool2d, Module, Relu, Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
+    Linear, MaxPool2d, Module, Relu, RenormConfig, Result, Sequential, ShiftNoise,
+    ShiftNoiseConfig, Sigmoid,
 };
 
 /// A network of the LeNet family: d2l's LeNet and LeNet-BN's network with batch, group or
@@ -60,11 +67,24 @@ pub enum ModelKind {
     LenetGn,
     /// LeNet-BN's network with layer normalization.
     LenetLn,
+    /// LeNet-BN with Batch Renormalization in the places of batch norm.
+    LenetBrn,
 }
 
 impl ModelKind {
-    /// Every model, plain LeNet first, then batch, group and layer norm.
-    pub const ALL: [ModelKind; 4] = [
+    /// Every model, plain LeNet first, then batch, group and layer norm, then Batch
+    /// Renormalization.
+    pub const ALL: [ModelKind; 5] = [
+        ModelKind::Lenet,
+        ModelKind::LenetBn,
+        ModelKind::LenetGn,
+        ModelKind::LenetLn,
+        ModelKind::LenetBrn,
+    ];
+
+    /// The models without a small-batch remedy of batch norm: plain LeNet, batch, group and
+    /// layer norm ([`ModelKind::ALL`] but Batch Renormalization).
+    pub const STANDARD: [ModelKind; 4] = [
         ModelKind::Lenet,
         ModelKind::LenetBn,
         ModelKind::LenetGn,
@@ -78,23 +98,25 @@ impl ModelKind {
     pub const NORMALIZED: [ModelKind; 3] =
         [ModelKind::LenetBn, ModelKind::LenetGn, ModelKind::LenetLn];
 
-    /// `lenet`, `lenet-bn`, `lenet-gn` or `lenet-ln`.
+    /// `lenet`, `lenet-bn`, `lenet-gn`, `lenet-ln` or `lenet-brn`.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Lenet => "lenet",
             ModelKind::LenetBn => "lenet-bn",
             ModelKind::LenetGn => "lenet-gn",
             ModelKind::LenetLn => "lenet-ln",
+            ModelKind::LenetBrn => "lenet-brn",
         }
     }
 
-    /// The normalization by its own name: `none`, `batch`, `group` or `layer`.
+    /// The normalization by its own name: `none`, `batch`, `group`, `layer` or `renorm`.
     pub fn norm_name(self) -> &'static str {
-        match self.norm() {
-            None => "none",
-            Some(Norm::Batch) => "batch",
-            Some(Norm::Group) => "group",
-            Some(Norm::Layer) => "layer",
+        match (self, self.norm()) {
+            (ModelKind::LenetBrn, _) => "renorm",
+            (_, None) => "none",
+            (_, Some(Norm::Batch)) => "batch",
+            (_, Some(Norm::Group)) => "group",
+            (_, Some(Norm::Layer)) => "layer",
         }
     }
 
@@ -103,8 +125,8 @@ impl ModelKind {
         self.norm().is_some()
     }
 
-    /// Whether the model contains batch norm (which cannot train on one value per channel
-    /// and has running statistics).
+    /// Whether the model contains batch norm or Batch Renormalization (which cannot train on
+    /// one value per channel and have running statistics).
     pub fn has_batch_norm(self) -> bool {
         self.norm() == Some(Norm::Batch)
     }
@@ -123,9 +145,27 @@ impl ModelKind {
         placement: Placement,
         rng: &mut Rng,
     ) -> Result<Sequential> {
-        match self.norm() {
-            None => lenet(activation, rng),
-            Some(norm) => lenet_norm(norm, activation, placement, rng),
+        self.build_with_renorm(activation, placement, RenormConfig::default(), rng)
+    }
+
+    /// [`ModelKind::build_placed`] with the r_max/d_max schedule `renorm` for
+    /// [`ModelKind::LenetBrn`] (ignored by the other models).
+    ///
+    /// Errors: a bad schedule ([`crate::BatchRenorm::from_batch_norm`]'s).
+    pub fn build_with_renorm(
+        self,
+        activation: Activation,
+        placement: Placement,
+        renorm: RenormConfig,
+        rng: &mut Rng,
+    ) -> Result<Sequential> {
+        let model = match self.norm() {
+            None => lenet(activation, rng)?,
+            Some(norm) => lenet_norm(norm, activation, placement, rng)?,
+        };
+        match self {
+            ModelKind::LenetBrn => crate::convert_batch_renorm(model, renorm),
+            _ => Ok(model),
         }
     }
 
@@ -133,7 +173,7 @@ impl ModelKind {
     fn norm(self) -> Option<Norm> {
         match self {
             ModelKind::Lenet => None,
-            ModelKind::LenetBn => Some(Norm::Batch),
+            ModelKind::LenetBn | ModelKind::LenetBrn => Some(Norm::Batch),
             ModelKind::LenetGn => Some(Norm::Group),
             ModelKind::LenetLn => Some(Norm::Layer),
         }
@@ -154,7 +194,9 @@ impl FromStr for ModelKind {
             .into_iter()
             .find(|kind| kind.name() == s.replace('_', "-"))
             .ok_or_else(|| {
-                format!("unknown model '{s}' (expected lenet, lenet-bn, lenet-gn or lenet-ln)")
+                format!(
+                    "unknown model '{s}' (expected lenet, lenet-bn, lenet-gn, lenet-ln or lenet-brn)"
+                )
             })
     }
 }
