@@ -143,7 +143,7 @@ fn depth_stops_on_sigint_with_status_130() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d");
-    let mut child = common::command_in(
+    let (code, err, _) = common::signal_after_stderr(
         dir.path(),
         &[
             "depth",
@@ -154,32 +154,11 @@ fn depth_stops_on_sigint_with_status_130() {
             "--out",
             out.to_str().unwrap(),
         ],
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut err = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        err.push_str(&line);
-        err.push('\n');
-        if line.contains("== 1/") {
-            break;
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
+        "== 1/",
+        std::time::Duration::from_secs(2),
+        libc::SIGINT,
     );
-    for line in lines {
-        err.push_str(&line.unwrap());
-        err.push('\n');
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(130), "stderr:\n{err}");
+    assert_eq!(code, Some(130), "stderr:\n{err}");
     assert!(err.contains("stopped by SIGINT"), "{err}");
     assert!(!out.join("depth.json").exists());
 }
