@@ -486,6 +486,7 @@ fn a_non_utf8_argument_is_one_line_in_every_command() {
         "batch-size",
         "drift",
         "smoothness",
+        "depth",
         "bench",
     ];
     for command in commands {

@@ -130,8 +130,10 @@ fn eval_mode_stops_on_sigterm_while_it_predicts() {
     let weights = dir.path().join("bn.safetensors");
     common::save_weights(&weights, true);
     let out = dir.path().join("eval-mode");
-    // 1000 orders of the test set in batches of 2: about half an hour of predictions.
-    let mut child = common::command_in(
+    // 1000 orders of the test set in batches of 2: about half an hour of predictions. Then
+    // 3 s into the passes that follow "predicting": precise statistics, each image alone, then
+    // the orders (which the old check, made only between batch sizes, let run to their end).
+    let (code, err, took) = common::signal_after_stderr(
         dir.path(),
         &[
             "eval-mode",
@@ -144,39 +146,14 @@ fn eval_mode_stops_on_sigterm_while_it_predicts() {
             "--out",
             out.to_str().unwrap(),
         ],
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut err = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        err.push_str(&line);
-        err.push('\n');
-        if line.contains("== predicting the test set") {
-            break;
-        }
-    }
-    // Into the passes that follow: precise statistics, each image alone, then the orders
-    // (which the old check, made only between batch sizes, let run to their end).
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let sent = std::time::Instant::now();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
+        "== predicting the test set",
+        std::time::Duration::from_secs(3),
+        libc::SIGTERM,
     );
-    for line in lines {
-        err.push_str(&line.unwrap());
-        err.push('\n');
-    }
-    assert_eq!(child.wait().unwrap().code(), Some(143), "stderr:\n{err}");
+    assert_eq!(code, Some(143), "stderr:\n{err}");
     assert!(
-        sent.elapsed() < std::time::Duration::from_secs(30),
-        "it stopped only after {:?}",
-        sent.elapsed()
+        took < std::time::Duration::from_secs(30),
+        "it stopped only after {took:?}"
     );
     assert!(
         err.contains("eval-mode stopped by SIGTERM while predicting"),

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use norma_layers::models::{self, Activation, ModelKind};
-use norma_layers::{ActivationStats, InputObserver, Sequential, Summary};
+use norma_layers::{ActivationRecord, ActivationStats, InputObserver, Sequential, Summary};
 use norma_tensor::{Rng, Tensor};
 use serde::Serialize;
 
@@ -132,6 +132,23 @@ pub struct LayerDrift {
     /// (step, summary) with the step counted from 1.
     #[serde(serialize_with = "serialize_records")]
     pub records: Vec<(usize, Summary)>,
+}
+
+impl LayerDrift {
+    /// `records` grouped by layer, the layers in the order they first appear.
+    pub fn group(records: &[ActivationRecord]) -> Vec<LayerDrift> {
+        let mut layers: Vec<LayerDrift> = Vec::new();
+        for r in records {
+            match layers.iter_mut().find(|l| l.layer == r.layer) {
+                Some(l) => l.records.push((r.step, r.summary)),
+                None => layers.push(LayerDrift {
+                    layer: r.layer.clone(),
+                    records: vec![(r.step, r.summary)],
+                }),
+            }
+        }
+        layers
+    }
 }
 
 fn serialize_records<S: serde::Serializer>(
@@ -306,17 +323,7 @@ fn train_one(
         Err(signal) => return Ok(Err(signal)),
     };
     run.model.clear_observers();
-    let records = stats.borrow().records().to_vec();
-    let mut layers: Vec<LayerDrift> = Vec::new();
-    for r in records {
-        match layers.iter_mut().find(|l| l.layer == r.layer) {
-            Some(l) => l.records.push((r.step, r.summary)),
-            None => layers.push(LayerDrift {
-                layer: r.layer.clone(),
-                records: vec![(r.step, r.summary)],
-            }),
-        }
-    }
+    let layers = LayerDrift::group(stats.borrow().records());
     let unit = unit.map_or_else(Vec::new, |u| u.borrow().records.clone());
     Ok(Ok(ModelDrift {
         model: plan.name.to_string(),

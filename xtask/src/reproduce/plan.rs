@@ -34,11 +34,13 @@ pub enum Section {
     Drift,
     /// Claim 12: smoothness and noisy batch norm.
     Smoothness,
+    /// Issue 21: batch norm and shortcuts in deep networks.
+    Depth,
 }
 
 impl Section {
     /// Every section, in the document's order.
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::Train,
         Section::TwentyEpochs,
         Section::LrSweep,
@@ -47,6 +49,7 @@ impl Section {
         Section::BatchSize,
         Section::Drift,
         Section::Smoothness,
+        Section::Depth,
     ];
 
     /// The section's folder name (as on the command line).
@@ -60,6 +63,7 @@ impl Section {
             Section::BatchSize => "batch-size",
             Section::Drift => "drift",
             Section::Smoothness => "smoothness",
+            Section::Depth => "depth",
         }
     }
 
@@ -157,6 +161,25 @@ impl Section {
                 "smoothness",
                 &[&TINY[..], &["--steps", "20", "--every", "10"]].concat(),
                 4.0,
+            ),
+            (Section::Depth, false) => all_seeds("depth", &[], 720.0),
+            (Section::Depth, true) => all_seeds(
+                "depth",
+                &[
+                    &TINY[..],
+                    &[
+                        "--depths",
+                        "8",
+                        "--steps",
+                        "10",
+                        "--every",
+                        "5",
+                        "--test-samples",
+                        "200",
+                    ],
+                ]
+                .concat(),
+                6.0,
             ),
         }
     }

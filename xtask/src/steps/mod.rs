@@ -1,6 +1,6 @@
 //! Training by steps rather than epochs, for the experiments that follow a model along its
-//! trajectory (`drift`, `smoothness`): any [`Sequential`] with plain SGD (no momentum, no
-//! weight decay) on batches of a fixed size, reshuffled every epoch from the seed, with the
+//! trajectory (`drift`, `smoothness`, `depth`): any [`Sequential`] with SGD (plain by
+//! default; [`StepRun::with_optimizer`] takes any [`SgdConfig`], e.g. momentum) on batches of a fixed size, reshuffled every epoch from the seed, with the
 //! test accuracy measured every few steps. `train-lenet`'s loop ([`crate::train`]) is tied to
 //! its two models, its checkpoints and its epochs; these runs are short, have no checkpoints,
 //! and need a hook before each step ([`train`]). [`chart`] draws what such runs share: test
@@ -55,6 +55,23 @@ impl<'a> StepRun<'a> {
         seed: u64,
         data: &'a Dataset,
     ) -> Result<StepRun<'a>, Error> {
+        let config = SgdConfig {
+            lr,
+            ..SgdConfig::default()
+        };
+        StepRun::with_optimizer(model, config, batch_size, seed, data)
+    }
+
+    /// As [`StepRun::new`] with SGD configured by `config` (momentum, weight decay, ...).
+    ///
+    /// Errors: as [`StepRun::new`], or an invalid `config`.
+    pub fn with_optimizer(
+        model: Sequential,
+        config: SgdConfig,
+        batch_size: usize,
+        seed: u64,
+        data: &'a Dataset,
+    ) -> Result<StepRun<'a>, Error> {
         if batch_size < 2 || batch_size > data.train.len() {
             return Err(Error::Usage(format!(
                 "a batch of {batch_size} images needs between 2 and {} training images; use a \
@@ -62,13 +79,7 @@ impl<'a> StepRun<'a> {
                 data.train.len()
             )));
         }
-        let optimizer = Sgd::new(
-            model.parameters(),
-            SgdConfig {
-                lr,
-                ..SgdConfig::default()
-            },
-        )?;
+        let optimizer = Sgd::new(model.parameters(), config)?;
         let batches = data
             .train
             .batches(batch_size, order(seed, 0), LastBatch::Drop)?;

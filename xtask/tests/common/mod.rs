@@ -201,6 +201,43 @@ pub fn run_until(
     panic!("{args:?} ended without printing a line starting with {prefix:?}:\n{seen}");
 }
 
+/// `args` started in `cwd`, sent `signal` `wait` after a line of its stderr contains
+/// `marker`; returns its exit code, all of its stderr and how long it took to end after the
+/// signal.
+pub fn signal_after_stderr(
+    cwd: &Path,
+    args: &[&str],
+    marker: &str,
+    wait: std::time::Duration,
+    signal: libc::c_int,
+) -> (Option<i32>, String, std::time::Duration) {
+    let mut child = command_in(cwd, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut err = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        err.push_str(&line);
+        err.push('\n');
+        if line.contains(marker) {
+            break;
+        }
+    }
+    std::thread::sleep(wait);
+    let sent = std::time::Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    for line in lines {
+        err.push_str(&line.unwrap());
+        err.push('\n');
+    }
+    let code = child.wait().unwrap().code();
+    (code, err, sent.elapsed())
+}
+
 /// Asserts that `dir/report.html` is a complete page with at least one inline SVG figure,
 /// nothing fetched from elsewhere, and each of `expected` in it.
 pub fn assert_report(dir: &Path, expected: &[&str]) {
