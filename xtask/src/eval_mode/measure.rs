@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::signals;
 use crate::error::Error;
-use crate::run::model_run::accuracy;
+use crate::run::model_run::{accuracy, predict};
 use crate::run::snapshot::Snapshot;
 
 /// Mixed into `--seed` for the orders of the test set ("EVALMODE").
@@ -51,15 +51,11 @@ pub fn eval_after_training_pass(
     order: Order,
 ) -> Result<Vec<usize>, Error> {
     let before = Snapshot::take(model);
-    let result = pass(model, split, batch, order, Mode::Train)
-        .and_then(|_| pass(model, split, EVAL_BATCH, Order::Sequential, Mode::Eval));
+    let result = pass(model, split, batch, order, Mode::Train).and_then(|_| predict(model, split));
     model.eval();
     before.restore(model)?;
     result
 }
-
-/// Batches of an eval-mode pass (any size gives the same classes).
-const EVAL_BATCH: usize = 1000;
 
 /// The classes of [`predict_batched`], leaving the model's buffers as the pass made them.
 fn pass(

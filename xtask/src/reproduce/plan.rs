@@ -6,8 +6,9 @@
 //! where three seeds agree). Experiments that take `--seeds` run them in one job; the others
 //! (train-lenet, eval-mode, drift, smoothness) get one job per seed.
 //!
-//! `seconds` is what a job took on the machine docs/experiments.md names (2 cores); the
-//! progress line scales the estimate by how long the finished jobs really took.
+//! `seconds` is a rough estimate of a job on 2 cores, not a measurement (the README's
+//! default-run times where there is one, times the seeds the job runs); the progress line
+//! rescales the estimates by how long the finished jobs really took.
 
 use serde::Serialize;
 
@@ -192,7 +193,7 @@ pub struct Job {
     pub name: String,
     /// The xtask command line without the program and `--out`.
     pub args: Vec<String>,
-    /// About how long it takes (see the module docs).
+    /// A rough estimate of how long it takes (see the module docs).
     pub seconds: f64,
 }
 

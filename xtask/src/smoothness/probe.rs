@@ -49,9 +49,10 @@ fn set_weights(model: &Sequential, x: &[f64]) -> Result<(), Error> {
 /// A point where the batch statistics overflow (a far step along the gradient, or a run about
 /// to diverge) has an infinite loss and gradient: the measures record it instead of failing.
 fn loss_and_gradient(model: &mut Sequential, batch: &Batch) -> Result<(f64, Vec<f64>), Error> {
-    let forward = match forward_loss(model, batch.images.clone(), &batch.labels)
-        .and_then(|f| Ok((f.loss.backward()?, f).1))
-    {
+    let forward = match forward_loss(model, batch.images.clone(), &batch.labels).and_then(|f| {
+        f.loss.backward()?;
+        Ok(f)
+    }) {
         Err(e) if divergence::is_overflow(&e) => {
             let len = model.parameters().iter().map(|p| p.len()).sum();
             return Ok((f64::INFINITY, vec![f64::INFINITY; len]));

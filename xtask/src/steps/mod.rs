@@ -117,8 +117,10 @@ impl<'a> StepRun<'a> {
     /// infinite or NaN: see [`divergence::is_overflow`]; the step is then not taken).
     pub fn step(&mut self, batch: &Batch) -> Result<f32, Error> {
         let forward = match forward_loss(&mut self.model, batch.images.clone(), &batch.labels)
-            .and_then(|f| Ok((f.loss.backward()?, f).1))
-        {
+            .and_then(|f| {
+                f.loss.backward()?;
+                Ok(f)
+            }) {
             Err(e) if divergence::is_overflow(&e) => return Ok(f32::NAN),
             forward => forward?,
         };
