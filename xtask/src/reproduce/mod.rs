@@ -10,8 +10,13 @@
 //!   the job in progress and exits with 130 or 143.
 //! - `--quick` runs the same pipeline on tiny budgets (CI checks it end to end);
 //!   `--only <section>` runs some sections alone.
+//! - `--publish <folder>` copies the results the document cites of every section that
+//!   finished there into docs/experiments/ and renders docs/experiments.md from them;
+//!   `--check` tells whether docs/experiments.md is what the template renders from
+//!   docs/experiments/ ([`publish`]).
 
 pub mod plan;
+pub mod publish;
 pub mod render;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +39,17 @@ pub struct ReproduceArgs {
     /// Tiny budgets: the same commands on a few hundred images (minutes, not hours).
     #[arg(long)]
     pub quick: bool,
+    /// Copy the results of a finished reproduce folder's sections into docs/experiments/ and
+    /// render docs/experiments.md from them (runs nothing).
+    #[arg(long, conflicts_with_all = ["quick", "out", "resume", "check"])]
+    pub publish: Option<PathBuf>,
+    /// Check that docs/experiments.md is what the template renders from docs/experiments/
+    /// (runs nothing; fails naming the first line that differs).
+    #[arg(long, conflicts_with_all = ["quick", "out", "resume"])]
+    pub check: bool,
+    /// With --check: write the rendering instead of comparing (after editing the template).
+    #[arg(long, requires = "check")]
+    pub write: bool,
     /// Run these sections only [default: all].
     #[arg(long, value_enum, num_args = 1..)]
     pub only: Vec<Section>,
@@ -53,23 +69,107 @@ pub struct ReproduceArgs {
 
 /// `reproduce.json`: what a reproduce folder was started with (a resume must match).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Manifest {
-    quick: bool,
+pub struct Manifest {
+    pub quick: bool,
     norma_version: String,
     command: Vec<String>,
 }
 
-/// `<job>.done.json`: a job that finished.
+/// `<job>.done.json`: a job that finished, and where it ran.
 #[derive(Debug, Serialize, Deserialize)]
-struct Done {
+pub struct Done {
     command: Vec<String>,
     seconds: f64,
+    /// The CPU's model name, the core count and the norma version and git commit of the
+    /// tree the job ran from (`+changes` when it had uncommitted changes).
+    #[serde(default)]
+    machine: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    commit: String,
 }
 
-const MANIFEST: &str = "reproduce.json";
+impl Done {
+    fn new(command: Vec<String>, seconds: f64) -> Done {
+        Done {
+            command,
+            seconds,
+            machine: machine(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: commit(),
+        }
+    }
+
+    /// `AMD EPYC (2 cores), norma 0.1.0 at 1a2b3c4d5e6f`.
+    fn origin(&self) -> String {
+        let or_unknown = |s: &str| {
+            if s.is_empty() {
+                "(not recorded)".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        format!(
+            "{}, norma {} at commit {}",
+            or_unknown(&self.machine),
+            or_unknown(&self.version),
+            or_unknown(&self.commit)
+        )
+    }
+}
+
+/// The CPU's model name (`lscpu`'s "Model name", from /proc/cpuinfo) and the number of cores.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model} ({cores} cores)")
+}
+
+/// The git commit of the source tree this binary was built from, as it is now: `git` in the
+/// workspace, `+changes` appended when tracked files differ from the commit; empty without git.
+fn commit() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("{head}+changes"),
+            _ => head,
+        },
+        None => String::new(),
+    }
+}
+
+pub const MANIFEST: &str = "reproduce.json";
 
 /// Runs `reproduce`; returns the signal that interrupted it, if one did.
 pub fn run(args: ReproduceArgs) -> Result<Option<Signal>, Error> {
+    if let Some(folder) = &args.publish {
+        let written = publish::publish(folder, &publish::docs_dir())?;
+        eprintln!("published; the document is {}", written.display());
+        return Ok(None);
+    }
+    if args.check {
+        publish::check(&publish::docs_dir(), args.write)?;
+        return Ok(None);
+    }
     checks::threads(args.threads)?;
     let data_dir = args.data.absolute_data_dir()?;
     let manifest = Manifest {
@@ -163,7 +263,7 @@ pub fn run(args: ReproduceArgs) -> Result<Option<Signal>, Error> {
             None => {
                 let seconds = started.elapsed().as_secs_f64();
                 let command = [&["cargo".to_string(), "xtask".into()], &job.args[..]].concat();
-                files::write_json(&marker, &Done { command, seconds })?;
+                files::write_json(&marker, &Done::new(command, seconds))?;
                 clock.finished(job, seconds);
             }
         }
@@ -178,7 +278,7 @@ pub fn run(args: ReproduceArgs) -> Result<Option<Signal>, Error> {
 }
 
 /// `<section>/<job>.done.json` for the job folder `folder`.
-fn done_marker(folder: &Path) -> PathBuf {
+pub fn done_marker(folder: &Path) -> PathBuf {
     let mut name = folder.file_name().unwrap_or_default().to_os_string();
     name.push(".done.json");
     folder.with_file_name(name)

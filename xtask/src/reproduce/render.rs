@@ -9,19 +9,27 @@
 //!   and the range, `0.8712 (0.8660–0.8741, 3 seeds)`.
 //! - `{{table FILE}}`: a CSV file as a Markdown table.
 //! - `{{figure FILE CAPTION}}`: an image of the folder, checked to exist.
-//! - `{{commands SECTION}}`: the commands the section ran, from their `.done.json` markers.
-//! - `{{meta KEY}}`: `cpu`, `version`, `budgets`.
-//! - `{{#section NAME}}` … `{{/section}}`: kept only when that section ran.
+//! - `{{commands SECTION}}`: the commands the section ran, from their `.done.json` markers,
+//!   with their wall times and the machine, version and commit they ran on.
+//! - `{{meta budgets}}`: the budgets (documented or `--quick`).
+//! - `{{#section NAME}}` … `{{else}}` … `{{/section}}`: the first part only when that section
+//!   ran, the optional second part only when it did not.
 //!
-//! `FILE` is relative to the reproduce folder. A directive that names a missing file, pointer
-//! or section is an error naming the template line: a document is complete or not written.
+//! `FILE` is relative to the results folder (a reproduce folder, or docs/experiments/ for the
+//! published document); figures are linked through a prefix from where the document lies. A
+//! directive that names a missing file, pointer or section is an error naming the template
+//! line: a document is complete or not written. The rendering also returns every file it read
+//! ([`Rendered::cited`]), which is what `--publish` copies into the repository.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use super::plan::{Section, SEEDS};
+use super::Done;
 use crate::error::Error;
 use crate::output::files;
 
@@ -31,21 +39,43 @@ pub const TEMPLATE: &str = include_str!("../../../docs/experiments.template.md")
 /// Renders [`TEMPLATE`] from the results in `dir` (the `sections` that ran) into
 /// `dir/experiments.md`; returns its path.
 pub fn render_document(dir: &Path, sections: &[Section], quick: bool) -> Result<PathBuf, Error> {
-    let text = render(TEMPLATE, dir, sections, quick)?;
+    let rendered = render(TEMPLATE, dir, sections, &Options { quick, link: "" })?;
     let path = dir.join("experiments.md");
-    files::write_atomic(&path, text.as_bytes())?;
+    files::write_atomic(&path, rendered.text.as_bytes())?;
     Ok(path)
 }
 
-/// [`TEMPLATE`]'s rendering as text (see the module docs).
+/// How a document is rendered.
+pub struct Options<'a> {
+    /// The results are from `--quick` budgets (said in `{{meta budgets}}`).
+    pub quick: bool,
+    /// Prefix of figure links: the results folder as seen from the document's folder.
+    pub link: &'a str,
+}
+
+/// A rendered document and the result files it was made from.
+#[derive(Debug)]
+pub struct Rendered {
+    pub text: String,
+    /// Every file a directive read or linked, relative to the results folder.
+    pub cited: BTreeSet<String>,
+}
+
+/// `template` rendered from the results in `dir` (see the module docs).
 pub fn render(
     template: &str,
     dir: &Path,
     sections: &[Section],
-    quick: bool,
-) -> Result<String, Error> {
+    options: &Options,
+) -> Result<Rendered, Error> {
+    let context = Context {
+        dir,
+        options,
+        cited: RefCell::new(BTreeSet::new()),
+    };
     let mut out = String::new();
-    let mut skipping: Option<&str> = None;
+    // Inside a section block: whether the lines at this point are kept.
+    let mut keeping: Option<bool> = None;
     for (number, line) in template.lines().enumerate() {
         let fail = |e: String| Error::Usage(format!("template line {}: {e}", number + 1));
         let trimmed = line.trim();
@@ -57,87 +87,170 @@ pub fn render(
                 .into_iter()
                 .find(|s| s.name() == name)
                 .ok_or_else(|| fail(format!("no section {name}")))?;
-            if !sections.contains(&section) {
-                skipping = Some(section.name());
+            keeping = Some(sections.contains(&section));
+            continue;
+        }
+        match (trimmed, keeping) {
+            ("{{else}}", Some(kept)) => {
+                keeping = Some(!kept);
+                continue;
             }
-            continue;
+            ("{{/section}}", Some(_)) => {
+                keeping = None;
+                continue;
+            }
+            ("{{else}}" | "{{/section}}", None) => {
+                return Err(fail(format!("{trimmed} outside a section")))
+            }
+            (_, Some(false)) => continue,
+            _ => {}
         }
-        if trimmed == "{{/section}}" {
-            skipping = None;
-            continue;
-        }
-        if skipping.is_some() {
-            continue;
-        }
-        let rendered = expand(line, dir, quick).map_err(fail)?;
+        let rendered = context.expand(line).map_err(fail)?;
         out.push_str(&rendered);
         out.push('\n');
     }
-    Ok(out)
+    Ok(Rendered {
+        text: out,
+        cited: context.cited.into_inner(),
+    })
 }
 
-/// `line` with each of its directives replaced.
-fn expand(line: &str, dir: &Path, quick: bool) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or("a {{ without }}")?;
-        out.push_str(&directive(after[..end].trim(), dir, quick)?);
-        rest = &after[end + 2..];
+/// What the directives read from, and the files they cited so far.
+struct Context<'a> {
+    dir: &'a Path,
+    options: &'a Options<'a>,
+    cited: RefCell<BTreeSet<String>>,
+}
+
+impl Context<'_> {
+    /// `line` with each of its directives replaced.
+    fn expand(&self, line: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find("}}").ok_or("a {{ without }}")?;
+            out.push_str(&self.directive(after[..end].trim())?);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
     }
-    out.push_str(rest);
-    Ok(out)
-}
 
-fn directive(text: &str, dir: &Path, quick: bool) -> Result<String, String> {
-    let mut words = text.split_whitespace();
-    let kind = words.next().unwrap_or("");
-    let mut arg = || {
-        words
-            .next()
-            .ok_or(format!("{{{{{text}}}}} lacks an argument"))
-    };
-    match kind {
-        "value" => {
-            let (file, pointer) = (arg()?, arg()?);
-            Ok(fmt_value(&lookup(dir, file, pointer)?))
+    /// The path of the result file `file`, recorded as cited.
+    fn cite(&self, file: &str) -> Result<PathBuf, String> {
+        if Path::new(file).is_absolute() || file.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "{file}: result files are named inside the results folder"
+            ));
         }
-        "seeds" => {
-            let (file, pointer) = (arg()?, arg()?);
-            over_seeds(dir, file, pointer)
-        }
-        "table" => table(&dir.join(arg()?)),
-        "figure" => {
-            let file = arg()?;
-            let caption: Vec<&str> = words.collect();
-            if !dir.join(file).is_file() {
-                return Err(format!("no figure {file}"));
+        self.cited.borrow_mut().insert(file.to_string());
+        Ok(self.dir.join(file))
+    }
+
+    fn directive(&self, text: &str) -> Result<String, String> {
+        let mut words = text.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        let mut arg = || {
+            words
+                .next()
+                .ok_or(format!("{{{{{text}}}}} lacks an argument"))
+        };
+        match kind {
+            "value" => {
+                let (file, pointer) = (arg()?, arg()?);
+                Ok(fmt_value(&self.lookup(file, pointer)?))
             }
-            Ok(format!("![{}]({file})", caption.join(" ")))
+            "seeds" => {
+                let (file, pointer) = (arg()?, arg()?);
+                self.over_seeds(file, pointer)
+            }
+            "table" => table(&self.cite(arg()?)?),
+            "figure" => {
+                let file = arg()?;
+                let caption: Vec<&str> = words.collect();
+                if !self.cite(file)?.is_file() {
+                    return Err(format!("no figure {file}"));
+                }
+                Ok(format!(
+                    "![{}]({}{file})",
+                    caption.join(" "),
+                    self.options.link
+                ))
+            }
+            "commands" => self.commands(arg()?),
+            "meta" => match arg()? {
+                "budgets" => Ok(if self.options.quick {
+                    "tiny (`--quick`: a pipeline check; these numbers mean nothing)".into()
+                } else {
+                    "the documented".into()
+                }),
+                other => Err(format!("no meta {other}")),
+            },
+            other => Err(format!("unknown directive {other:?}")),
         }
-        "commands" => commands(dir, arg()?),
-        "meta" => match arg()? {
-            "cpu" => Ok(cpu()),
-            "version" => Ok(env!("CARGO_PKG_VERSION").to_string()),
-            "budgets" => Ok(if quick {
-                "tiny (`--quick`: a pipeline check; these numbers mean nothing)".into()
-            } else {
-                "the documented ones".into()
-            }),
-            other => Err(format!("no meta {other}")),
-        },
-        other => Err(format!("unknown directive {other:?}")),
     }
-}
 
-/// The value at `pointer` in the JSON file `file` of `dir`.
-fn lookup(dir: &Path, file: &str, pointer: &str) -> Result<Value, String> {
-    let json: Value = files::read_json(&dir.join(file)).map_err(|e| e.to_string())?;
-    json.pointer(pointer)
-        .cloned()
-        .ok_or_else(|| format!("{file} has nothing at {pointer}"))
+    /// The value at `pointer` in the JSON file `file`.
+    fn lookup(&self, file: &str, pointer: &str) -> Result<Value, String> {
+        let json: Value = files::read_json(&self.cite(file)?).map_err(|e| e.to_string())?;
+        json.pointer(pointer)
+            .cloned()
+            .ok_or_else(|| format!("{file} has nothing at {pointer}"))
+    }
+
+    /// The median and range over [`SEEDS`] of a number (see the module docs).
+    fn over_seeds(&self, pattern: &str, pointer: &str) -> Result<String, String> {
+        if !pattern.contains("{seed}") {
+            return Err(format!("{pattern} does not hold {{seed}}"));
+        }
+        let mut values = Vec::new();
+        for seed in SEEDS {
+            let file = pattern.replace("{seed}", &seed.to_string());
+            let v = self.lookup(&file, pointer)?;
+            values.push(
+                v.as_f64()
+                    .ok_or(format!("{file} {pointer} is not a number: {v}"))?,
+            );
+        }
+        values.sort_by(f64::total_cmp);
+        let median = values[values.len() / 2];
+        Ok(format!(
+            "{median:.4} ({:.4}–{:.4}, {} seeds)",
+            values[0],
+            values[values.len() - 1],
+            values.len()
+        ))
+    }
+
+    /// The commands section `name` ran, one per line with its wall time, from the done
+    /// markers, then the machines, versions and commits they ran on.
+    fn commands(&self, name: &str) -> Result<String, String> {
+        let section = self.dir.join(name);
+        let mut markers: Vec<String> = std::fs::read_dir(&section)
+            .map_err(|e| format!("{}: {e}", section.display()))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.ends_with(".done.json"))
+            .collect();
+        markers.sort();
+        let mut out = String::new();
+        let mut origins = BTreeSet::new();
+        for marker in markers {
+            let done: Done = files::read_json(&self.cite(&format!("{name}/{marker}"))?)
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "    {}    # {}",
+                done.command.join(" "),
+                super::fmt_duration(std::time::Duration::from_secs_f64(done.seconds.max(0.0)))
+            );
+            origins.insert(done.origin());
+        }
+        let origins: Vec<String> = origins.into_iter().collect();
+        let _ = write!(out, "\n(Wall times of the run on {}.)", origins.join("; "));
+        Ok(out)
+    }
 }
 
 fn fmt_value(v: &Value) -> String {
@@ -146,30 +259,6 @@ fn fmt_value(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// The median and range over [`SEEDS`] of a number (see the module docs).
-fn over_seeds(dir: &Path, pattern: &str, pointer: &str) -> Result<String, String> {
-    if !pattern.contains("{seed}") {
-        return Err(format!("{pattern} does not hold {{seed}}"));
-    }
-    let mut values = Vec::new();
-    for seed in SEEDS {
-        let file = pattern.replace("{seed}", &seed.to_string());
-        let v = lookup(dir, &file, pointer)?;
-        values.push(
-            v.as_f64()
-                .ok_or(format!("{file} {pointer} is not a number: {v}"))?,
-        );
-    }
-    values.sort_by(f64::total_cmp);
-    let median = values[values.len() / 2];
-    Ok(format!(
-        "{median:.4} ({:.4}–{:.4}, {} seeds)",
-        values[0],
-        values[values.len() - 1],
-        values.len()
-    ))
 }
 
 /// A CSV file as a Markdown table; long decimals are cut to 4.
@@ -196,44 +285,14 @@ fn table(path: &Path) -> Result<String, String> {
     Ok(out)
 }
 
-/// The commands section `name` ran, one per line, from the done markers.
-fn commands(dir: &Path, name: &str) -> Result<String, String> {
-    let section = dir.join(name);
-    let mut markers: Vec<PathBuf> = std::fs::read_dir(&section)
-        .map_err(|e| format!("{}: {e}", section.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".done.json"))
-        .collect();
-    markers.sort();
-    let mut out = String::new();
-    for marker in markers {
-        let done: Value = files::read_json(&marker).map_err(|e| e.to_string())?;
-        let command: Vec<&str> = done["command"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let seconds = done["seconds"].as_f64().unwrap_or(f64::NAN);
-        let _ = writeln!(out, "    {}    # {seconds:.0} s", command.join(" "));
-    }
-    Ok(out.trim_end().to_string())
-}
-
-/// The CPU's model name (`lscpu`'s "Model name"), from /proc/cpuinfo.
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const QUICK: Options = Options {
+        quick: true,
+        link: "",
+    };
 
     fn folder() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -252,7 +311,7 @@ mod tests {
         let d = dir.path();
         let template = "a {{value train/seed0.json /0/acc}} b {{value train/seed0.json /0/name}}\n\
                         {{seeds train/seed{seed}.json /0/acc}}\n{{table t.csv}}";
-        let text = render(template, d, &Section::ALL, true).unwrap();
+        let text = render(template, d, &Section::ALL, &QUICK).unwrap().text;
         assert!(text.starts_with("a 0.8700 b lenet-bn\n"), "{text}");
         assert!(text.contains("0.8700 (0.8500–0.9000, 3 seeds)"), "{text}");
         assert!(
@@ -275,8 +334,10 @@ mod tests {
             ("{{value}}", "lacks an argument"),
             ("{{value a", "a {{ without }}"),
             ("{{#section nothing}}", "no section nothing"),
+            ("{{else}}", "{{else}} outside a section"),
+            ("{{value ../x.json /a}}", "inside the results folder"),
         ] {
-            let e = render(template, dir.path(), &Section::ALL, true)
+            let e = render(template, dir.path(), &Section::ALL, &QUICK)
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(expected), "{template}: {e}");
@@ -286,8 +347,11 @@ mod tests {
     #[test]
     fn sections_that_did_not_run_are_left_out() {
         let dir = folder();
-        let template = "top\n{{#section drift}}\n{{value missing.json /x}}\n{{/section}}\nend";
-        let text = render(template, dir.path(), &[Section::Train], true).unwrap();
-        assert_eq!(text, "top\nend\n");
+        let template = "top\n{{#section drift}}\n{{value missing.json /x}}\n{{else}}\nnot run\n\
+                        {{/section}}\nend";
+        let text = render(template, dir.path(), &[Section::Train], &QUICK)
+            .unwrap()
+            .text;
+        assert_eq!(text, "top\nnot run\nend\n");
     }
 }
