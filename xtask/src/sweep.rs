@@ -28,7 +28,7 @@ use plotters::prelude::IntoLogRange;
 
 use crate::cli::checks;
 use crate::error::Error;
-use crate::output::plot::{render, Figure, Line, Panel, Series};
+use crate::output::plot::{band, render, Figure, Line, Panel, Series};
 use crate::output::run_dir::RunDir;
 
 /// Arguments of `lr-sweep`.
@@ -166,7 +166,10 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
         seed_range(&args.seeds.list())
     ));
     page.table(table);
-    let lines = summary_lines(&args, &runs);
+    let lines = summary(&args, &runs);
+    session
+        .dir
+        .write("sweep-summary.csv", summary_csv(&lines).as_bytes())?;
     if let Some(chart) = chart(&session.dir, &args.lrs, &lines).transpose() {
         page.figure("the sweep chart", chart);
     }
@@ -174,26 +177,72 @@ pub fn run(args: SweepArgs) -> Result<Option<Signal>, Error> {
     Ok(None)
 }
 
-/// Median accuracy per (model, lr), for the chart.
-fn summary_lines(args: &SweepArgs, runs: &[SweepRun]) -> Vec<(String, Vec<(f64, f64)>)> {
+/// One model at one learning rate over the seeds.
+struct Cell {
+    lr: f64,
+    median: f64,
+    min: f64,
+    max: f64,
+    /// Each seed's outcome, in seed order.
+    outcomes: Vec<&'static str>,
+}
+
+/// The cells of each model, in `--lrs` order.
+fn summary(args: &SweepArgs, runs: &[SweepRun]) -> Vec<(String, Vec<Cell>)> {
     args.model
         .models()
         .iter()
         .map(|k| {
-            let points = args
+            let cells = args
                 .lrs
                 .iter()
                 .map(|&lr| {
-                    let accs = runs
+                    let cell: Vec<&SweepRun> = runs
                         .iter()
                         .filter(|r| r.model == k.name() && r.lr == lr)
-                        .map(|r| r.final_test_acc);
-                    (lr, median(accs.collect()))
+                        .collect();
+                    let accs: Vec<f64> = cell.iter().map(|r| r.final_test_acc).collect();
+                    Cell {
+                        lr,
+                        median: median(accs.clone()),
+                        min: accs.iter().copied().fold(f64::INFINITY, f64::min),
+                        max: accs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        outcomes: cell.iter().map(|r| r.outcome).collect(),
+                    }
                 })
                 .collect();
-            (k.name().to_string(), points)
+            (k.name().to_string(), cells)
         })
         .collect()
+}
+
+/// `sweep-summary.csv`: one line per learning rate; per model the median, min and max final
+/// test accuracy over the seeds and the seeds' outcomes (space-separated, in seed order).
+fn summary_csv(lines: &[(String, Vec<Cell>)]) -> String {
+    let mut csv = String::from("lr");
+    for (model, _) in lines {
+        let _ = write!(
+            csv,
+            ",{model} median,{model} min,{model} max,{model} outcomes"
+        );
+    }
+    csv.push('\n');
+    for i in 0..lines.first().map_or(0, |(_, cells)| cells.len()) {
+        csv.push_str(&fmt_lr(lines[0].1[i].lr));
+        for (_, cells) in lines {
+            let c = &cells[i];
+            let _ = write!(
+                csv,
+                ",{:.4},{:.4},{:.4},{}",
+                c.median,
+                c.min,
+                c.max,
+                c.outcomes.join(" ")
+            );
+        }
+        csv.push('\n');
+    }
+    csv
 }
 
 /// Rows: learning rates; per model the median accuracy and each seed's outcome.
@@ -226,40 +275,52 @@ fn table(args: &SweepArgs, runs: &[SweepRun]) -> Table {
 }
 
 /// `sweep.png` / `sweep.svg`: final test accuracy against learning rate, one line per model
-/// through the median over seeds.
+/// through the median over seeds, the min–max over seeds shaded around it.
 fn chart(
     dir: &RunDir,
     lrs: &[f64],
-    lines: &[(String, Vec<(f64, f64)>)],
+    lines: &[(String, Vec<Cell>)],
 ) -> Result<Option<Figure>, Error> {
     let lo = lrs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = lrs.iter().copied().fold(0.0f64, f64::max);
     if !(lo > 0.0 && hi >= lo) {
         return Ok(None);
     }
-    let legend: Vec<Line> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, (label, _))| Line::solid(label.clone(), i))
-        .collect();
+    let seeds = lines
+        .first()
+        .and_then(|(_, cells)| cells.first())
+        .map_or(0, |c| c.outcomes.len());
+    let mut legend: Vec<Line> = Vec::new();
+    let mut series = Vec::new();
+    for (i, (label, cells)) in lines.iter().enumerate() {
+        let points = |f: &dyn Fn(&Cell) -> f64| -> Vec<(f64, f64)> {
+            cells.iter().map(|c| (c.lr, f(c))).collect()
+        };
+        legend.push(Line::band(format!("{label}: min–max"), i));
+        series.push(Series {
+            line: legend.len() - 1,
+            points: band(&points(&|c| c.min), &points(&|c| c.max)),
+        });
+        legend.push(Line::solid(format!("{label}: median"), i));
+        series.push(Series {
+            line: legend.len() - 1,
+            points: points(&|c| c.median),
+        });
+    }
     let panels = || {
         vec![Panel {
-            title: "Final test accuracy vs learning rate".into(),
+            title: format!("Final test accuracy vs learning rate, {seeds} seeds"),
             x_label: "learning rate (log scale)".into(),
-            y_label: "test accuracy (median over seeds)".into(),
+            y_label: "test accuracy".into(),
             x_range: (lo / 1.5..hi * 1.5).log_scale(),
             y_range: 0.0..1.0,
-            series: lines
-                .iter()
-                .enumerate()
-                .map(|(i, (_, points))| Series {
-                    line: i,
-                    points: points.clone(),
-                })
-                .collect(),
+            series: series.clone(),
             integer_x: false,
         }]
     };
-    let caption = "Final test accuracy against learning rate (median over seeds).";
-    render(dir, "sweep", caption, &legend, panels).map(Some)
+    let caption = format!(
+        "Final test accuracy against learning rate: the median over {seeds} seeds, the min–max \
+         shaded (LeNet-BN with precise statistics)."
+    );
+    render(dir, "sweep", &caption, &legend, panels).map(Some)
 }

@@ -8,6 +8,9 @@
 //! - `{{seeds FILE POINTER}}`: the same over the seeds, `FILE` holding `{seed}`: the median
 //!   and the range, `0.8712 (0.8660–0.8741, 3 seeds)`.
 //! - `{{table FILE}}`: a CSV file as a Markdown table.
+//! - `{{seeds-table FILE}}`: the CSV files `FILE` names with `{seed}` for each seed, of the
+//!   same header and rows, as one table: a cell that differs over seeds reads
+//!   `median (min–max)`; one that does not, its value (labels like the epoch or the lr).
 //! - `{{figure FILE CAPTION}}`: an image of the folder, checked to exist.
 //! - `{{commands SECTION}}`: the commands the section ran, from their `.done.json` markers,
 //!   with their wall times and the machine, version and commit they ran on.
@@ -167,6 +170,7 @@ impl Context<'_> {
                 self.over_seeds(file, pointer)
             }
             "table" => table(&self.cite(arg()?)?),
+            "seeds-table" => self.seeds_table(arg()?),
             "figure" => {
                 let file = arg()?;
                 let caption: Vec<&str> = words.collect();
@@ -224,6 +228,53 @@ impl Context<'_> {
         ))
     }
 
+    /// The tables of every seed as one (see the module docs).
+    fn seeds_table(&self, pattern: &str) -> Result<String, String> {
+        if !pattern.contains("{seed}") {
+            return Err(format!("{pattern} does not hold {{seed}}"));
+        }
+        let mut tables = Vec::new();
+        for seed in SEEDS {
+            let file = pattern.replace("{seed}", &seed.to_string());
+            let text =
+                std::fs::read_to_string(self.cite(&file)?).map_err(|e| format!("{file}: {e}"))?;
+            let rows: Vec<Vec<String>> = text
+                .lines()
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .collect();
+            tables.push((file, rows));
+        }
+        let (first_file, first) = &tables[0];
+        for (file, rows) in &tables[1..] {
+            if rows.len() != first.len() || rows.first() != first.first() {
+                return Err(format!(
+                    "{file} has not the header and rows of {first_file}"
+                ));
+            }
+        }
+        let mut merged = Vec::new();
+        for (r, row) in first.iter().enumerate() {
+            let mut cells = Vec::new();
+            for (c, cell) in row.iter().enumerate() {
+                let column: Vec<&str> = tables
+                    .iter()
+                    .map(|(_, rows)| rows[r].get(c).map_or("", String::as_str))
+                    .collect();
+                cells.push(if r == 0 || column.iter().all(|v| v == cell) {
+                    cell.clone()
+                } else {
+                    spread(&column).ok_or(format!(
+                        "{pattern}: row {} column {} differs over seeds but is not a number",
+                        r + 1,
+                        c + 1
+                    ))?
+                });
+            }
+            merged.push(cells.join(","));
+        }
+        table_text(&merged.join("\n"), pattern)
+    }
+
     /// The commands section `name` ran, one per line with its wall time, from the done
     /// markers, then the machines, versions and commits they ran on.
     fn commands(&self, name: &str) -> Result<String, String> {
@@ -261,11 +312,36 @@ fn fmt_value(v: &Value) -> String {
     }
 }
 
+/// `median (min–max)` of numbers given as text; `None` if one is not a number.
+fn spread(values: &[&str]) -> Option<String> {
+    let mut numbers = values
+        .iter()
+        .map(|v| v.parse::<f64>().ok())
+        .collect::<Option<Vec<f64>>>()?;
+    numbers.sort_by(f64::total_cmp);
+    // As the CSV has them, cut to 4 decimals.
+    let short = |v: f64| match format!("{v}") {
+        text if text.split('.').nth(1).is_some_and(|d| d.len() > 4) => format!("{v:.4}"),
+        text => text,
+    };
+    Some(format!(
+        "{} ({}–{})",
+        short(numbers[numbers.len() / 2]),
+        short(numbers[0]),
+        short(numbers[numbers.len() - 1])
+    ))
+}
+
 /// A CSV file as a Markdown table; long decimals are cut to 4.
 fn table(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    table_text(&text, &path.display().to_string())
+}
+
+/// CSV text as a Markdown table; long decimals are cut to 4.
+fn table_text(text: &str, name: &str) -> Result<String, String> {
     let mut lines = text.lines();
-    let header = lines.next().ok_or(format!("{} is empty", path.display()))?;
+    let header = lines.next().ok_or(format!("{name} is empty"))?;
     let columns = header.split(',').count();
     let mut out = format!(
         "| {} |\n|{}",
@@ -302,6 +378,10 @@ mod tests {
             std::fs::write(file, format!(r#"[{{"acc": {acc}, "name": "lenet-bn"}}]"#)).unwrap();
         }
         std::fs::write(dir.path().join("t.csv"), "lr,acc\n0.1,0.123456789\n1,x\n").unwrap();
+        for (seed, acc) in SEEDS.iter().zip(["0.5", "0.25", "0.75"]) {
+            let file = dir.path().join(format!("train/t{seed}.csv"));
+            std::fs::write(file, format!("epoch,acc,model\n1,{acc},lenet\n")).unwrap();
+        }
         dir
     }
 
@@ -310,12 +390,19 @@ mod tests {
         let dir = folder();
         let d = dir.path();
         let template = "a {{value train/seed0.json /0/acc}} b {{value train/seed0.json /0/name}}\n\
-                        {{seeds train/seed{seed}.json /0/acc}}\n{{table t.csv}}";
+                        {{seeds train/seed{seed}.json /0/acc}}\n{{table t.csv}}\n\
+                        {{seeds-table train/t{seed}.csv}}";
         let text = render(template, d, &Section::ALL, &QUICK).unwrap().text;
         assert!(text.starts_with("a 0.8700 b lenet-bn\n"), "{text}");
         assert!(text.contains("0.8700 (0.8500–0.9000, 3 seeds)"), "{text}");
         assert!(
             text.contains("| lr | acc |\n|---|---|\n| 0.1 | 0.1235 |\n| 1 | x |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| epoch | acc | model |\n|---|---|---|\n| 1 | 0.5 (0.25–0.75) | lenet |"
+            ),
             "{text}"
         );
     }
