@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: samples per second of one full training step (forward, cross-entropy,
 //! backward, SGD update) for each model, median over many steps after a warm-up, on a rotating
 //! set of real Fashion-MNIST batches (the same protocol as PyTorch's timing in
-//! `docs/results.md`).
+//! `scripts/bench_vs_pytorch.py`, see docs/performance.md).
 
 use std::time::Instant;
 

@@ -108,3 +108,12 @@ fn a_signal_stops_reproduce_and_resume_reruns_only_what_did_not_finish() {
         "only the section run: {doc}"
     );
 }
+
+/// docs/experiments.md is what the template renders from the results committed beside it in
+/// docs/experiments/ (`cargo xtask reproduce --publish` writes both; `--check --write` after
+/// editing the template), and that folder holds nothing the document does not cite.
+#[test]
+fn the_committed_document_is_what_the_template_renders_from_the_committed_results() {
+    let check = xtask(&["reproduce", "--check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}

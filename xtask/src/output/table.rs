@@ -22,6 +22,19 @@ impl Table {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
+    /// The table as CSV, for files a program reads (a comma inside a cell becomes `;`, so
+    /// that the file needs no quoting).
+    pub fn csv(&self) -> String {
+        let line = |cells: &[String]| {
+            let cells: Vec<String> = cells.iter().map(|c| c.replace(',', ";")).collect();
+            cells.join(",") + "\n"
+        };
+        std::iter::once(&self.header)
+            .chain(&self.rows)
+            .map(|r| line(r))
+            .collect()
+    }
+
     /// The table as text: columns padded to their widest cell, the first left-aligned and the
     /// others right-aligned (they hold numbers), two spaces apart.
     pub fn text(&self) -> String {

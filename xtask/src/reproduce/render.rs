@@ -10,7 +10,8 @@
 //! - `{{table FILE}}`: a CSV file as a Markdown table.
 //! - `{{seeds-table FILE}}`: the CSV files `FILE` names with `{seed}` for each seed, of the
 //!   same header and rows, as one table: a cell that differs over seeds reads
-//!   `median (min–max)`; one that does not, its value (labels like the epoch or the lr).
+//!   `median (min–max)` if it is a number, else the seeds' values `a / b / c`; one that does
+//!   not differ, its value (labels like the epoch or the lr).
 //! - `{{figure FILE CAPTION}}`: an image of the folder, checked to exist.
 //! - `{{commands SECTION}}`: the commands the section ran, from their `.done.json` markers,
 //!   with their wall times and the machine, version and commit they ran on.
@@ -263,11 +264,7 @@ impl Context<'_> {
                 cells.push(if r == 0 || column.iter().all(|v| v == cell) {
                     cell.clone()
                 } else {
-                    spread(&column).ok_or(format!(
-                        "{pattern}: row {} column {} differs over seeds but is not a number",
-                        r + 1,
-                        c + 1
-                    ))?
+                    spread(&column).unwrap_or_else(|| column.join(" / "))
                 });
             }
             merged.push(cells.join(","));
@@ -380,7 +377,12 @@ mod tests {
         std::fs::write(dir.path().join("t.csv"), "lr,acc\n0.1,0.123456789\n1,x\n").unwrap();
         for (seed, acc) in SEEDS.iter().zip(["0.5", "0.25", "0.75"]) {
             let file = dir.path().join(format!("train/t{seed}.csv"));
-            std::fs::write(file, format!("epoch,acc,model\n1,{acc},lenet\n")).unwrap();
+            let reached = if *seed == 1 { "not reached" } else { "3" };
+            std::fs::write(
+                file,
+                format!("epoch,acc,model,at\n1,{acc},lenet,{reached}\n"),
+            )
+            .unwrap();
         }
         dir
     }
@@ -401,7 +403,8 @@ mod tests {
         );
         assert!(
             text.contains(
-                "| epoch | acc | model |\n|---|---|---|\n| 1 | 0.5 (0.25–0.75) | lenet |"
+                "| epoch | acc | model | at |\n|---|---|---|---|\n\
+                 | 1 | 0.5 (0.25–0.75) | lenet | 3 / not reached / 3 |"
             ),
             "{text}"
         );

@@ -141,10 +141,9 @@ pub(crate) fn train_and_report(
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
     }
-    println!(
-        "\nepochs to a test accuracy:\n{}",
-        targets::epochs_to_target(&outcome.records).text()
-    );
+    let to_target = targets::epochs_to_target(&outcome.records);
+    println!("\nepochs to a test accuracy:\n{}", to_target.text());
+    dir.write("targets.csv", to_target.csv().as_bytes())?;
     println!(
         "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
