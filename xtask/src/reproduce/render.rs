@@ -7,8 +7,9 @@
 //!   `FILE`; numbers with 4 decimals.
 //! - `{{seeds FILE POINTER}}`: the same over the seeds, `FILE` holding `{seed}`: the median
 //!   and the range, `0.8712 (0.8660–0.8741, 3 seeds)`.
-//! - `{{table FILE}}`: a CSV file as a Markdown table.
-//! - `{{seeds-table FILE}}`: the CSV files `FILE` names with `{seed}` for each seed, of the
+//! - `{{table FILE [COLUMN...]}}`: a CSV file as a Markdown table, all its columns or the
+//!   ones named (by their header, in the order given).
+//! - `{{seeds-table FILE [COLUMN...]}}`: the CSV files `FILE` names with `{seed}` for each seed, of the
 //!   same header and rows, as one table: a cell that differs over seeds reads
 //!   `median (min–max)` if it is a number, else the seeds' values `a / b / c`; one that does
 //!   not differ, its value (labels like the epoch or the lr).
@@ -170,8 +171,17 @@ impl Context<'_> {
                 let (file, pointer) = (arg()?, arg()?);
                 self.over_seeds(file, pointer)
             }
-            "table" => table(&self.cite(arg()?)?),
-            "seeds-table" => self.seeds_table(arg()?),
+            "table" => {
+                let file = arg()?;
+                let columns: Vec<&str> = words.collect();
+                let rows = csv_rows(&self.cite(file)?, &columns)?;
+                table_text(&rows, file)
+            }
+            "seeds-table" => {
+                let file = arg()?;
+                let columns: Vec<&str> = words.collect();
+                self.seeds_table(file, &columns)
+            }
             "figure" => {
                 let file = arg()?;
                 let caption: Vec<&str> = words.collect();
@@ -230,19 +240,14 @@ impl Context<'_> {
     }
 
     /// The tables of every seed as one (see the module docs).
-    fn seeds_table(&self, pattern: &str) -> Result<String, String> {
+    fn seeds_table(&self, pattern: &str, columns: &[&str]) -> Result<String, String> {
         if !pattern.contains("{seed}") {
             return Err(format!("{pattern} does not hold {{seed}}"));
         }
         let mut tables = Vec::new();
         for seed in SEEDS {
             let file = pattern.replace("{seed}", &seed.to_string());
-            let text =
-                std::fs::read_to_string(self.cite(&file)?).map_err(|e| format!("{file}: {e}"))?;
-            let rows: Vec<Vec<String>> = text
-                .lines()
-                .map(|l| l.split(',').map(str::to_string).collect())
-                .collect();
+            let rows = csv_rows(&self.cite(&file)?, columns)?;
             tables.push((file, rows));
         }
         let (first_file, first) = &tables[0];
@@ -267,9 +272,9 @@ impl Context<'_> {
                     spread(&column).unwrap_or_else(|| column.join(" / "))
                 });
             }
-            merged.push(cells.join(","));
+            merged.push(cells);
         }
-        table_text(&merged.join("\n"), pattern)
+        table_text(&merged, pattern)
     }
 
     /// The commands section `name` ran, one per line with its wall time, from the done
@@ -329,25 +334,49 @@ fn spread(values: &[&str]) -> Option<String> {
     ))
 }
 
-/// A CSV file as a Markdown table; long decimals are cut to 4.
-fn table(path: &Path) -> Result<String, String> {
+/// The rows of a CSV file (no quoting: xtask's CSV cells hold no commas), with only the
+/// `columns` named (all if none is).
+fn csv_rows(path: &Path, columns: &[&str]) -> Result<Vec<Vec<String>>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    table_text(&text, &path.display().to_string())
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    let header = rows.first().ok_or(format!("{} is empty", path.display()))?;
+    if columns.is_empty() {
+        return Ok(rows);
+    }
+    let picked = columns
+        .iter()
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == c)
+                .ok_or(format!("{} has no column {c}", path.display()))
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            picked
+                .iter()
+                .map(|&i| row.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect())
 }
 
-/// CSV text as a Markdown table; long decimals are cut to 4.
-fn table_text(text: &str, name: &str) -> Result<String, String> {
-    let mut lines = text.lines();
-    let header = lines.next().ok_or(format!("{name} is empty"))?;
-    let columns = header.split(',').count();
+/// Rows (the first the header) as a Markdown table; long decimals are cut to 4.
+fn table_text(rows: &[Vec<String>], name: &str) -> Result<String, String> {
+    let (header, body) = rows.split_first().ok_or(format!("{name} is empty"))?;
     let mut out = format!(
         "| {} |\n|{}",
-        header.replace(',', " | "),
-        "---|".repeat(columns)
+        header.join(" | "),
+        "---|".repeat(header.len())
     );
-    for line in lines {
-        let cells: Vec<String> = line
-            .split(',')
+    for row in body {
+        let cells: Vec<String> = row
+            .iter()
             .map(|c| match c.parse::<f64>() {
                 Ok(v) if c.contains('.') && c.len() > 6 => format!("{v:.4}"),
                 _ => c.to_string(),
@@ -393,7 +422,7 @@ mod tests {
         let d = dir.path();
         let template = "a {{value train/seed0.json /0/acc}} b {{value train/seed0.json /0/name}}\n\
                         {{seeds train/seed{seed}.json /0/acc}}\n{{table t.csv}}\n\
-                        {{seeds-table train/t{seed}.csv}}";
+                        {{seeds-table train/t{seed}.csv}}\n{{table t.csv acc}}";
         let text = render(template, d, &Section::ALL, &QUICK).unwrap().text;
         assert!(text.starts_with("a 0.8700 b lenet-bn\n"), "{text}");
         assert!(text.contains("0.8700 (0.8500–0.9000, 3 seeds)"), "{text}");
@@ -406,6 +435,10 @@ mod tests {
                 "| epoch | acc | model | at |\n|---|---|---|---|\n\
                  | 1 | 0.5 (0.25–0.75) | lenet | 3 / not reached / 3 |"
             ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("| acc |\n|---|\n| 0.1235 |\n| x |\n"),
             "{text}"
         );
     }
@@ -425,6 +458,7 @@ mod tests {
             ("{{value a", "a {{ without }}"),
             ("{{#section nothing}}", "no section nothing"),
             ("{{else}}", "{{else}} outside a section"),
+            ("{{table t.csv nope}}", "has no column nope"),
             ("{{value ../x.json /a}}", "inside the results folder"),
         ] {
             let e = render(template, dir.path(), &Section::ALL, &QUICK)
