@@ -141,12 +141,13 @@ pub(crate) fn train_and_report(
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
     }
+    println!("{}", report::eval_train_note());
     println!(
         "\nepochs to a test accuracy:\n{}",
         targets::epochs_to_target(&outcome.records).text()
     );
     println!(
-        "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
+        "train - test accuracy gap per epoch (both eval mode, train on the fixed training subset; precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
     let launcher = strategy.launcher();
