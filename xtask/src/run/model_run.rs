@@ -32,7 +32,7 @@ pub const TRAIN_SUBSET: usize = 10_000;
 
 /// [`TRAIN_SUBSET`] in evaluation batches (it is a whole number of them).
 const TRAIN_SUBSET_BATCHES: usize = TRAIN_SUBSET / EVAL_BATCH;
-const _: () = assert!(TRAIN_SUBSET % EVAL_BATCH == 0);
+const _: () = assert!(TRAIN_SUBSET.is_multiple_of(EVAL_BATCH));
 
 /// One model being trained: network, optimizer, and the spec they came from.
 pub struct ModelRun {
