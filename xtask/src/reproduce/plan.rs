@@ -198,7 +198,7 @@ impl Section {
 }
 
 /// The `overfit` section's budget: 2000 training images (31 batches of 64 an epoch; the
-/// default 256 leaves too few steps for plain LeNet to memorize them) for EPOCHS epochs at the
+/// default 256 leaves too few steps for plain LeNet to memorize them) for 300 epochs at the
 /// default learning rates. LeNet-BN's eval-mode train accuracy nears 1 and its test loss rises
 /// while test accuracy levels off; plain LeNet, slower (its sigmoid plateau lasts 30-60
 /// epochs), gets there later.
