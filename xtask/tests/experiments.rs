@@ -160,7 +160,11 @@ fn twenty_epochs_report_epochs_to_target_and_the_gap_for_both_models() {
         .collect();
     assert!(gap[19].starts_with("20 "), "{text}");
     let last = &metrics[1]["epochs"][19];
-    let expected = last["train_acc"].as_f64().unwrap() - last["test_acc_precise"].as_f64().unwrap();
+    // Train accuracy in eval mode on the fixed training subset (here all 512 images), not the
+    // training-mode mean over the epoch.
+    let eval_train = last["eval_train_acc"].as_f64().unwrap();
+    assert_ne!(Some(eval_train), last["train_acc"].as_f64(), "{last}");
+    let expected = eval_train - last["test_acc_precise"].as_f64().unwrap();
     assert!(
         gap[19].trim_end().ends_with(&format!("{expected:+.4}")),
         "{}",

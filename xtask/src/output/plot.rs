@@ -327,6 +327,7 @@ fn draw_legend<DB: DrawingBackend>(
 fn draw_all<DB, X>(
     root: DrawingArea<DB, Shift>,
     panels: Vec<Panel<X>>,
+    (rows, columns): (u32, u32),
     legend: &Legend,
 ) -> Result<(), String>
 where
@@ -335,9 +336,9 @@ where
     X::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (charts, strip) = root.split_vertically(PANEL_SIZE.1);
-    let n = panels.len().max(1);
-    for (area, panel) in charts.split_evenly((1, n)).iter().zip(panels) {
+    let (charts, strip) = root.split_vertically(PANEL_SIZE.1 * rows);
+    let grid = (rows as usize, columns as usize);
+    for (area, panel) in charts.split_evenly(grid).iter().zip(panels) {
         draw_panel(area, panel, legend.lines)?;
     }
     draw_legend(&strip, legend)?;
@@ -357,9 +358,29 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
+    let panels = make_panels().len().max(1);
+    render_grid(dir, stem, caption, lines, panels, make_panels)
+}
+
+/// [`render`] with the panels in rows of `columns` (left to right, then top to bottom), so
+/// that four panels fit a page as two rows of two.
+pub fn render_grid<X>(
+    dir: &RunDir,
+    stem: &str,
+    caption: &str,
+    lines: &[Line],
+    columns: usize,
+    make_panels: impl Fn() -> Vec<Panel<X>>,
+) -> Result<Figure, Error>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
     ensure_font()?;
     let panels = make_panels().len().max(1) as u32;
-    let width = PANEL_SIZE.0 * panels;
+    let columns = (columns as u32).clamp(1, panels);
+    let grid = (panels.div_ceil(columns), columns);
+    let width = PANEL_SIZE.0 * columns;
     // The legend's rows, measured with the font the backends will use.
     let font = ("sans-serif", LEGEND_FONT).into_font();
     let widths: Vec<u32> = lines
@@ -368,13 +389,14 @@ where
         .collect();
     let (positions, rows) = legend_layout(&widths, width);
     let legend = Legend { lines, positions };
-    let size = (width, PANEL_SIZE.1 + rows * LEGEND_ROW + 12);
+    let size = (width, PANEL_SIZE.1 * grid.0 + rows * LEGEND_ROW + 12);
     let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
     let png = format!("{stem}.png");
     dir.write_via(&png, |tmp| {
         draw_all(
             BitMapBackend::new(tmp, size).into_drawing_area(),
             make_panels(),
+            grid,
             &legend,
         )
         .map_err(|e| failed(&png, e))
@@ -384,6 +406,7 @@ where
     draw_all(
         SVGBackend::with_string(&mut svg, size).into_drawing_area(),
         make_panels(),
+        grid,
         &legend,
     )
     .map_err(|e| failed(&svg_name, e))?;

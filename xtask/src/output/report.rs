@@ -25,6 +25,20 @@ pub struct EpochRow {
     /// [`crate::run::precise`]); `None` without batch norm or with `--precise-bn 0`.
     #[serde(default)]
     pub test_acc_precise: Option<f64>,
+    /// Mean cross-entropy on the test set after the epoch, in eval mode with the statistics of
+    /// [`EpochRow::headline_acc`] (precise when measured, the running ones otherwise). `None`
+    /// in records written before it was measured, as are the next two.
+    #[serde(default)]
+    pub test_loss: Option<f64>,
+    /// Accuracy after the epoch on a fixed subset of the training set (the first
+    /// [`crate::run::model_run::TRAIN_SUBSET`] images), in eval mode with the same statistics
+    /// as the test loss: unlike `train_acc`, the same weights and statistics as the test
+    /// accuracy it is compared with.
+    #[serde(default)]
+    pub eval_train_acc: Option<f64>,
+    /// Mean cross-entropy on that subset, measured alike.
+    #[serde(default)]
+    pub eval_train_loss: Option<f64>,
     /// Wall-clock seconds of the epoch's training steps (data, evaluation and I/O excluded).
     pub seconds: f64,
     /// Training samples per second over those steps.
@@ -66,6 +80,19 @@ impl EpochRow {
     /// statistics.
     pub fn headline_acc(&self) -> f64 {
         self.test_acc_precise.unwrap_or(self.test_acc)
+    }
+
+    /// The train accuracy to compare with [`EpochRow::headline_acc`]: the eval-mode accuracy
+    /// on the fixed training subset when measured, else the epoch's training-mode mean (older
+    /// records).
+    pub fn compared_train_acc(&self) -> f64 {
+        self.eval_train_acc.unwrap_or(self.train_acc)
+    }
+
+    /// The train − test accuracy gap: [`EpochRow::compared_train_acc`] minus
+    /// [`EpochRow::headline_acc`].
+    pub fn gap(&self) -> f64 {
+        self.compared_train_acc() - self.headline_acc()
     }
 }
 
@@ -125,6 +152,14 @@ pub struct RunRecord {
     /// Training batches the precise statistics were averaged over.
     #[serde(default)]
     pub precise_bn_batches: Option<usize>,
+    /// Of the final weights, measured as [`EpochRow::test_loss`], [`EpochRow::eval_train_acc`]
+    /// and [`EpochRow::eval_train_loss`] are.
+    #[serde(default)]
+    pub final_test_loss: Option<f64>,
+    #[serde(default)]
+    pub final_eval_train_acc: Option<f64>,
+    #[serde(default)]
+    pub final_eval_train_loss: Option<f64>,
     /// The largest batch loss of a step that was taken (below the divergence bound).
     #[serde(default)]
     pub max_batch_loss: f64,
@@ -156,13 +191,16 @@ pub fn fmt_acc(acc: Option<f64>) -> String {
 
 /// The columns of the per-epoch table and their widths on the terminal (rows are printed one
 /// at a time, as epochs end, so the widths are fixed).
-const EPOCH_COLUMNS: [(&str, usize); 8] = [
+const EPOCH_COLUMNS: [(&str, usize); 11] = [
     ("model", 9),
     ("epoch", 5),
     ("train loss", 10),
     ("train acc", 9),
     ("test acc", 8),
     ("precise BN", 10),
+    ("eval train loss", 15),
+    ("eval train acc", 14),
+    ("test loss", 10),
     ("seconds", 8),
     ("samples/s", 10),
 ];
@@ -176,6 +214,9 @@ fn epoch_cells(model: &str, row: &EpochRow) -> Vec<String> {
         format!("{:.4}", row.train_acc),
         format!("{:.4}", row.test_acc),
         fmt_acc(row.test_acc_precise),
+        row.eval_train_loss.map_or("-".into(), fmt_loss),
+        fmt_acc(row.eval_train_acc),
+        row.test_loss.map_or("-".into(), fmt_loss),
         format!("{:.2}", row.seconds),
         format!("{:.0}", row.samples_per_sec),
     ]
@@ -235,9 +276,25 @@ pub fn accuracy_note(records: &[RunRecord]) -> Option<&'static str> {
         )
 }
 
+/// What the eval-mode columns mean (every run measures them; records from before they existed
+/// show `-`).
+pub fn eval_train_note() -> String {
+    format!(
+        "train loss, train acc: means over the epoch's batches in training mode while the weights \
+     move (d2l.ai's measure). eval train loss, eval train acc: the weights at the end of the \
+     epoch on a fixed training subset (the first {} training images the run trains on, \
+     all of them when there are fewer), in eval mode with the same batch-norm statistics as \
+     the headline test accuracy (precise when measured, the running ones otherwise); test \
+     loss: the mean cross-entropy on the test set, measured alike. The eval-mode numbers \
+     compare like for like with the test accuracy; the training-mode means do not.",
+        crate::run::model_run::TRAIN_SUBSET
+    )
+}
+
 /// The final side-by-side comparison of the models of a run: last epoch's training loss and
-/// accuracy, final test accuracy (precise statistics first, then the moving averages), mean
-/// time per epoch, status.
+/// accuracy (training mode), final test accuracy (precise statistics first, then the moving
+/// averages), the final eval-mode training-subset loss and accuracy and test loss, mean time
+/// per epoch, status.
 pub fn summary(records: &[RunRecord]) -> Table {
     let mut t = Table::new([
         "model",
@@ -246,6 +303,9 @@ pub fn summary(records: &[RunRecord]) -> Table {
         "train acc",
         "test acc",
         "moving-avg BN",
+        "eval train loss",
+        "eval train acc",
+        "test loss",
         "s/epoch",
         "samples/s",
         "status",
@@ -266,6 +326,9 @@ pub fn summary(records: &[RunRecord]) -> Table {
             last.map_or("-".into(), |e| format!("{:.4}", e.train_acc)),
             fmt_acc(r.headline_acc()),
             fmt_acc(r.final_test_acc_precise.and(r.final_test_acc)),
+            r.final_eval_train_loss.map_or("-".into(), fmt_loss),
+            fmt_acc(r.final_eval_train_acc),
+            r.final_test_loss.map_or("-".into(), fmt_loss),
             mean(|e| e.seconds, 2),
             mean(|e| e.samples_per_sec, 0),
             r.status.word().to_string(),
@@ -291,19 +354,24 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn write_metrics(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
     dir.write_json("metrics.json", &records)?;
     let mut csv = String::from(
-        "model,epoch,train_loss,train_acc,test_acc,test_acc_precise,seconds,samples_per_sec\n",
+        "model,epoch,train_loss,train_acc,test_acc,test_acc_precise,eval_train_loss,\
+         eval_train_acc,test_loss,seconds,samples_per_sec\n",
     );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |a| a.to_string());
     for r in records {
         for e in &r.epochs {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{}",
                 r.model,
                 e.epoch,
                 e.train_loss,
                 e.train_acc,
                 e.test_acc,
-                e.test_acc_precise.map_or(String::new(), |a| a.to_string()),
+                opt(e.test_acc_precise),
+                opt(e.eval_train_loss),
+                opt(e.eval_train_acc),
+                opt(e.test_loss),
                 e.seconds,
                 e.samples_per_sec
             );
@@ -324,6 +392,9 @@ mod tests {
             train_acc: 0.1,
             test_acc: 0.1,
             test_acc_precise: Some(0.2),
+            test_loss: Some(loss),
+            eval_train_acc: Some(0.3),
+            eval_train_loss: Some(loss),
             seconds: 1.0,
             samples_per_sec: 1000.0,
         };
@@ -332,5 +403,21 @@ mod tests {
             assert_eq!(table_row("lenet-bn", &row(loss)).len(), header, "{loss}");
         }
         assert_eq!(fmt_loss(1.4e7), "1.400e7");
+    }
+
+    #[test]
+    fn records_written_before_the_eval_mode_measures_still_read() {
+        let old = r#"{"model":"lenet-bn","lr":1.0,"status":{"state":"completed"},
+            "epochs":[{"epoch":1,"train_loss":0.5,"train_acc":0.8,"test_acc":0.7,
+            "seconds":1.0,"samples_per_sec":9.0}],"final_test_acc":0.7}"#;
+        let r: RunRecord = serde_json::from_str(old).unwrap();
+        let e = &r.epochs[0];
+        assert_eq!(
+            (e.test_loss, e.eval_train_acc, e.eval_train_loss),
+            (None, None, None)
+        );
+        assert_eq!(r.final_eval_train_acc, None);
+        // The gap falls back to the training-mode mean.
+        assert!((e.gap() - 0.1).abs() < 1e-12);
     }
 }

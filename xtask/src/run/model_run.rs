@@ -24,6 +24,16 @@ use crate::run::{divergence, precise};
 /// and `eval` come from identical computations).
 pub const EVAL_BATCH: usize = 500;
 
+/// Training images measured in eval mode after every epoch (the train half of
+/// [`Evaluation`]): the first `TRAIN_SUBSET` of the training set the run trains on (after
+/// `--train-samples`), all of them when there are fewer. A fixed subset, so that the epochs
+/// compare; 10,000 like the test set, so that it costs what a test pass costs.
+pub const TRAIN_SUBSET: usize = 10_000;
+
+/// [`TRAIN_SUBSET`] in evaluation batches (it is a whole number of them).
+const TRAIN_SUBSET_BATCHES: usize = TRAIN_SUBSET / EVAL_BATCH;
+const _: () = assert!(TRAIN_SUBSET.is_multiple_of(EVAL_BATCH));
+
 /// One model being trained: network, optimizer, and the spec they came from.
 pub struct ModelRun {
     pub spec: RunSpec,
@@ -155,14 +165,25 @@ impl ModelRun {
     }
 }
 
-/// Test accuracy of a model as it stands, with its moving-average statistics and, for a model
-/// with batch norm and `precise_bn` > 0, with precise statistics.
+/// What [`ModelRun::evaluate`] measures of a model as it stands.
+///
+/// `test_acc` uses the moving-average statistics and `test_acc_precise`, for a model with
+/// batch norm and `precise_bn` > 0, precise statistics. The losses and the training-subset
+/// accuracy use the statistics of the headline accuracy (precise when measured, the running
+/// ones otherwise), so that train and test numbers compare like for like.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
     pub test_acc: f64,
     pub test_acc_precise: Option<f64>,
     /// Training batches the precise statistics were averaged over.
     pub precise_batches: Option<usize>,
+    /// Mean cross-entropy on the test set.
+    pub test_loss: f64,
+    /// Accuracy on the first [`TRAIN_SUBSET`] training images (all when there are fewer), in
+    /// eval mode.
+    pub train_acc: f64,
+    /// Mean cross-entropy on the same images.
+    pub train_loss: f64,
 }
 
 impl Evaluation {
@@ -171,36 +192,52 @@ impl Evaluation {
         record.final_test_acc = Some(self.test_acc);
         record.final_test_acc_precise = self.test_acc_precise;
         record.precise_bn_batches = self.precise_batches;
+        record.final_test_loss = Some(self.test_loss);
+        record.final_eval_train_acc = Some(self.train_acc);
+        record.final_eval_train_loss = Some(self.train_loss);
     }
 }
 
 impl ModelRun {
     /// Test accuracy with the running statistics and, if `precise` and the spec asks for it,
-    /// with precise statistics (computed on the side: the model is left exactly as it was).
+    /// with precise statistics (computed on the side: the model is left exactly as it was);
+    /// test loss, training-subset accuracy and loss with the headline statistics (see
+    /// [`Evaluation`]).
     pub fn evaluate(&mut self, data: &Dataset, precise: bool) -> Result<Evaluation, Error> {
-        let labels = data.test.labels();
-        let test_acc = accuracy(&self.predict(&data.test)?, labels);
-        let mut eval = Evaluation {
-            test_acc,
-            test_acc_precise: None,
-            precise_batches: None,
-        };
+        let test = score(&mut self.model, &data.test, usize::MAX)?;
         let batches = if precise {
             precise::batches(&self.spec, data)?
         } else {
             None
         };
-        if let Some(batches) = batches {
-            let mut copy = self.evaluation_model()?;
-            let model = copy.as_mut().unwrap_or(&mut self.model);
-            let (predicted, used) =
-                precise::with_precise_stats(model, batches, self.spec.precise_bn, |m| {
-                    predict(m, &data.test)
-                })?;
-            eval.test_acc_precise = Some(accuracy(&predicted, labels));
-            eval.precise_batches = Some(used);
-        }
-        Ok(eval)
+        let Some(batches) = batches else {
+            let train = score(&mut self.model, &data.train, TRAIN_SUBSET_BATCHES)?;
+            return Ok(Evaluation {
+                test_acc: test.acc,
+                test_acc_precise: None,
+                precise_batches: None,
+                test_loss: test.loss,
+                train_acc: train.acc,
+                train_loss: train.loss,
+            });
+        };
+        let mut copy = self.evaluation_model()?;
+        let model = copy.as_mut().unwrap_or(&mut self.model);
+        let ((precise_test, train), used) =
+            precise::with_precise_stats(model, batches, self.spec.precise_bn, |m| {
+                Ok((
+                    score(m, &data.test, usize::MAX)?,
+                    score(m, &data.train, TRAIN_SUBSET_BATCHES)?,
+                ))
+            })?;
+        Ok(Evaluation {
+            test_acc: test.acc,
+            test_acc_precise: Some(precise_test.acc),
+            precise_batches: Some(used),
+            test_loss: precise_test.loss,
+            train_acc: train.acc,
+            train_loss: train.loss,
+        })
     }
 
     /// The state dict with precise batch-norm statistics, as safetensors bytes, if the spec
@@ -227,14 +264,46 @@ pub fn state_bytes(model: &dyn Module) -> Result<Vec<u8>, Error> {
 
 /// Predicted class of every sample of `split` (eval mode, no graph).
 pub fn predict(model: &mut dyn Module, split: &Split) -> Result<Vec<usize>, Error> {
+    Ok(score(model, split, usize::MAX)?.predicted)
+}
+
+/// What one pass of [`score`] over a split measured.
+pub struct Scores {
+    /// The predicted class of every sample seen, in order.
+    pub predicted: Vec<usize>,
+    /// The fraction predicted right.
+    pub acc: f64,
+    /// The mean cross-entropy.
+    pub loss: f64,
+}
+
+/// The first `batches` evaluation batches of `split` (of [`EVAL_BATCH`] samples, in file
+/// order; all when there are fewer) in eval mode without recording a graph: predicted
+/// classes, accuracy and mean cross-entropy. Eval mode reads the batch-norm statistics and
+/// changes no buffer, so the model is left as it was (but in eval mode).
+pub fn score(model: &mut dyn Module, split: &Split, batches: usize) -> Result<Scores, Error> {
     model.eval();
-    let mut out = Vec::with_capacity(split.len());
-    for batch in split.eval_batches(EVAL_BATCH)? {
+    let mut predicted = Vec::with_capacity(split.len().min(batches.saturating_mul(EVAL_BATCH)));
+    let (mut correct, mut loss_sum) = (0usize, 0.0f64);
+    for batch in split.eval_batches(EVAL_BATCH)?.take(batches) {
         signals::check()?;
         let logits = no_grad(|| model.forward(&Var::constant(batch.images)))?;
-        out.extend(logits.value().argmax_rows()?);
+        let loss = no_grad(|| logits.cross_entropy(&batch.labels))?;
+        loss_sum += f64::from(loss.value().item()?) * batch.labels.len() as f64;
+        let classes = logits.value().argmax_rows()?;
+        correct += classes
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        predicted.extend(classes);
     }
-    Ok(out)
+    let n = predicted.len().max(1) as f64;
+    Ok(Scores {
+        acc: correct as f64 / n,
+        loss: loss_sum / n,
+        predicted,
+    })
 }
 
 /// Fraction of `predictions` equal to `labels`.
@@ -245,4 +314,70 @@ pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
         .filter(|(p, l)| p == l)
         .count();
     correct as f64 / labels.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::choices::ActivationChoice;
+    use crate::steps::tests::tiny_data;
+    use norma_layers::models::ModelKind;
+
+    fn run() -> ModelRun {
+        let mut spec = RunSpec::recipe(ModelKind::LenetBn, ActivationChoice::Sigmoid, 3, 1);
+        spec.batch_size = 16;
+        spec.precise_bn = 2;
+        ModelRun::new(spec).unwrap()
+    }
+
+    fn batch(data: &Dataset, first: usize) -> Batch {
+        data.train.eval_batches(16).unwrap().nth(first).unwrap()
+    }
+
+    #[test]
+    fn evaluating_changes_nothing_that_training_sees() {
+        let data = tiny_data(48, 40);
+        let (mut measured, mut alone) = (run(), run());
+        for r in [&mut measured, &mut alone] {
+            r.step(batch(&data, 0)).unwrap();
+        }
+        let before = state_bytes(&measured.model).unwrap();
+        let precise = measured.evaluate(&data, true).unwrap();
+        let running = measured.evaluate(&data, false).unwrap();
+        assert_eq!(state_bytes(&measured.model).unwrap(), before);
+        // The next step is the same bit for bit as without the evaluations.
+        let (a, b) = (
+            measured.step(batch(&data, 1)).unwrap(),
+            alone.step(batch(&data, 1)).unwrap(),
+        );
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+        assert_eq!(
+            state_bytes(&measured.model).unwrap(),
+            state_bytes(&alone.model).unwrap()
+        );
+        // Losses and the train subset follow the headline statistics: precise when measured.
+        assert_eq!(precise.test_acc, running.test_acc);
+        assert!(precise.test_acc_precise.is_some() && running.test_acc_precise.is_none());
+        assert_ne!(precise.test_loss, running.test_loss);
+        assert_ne!(precise.train_loss, running.train_loss);
+        for e in [precise, running] {
+            assert!(e.test_loss.is_finite() && e.train_loss.is_finite(), "{e:?}");
+            assert!((0.0..=1.0).contains(&e.train_acc), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_score_reads_the_first_batches_and_agrees_with_predict() {
+        let data = tiny_data(1200, 10);
+        let mut r = run();
+        let first = score(&mut r.model, &data.train, 2).unwrap();
+        assert_eq!(first.predicted.len(), 2 * EVAL_BATCH);
+        let all = score(&mut r.model, &data.train, usize::MAX).unwrap();
+        assert_eq!(all.predicted, r.predict(&data.train).unwrap());
+        assert_eq!(all.predicted[..2 * EVAL_BATCH], first.predicted[..]);
+        let labels = &data.train.labels()[..2 * EVAL_BATCH];
+        assert_eq!(first.acc, accuracy(&first.predicted, labels));
+        // Cross-entropy of 10 classes near the start: about ln 10.
+        assert!((first.loss - 10f64.ln()).abs() < 0.5, "{}", first.loss);
+    }
 }

@@ -141,11 +141,12 @@ pub(crate) fn train_and_report(
     if let Some(note) = report::accuracy_note(&outcome.records) {
         println!("{note}");
     }
+    println!("{}", report::eval_train_note());
     let to_target = targets::epochs_to_target(&outcome.records);
     println!("\nepochs to a test accuracy:\n{}", to_target.text());
     dir.write("targets.csv", to_target.csv().as_bytes())?;
     println!(
-        "train - test accuracy gap per epoch (test: precise BN where measured):\n{}",
+        "train - test accuracy gap per epoch (both eval mode, train on the fixed training subset; precise BN where measured):\n{}",
         targets::gap_table(&outcome.records).text()
     );
     let launcher = strategy.launcher();

@@ -18,13 +18,13 @@ pub fn page(
     let mut page = Page::new(format!("train-lenet: {}", names.join(" vs ")));
     page.text(
         "LeNet and LeNet-BN (d2l.ai) on the training set, evaluated on the test set after \
-         every epoch. Train loss and accuracy are means over the epoch's batches in training \
-         mode; test accuracy is measured in eval mode, for LeNet-BN both with the moving \
-         averages of the batch statistics kept during training and with precise statistics \
-         recomputed from training batches after the epoch.",
+         every epoch. Test accuracy is measured in eval mode, for LeNet-BN both with the \
+         moving averages of the batch statistics kept during training and with precise \
+         statistics recomputed from training batches after the epoch.",
     );
     page.heading("Final comparison")
-        .table(report::summary(records));
+        .table(report::summary(records))
+        .text(report::eval_train_note());
     if let Some(note) = report::accuracy_note(records) {
         page.text(note);
     }
@@ -41,9 +41,12 @@ pub fn page(
         .table(targets::epochs_to_target(records));
     page.heading("Train - test accuracy gap")
         .text(
-            "Train accuracy (the mean over each epoch's batches in training mode, as d2l.ai \
-             measures it) minus test accuracy (precise batch-norm statistics for LeNet-BN). \
-             The brief says batch norm reduces overfitting.",
+            "Train accuracy minus test accuracy, both of the weights at the end of the epoch \
+             in eval mode with the same batch-norm statistics (precise for LeNet-BN): train \
+             accuracy on the fixed training subset, not the training-mode mean over the \
+             epoch, whose weights move and whose batch norm uses batch statistics (records \
+             written before the subset was measured fall back to that mean). The brief says \
+             batch norm reduces overfitting.",
         )
         .table(targets::gap_table(records));
     page.heading("Every epoch")

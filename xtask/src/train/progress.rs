@@ -44,6 +44,9 @@ impl Progress {
                 final_test_acc: None,
                 final_test_acc_precise: None,
                 precise_bn_batches: None,
+                final_test_loss: None,
+                final_eval_train_acc: None,
+                final_eval_train_loss: None,
                 max_batch_loss: 0.0,
             },
         }

@@ -175,7 +175,8 @@ fn stopped(
 }
 
 /// Closes the epoch in progress: evaluates (with the running statistics, and with precise
-/// statistics if the spec asks for them), prints and records its row (`report`: process 0),
+/// statistics if the spec asks for them; test loss and the fixed training subset with the
+/// headline statistics, see [`crate::run::model_run::Evaluation`]), prints and records its row (`report`: process 0),
 /// resets the counters.
 fn end_epoch(
     run: &mut ModelRun,
@@ -210,6 +211,9 @@ fn record_epoch(
         train_acc: p.correct as f64 / p.seen.max(1) as f64,
         test_acc: eval.test_acc,
         test_acc_precise: eval.test_acc_precise,
+        test_loss: Some(eval.test_loss),
+        eval_train_acc: Some(eval.train_acc),
+        eval_train_loss: Some(eval.train_loss),
         seconds: p.epoch_seconds,
         samples_per_sec: p.seen as f64 / p.epoch_seconds.max(1e-9),
     };
