@@ -1,6 +1,7 @@
 //! Charts with plotters, each written as PNG and SVG (atomically, through the run folder) and
 //! returned as a [`Figure`] whose SVG text `report.html` inlines. [`render`] draws any number
-//! of panels side by side with one legend in a strip below them, where it never covers data.
+//! of panels side by side ([`render_grid`]: in a grid) with one legend in a strip below them,
+//! where it never covers data.
 //! Each experiment builds its charts from [`Panel`]s and [`Line`]s in its own module.
 
 use std::sync::OnceLock;
@@ -326,6 +327,7 @@ fn draw_legend<DB: DrawingBackend>(
 fn draw_all<DB, X>(
     root: DrawingArea<DB, Shift>,
     panels: Vec<Panel<X>>,
+    grid: Grid,
     legend: &Legend,
 ) -> Result<(), String>
 where
@@ -334,13 +336,37 @@ where
     X::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (charts, strip) = root.split_vertically(PANEL_SIZE.1);
-    let n = panels.len().max(1);
-    for (area, panel) in charts.split_evenly((1, n)).iter().zip(panels) {
+    let rows = grid.rows(panels.len());
+    let (charts, strip) = root.split_vertically(grid.panel.1 * rows as u32);
+    let cells = charts.split_evenly((rows, grid.columns.max(1)));
+    for (area, panel) in cells.iter().zip(panels) {
         draw_panel(area, panel, legend.lines)?;
     }
     draw_legend(&strip, legend)?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// How [`render_grid`] lays panels out: `columns` a row, rows filled left to right, each
+/// panel `panel` pixels (width, height).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub columns: usize,
+    pub panel: (u32, u32),
+}
+
+impl Grid {
+    /// All `n` panels side by side at the default panel size.
+    pub fn row(n: usize) -> Grid {
+        Grid {
+            columns: n.max(1),
+            panel: PANEL_SIZE,
+        }
+    }
+
+    /// Rows needed for `n` panels.
+    pub fn rows(self, n: usize) -> usize {
+        n.max(1).div_ceil(self.columns.max(1))
+    }
 }
 
 /// Draws the panels side by side, with the legend of `lines` below them, into `<stem>.png`
@@ -356,24 +382,43 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
+    let grid = Grid::row(make_panels().len());
+    render_grid(dir, stem, caption, lines, grid, make_panels)
+}
+
+/// As [`render`], with the panels laid out in `grid` (a figure of many panels stays the width
+/// of a page).
+pub fn render_grid<X>(
+    dir: &RunDir,
+    stem: &str,
+    caption: &str,
+    lines: &[Line],
+    grid: Grid,
+    make_panels: impl Fn() -> Vec<Panel<X>>,
+) -> Result<Figure, Error>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
     ensure_font()?;
-    let panels = make_panels().len().max(1) as u32;
-    let width = PANEL_SIZE.0 * panels;
+    let rows = grid.rows(make_panels().len()) as u32;
+    let width = grid.panel.0 * grid.columns.max(1) as u32;
     // The legend's rows, measured with the font the backends will use.
     let font = ("sans-serif", LEGEND_FONT).into_font();
     let widths: Vec<u32> = lines
         .iter()
         .map(|l| font.box_size(&l.label).map_or(200, |(w, _)| w))
         .collect();
-    let (positions, rows) = legend_layout(&widths, width);
+    let (positions, legend_rows) = legend_layout(&widths, width);
     let legend = Legend { lines, positions };
-    let size = (width, PANEL_SIZE.1 + rows * LEGEND_ROW + 12);
+    let size = (width, grid.panel.1 * rows + legend_rows * LEGEND_ROW + 12);
     let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
     let png = format!("{stem}.png");
     dir.write_via(&png, |tmp| {
         draw_all(
             BitMapBackend::new(tmp, size).into_drawing_area(),
             make_panels(),
+            grid,
             &legend,
         )
         .map_err(|e| failed(&png, e))
@@ -383,6 +428,7 @@ where
     draw_all(
         SVGBackend::with_string(&mut svg, size).into_drawing_area(),
         make_panels(),
+        grid,
         &legend,
     )
     .map_err(|e| failed(&svg_name, e))?;
