@@ -72,7 +72,11 @@ fn median_path_panel(
             points: median_path(&input.records, steps),
         })
         .collect();
-    let top = plot::finite_max(series.iter().flat_map(|s| s.points.iter().map(|p| p.1.abs())));
+    let top = plot::finite_max(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1.abs())),
+    );
     let top = (top * 1.1).max(0.1);
     percentile_panel(
         title,

@@ -125,6 +125,9 @@ mod tests {
     fn a_distribution_that_stays_put_has_no_drift() {
         let r = [(0, summary(-1.0, 0.0, 1.0)), (50, summary(-1.0, 0.0, 1.0))];
         let d = drift(&r, 50).unwrap();
-        assert_eq!((d.from_step, d.median_shift, d.spread_change), (50, 0.0, 0.0));
+        assert_eq!(
+            (d.from_step, d.median_shift, d.spread_change),
+            (50, 0.0, 0.0)
+        );
     }
 }

@@ -125,8 +125,8 @@ pub fn run(args: DriftArgs) -> Result<Option<Signal>, Error> {
             plan.every
         );
         let model = build(args.seed, args.init_std, plan.name)?;
-        let run = StepRun::new(model, plan.lr, plan.batch_size, args.seed, &session.data)?;
-        match train_one(run, &probe, &plan)? {
+        let mut run = StepRun::new(model, plan.lr, plan.batch_size, args.seed, &session.data)?;
+        match train_one(&mut run, &probe, &plan)? {
             Ok(m) => models.push(m),
             Err(signal) => return Ok(Some(signal)),
         }
@@ -210,7 +210,7 @@ fn build(seed: u64, init_std: f32, name: &str) -> Result<Sequential, Error> {
 
 /// Trains `run` for `plan`, probing it before every K-th step and at the end.
 pub fn train_one(
-    mut run: StepRun,
+    run: &mut StepRun,
     probe: &Probe,
     plan: &Plan,
 ) -> Result<Result<ModelDrift, Signal>, Error> {
@@ -221,7 +221,7 @@ pub fn train_one(
         Ok(())
     };
     let outcome = steps::train(
-        &mut run,
+        run,
         plan.steps,
         plan.every,
         plan.name,
@@ -234,7 +234,7 @@ pub fn train_one(
     };
     // The hooks run before steps, so the end of a completed run is probed here.
     if ending == Ending::Completed {
-        measure(&mut run)?;
+        measure(run)?;
     }
     let unit_records: Vec<(usize, Summary)> = probes
         .iter()
@@ -254,7 +254,10 @@ pub fn train_one(
             let records = probes
                 .iter()
                 .filter_map(|(step, m)| {
-                    m.layers.iter().find(|(n, _)| n == name).map(|(_, s)| (*step, *s))
+                    m.layers
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, s)| (*step, *s))
                 })
                 .collect();
             ProbedInput::new(name, None, records, plan.steps)
@@ -323,4 +326,63 @@ fn describe(args: &DriftArgs, probe_images: usize) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::tests::tiny_data;
+
+    /// Every parameter and buffer of `model`, as bits.
+    fn state(model: &Sequential) -> Vec<(String, Vec<u32>)> {
+        use norma_layers::Module;
+        let params = model.named_parameters().into_iter().map(|(n, p)| {
+            (
+                n,
+                p.value().as_slice().iter().map(|v| v.to_bits()).collect(),
+            )
+        });
+        let buffers = model.named_buffers().into_iter().map(|(n, b)| {
+            let bits = match b {
+                norma_layers::Buffer::F32(t) => {
+                    t.get().as_slice().iter().map(|v| v.to_bits()).collect()
+                }
+                norma_layers::Buffer::I64(c) => vec![c.get() as u32],
+            };
+            (n, bits)
+        });
+        params.chain(buffers).collect()
+    }
+
+    #[test]
+    fn probing_leaves_the_trajectory_bitwise_unchanged() {
+        let data = tiny_data(40, 16);
+        let probe = Probe::new(&data.test).unwrap();
+        for name in ["mlp-bn", "lenet-bn", NOISY] {
+            let plan = Plan {
+                name,
+                steps: 7,
+                every: 2,
+                lr: 0.5,
+                batch_size: 8,
+            };
+            let new_run = || {
+                let model = build(3, 0.1, name).unwrap();
+                StepRun::new(model, plan.lr, plan.batch_size, 3, &data).unwrap()
+            };
+            let mut probed = new_run();
+            let m = train_one(&mut probed, &probe, &plan).unwrap().unwrap();
+            let mut plain = new_run();
+            let (curve, _) = steps::train(&mut plain, 7, 2, name, 0, |_, _| Ok(()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(m.curve, curve, "{name}");
+            assert_eq!(state(&probed.model), state(&plain.model), "{name}");
+            // Probes at steps 0, 2, 4, 6 and at the end.
+            let steps: Vec<usize> = m.layers[0].records.iter().map(|r| r.0).collect();
+            assert_eq!(steps, [0, 2, 4, 6, 7], "{name}");
+            assert_eq!(m.layers[0].records[0].1.count % 16, 0, "{name}");
+            assert_eq!(m.unit.is_some(), name == "mlp-bn");
+        }
+    }
 }

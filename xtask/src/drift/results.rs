@@ -135,7 +135,11 @@ fn by_model<S: Serializer>(models: &&[ModelDrift], s: S) -> Result<S::Ok, S::Err
 }
 
 /// Writes `drift.json`, `drift.csv`, `drift-measures.csv` and `accuracy.csv`.
-pub fn write_results(dir: &RunDir, probe_images: usize, models: &[ModelDrift]) -> Result<(), Error> {
+pub fn write_results(
+    dir: &RunDir,
+    probe_images: usize,
+    models: &[ModelDrift],
+) -> Result<(), Error> {
     let results = Results {
         probe: ProbeInfo {
             split: "test",
@@ -216,4 +220,3 @@ fn serialize_records<S: serde::Serializer>(
     }
     seq.end()
 }
-

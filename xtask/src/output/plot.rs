@@ -463,6 +463,17 @@ mod tests {
     }
 
     #[test]
+    fn a_grid_holds_its_panels_in_whole_rows() {
+        let grid = Grid {
+            columns: 3,
+            panel: (440, 300),
+        };
+        assert_eq!((grid.rows(15), grid.rows(13), grid.rows(1)), (5, 5, 1));
+        assert_eq!(grid.rows(0), 1);
+        assert_eq!(Grid::row(4).rows(4), 1);
+    }
+
+    #[test]
     fn legend_entries_wrap_inside_the_strip() {
         let (at, rows) = legend_layout(&[100, 100], 640);
         assert_eq!(rows, 1);
