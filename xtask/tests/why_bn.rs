@@ -117,7 +117,7 @@ fn drift_probes_all_five_models_on_fixed_images_and_reports() {
             // Warm-up: 10 % of the steps, so t0 is the first probe at or after it.
             let d = &l["drift"];
             assert_eq!(d["from_step"], every as u64, "{name} {layer}");
-            assert_eq!(d["to_step"], budget as u64, "{name} {layer}");
+            assert_eq!(d["to_step"], budget, "{name} {layer}");
             let shift = d["median_shift"].as_f64().unwrap();
             assert!(shift >= 0.0 && shift.is_finite(), "{name} {layer}: {d}");
         }
@@ -356,7 +356,8 @@ fn overflow_ends_a_stepwise_run_as_divergence_not_as_an_error() {
         ]
         .concat();
         drift(out.path(), &args);
-        let ending = &drift_model(&json(&out.path().join("drift.json")), "mlp-bn")["ending"];
+        let results = json(&out.path().join("drift.json"));
+        let ending = &drift_model(&results, "mlp-bn")["ending"];
         assert!(ending.get("non-finite-loss").is_some(), "{ending}");
     }
     let out = tempfile::tempdir().unwrap();
