@@ -40,7 +40,7 @@ fn quick_reproduce_runs_every_section_and_renders_the_document_from_its_results(
     // Resuming a finished folder runs nothing again and renders the same document.
     let again = xtask(&["reproduce", "--quick", "--resume", o]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(!stderr(&again).contains("[1/18]"), "{}", stderr(&again));
+    assert!(!stderr(&again).contains("[1/"), "{}", stderr(&again));
     assert_eq!(
         std::fs::read_to_string(out.join("experiments.md")).unwrap(),
         doc

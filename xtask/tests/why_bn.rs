@@ -55,8 +55,15 @@ fn curve(dir: &Path, model: &str) -> Vec<String> {
         .collect()
 }
 
+/// A model of `drift.json`, by name.
+fn drift_model<'a>(results: &'a Value, name: &str) -> &'a Value {
+    let m = &results["models"][name];
+    assert!(m.is_object(), "no {name} in {results}");
+    m
+}
+
 #[test]
-fn drift_records_the_percentiles_of_all_four_models_and_reports() {
+fn drift_probes_all_five_models_on_fixed_images_and_reports() {
     if !have_data() {
         return;
     }
@@ -64,53 +71,115 @@ fn drift_records_the_percentiles_of_all_four_models_and_reports() {
     let out = dir.path().join("drift");
     let result = drift(
         &out,
-        &["--steps", "20", "--lenet-steps", "10", "--every", "5"],
+        &[
+            "--steps",
+            "20",
+            "--every",
+            "5",
+            "--lenet-steps",
+            "12",
+            "--lenet-every",
+            "4",
+        ],
     );
     let r = json(&out.join("drift.json"));
-    for name in ["mlp", "mlp-bn", "lenet", "lenet-bn"] {
-        let m = model(&r, name);
-        let budget = if name.starts_with("mlp") { 20 } else { 10 };
-        let expected: Vec<u64> = (0..=budget).step_by(5).collect();
+    let raw = std::fs::read_to_string(out.join("drift.json")).unwrap();
+    assert!(
+        raw.find("\"mlp-bn\":") < raw.find("\"lenet\":"),
+        "in the order trained"
+    );
+    assert_eq!(r["probe"]["split"], "test");
+    assert_eq!(r["probe"]["first_images"], 1000);
+    assert_eq!(r["warmup_fraction"], 0.1);
+    let names: Vec<&String> = r["models"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        names,
+        // serde_json's map sorts the keys (the file keeps the order trained).
+        ["lenet", "lenet-bn", "lenet-bn-noisy", "mlp", "mlp-bn"]
+    );
+    for name in names {
+        let m = drift_model(&r, name);
+        let mlp = name.starts_with("mlp");
+        let (budget, every) = if mlp { (20, 5) } else { (12, 4) };
+        let expected: Vec<u64> = (0..=budget).step_by(every).collect();
         assert_eq!(steps_of(&m["curve"]), expected, "{name}");
         assert_eq!(m["ending"], "completed");
-        // Statistics on passes 1, 6, 11, ... of every activation.
-        let layers = m["layers"].as_array().unwrap();
-        let count = if name.starts_with("mlp") { 3 } else { 4 };
-        assert_eq!(layers.len(), count, "{name}");
-        let passes: Vec<u64> = (1..=budget).step_by(5).collect();
-        for l in layers {
-            assert_eq!(steps_of(&l["records"]), passes, "{name} {}", l["layer"]);
-        }
         assert_eq!(
-            m["unit"].as_array().unwrap().is_empty(),
-            !name.starts_with("mlp")
+            m["final_test_acc"],
+            m["curve"][expected.len() - 1]["test_acc"]
         );
+        // Probed at the steps of the test accuracy: the same weights.
+        let layers = m["layers"].as_object().unwrap();
+        let activations: Vec<String> = (1..=if mlp { 3 } else { 4 })
+            .map(|i| format!("act{i}"))
+            .collect();
+        assert_eq!(
+            layers.keys().collect::<Vec<_>>(),
+            activations.iter().collect::<Vec<_>>()
+        );
+        for (layer, l) in layers {
+            assert_eq!(steps_of(&l["records"]), expected, "{name} {layer}");
+            // Warm-up: 10 % of the steps, so t0 is the first probe at or after it.
+            let d = &l["drift"];
+            assert_eq!(d["from_step"], every as u64, "{name} {layer}");
+            assert_eq!(d["to_step"], budget, "{name} {layer}");
+            let shift = d["median_shift"].as_f64().unwrap();
+            assert!(shift >= 0.0 && shift.is_finite(), "{name} {layer}: {d}");
+        }
+        let s = m["drift"]["median_shift"].as_f64().unwrap();
+        let mean = layers
+            .values()
+            .map(|l| l["drift"]["median_shift"].as_f64().unwrap())
+            .sum::<f64>()
+            / layers.len() as f64;
+        assert!((s - mean).abs() < 1e-12, "{name}: {s} vs {mean}");
+        assert_eq!(m["unit"].is_object(), mlp, "{name}");
     }
-    // The MLPs start from the same linear weights; batch norm (γ = 1, β = 0 at the start)
-    // makes each unit's input zero-mean and unit-variance over the batch, so the whole first
-    // layer's input has mean 0 and standard deviation 1 on the first pass; without it, it
-    // does not.
-    let first = |name: &str| model(&r, name)["layers"][0]["records"][0].clone();
-    let bn = first("mlp-bn");
-    assert!(bn["mean"].as_f64().unwrap().abs() < 1e-4, "{bn}");
-    assert!((bn["std"].as_f64().unwrap() - 1.0).abs() < 1e-3, "{bn}");
-    assert_eq!(bn["count"], 60 * 100);
-    let plain = first("mlp");
-    assert!(
-        (plain["std"].as_f64().unwrap() - 1.0).abs() > 0.05,
-        "{plain}"
+    // The probe set is the first 1000 test images: the MLP's first layer has 100 units.
+    let act1 = &drift_model(&r, "mlp")["layers"]["act1"]["records"];
+    assert_eq!(act1[0]["count"], 1000 * 100);
+    let unit = &drift_model(&r, "mlp")["unit"];
+    assert_eq!(
+        (unit["layer"].as_str(), unit["unit"].as_u64()),
+        (Some("act3"), Some(0))
     );
-    let unit = &model(&r, "mlp")["unit"];
-    assert_eq!(steps_of(unit), [1, 6, 11, 16]);
-    assert_eq!(unit[0]["count"], 60, "one unit over a batch of 60");
-    let p = &unit[3];
+    assert_eq!(
+        unit["records"][0]["count"], 1000,
+        "one unit over the probe set"
+    );
+    let p = &unit["records"][3];
     assert!(p["p15"].as_f64() <= p["p50"].as_f64() && p["p50"].as_f64() <= p["p85"].as_f64());
+    // Both MLPs start from the same linear weights, so at step 0 the first layer's
+    // pre-activation differs only by the batch norm (in eval mode, running mean 0 and
+    // variance 1: y = x / sqrt(1 + eps)), nearly the same numbers.
+    let first = |name: &str| drift_model(&r, name)["layers"]["act1"]["records"][0].clone();
+    let (plain, bn) = (first("mlp"), first("mlp-bn"));
+    let close = |a: &Value, b: &Value| (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-3;
+    assert!(close(&plain["p50"], &bn["p50"]), "{plain} {bn}");
+    // Noisy batch norm in eval mode is twice batch norm's output (the noise's expectation)
+    // at step 0, before the two models' weights part.
+    let first = |name: &str| drift_model(&r, name)["layers"]["act1"]["records"][0].clone();
+    let (bn, noisy) = (first("lenet-bn"), first("lenet-bn-noisy"));
+    let twice = |k: &str| {
+        let (a, b) = (bn[k].as_f64().unwrap(), noisy[k].as_f64().unwrap());
+        (2.0 * a - b).abs() < 1e-4 * (1.0 + b.abs())
+    };
+    assert!(twice("p15") && twice("p85"), "{bn} {noisy}");
     let csv = std::fs::read_to_string(out.join("drift.csv")).unwrap();
     assert!(csv.starts_with("model,layer,unit,step,p15,p50,p85,mean,std,count\n"));
     assert_eq!(
         csv.lines().filter(|l| l.starts_with("mlp,act3,0,")).count(),
-        4
+        5
     );
+    let measures = std::fs::read_to_string(out.join("drift-measures.csv")).unwrap();
+    let lines: Vec<&str> = measures.lines().collect();
+    assert_eq!(
+        lines[0],
+        "model,layer,unit,from_step,to_step,median_shift,spread_change"
+    );
+    // The two MLPs' unit and three layers, the three LeNets' four layers.
+    assert_eq!(lines.len(), 1 + 2 * 4 + 3 * 4, "{measures}");
+    assert!(lines[1].starts_with("mlp,act3,0,5,20,"), "{measures}");
     for file in [
         "drift-mlp.png",
         "drift-mlp.svg",
@@ -119,9 +188,20 @@ fn drift_records_the_percentiles_of_all_four_models_and_reports() {
     ] {
         assert!(out.join(file).is_file(), "{file}");
     }
+    // Page-sized: two columns of 640 px for the MLP, three of 440 for the LeNets.
+    for (file, width) in [("drift-mlp.svg", 1280), ("drift-lenet.svg", 1320)] {
+        let svg = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(svg.contains(&format!("width=\"{width}\"")), "{file}");
+    }
     let text = common::stdout(&result);
-    assert!(text.contains("act3, unit 0"), "{text}");
-    assert_report(&out, &["drift", "Pre-activation percentiles", "mlp-bn"]);
+    assert!(
+        text.contains("act3, unit 0") && text.contains("mean over activations"),
+        "{text}"
+    );
+    assert_report(
+        &out,
+        &["drift", "median shift", "lenet-bn-noisy", "warm-up"],
+    );
     assert_eq!(json(&out.join("config.json"))["experiment"], "drift");
 }
 
@@ -198,7 +278,16 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
     let plain = dir.path().join("drift");
     drift(
         &plain,
-        &["--steps", "5", "--lenet-steps", "20", "--every", "5"],
+        &[
+            "--steps",
+            "5",
+            "--lenet-steps",
+            "20",
+            "--every",
+            "5",
+            "--lenet-every",
+            "5",
+        ],
     );
     assert_eq!(curve(&out, "lenet-bn").len(), 5);
     assert_eq!(curve(&out, "lenet-bn"), curve(&plain, "lenet-bn"));
@@ -272,7 +361,9 @@ fn overflow_ends_a_stepwise_run_as_divergence_not_as_an_error() {
         ]
         .concat();
         drift(out.path(), &args);
-        diverged(&json(&out.path().join("drift.json")), "mlp-bn");
+        let results = json(&out.path().join("drift.json"));
+        let ending = &drift_model(&results, "mlp-bn")["ending"];
+        assert!(ending.get("non-finite-loss").is_some(), "{ending}");
     }
     let out = tempfile::tempdir().unwrap();
     smoothness(

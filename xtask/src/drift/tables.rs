@@ -1,9 +1,9 @@
-//! The tables of `drift`: final test accuracy, and how far each pre-activation distribution
-//! moved.
+//! The tables of `drift`: final test accuracy, and how far each probed distribution moved
+//! after warm-up ([`crate::drift::measure`]).
 
 use norma_layers::Summary;
 
-use crate::drift::{ModelDrift, UNIT, UNIT_LAYER};
+use crate::drift::ModelDrift;
 use crate::output::report::fmt_acc;
 use crate::output::table::Table;
 
@@ -37,76 +37,48 @@ fn percentiles(s: &Summary) -> String {
     format!("{:.2} / {:.2} / {:.2}", s.p15, s.p50, s.p85)
 }
 
-/// How far the median moved over training: max − min of p50 over the records (0 when nothing
-/// was recorded). In the input's own units, not relative to its spread: a spread that starts
-/// tiny (small initial weights) would make any movement look huge.
-pub fn median_travel(records: &[(usize, Summary)]) -> f64 {
-    if records.is_empty() {
-        return 0.0;
-    }
-    let (lo, hi) = records
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, s)| {
-            (lo.min(s.p50), hi.max(s.p50))
-        });
-    hi - lo
-}
-
-/// Rows: (model, layer); columns: the first and last recorded percentiles, and
-/// [`median_travel`].
+/// Rows: (model, probed input), then the model's mean over its activations; columns: the
+/// percentiles after warm-up and at the end, and the two drift measures.
 pub fn drift_table(models: &[ModelDrift]) -> Table {
     let mut t = Table::new([
         "model",
         "input of",
-        "first p15 / p50 / p85",
-        "last p15 / p50 / p85",
-        "median moved (max - min of p50)",
+        "p15 / p50 / p85 after warm-up",
+        "p15 / p50 / p85 at the end",
+        "median shift",
+        "spread change",
     ]);
     for m in models {
-        let unit = (!m.unit.is_empty()).then(|| (format!("{UNIT_LAYER}, unit {UNIT}"), &m.unit));
-        let layers = m
-            .layers
-            .iter()
-            .map(|l| (format!("{}, all", l.layer), &l.records));
-        for (name, records) in unit.into_iter().chain(layers) {
-            let (Some((s0, first)), Some((s1, last))) = (records.first(), records.last()) else {
-                continue;
+        for input in m.inputs() {
+            let Some(d) = input.drift else { continue };
+            let at = |step: usize| {
+                input
+                    .records
+                    .iter()
+                    .find(|(s, _)| *s == step)
+                    .map_or(String::new(), |(_, s)| {
+                        format!("{} (step {step})", percentiles(s))
+                    })
             };
             t.row([
                 m.model.clone(),
-                name,
-                format!("{} (step {s0})", percentiles(first)),
-                format!("{} (step {s1})", percentiles(last)),
-                format!("{:.2}", median_travel(records)),
+                input.label(),
+                at(d.from_step),
+                at(d.to_step),
+                format!("{:.3}", d.median_shift),
+                format!("{:.3}", d.spread_change),
+            ]);
+        }
+        if let Some(s) = m.drift {
+            t.row([
+                m.model.clone(),
+                "mean over activations".into(),
+                String::new(),
+                String::new(),
+                format!("{:.3}", s.median_shift),
+                format!("{:.3}", s.spread_change),
             ]);
         }
     }
     t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(p15: f64, p50: f64, p85: f64) -> Summary {
-        Summary {
-            p15,
-            p50,
-            p85,
-            mean: p50,
-            std: 1.0,
-            count: 10,
-        }
-    }
-
-    #[test]
-    fn the_median_travel_is_the_range_of_the_median() {
-        let r = [
-            (1, summary(-1.0, 0.0, 1.0)),
-            (2, summary(0.0, 3.0, 4.0)),
-            (3, summary(0.0, -1.0, 2.0)),
-        ];
-        assert_eq!(median_travel(&r), 4.0);
-        assert_eq!(median_travel(&[]), 0.0);
-    }
 }

@@ -1,6 +1,7 @@
 //! Charts with plotters, each written as PNG and SVG (atomically, through the run folder) and
 //! returned as a [`Figure`] whose SVG text `report.html` inlines. [`render`] draws any number
-//! of panels side by side with one legend in a strip below them, where it never covers data.
+//! of panels side by side ([`render_grid`]: in a grid) with one legend in a strip below them,
+//! where it never covers data.
 //! Each experiment builds its charts from [`Panel`]s and [`Line`]s in its own module.
 
 use std::sync::OnceLock;
@@ -137,7 +138,6 @@ pub fn band(lower: &[(f64, f64)], upper: &[(f64, f64)]) -> Vec<(f64, f64)> {
 const BAND_OPACITY: f64 = 0.25;
 
 /// One line of a panel: the legend entry it belongs to, and its points.
-#[derive(Debug, Clone)]
 pub struct Series {
     pub line: usize,
     pub points: Vec<(f64, f64)>,
@@ -327,7 +327,7 @@ fn draw_legend<DB: DrawingBackend>(
 fn draw_all<DB, X>(
     root: DrawingArea<DB, Shift>,
     panels: Vec<Panel<X>>,
-    (rows, columns): (u32, u32),
+    grid: Grid,
     legend: &Legend,
 ) -> Result<(), String>
 where
@@ -336,13 +336,45 @@ where
     X::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (charts, strip) = root.split_vertically(PANEL_SIZE.1 * rows);
-    let grid = (rows as usize, columns as usize);
-    for (area, panel) in charts.split_evenly(grid).iter().zip(panels) {
+    let rows = grid.rows(panels.len());
+    let (charts, strip) = root.split_vertically(grid.panel.1 * rows as u32);
+    let cells = charts.split_evenly((rows, grid.columns.max(1)));
+    for (area, panel) in cells.iter().zip(panels) {
         draw_panel(area, panel, legend.lines)?;
     }
     draw_legend(&strip, legend)?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// How [`render_grid`] lays panels out: `columns` a row, rows filled left to right, each
+/// panel `panel` pixels (width, height).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub columns: usize,
+    pub panel: (u32, u32),
+}
+
+impl Grid {
+    /// All `n` panels side by side at the default panel size.
+    pub fn row(n: usize) -> Grid {
+        Grid {
+            columns: n.max(1),
+            panel: PANEL_SIZE,
+        }
+    }
+
+    /// `columns` panels a row at the default panel size (four panels as two rows of two).
+    pub fn columns(columns: usize) -> Grid {
+        Grid {
+            columns: columns.max(1),
+            panel: PANEL_SIZE,
+        }
+    }
+
+    /// Rows needed for `n` panels.
+    pub fn rows(self, n: usize) -> usize {
+        n.max(1).div_ceil(self.columns.max(1))
+    }
 }
 
 /// Draws the panels side by side, with the legend of `lines` below them, into `<stem>.png`
@@ -358,18 +390,18 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
-    let panels = make_panels().len().max(1);
-    render_grid(dir, stem, caption, lines, panels, make_panels)
+    let grid = Grid::row(make_panels().len());
+    render_grid(dir, stem, caption, lines, grid, make_panels)
 }
 
-/// [`render`] with the panels in rows of `columns` (left to right, then top to bottom), so
-/// that four panels fit a page as two rows of two.
+/// As [`render`], with the panels laid out in `grid` (a figure of many panels stays the width
+/// of a page).
 pub fn render_grid<X>(
     dir: &RunDir,
     stem: &str,
     caption: &str,
     lines: &[Line],
-    columns: usize,
+    grid: Grid,
     make_panels: impl Fn() -> Vec<Panel<X>>,
 ) -> Result<Figure, Error>
 where
@@ -377,19 +409,17 @@ where
     X::CoordDescType: ValueFormatter<f64>,
 {
     ensure_font()?;
-    let panels = make_panels().len().max(1) as u32;
-    let columns = (columns as u32).clamp(1, panels);
-    let grid = (panels.div_ceil(columns), columns);
-    let width = PANEL_SIZE.0 * columns;
+    let rows = grid.rows(make_panels().len()) as u32;
+    let width = grid.panel.0 * grid.columns.max(1) as u32;
     // The legend's rows, measured with the font the backends will use.
     let font = ("sans-serif", LEGEND_FONT).into_font();
     let widths: Vec<u32> = lines
         .iter()
         .map(|l| font.box_size(&l.label).map_or(200, |(w, _)| w))
         .collect();
-    let (positions, rows) = legend_layout(&widths, width);
+    let (positions, legend_rows) = legend_layout(&widths, width);
     let legend = Legend { lines, positions };
-    let size = (width, PANEL_SIZE.1 * grid.0 + rows * LEGEND_ROW + 12);
+    let size = (width, grid.panel.1 * rows + legend_rows * LEGEND_ROW + 12);
     let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
     let png = format!("{stem}.png");
     dir.write_via(&png, |tmp| {
@@ -438,6 +468,17 @@ mod tests {
             band(&lower, &upper),
             [(0.0, 1.0), (2.0, 2.0), (2.0, 5.0), (0.0, 3.0)]
         );
+    }
+
+    #[test]
+    fn a_grid_holds_its_panels_in_whole_rows() {
+        let grid = Grid {
+            columns: 3,
+            panel: (440, 300),
+        };
+        assert_eq!((grid.rows(15), grid.rows(13), grid.rows(1)), (5, 5, 1));
+        assert_eq!(grid.rows(0), 1);
+        assert_eq!(Grid::row(4).rows(4), 1);
     }
 
     #[test]

@@ -255,8 +255,9 @@ pub const NOISE: ShiftNoiseConfig = ShiftNoiseConfig {
     max_shift: 1.0,
 };
 
-/// The model `name` from `seed` (the same linear and convolution weights for all three).
-fn build(name: &str, seed: u64) -> Result<Sequential, Error> {
+/// The model `name` (`lenet`, `lenet-bn` or [`NOISY`]) from `seed`: the same linear and
+/// convolution weights for all three (`drift` builds its LeNets here too).
+pub fn build(name: &str, seed: u64) -> Result<Sequential, Error> {
     let rng = &mut Rng::seed_from_u64(seed);
     Ok(match name {
         "lenet" => ModelKind::Lenet.build(Activation::Sigmoid, rng)?,

@@ -1,7 +1,7 @@
 //! The chart of a `train-lenet` run.
 
 use crate::error::Error;
-use crate::output::plot::{finite_max, render_grid, Figure, Line, Panel, Series};
+use crate::output::plot::{finite_max, render_grid, Figure, Grid, Line, Panel, Series};
 use crate::output::report::{fmt_lr, EpochRow, RunRecord};
 use crate::output::run_dir::RunDir;
 
@@ -107,5 +107,5 @@ pub fn training_curves(dir: &RunDir, records: &[RunRecord]) -> Result<Option<Fig
                    batch-norm statistics for models with batch norm; dashed: the moving \
                    averages kept during training); train minus test accuracy, both in eval \
                    mode. Losses and train accuracy use the statistics of the solid accuracy.";
-    render_grid(dir, "curves", caption, &lines, 2, panels).map(Some)
+    render_grid(dir, "curves", caption, &lines, Grid::columns(2), panels).map(Some)
 }
