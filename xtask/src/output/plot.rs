@@ -138,6 +138,7 @@ pub fn band(lower: &[(f64, f64)], upper: &[(f64, f64)]) -> Vec<(f64, f64)> {
 const BAND_OPACITY: f64 = 0.25;
 
 /// One line of a panel: the legend entry it belongs to, and its points.
+#[derive(Debug, Clone)]
 pub struct Series {
     pub line: usize,
     pub points: Vec<(f64, f64)>,
