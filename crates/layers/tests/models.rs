@@ -350,7 +350,10 @@ fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
         affine: false,
         ..LenetOptions::default()
     };
-    for kind in ModelKind::NORMALIZED.into_iter().chain([ModelKind::LenetBrn]) {
+    for kind in ModelKind::NORMALIZED
+        .into_iter()
+        .chain([ModelKind::LenetBrn])
+    {
         let build = |options: &LenetOptions| {
             kind.build_with(Activation::Sigmoid, options, &mut Rng::seed_from_u64(5))
                 .unwrap()
@@ -358,14 +361,20 @@ fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
         let (with, without) = (build(&LenetOptions::default()), build(&no_affine));
         // PyTorch's affine=False: no norm parameter at all, the other entries unchanged.
         let norm_param = |n: &str| n.starts_with("bn") || n.starts_with("norm");
-        let (a, b) = (checkpoint::state_dict(&with), checkpoint::state_dict(&without));
+        let (a, b) = (
+            checkpoint::state_dict(&with),
+            checkpoint::state_dict(&without),
+        );
         let expected: Vec<(&String, &StateValue)> = a
             .iter()
             .filter(|(n, _)| !(norm_param(n) && (n.ends_with(".weight") || n.ends_with(".bias"))))
             .collect();
         assert_eq!(b.iter().collect::<Vec<_>>(), expected, "{kind}");
         assert!(
-            without.named_parameters().iter().all(|(n, _)| !norm_param(n)),
+            without
+                .named_parameters()
+                .iter()
+                .all(|(n, _)| !norm_param(n)),
             "{kind}"
         );
         assert!(without
@@ -408,11 +417,16 @@ fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
     checkpoint::save(&without, &file).unwrap();
     let copy = build(&no_affine);
     checkpoint::load(&copy, &file).unwrap();
-    assert_eq!(checkpoint::state_dict(&copy), checkpoint::state_dict(&without));
+    assert_eq!(
+        checkpoint::state_dict(&copy),
+        checkpoint::state_dict(&without)
+    );
     let err = checkpoint::load(&with, &file).unwrap_err().to_string();
     assert!(err.contains("bn1.weight"), "{err}");
     let affine_file = dir.path().join("affine.safetensors");
     checkpoint::save(&with, &affine_file).unwrap();
-    let err = checkpoint::load(&copy, &affine_file).unwrap_err().to_string();
+    let err = checkpoint::load(&copy, &affine_file)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bn1.weight"), "{err}");
 }

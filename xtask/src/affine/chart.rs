@@ -31,6 +31,14 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
         runs.iter()
             .flat_map(|r| r.record.epochs.iter().map(|e| e.train_loss)),
     );
+    // The two variants differ by a point or two: an axis from 0 would hide it.
+    let accs = runs
+        .iter()
+        .flat_map(|r| r.record.epochs.iter().map(|e| e.headline_acc()));
+    let acc_range = {
+        let r = y_range(accs, 1.0);
+        r.start.max(0.0)..r.end.min(1.0)
+    };
     let x_range = 0.5..args.epochs as f64 + 0.5;
     let panels = || {
         let series = |f: fn(&EpochRow) -> f64| {
@@ -60,7 +68,7 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
                 x_label: "epoch".into(),
                 y_label: "accuracy over seeds".into(),
                 x_range: x_range.clone(),
-                y_range: 0.0..1.0,
+                y_range: acc_range.clone(),
                 series: series(|e| e.headline_acc()),
                 integer_x: true,
             },
@@ -130,46 +138,47 @@ pub fn gamma_beta_chart(
     let layers = cell.first().map_or(0, |r| r.layers.len());
     let x_range = 0.5..layers.max(1) as f64 + 0.5;
     let panels = || {
-        let panel = |title: &str, init: f64, of: fn(&crate::affine::gamma_beta::LayerAffine) -> &[f32]| {
-            let mut series: Vec<Series> = cell
-                .iter()
-                .enumerate()
-                .map(|(k, r)| Series {
-                    line: k,
-                    points: r
-                        .layers
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(i, l)| {
-                            let values = of(l);
-                            values.iter().enumerate().map(move |(c, &v)| {
-                                (channel_x(i + 1, c, values.len()), f64::from(v))
+        let panel =
+            |title: &str, init: f64, of: fn(&crate::affine::gamma_beta::LayerAffine) -> &[f32]| {
+                let mut series: Vec<Series> = cell
+                    .iter()
+                    .enumerate()
+                    .map(|(k, r)| Series {
+                        line: k,
+                        points: r
+                            .layers
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, l)| {
+                                let values = of(l);
+                                values.iter().enumerate().map(move |(c, &v)| {
+                                    (channel_x(i + 1, c, values.len()), f64::from(v))
+                                })
                             })
-                        })
-                        .collect(),
-                })
-                .collect();
-            let y = y_range(
-                series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
-                init,
-            );
-            series.insert(
-                0,
-                Series {
-                    line: reference,
-                    points: vec![(x_range.start, init), (x_range.end, init)],
-                },
-            );
-            Panel {
-                title: title.into(),
-                x_label: "batch norm bn1 … bn4 (one dot per channel)".into(),
-                y_label: title.into(),
-                x_range: x_range.clone(),
-                y_range: y,
-                series,
-                integer_x: true,
-            }
-        };
+                            .collect(),
+                    })
+                    .collect();
+                let y = y_range(
+                    series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+                    init,
+                );
+                series.insert(
+                    0,
+                    Series {
+                        line: reference,
+                        points: vec![(x_range.start, init), (x_range.end, init)],
+                    },
+                );
+                Panel {
+                    title: title.into(),
+                    x_label: "batch norm bn1 … bn4 (one dot per channel)".into(),
+                    y_label: title.into(),
+                    x_range: x_range.clone(),
+                    y_range: y,
+                    series,
+                    integer_x: true,
+                }
+            };
         vec![
             panel("scale γ", 1.0, |l| &l.gamma),
             panel("shift β", 0.0, |l| &l.beta),

@@ -27,6 +27,8 @@ pub enum Section {
     LrSweep,
     /// Claim 6: batch norm before or after the activation.
     Placement,
+    /// Claim 4: batch norm with and without its learnable γ and β.
+    Affine,
     /// Claim 11: the train/eval switch.
     EvalMode,
     /// Claim 10: batch size.
@@ -41,11 +43,12 @@ pub enum Section {
 
 impl Section {
     /// Every section, in the document's order.
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Train,
         Section::TwentyEpochs,
         Section::LrSweep,
         Section::Placement,
+        Section::Affine,
         Section::EvalMode,
         Section::BatchSize,
         Section::Drift,
@@ -60,6 +63,7 @@ impl Section {
             Section::TwentyEpochs => "twenty-epochs",
             Section::LrSweep => "lr-sweep",
             Section::Placement => "placement",
+            Section::Affine => "affine",
             Section::EvalMode => "eval-mode",
             Section::BatchSize => "batch-size",
             Section::Drift => "drift",
@@ -126,6 +130,11 @@ impl Section {
             (Section::Placement, false) => all_seeds("placement", &[], 1100.0),
             (Section::Placement, true) => {
                 all_seeds("placement", &[&TINY[..], &["--epochs", "1"]].concat(), 12.0)
+            }
+            // 4 runs a seed like placement, at affine's default epochs (see its --epochs).
+            (Section::Affine, false) => all_seeds("affine", &[], 1100.0),
+            (Section::Affine, true) => {
+                all_seeds("affine", &[&TINY[..], &["--epochs", "1"]].concat(), 12.0)
             }
             (Section::EvalMode, false) => per_seed("eval-mode", &[], 120.0),
             (Section::EvalMode, true) => per_seed(

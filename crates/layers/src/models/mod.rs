@@ -53,9 +53,9 @@ pub use resnet::{blocks_per_stage, plain, resnet, DeepNet};
 use norma_tensor::{Rng, Tensor};
 
 use crate::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Flatten,
-    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, MaxPool2d, Module, Relu,
-    RenormConfig, Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, GroupNorm,
+    GroupNormConfig, LayerNorm, LayerNormConfig, Linear, MaxPool2d, Module, Relu, RenormConfig,
+    Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
 };
 
 /// A network of the LeNet family: d2l's LeNet and LeNet-BN's network with batch, group or
