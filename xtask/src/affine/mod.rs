@@ -28,16 +28,15 @@ use crate::run::spec::RunSpec;
 use gamma_beta::LayerAffine;
 use norma_layers::models::ModelKind;
 
-/// Arguments of `affine` (3 seeds of 4 runs of 5 epochs by default, about 10 minutes on 2
-/// cores).
+/// Arguments of `affine` (3 seeds of 4 runs of 10 epochs by default, train-lenet's budget:
+/// 27 minutes on 2 cores shared with builds; `--epochs 5` halves it and reads the same).
 #[derive(Debug, clap::Args, Serialize)]
 pub struct AffineArgs {
     /// Activations to compare with and without γ and β.
     #[arg(long, value_enum, num_args = 1.., default_values = ["sigmoid", "relu"])]
     pub activations: Vec<ActivationChoice>,
-    /// Epochs per run (5: the curves have settled by then, and 12 runs of 10 epochs would
-    /// take some 20 minutes).
-    #[arg(long, default_value_t = 5)]
+    /// Epochs per run (train-lenet's and placement's 10, so that the numbers compare).
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     /// Learning rate (SGD, batch 256) [default: 1.0, d2l's rate for LeNet-BN].
     #[arg(long)]
