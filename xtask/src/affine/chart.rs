@@ -32,11 +32,13 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
             .flat_map(|r| r.record.epochs.iter().map(|e| e.train_loss)),
     );
     // The two variants differ by a point or two: an axis from 0 would hide it.
-    let accs = runs
+    let accs: Vec<f64> = runs
         .iter()
-        .flat_map(|r| r.record.epochs.iter().map(|e| e.headline_acc()));
+        .flat_map(|r| r.record.epochs.iter().map(|e| e.headline_acc()))
+        .filter(|a| a.is_finite())
+        .collect();
     let acc_range = {
-        let r = y_range(accs, 1.0);
+        let r = y_range(accs.iter().copied(), accs.first().copied().unwrap_or(0.5));
         r.start.max(0.0)..r.end.min(1.0)
     };
     let x_range = 0.5..args.epochs as f64 + 0.5;
