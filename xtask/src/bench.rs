@@ -106,6 +106,7 @@ fn time_steps(model: ModelKind, args: &BenchArgs, batches: &[Batch]) -> Result<V
         precise_bn: 0,
         placement: Default::default(),
         renorm_steps: None,
+        affine: true,
     })?;
     let mut times = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps {

@@ -4,6 +4,7 @@
 //! - `lr-sweep`: final test accuracy of both models across learning rates and seeds
 //! - `eval`: accuracy, per-class accuracy and confusion matrix of saved weights
 //! - `placement`: LeNet-BN with batch norm before or after the activations
+//! - `affine`: LeNet-BN with and without batch norm's learnable γ and β
 //! - `eval-mode`: what happens when a trained LeNet-BN predicts in training mode
 //! - `batch-size`: test accuracy against batch size with no, batch, group and layer norm
 //! - `drift`: how the distribution of a layer's input moves during training, with and
@@ -13,7 +14,7 @@
 //! - `depth`: plain nets and ResNets of depth 8 to 32 with and without batch norm
 //! - `bench`: training throughput of a full step, both models
 //!
-//! The experiments (`train/`, `sweep`, `placement/`, `eval_mode/`, `batch_size/`, `drift/`,
+//! The experiments (`train/`, `sweep`, `placement/`, `affine/`, `eval_mode/`, `batch_size/`, `drift/`,
 //! `smoothness/`, `depth/`, `eval`, `bench`, and what several share: [`experiment`], [`steps`]) stand on
 //! three floors, each importing only those below it: [`run`] (one model's training run, its
 //! step alone or data-parallel), [`cli`] (arguments, choices, checks, signals) and [`output`]
@@ -23,6 +24,7 @@
 //! panics on user input. A training command stopped by SIGINT or SIGTERM exits with 130 or 143
 //! after saving its checkpoints (see [`cli::signals`]).
 
+mod affine;
 mod batch_size;
 mod bench;
 mod cli;
@@ -75,6 +77,12 @@ enum Command {
     /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
     /// 143; the runs finished so far stay in the output folder.
     Placement(placement::PlacementArgs),
+    /// LeNet-BN with its batch norms' learnable γ and β and without them (affine=False), with
+    /// sigmoid and ReLU: final and per-epoch test accuracy over seeds, and the learned γ and β.
+    ///
+    /// Ctrl-C (SIGINT) or SIGTERM stops after the current step and exits with status 130 or
+    /// 143; the runs finished so far stay in the output folder.
+    Affine(affine::AffineArgs),
     /// The brief's train/eval warning: a trained LeNet-BN predicting the test set in eval mode
     /// and in training mode with test batches of 1 to 1000 images, and how often an image's
     /// class changes with the other images in its batch.
@@ -184,6 +192,7 @@ fn main() -> ExitCode {
         Command::LrSweep(args) => sweep::run(args),
         Command::Eval(args) => eval::run(args).map(|()| None),
         Command::Placement(args) => placement::run(args),
+        Command::Affine(args) => affine::run(args),
         Command::EvalMode(args) => eval_mode::run(args),
         Command::BatchSize(args) => batch_size::run(args),
         Command::Drift(args) => drift::run(args),
@@ -237,6 +246,10 @@ mod tests {
     fn each_experiment_has_its_own_default_number_of_seeds() {
         match parse(&["placement"]) {
             Command::Placement(a) => assert_eq!(a.seeds.list(), [0]),
+            _ => unreachable!(),
+        }
+        match parse(&["affine"]) {
+            Command::Affine(a) => assert_eq!(a.seeds.list(), [0, 1, 2]),
             _ => unreachable!(),
         }
         match parse(&["lr-sweep"]) {

@@ -1,6 +1,6 @@
 //! The brief's claims as experiments, end to end on small budgets: precise batch-norm
 //! statistics in `train-lenet` (measured on the side, never changing training), epochs to a
-//! target and the train − test gap, `placement`, `eval-mode` and `batch-size`.
+//! target and the train − test gap, `placement`, `affine`, `eval-mode` and `batch-size`.
 
 mod common;
 
@@ -229,6 +229,99 @@ fn placement_trains_both_placements_from_the_same_start_and_reports() {
     assert!(text.contains("relu, BN after activation"), "{text}");
     assert_report(&out, &["placement", "Final test accuracy", "median"]);
     assert_eq!(json(&out.join("config.json"))["experiment"], "placement");
+}
+
+#[test]
+fn affine_trains_with_and_without_gamma_and_beta_and_the_latter_has_none() {
+    if !have_data() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("affine");
+    let result = succeeds(&[
+        "affine",
+        "--activations",
+        "relu",
+        "--epochs",
+        "1",
+        "--seeds",
+        "2",
+        "--train-samples",
+        "512",
+        "--precise-bn",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for file in [
+        "affine.json",
+        "affine.csv",
+        "affine-gamma-beta.csv",
+        "affine.png",
+        "affine.svg",
+        "affine-gamma-beta.png",
+        "affine-gamma-beta.svg",
+    ] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let csv = std::fs::read_to_string(out.join("affine.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    for (row, (prefix, params)) in rows.iter().zip([
+        ("relu,affine,0,", ",8,ok"),
+        ("relu,no-affine,0,", ",0,ok"),
+        ("relu,affine,1,", ",8,ok"),
+        ("relu,no-affine,1,", ",0,ok"),
+    ]) {
+        assert!(row.starts_with(prefix) && row.ends_with(params), "{csv}");
+    }
+    // The invariant, in the saved weights themselves: without affine no batch norm has a
+    // weight or bias; with it every one has both, and training moved them from 1 and 0.
+    let is_gamma_beta = |n: &str| n.starts_with("bn") && !n.contains("running");
+    let without = tensors(&out.join("runs/relu-no-affine-seed1/lenet-bn.safetensors"));
+    assert!(without.contains_key("bn1.running_mean"));
+    assert!(
+        !without.keys().any(|n| is_gamma_beta(n)),
+        "{:?}",
+        without.keys()
+    );
+    let with = tensors(&out.join("runs/relu-affine-seed1/lenet-bn.safetensors"));
+    assert_eq!(with.keys().filter(|n| is_gamma_beta(n)).count(), 8);
+    assert!(with["bn1.weight"].iter().any(|&g| g != 1.0));
+    // Everything else has the same names and shapes in both.
+    let rest = |t: &std::collections::BTreeMap<String, Vec<f32>>| -> Vec<(String, usize)> {
+        t.iter()
+            .filter(|(n, _)| !is_gamma_beta(n))
+            .map(|(n, v)| (n.clone(), v.len()))
+            .collect()
+    };
+    assert_eq!(rest(&with), rest(&without));
+    let config = json(&out.join("runs/relu-no-affine-seed1/config.json"));
+    assert_eq!(config["runs"][0]["affine"], false);
+    let config = json(&out.join("runs/relu-affine-seed1/config.json"));
+    assert!(config["runs"][0].get("affine").is_none(), "{config}");
+    // The JSON: runs, the spread over seeds, and every learned γ and β.
+    let results = json(&out.join("affine.json"));
+    assert_eq!(results["runs"][1]["norm_parameters"], 0);
+    assert_eq!(results["runs"][1]["affine"], false);
+    let summary = &results["summary"][0]["final_test_acc"];
+    assert!(summary["min"].as_f64().unwrap() <= summary["median"].as_f64().unwrap());
+    assert!(summary["median"].as_f64().unwrap() <= summary["max"].as_f64().unwrap());
+    assert_eq!(results["gamma_beta"].as_array().unwrap().len(), 2);
+    assert_eq!(results["gamma_beta"][0]["layers"][2]["layer"], "bn3");
+    assert_eq!(
+        results["gamma_beta"][0]["layers"][2]["gamma"]
+            .as_array()
+            .unwrap()
+            .len(),
+        120
+    );
+    let per_channel = std::fs::read_to_string(out.join("affine-gamma-beta.csv")).unwrap();
+    assert_eq!(per_channel.lines().count(), 1 + 2 * (6 + 16 + 120 + 84));
+    let text = stdout(&result);
+    assert!(text.contains("relu, no γ, β"), "{text}");
+    assert_report(&out, &["affine", "Final test accuracy", "learned γ and β"]);
+    assert_eq!(json(&out.join("config.json"))["experiment"], "affine");
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn quick_reproduce_runs_every_section_and_renders_the_document_from_its_results(
     let run = xtask(&["reproduce", "--quick", "--out", o]);
     assert!(run.status.success(), "{}", stderr(&run));
     let err = stderr(&run);
-    assert!(err.contains("[22/22] depth/seeds"), "{err}");
+    assert!(err.contains("[23/23] depth/seeds"), "{err}");
     assert!(err.contains("left)"), "progress with an estimate: {err}");
     let doc = std::fs::read_to_string(out.join("experiments.md")).unwrap();
     assert!(!doc.contains("{{"), "every directive is replaced:\n{doc}");

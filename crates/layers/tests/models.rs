@@ -295,7 +295,7 @@ fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
 
 #[test]
 fn lenet_brn_is_lenet_bn_with_batch_renorm_under_the_same_names() {
-    use norma_layers::models::Placement;
+    use norma_layers::models::LenetOptions;
     use norma_layers::RenormConfig;
     let bn = ModelKind::LenetBn
         .build(Activation::Sigmoid, &mut Rng::seed_from_u64(3))
@@ -331,11 +331,102 @@ fn lenet_brn_is_lenet_bn_with_batch_renorm_under_the_same_names() {
         ..RenormConfig::default()
     };
     assert!(ModelKind::LenetBrn
-        .build_with_renorm(
+        .build_with(
             Activation::Sigmoid,
-            Placement::BeforeActivation,
-            bad,
+            &LenetOptions {
+                renorm: bad,
+                ..LenetOptions::default()
+            },
             &mut Rng::seed_from_u64(3)
         )
         .is_err());
+}
+
+#[test]
+fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
+    use models::LenetOptions;
+    use norma_layers::checkpoint::{self, StateValue};
+    let no_affine = LenetOptions {
+        affine: false,
+        ..LenetOptions::default()
+    };
+    for kind in ModelKind::NORMALIZED
+        .into_iter()
+        .chain([ModelKind::LenetBrn])
+    {
+        let build = |options: &LenetOptions| {
+            kind.build_with(Activation::Sigmoid, options, &mut Rng::seed_from_u64(5))
+                .unwrap()
+        };
+        let (with, without) = (build(&LenetOptions::default()), build(&no_affine));
+        // PyTorch's affine=False: no norm parameter at all, the other entries unchanged.
+        let norm_param = |n: &str| n.starts_with("bn") || n.starts_with("norm");
+        let (a, b) = (
+            checkpoint::state_dict(&with),
+            checkpoint::state_dict(&without),
+        );
+        let expected: Vec<(&String, &StateValue)> = a
+            .iter()
+            .filter(|(n, _)| !(norm_param(n) && (n.ends_with(".weight") || n.ends_with(".bias"))))
+            .collect();
+        assert_eq!(b.iter().collect::<Vec<_>>(), expected, "{kind}");
+        assert!(
+            without
+                .named_parameters()
+                .iter()
+                .all(|(n, _)| !norm_param(n)),
+            "{kind}"
+        );
+        assert!(without
+            .children()
+            .filter(|(n, _)| norm_param(n))
+            .all(|(_, m)| m.describe().contains("affine=false")));
+    }
+    // At initialisation γ = 1 and β = 0, so both compute the same function.
+    let build = |options: &LenetOptions| {
+        ModelKind::LenetBn
+            .build_with(Activation::Relu, options, &mut Rng::seed_from_u64(6))
+            .unwrap()
+    };
+    let (mut with, mut without) = (build(&LenetOptions::default()), build(&no_affine));
+    let (x, labels) = small_batch(16, 7);
+    let y = |net: &mut norma_layers::Sequential| {
+        net.forward(&Var::constant(x.clone()))
+            .unwrap()
+            .value()
+            .to_vec()
+    };
+    for (p, q) in y(&mut with).iter().zip(y(&mut without)) {
+        assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+    }
+    // It trains (the backward has no γ/β gradients to give), saves and loads without them,
+    // and refuses a checkpoint that has them.
+    let mut sgd = Sgd::new(
+        without.parameters(),
+        SgdConfig {
+            lr: 0.5,
+            ..SgdConfig::default()
+        },
+    )
+    .unwrap();
+    let first = fit(&mut without, &mut sgd, &x, &labels, 1);
+    let last = fit(&mut without, &mut sgd, &x, &labels, 30);
+    assert!(last < first * 0.5, "{first} -> {last}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-affine.safetensors");
+    checkpoint::save(&without, &file).unwrap();
+    let copy = build(&no_affine);
+    checkpoint::load(&copy, &file).unwrap();
+    assert_eq!(
+        checkpoint::state_dict(&copy),
+        checkpoint::state_dict(&without)
+    );
+    let err = checkpoint::load(&with, &file).unwrap_err().to_string();
+    assert!(err.contains("bn1.weight"), "{err}");
+    let affine_file = dir.path().join("affine.safetensors");
+    checkpoint::save(&with, &affine_file).unwrap();
+    let err = checkpoint::load(&copy, &affine_file)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bn1.weight"), "{err}");
 }

@@ -2,10 +2,11 @@
 //! the median over seeds and their min–max band per network), and the stage inputs of the
 //! deepest plain nets without and with batch norm.
 
-use crate::depth::tables::{runs_of, spread};
+use crate::depth::tables::runs_of;
 use crate::depth::{nets, DepthArgs, DepthRun, OBSERVED};
 use crate::error::Error;
 use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::report::spread;
 use crate::output::run_dir::RunDir;
 use crate::steps::chart::{percentile_range, percentile_series, step_range};
 use crate::steps::CurvePoint;

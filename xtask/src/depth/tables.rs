@@ -5,20 +5,10 @@ use std::fmt::Write as _;
 
 use crate::depth::{nets, DepthArgs, DepthRun};
 use crate::error::Error;
-use crate::output::report::{fmt_acc, median};
+use crate::output::report::{fmt_acc, spread};
 use crate::output::run_dir::RunDir;
 use crate::output::table::Table;
 use crate::steps::{self, CurvePoint, Ending};
-
-/// The median, min and max of `values` (`None` when empty).
-pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((median(values.to_vec()), min, max))
-}
 
 /// The models in table order: per depth, plain without BN, plain with BN, ResNet.
 pub fn models(args: &DepthArgs) -> Vec<String> {
@@ -99,16 +89,4 @@ pub fn write_results(dir: &RunDir, args: &DepthArgs, runs: &[DepthRun]) -> Resul
         .map(|(n, r)| (n.as_str(), r.curve.as_slice()))
         .collect();
     steps::write_curves(dir, "curves", &curves)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_spread_is_median_min_and_max() {
-        assert_eq!(spread(&[0.5, 0.9, 0.7]), Some((0.7, 0.5, 0.9)));
-        assert_eq!(spread(&[0.5, 0.9]), Some((0.7, 0.5, 0.9)));
-        assert_eq!(spread(&[]), None);
-    }
 }

@@ -74,6 +74,8 @@ pub struct Line {
     pub dashed: bool,
     /// Draw a dot at every point (off for reference lines such as a constant level).
     pub markers: bool,
+    /// Join the points with a line (off for a scatter of points, see [`Line::points`]).
+    pub joined: bool,
     /// A shaded area rather than a line: its series' points are the outline of a polygon
     /// (see [`band`]), filled in a light shade of the color.
     pub fill: bool,
@@ -87,6 +89,7 @@ impl Line {
             color,
             dashed: false,
             markers: true,
+            joined: true,
             fill: false,
         }
     }
@@ -104,6 +107,14 @@ impl Line {
         Line {
             markers: false,
             ..Line::dashed(label, color)
+        }
+    }
+
+    /// Dots only, not joined (values without an order, such as one per channel).
+    pub fn points(label: impl Into<String>, color: usize) -> Line {
+        Line {
+            joined: false,
+            ..Line::solid(label, color)
         }
     }
 
@@ -234,7 +245,9 @@ where
                 .map_err(err)?;
             continue;
         }
-        if line.dashed {
+        if !line.joined {
+            // Dots only: drawn below.
+        } else if line.dashed {
             chart
                 .draw_series(DashedLineSeries::new(
                     s.points.clone(),
@@ -299,6 +312,8 @@ fn draw_legend<DB: DrawingBackend>(
             let shade = color(line.color).mix(BAND_OPACITY).filled();
             area.draw(&Rectangle::new([(x, mid - 8), (x + 34, mid + 8)], shade))
                 .map_err(e)?;
+        } else if !line.joined {
+            // Its dot alone, below.
         } else if line.dashed {
             area.draw(&DashedPathElement::new(
                 sample,

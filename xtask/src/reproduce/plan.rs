@@ -30,6 +30,8 @@ pub enum Section {
     LrSweep,
     /// Claim 6: batch norm before or after the activation.
     Placement,
+    /// Claim 4: batch norm with and without its learnable γ and β.
+    Affine,
     /// Claim 11: the train/eval switch.
     EvalMode,
     /// Claim 10: batch size.
@@ -50,6 +52,7 @@ impl Section {
         Section::Overfit,
         Section::LrSweep,
         Section::Placement,
+        Section::Affine,
         Section::EvalMode,
         Section::BatchSize,
         Section::Drift,
@@ -65,6 +68,7 @@ impl Section {
             Section::Overfit => "overfit",
             Section::LrSweep => "lr-sweep",
             Section::Placement => "placement",
+            Section::Affine => "affine",
             Section::EvalMode => "eval-mode",
             Section::BatchSize => "batch-size",
             Section::Drift => "drift",
@@ -137,6 +141,12 @@ impl Section {
             (Section::Placement, false) => all_seeds("placement", &[], 1100.0),
             (Section::Placement, true) => {
                 all_seeds("placement", &[&TINY[..], &["--epochs", "1"]].concat(), 12.0)
+            }
+            // Placement's 12 runs of 10 epochs; measured once at 1604 s on 2 cores shared
+            // with builds.
+            (Section::Affine, false) => all_seeds("affine", &[], 1100.0),
+            (Section::Affine, true) => {
+                all_seeds("affine", &[&TINY[..], &["--epochs", "1"]].concat(), 12.0)
             }
             (Section::EvalMode, false) => per_seed("eval-mode", &[], 120.0),
             (Section::EvalMode, true) => per_seed(

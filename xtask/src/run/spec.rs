@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use norma_datasets::{Batches, Dataset, LastBatch, Order};
-use norma_layers::models::ModelKind;
+use norma_layers::models::{LenetOptions, ModelKind};
 use norma_layers::{RenormConfig, Sequential};
 use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,19 @@ pub struct RunSpec {
     /// of `config.json` when `None`, so runs of the other models store what they stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renorm_steps: Option<u64>,
+    /// Learnable γ and β in the norms (true); `false` is PyTorch's `affine=False`
+    /// ([`LenetOptions::affine`]). Left out of `config.json` when true, so runs with γ and β
+    /// store what they stored, and runs stored before it existed read as true.
+    #[serde(default = "affine_default", skip_serializing_if = "is_affine")]
+    pub affine: bool,
+}
+
+fn affine_default() -> bool {
+    true
+}
+
+fn is_affine(affine: &bool) -> bool {
+    *affine
 }
 
 /// Ioffe's schedule compressed into a run of `steps` training steps, with the paper's
@@ -92,6 +105,7 @@ impl RunSpec {
             precise_bn: DEFAULT_PRECISE_BATCHES,
             placement: PlacementChoice::Before,
             renorm_steps: None,
+            affine: true,
         }
     }
 
@@ -102,15 +116,16 @@ impl RunSpec {
             .map_or_else(RenormConfig::default, renorm_schedule)
     }
 
-    /// The network of the spec, fresh from `rng`: its model, activation, placement and (for
-    /// `lenet-brn`) renorm schedule.
+    /// The network of the spec, fresh from `rng`: its model, activation, placement, γ and β or
+    /// not, and (for `lenet-brn`) renorm schedule.
     pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential, norma_layers::LayerError> {
-        self.model.build_with_renorm(
-            self.activation.activation(),
-            self.placement.placement(),
-            self.renorm(),
-            rng,
-        )
+        let options = LenetOptions {
+            placement: self.placement.placement(),
+            affine: self.affine,
+            renorm: self.renorm(),
+        };
+        self.model
+            .build_with(self.activation.activation(), &options, rng)
     }
 
     /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.

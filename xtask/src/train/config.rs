@@ -153,6 +153,7 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             precise_bn: args.precise_bn.unwrap_or(DEFAULT_PRECISE_BATCHES),
             placement: args.placement.unwrap_or_default(),
             renorm_steps: None,
+            affine: true,
         })
         .collect();
     let common = &args.common;

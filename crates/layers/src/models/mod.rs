@@ -36,8 +36,12 @@
 //! **Batch Renormalization** ([`ModelKind::LenetBrn`], `lenet-brn`): LeNet-BN with each batch
 //! norm converted into a [`crate::BatchRenorm1d`]/[`crate::BatchRenorm2d`] of the same name
 //! (`bn1`…`bn4`) and the same `state_dict` ([`crate::convert_batch_renorm`]); the weights are
-//! LeNet-BN's from the same seed. [`ModelKind::build_with_renorm`] sets the r_max/d_max
-//! schedule (the other builders use the paper's, [`RenormConfig::default`]).
+//! LeNet-BN's from the same seed. [`LenetOptions::renorm`] sets the r_max/d_max schedule (the
+//! paper's by default, [`RenormConfig::default`]).
+//!
+//! **Without γ and β** ([`LenetOptions::affine`] `false`): every norm only normalizes, as
+//! PyTorch's `affine=False`; the network and its random draws are otherwise the same, and the
+//! `state_dict` lacks the norms' `weight` and `bias`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -49,9 +53,9 @@ pub use resnet::{blocks_per_stage, plain, resnet, DeepNet};
 use norma_tensor::{Rng, Tensor};
 
 use crate::{
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Conv2dConfig, Flatten, GroupNorm, LayerNorm,
-    Linear, MaxPool2d, Module, Relu, RenormConfig, Result, Sequential, ShiftNoise,
-    ShiftNoiseConfig, Sigmoid,
+    AvgPool2d, BatchNorm1d, BatchNorm2d, BatchNormConfig, Conv2d, Conv2dConfig, Flatten, GroupNorm,
+    GroupNormConfig, LayerNorm, LayerNormConfig, Linear, MaxPool2d, Module, Relu, RenormConfig,
+    Result, Sequential, ShiftNoise, ShiftNoiseConfig, Sigmoid,
 };
 
 /// A network of the LeNet family: d2l's LeNet and LeNet-BN's network with batch, group or
@@ -134,7 +138,7 @@ impl ModelKind {
     /// Builds the model with fresh Xavier-uniform weights drawn from `rng`, its norms (if any)
     /// before the activations.
     pub fn build(self, activation: Activation, rng: &mut Rng) -> Result<Sequential> {
-        self.build_placed(activation, Placement::BeforeActivation, rng)
+        self.build_with(activation, &LenetOptions::default(), rng)
     }
 
     /// Builds the model with its norms before or after the activations (`placement` does not
@@ -145,26 +149,30 @@ impl ModelKind {
         placement: Placement,
         rng: &mut Rng,
     ) -> Result<Sequential> {
-        self.build_with_renorm(activation, placement, RenormConfig::default(), rng)
+        let options = LenetOptions {
+            placement,
+            ..LenetOptions::default()
+        };
+        self.build_with(activation, &options, rng)
     }
 
-    /// [`ModelKind::build_placed`] with the r_max/d_max schedule `renorm` for
-    /// [`ModelKind::LenetBrn`] (ignored by the other models).
+    /// Builds the model as `options` say: where its norms sit, whether they have γ and β, and
+    /// (for [`ModelKind::LenetBrn`]) the r_max/d_max schedule. The options change no random
+    /// draw: one seed gives every variant the same initial weights.
     ///
     /// Errors: a bad schedule ([`crate::BatchRenorm::from_batch_norm`]'s).
-    pub fn build_with_renorm(
+    pub fn build_with(
         self,
         activation: Activation,
-        placement: Placement,
-        renorm: RenormConfig,
+        options: &LenetOptions,
         rng: &mut Rng,
     ) -> Result<Sequential> {
         let model = match self.norm() {
             None => lenet(activation, rng)?,
-            Some(norm) => lenet_norm(norm, activation, placement, rng)?,
+            Some(norm) => lenet_norm(norm, activation, options, rng)?,
         };
         match self {
-            ModelKind::LenetBrn => crate::convert_batch_renorm(model, renorm),
+            ModelKind::LenetBrn => crate::convert_batch_renorm(model, options.renorm),
             _ => Ok(model),
         }
     }
@@ -240,6 +248,32 @@ impl FromStr for Placement {
     }
 }
 
+/// How a model of the LeNet family is built beyond its kind and activation
+/// ([`ModelKind::build_with`]); the default is d2l's LeNet-BN: norms before the activations,
+/// with learnable γ and β, and the paper's Batch Renormalization schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LenetOptions {
+    /// Where the norms sit relative to the activations.
+    pub placement: Placement,
+    /// Learnable γ (init 1) and β (init 0) in every norm (true). `false` is PyTorch's
+    /// `affine=False` (`elementwise_affine=False` for layer norm): the norms only normalize,
+    /// γ ≡ 1 and β ≡ 0 are not parameters and the `state_dict` has no `bn{i}.weight` or
+    /// `bn{i}.bias`. Plain LeNet has no norm and ignores it.
+    pub affine: bool,
+    /// The r_max/d_max schedule of [`ModelKind::LenetBrn`] (ignored by the other models).
+    pub renorm: RenormConfig,
+}
+
+impl Default for LenetOptions {
+    fn default() -> Self {
+        LenetOptions {
+            placement: Placement::BeforeActivation,
+            affine: true,
+            renorm: RenormConfig::default(),
+        }
+    }
+}
+
 /// The normalization layer of a [`ModelKind`] in the places of batch norm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Norm {
@@ -251,14 +285,33 @@ enum Norm {
 impl Norm {
     /// The layer after conv1, conv2, fc1 or fc2 (`index` 1–4), whose output has `channels`
     /// channels and `side`×`side` positions (`side` 0 for the fully connected layers).
-    fn layer(self, index: usize, channels: usize, side: usize) -> Result<Box<dyn Module>> {
+    /// With `affine`, the layer has its learnable γ and β (PyTorch's defaults).
+    fn layer(
+        self,
+        index: usize,
+        channels: usize,
+        side: usize,
+        affine: bool,
+    ) -> Result<Box<dyn Module>> {
         let image = side > 0;
+        let bn = BatchNormConfig {
+            affine,
+            ..BatchNormConfig::default()
+        };
+        let gn = GroupNormConfig {
+            affine,
+            ..GroupNormConfig::default()
+        };
+        let ln = LayerNormConfig {
+            elementwise_affine: affine,
+            ..LayerNormConfig::default()
+        };
         Ok(match self {
-            Norm::Batch if image => Box::new(BatchNorm2d::new(channels)?),
-            Norm::Batch => Box::new(BatchNorm1d::new(channels)?),
-            Norm::Group => Box::new(GroupNorm::new(GN_GROUPS[index - 1], channels)?),
-            Norm::Layer if image => Box::new(LayerNorm::new(&[channels, side, side])?),
-            Norm::Layer => Box::new(LayerNorm::new(&[channels])?),
+            Norm::Batch if image => Box::new(BatchNorm2d::with_config(channels, bn)?),
+            Norm::Batch => Box::new(BatchNorm1d::with_config(channels, bn)?),
+            Norm::Group => Box::new(GroupNorm::with_config(GN_GROUPS[index - 1], channels, gn)?),
+            Norm::Layer if image => Box::new(LayerNorm::with_config(&[channels, side, side], ln)?),
+            Norm::Layer => Box::new(LayerNorm::with_config(&[channels], ln)?),
         })
     }
 
@@ -366,23 +419,28 @@ pub fn lenet_bn_placed(
     placement: Placement,
     rng: &mut Rng,
 ) -> Result<Sequential> {
-    lenet_norm(Norm::Batch, activation, placement, rng)
+    let options = LenetOptions {
+        placement,
+        ..LenetOptions::default()
+    };
+    lenet_norm(Norm::Batch, activation, &options, rng)
 }
 
 /// LeNet-BN's network with `norm` in the places of batch norm (see the module docs), before or
-/// after each activation. Convolutions and linear layers draw their weights in the same order
-/// for every normalization, so one seed gives every variant the same initial weights.
+/// after each activation, with or without γ and β (`options`). Convolutions and linear layers
+/// draw their weights in the same order for every normalization, so one seed gives every
+/// variant the same initial weights.
 fn lenet_norm(
     norm: Norm,
     activation: Activation,
-    placement: Placement,
+    options: &LenetOptions,
     rng: &mut Rng,
 ) -> Result<Sequential> {
     // Block `i`'s normalization and activation, in the chosen order.
     let pair = |seq: Sequential, i: usize, channels: usize, side: usize| -> Result<Sequential> {
-        let layer = norm.layer(i, channels, side)?;
+        let layer = norm.layer(i, channels, side, options.affine)?;
         let name = norm.layer_name(i);
-        Ok(match placement {
+        Ok(match options.placement {
             Placement::BeforeActivation => activation.push_act(seq.with_boxed(name, layer), i),
             Placement::AfterActivation => activation.push_act(seq, i).with_boxed(name, layer),
         })
