@@ -5,20 +5,12 @@ use std::fmt::Write as _;
 
 use crate::depth::{nets, DepthArgs, DepthRun};
 use crate::error::Error;
-use crate::output::report::{fmt_acc, median};
+use crate::output::report::fmt_acc;
 use crate::output::run_dir::RunDir;
 use crate::output::table::Table;
 use crate::steps::{self, CurvePoint, Ending};
 
-/// The median, min and max of `values` (`None` when empty).
-pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((median(values.to_vec()), min, max))
-}
+pub use crate::output::report::spread;
 
 /// The models in table order: per depth, plain without BN, plain with BN, ResNet.
 pub fn models(args: &DepthArgs) -> Vec<String> {

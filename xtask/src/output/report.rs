@@ -287,6 +287,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The median, min and max of `values` (`None` when empty).
+pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((median(values.to_vec()), min, max))
+}
+
 /// Writes `metrics.json` (the records) and `metrics.csv` (one line per model and epoch).
 pub fn write_metrics(dir: &RunDir, records: &[RunRecord]) -> Result<(), Error> {
     dir.write_json("metrics.json", &records)?;
