@@ -115,7 +115,13 @@ fn check(args: &PlacementArgs) -> Result<(), Error> {
 }
 
 /// The spec of `config` at `lr` from `seed` for `epochs` epochs.
-fn spec(args: &PlacementArgs, (activation, placement): Config, lr: f64, seed: u64, epochs: usize) -> RunSpec {
+fn spec(
+    args: &PlacementArgs,
+    (activation, placement): Config,
+    lr: f64,
+    seed: u64,
+    epochs: usize,
+) -> RunSpec {
     RunSpec {
         lr,
         placement,
@@ -265,7 +271,8 @@ fn page(
     ))
     .table(tables::grid_table(args, grid));
     page.figure("the tuning chart", chart::grid_chart(dir, args, grid));
-    page.heading("Final test accuracy per seed").table(tables::final_table(args, runs));
+    page.heading("Final test accuracy per seed")
+        .table(tables::final_table(args, runs));
     page.heading("Median test accuracy per epoch")
         .table(tables::epoch_table(args, runs));
     page

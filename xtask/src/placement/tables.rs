@@ -183,7 +183,15 @@ mod tests {
     #[test]
     fn spreads_print_median_then_range() {
         let s = Spread::of(&[0.9, 0.8, 0.85]);
-        assert_eq!(fmt_spread(s), format!("{} [{}–{}]", fmt_acc(Some(0.85)), fmt_acc(Some(0.8)), fmt_acc(Some(0.9))));
+        assert_eq!(
+            fmt_spread(s),
+            format!(
+                "{} [{}–{}]",
+                fmt_acc(Some(0.85)),
+                fmt_acc(Some(0.8)),
+                fmt_acc(Some(0.9))
+            )
+        );
         assert_eq!(fmt_spread(None), "-");
     }
 }

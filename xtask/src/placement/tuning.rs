@@ -209,8 +209,22 @@ mod tests {
 
     #[test]
     fn a_diverged_run_ranks_below_any_that_trained() {
-        let d = run((ActivationChoice::Sigmoid, PlacementChoice::After), 3.0, 0, None);
+        let d = run(
+            (ActivationChoice::Sigmoid, PlacementChoice::After),
+            3.0,
+            0,
+            None,
+        );
         assert_eq!(d.score(), 0.0);
-        assert!(run((ActivationChoice::Sigmoid, PlacementChoice::After), 1.0, 0, Some(0.1)).score() > d.score());
+        assert!(
+            run(
+                (ActivationChoice::Sigmoid, PlacementChoice::After),
+                1.0,
+                0,
+                Some(0.1)
+            )
+            .score()
+                > d.score()
+        );
     }
 }
