@@ -31,6 +31,13 @@ pub struct ExperimentConfig<'a, T: Serialize> {
     pub options: &'a T,
 }
 
+/// A session's data with its last `count` training images held out: the training set without
+/// them, and them in place of the test set ([`Session::held_out`]).
+pub struct HeldOut {
+    pub count: usize,
+    pub data: Dataset,
+}
+
 /// A started experiment: its name, output folder, data and options.
 pub struct Session {
     /// The command (`placement`, `lr-sweep`, ...).
@@ -102,16 +109,49 @@ impl Session {
         name: &str,
         runs: Vec<RunSpec>,
     ) -> Result<Result<Vec<RunRecord>, Signal>, Error> {
+        self.train_on(parent, name, runs, None)
+    }
+
+    /// The session's data with its last `count` training images held out as a validation
+    /// split that replaces the test set (see [`setup::evaluate_on_validation`]).
+    pub fn held_out(&self, count: usize) -> Result<HeldOut, Error> {
+        Ok(HeldOut {
+            count,
+            data: setup::evaluate_on_validation(self.data.clone(), count)?,
+        })
+    }
+
+    /// [`Session::train`] on `held`: trained without the held-out images and evaluated on them,
+    /// never on the test set (the run's `config.json` records the split, so `--resume` keeps it).
+    pub fn train_held_out(
+        &self,
+        parent: &RunDir,
+        name: &str,
+        runs: Vec<RunSpec>,
+        held: &HeldOut,
+    ) -> Result<Result<Vec<RunRecord>, Signal>, Error> {
+        self.train_on(parent, name, runs, Some(held))
+    }
+
+    fn train_on(
+        &self,
+        parent: &RunDir,
+        name: &str,
+        runs: Vec<RunSpec>,
+        held: Option<&HeldOut>,
+    ) -> Result<Result<Vec<RunRecord>, Signal>, Error> {
         let dir = parent.subdir(name)?;
-        let config = TrainConfig::new(
+        let mut config = TrainConfig::new(
             self.common.data.dataset(),
             self.common.data.absolute_data_dir()?,
             self.common.train_samples,
             self.common.threads,
             runs,
         );
+        config.validation = held.map(|h| h.count);
+        let data = held.map_or(&self.data, |h| &h.data);
         let states = train::new_states(&config)?;
-        let outcome = train::execute(&config, &dir, &self.data, states)?;
+        let outcome = train::execute(&config, &dir, data, states)?;
         match outcome.stopped_by {
             Some(signal) => {
                 eprintln!(

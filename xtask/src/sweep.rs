@@ -78,21 +78,7 @@ struct SweepRun {
 
 /// Checks every option before anything is created or loaded.
 fn check(args: &SweepArgs) -> Result<(), Error> {
-    for (i, &lr) in args.lrs.iter().enumerate() {
-        checks::learning_rate("every --lrs value", lr)?;
-        // Training runs in f32: two values with one f32 are one rate.
-        if let Some(&same) = args.lrs[..i].iter().find(|&&l| l as f32 == lr as f32) {
-            let also = if same == lr {
-                String::new()
-            } else {
-                format!(" ({} and {} are the same f32)", fmt_lr(same), fmt_lr(lr))
-            };
-            return Err(Error::Usage(format!(
-                "--lrs lists {} more than once{also}; give each learning rate once (--seeds sets the repeats)",
-                fmt_lr(lr)
-            )));
-        }
-    }
+    checks::distinct_learning_rates("--lrs", &args.lrs)?;
     args.seeds.check()?;
     checks::at_least_one("--epochs", args.epochs as u64)?;
     let train_len = args.common.check()?;

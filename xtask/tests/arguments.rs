@@ -184,8 +184,25 @@ fn placement_options_are_checked_first() {
         &["goes past the largest seed"],
     );
     fails_before_data(
-        &["placement", "--lr", "0"],
-        &["--lr must be a positive number"],
+        &["placement", "--lrs", "0"],
+        &["every --lrs value must be a positive number"],
+    );
+    fails_before_data(
+        &["placement", "--lrs", "1", "1"],
+        &["--lrs lists 1 more than once"],
+    );
+    fails_before_data(
+        &["placement", "--tune-epochs", "0"],
+        &["--tune-epochs must be at least 1"],
+    );
+    fails_before_data(
+        &["placement", "--validation", "0"],
+        &["--validation must be at least 1"],
+    );
+    // The validation split comes out of the training images in use.
+    fails_before_data(
+        &["placement", "--train-samples", "600"],
+        &["--validation 5000 leaves no training image (600 in all)"],
     );
     fails_before_data(
         &["placement", "--train-samples", "1"],

@@ -263,16 +263,27 @@ fn overflowing_batch_statistics_are_divergence() {
     let placement = out_dir.path().join("p");
     common::succeeds(&[
         "placement",
-        "--lr",
+        "--lrs",
         "1e30",
         "--train-samples",
         "512",
+        "--validation",
+        "100",
         "--epochs",
+        "1",
+        "--tune-epochs",
         "1",
         "--out",
         placement.to_str().unwrap(),
     ]);
     assert!(placement.join("report.html").is_file());
+    // Every tuning run diverged (seeds 1, diverged 1); the only rate is still chosen.
+    let grid = std::fs::read_to_string(placement.join("placement-grid.csv")).unwrap();
+    assert_eq!(grid.lines().count(), 5, "{grid}");
+    assert!(
+        grid.lines().skip(1).all(|l| l.ends_with(",1,1,true")),
+        "{grid}"
+    );
 }
 
 #[test]

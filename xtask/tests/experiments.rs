@@ -176,8 +176,23 @@ fn twenty_epochs_report_epochs_to_target_and_the_gap_for_both_models() {
     );
 }
 
+/// The rows of a csv file after its header, split at commas.
+fn csv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    let csv = std::fs::read_to_string(path).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+/// Whether `acc` is a whole number of hundredths: an accuracy over 100 images can only be.
+fn over_100_images(acc: f64) -> bool {
+    let scaled = acc * 100.0;
+    (scaled - scaled.round()).abs() < 1e-6
+}
+
 #[test]
-fn placement_trains_both_placements_from_the_same_start_and_reports() {
+fn placement_tunes_each_configuration_on_held_out_images_then_tests_it() {
     if !have_data() {
         return;
     }
@@ -188,38 +203,98 @@ fn placement_trains_both_placements_from_the_same_start_and_reports() {
         "placement",
         "--activations",
         "relu",
+        "--lrs",
+        "1",
+        "0.1",
+        "--tune-epochs",
+        "1",
         "--epochs",
         "1",
         "--seeds",
         "2",
         "--train-samples",
         "512",
+        "--validation",
+        "100",
         "--precise-bn",
         "2",
         "--out",
         o,
     ]);
-    let csv = std::fs::read_to_string(out.join("placement.csv")).unwrap();
-    let rows: Vec<&str> = csv.lines().skip(1).collect();
-    assert_eq!(rows.len(), 4, "{csv}");
-    for (row, prefix) in rows.iter().zip([
-        "relu,before,0,",
-        "relu,after,0,",
-        "relu,before,1,",
-        "relu,after,1,",
-    ]) {
-        assert!(row.starts_with(prefix), "{csv}");
-        assert!(row.ends_with(",ok"), "{csv}");
+    // The grid: each configuration at each rate (increasing), one chosen per configuration,
+    // the one of the best median validation accuracy.
+    let grid = csv_rows(&out.join("placement-grid.csv"));
+    assert_eq!(grid.len(), 4, "{grid:?}");
+    let summary = json(&out.join("placement.json"));
+    for (config, rows) in ["before", "after"].iter().zip(grid.chunks(2)) {
+        assert_eq!(rows[0][..3], ["relu", config, "0.1"], "{grid:?}");
+        assert_eq!(rows[1][2], "1", "{grid:?}");
+        let median = |r: &Vec<String>| r[3].parse::<f64>().unwrap();
+        let chosen: Vec<&Vec<String>> = rows.iter().filter(|r| r[8] == "true").collect();
+        assert_eq!(chosen.len(), 1, "{grid:?}");
+        assert!(
+            rows.iter().all(|r| median(r) <= median(chosen[0])),
+            "{grid:?}"
+        );
+        let lr: f64 = chosen[0][2].parse().unwrap();
+        let entry = &summary["configs"][format!("relu-{config}")];
+        assert_eq!(entry["chosen_lr"], lr, "{entry}");
+        assert_eq!(entry["validation_acc_median"], median(chosen[0]), "{entry}");
+        let test = &entry["test_acc"];
+        let (lo, mid, hi) = (
+            test["min"].as_f64(),
+            test["median"].as_f64(),
+            test["max"].as_f64(),
+        );
+        assert!(lo <= mid && mid <= hi && lo.is_some(), "{entry}");
+        // The final runs train at the chosen rate, on all images, and are tested on the test set.
+        for seed in 0..2 {
+            let run = out.join(format!("runs/relu-{config}-seed{seed}"));
+            let config_json = json(&run.join("config.json"));
+            assert_eq!(config_json["runs"][0]["lr"], lr);
+            assert_eq!(config_json["runs"][0]["placement"], *config);
+            assert!(config_json.get("validation").is_none(), "{config_json}");
+        }
     }
-    // Each run is a train-lenet run with its placement in its configuration.
-    let config = json(&out.join("runs/relu-after-seed1/config.json"));
-    assert_eq!(config["runs"][0]["placement"], "after");
-    assert_eq!(config["runs"][0]["seed"], 1);
-    assert_eq!(config["runs"][0]["activation"], "relu");
+    // The tuning runs never see the test set: they hold the last 100 training images out and
+    // are evaluated on them, so every accuracy they report is a whole number of hundredths
+    // (over the 10 000 test images it would almost never be).
+    let tuning: Vec<_> = std::fs::read_dir(out.join("tuning")).unwrap().collect();
+    assert_eq!(tuning.len(), 8);
+    for entry in tuning {
+        let run = entry.unwrap().path();
+        assert_eq!(json(&run.join("config.json"))["validation"], 100);
+        let metrics = json(&run.join("metrics.json"));
+        for key in ["final_test_acc", "final_test_acc_precise"] {
+            let acc = metrics[0][key].as_f64().unwrap();
+            assert!(over_100_images(acc), "{}: {key} {acc}", run.display());
+        }
+    }
+    let finals = csv_rows(&out.join("placement-runs.csv"));
+    assert_eq!(finals.len(), 4, "{finals:?}");
+    let off_grid = finals
+        .iter()
+        .filter(|r| !over_100_images(r[4].parse().unwrap()))
+        .count();
+    assert!(off_grid > 0, "{finals:?}");
+    for (row, (placement, seed)) in finals.iter().zip([
+        ("before", "0"),
+        ("after", "0"),
+        ("before", "1"),
+        ("after", "1"),
+    ]) {
+        assert_eq!(
+            (row[1].as_str(), row[3].as_str()),
+            (placement, seed),
+            "{finals:?}"
+        );
+        assert_eq!(row[7], "ok", "{finals:?}");
+    }
+    assert_eq!(csv_rows(&out.join("placement.csv")).len(), 2);
     // Same seed, same initial weights: the two placements differ in the order of layers only,
     // so a different result shows the placement took effect.
-    let before = json(&out.join("runs/relu-before-seed0/metrics.json"));
-    let after = json(&out.join("runs/relu-after-seed0/metrics.json"));
+    let before = json(&out.join("tuning/relu-before-lr1-seed0/metrics.json"));
+    let after = json(&out.join("tuning/relu-after-lr1-seed0/metrics.json"));
     assert_ne!(
         before[0]["epochs"][0]["train_loss"],
         after[0]["epochs"][0]["train_loss"]
@@ -227,7 +302,18 @@ fn placement_trains_both_placements_from_the_same_start_and_reports() {
     let text = stdout(&result);
     assert!(text.contains("relu, BN before activation"), "{text}");
     assert!(text.contains("relu, BN after activation"), "{text}");
-    assert_report(&out, &["placement", "Final test accuracy", "median"]);
+    assert_report(
+        &out,
+        &[
+            "placement",
+            "Final test accuracy at each configuration",
+            "Validation accuracy after 1 epochs",
+            "2 seeds",
+        ],
+    );
+    for figure in ["placement", "placement-grid"] {
+        assert!(out.join(format!("{figure}.png")).is_file(), "{figure}");
+    }
     assert_eq!(json(&out.join("config.json"))["experiment"], "placement");
 }
 

@@ -76,6 +76,26 @@ pub fn learning_rate(flag: &str, lr: f64) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--lrs` (given as `flag`): every value a [`learning_rate`], each once — training runs in
+/// f32, so two values with one f32 are one rate.
+pub fn distinct_learning_rates(flag: &str, lrs: &[f64]) -> Result<(), Error> {
+    for (i, &lr) in lrs.iter().enumerate() {
+        learning_rate(&format!("every {flag} value"), lr)?;
+        if let Some(&same) = lrs[..i].iter().find(|&&l| l as f32 == lr as f32) {
+            let also = if same == lr {
+                String::new()
+            } else {
+                format!(" ({} and {} are the same f32)", fmt_lr(same), fmt_lr(lr))
+            };
+            return Err(Error::Usage(format!(
+                "{flag} lists {} more than once{also}; give each learning rate once (--seeds sets the repeats)",
+                fmt_lr(lr)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `--momentum`: SGD only, in [0, 1) also after rounding to f32.
 pub fn momentum(momentum: Option<f64>, optimizer: OptimizerChoice) -> Result<(), Error> {
     let Some(m) = momentum else { return Ok(()) };

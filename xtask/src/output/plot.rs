@@ -222,7 +222,7 @@ where
             String::new()
         }
     };
-    let plain = |v: &f64| format!("{v}");
+    let plain = |v: &f64| tick_label(*v);
     let x_format: &dyn Fn(&f64) -> String = if panel.integer_x { &integer } else { &plain };
     chart
         .configure_mesh()
@@ -464,6 +464,18 @@ where
     })
 }
 
+/// A tick label without floating-point noise: six decimals at most, trailing zeros dropped
+/// (a log axis's 0.30000000000000004 reads 0.3).
+fn tick_label(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
 /// The largest finite value of `values` (0 if none), for a y range.
 pub fn finite_max(values: impl IntoIterator<Item = f64>) -> f64 {
     values
@@ -495,6 +507,15 @@ mod tests {
         assert_eq!((grid.rows(15), grid.rows(13), grid.rows(1)), (5, 5, 1));
         assert_eq!(grid.rows(0), 1);
         assert_eq!(Grid::row(4).rows(4), 1);
+    }
+
+    #[test]
+    fn tick_labels_drop_floating_point_noise() {
+        assert_eq!(tick_label(0.1 * 3.0), "0.3");
+        assert_eq!(tick_label(2400.0), "2400");
+        assert_eq!(tick_label(0.03), "0.03");
+        assert_eq!(tick_label(-0.0), "0");
+        assert_eq!(tick_label(1.5), "1.5");
     }
 
     #[test]

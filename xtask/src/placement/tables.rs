@@ -1,48 +1,121 @@
-//! The tables of `placement`: final accuracy per configuration and seed, and the median per
-//! epoch.
+//! The tables of `placement`: each configuration's chosen rate and final test accuracy over
+//! seeds, the tuning grid, the final accuracy per seed, and the median per epoch.
 
-use crate::cli::choices::{ActivationChoice, PlacementChoice};
-use crate::output::report::{fmt_acc, median, EpochRow};
+use crate::output::report::{fmt_acc, fmt_lr, EpochRow};
 use crate::output::table::Table;
-use crate::placement::{PlacementArgs, PlacementRun, PLACEMENTS};
+use crate::placement::results::ConfigSummary;
+use crate::placement::tuning::{GridCell, Spread};
+use crate::placement::{Config, PlacementArgs, PlacementRun, PLACEMENTS};
 
 /// The configurations in table order: per activation, before then after.
-pub fn configs(args: &PlacementArgs) -> Vec<(ActivationChoice, PlacementChoice)> {
+pub fn configs(args: &PlacementArgs) -> Vec<Config> {
     args.activations
         .iter()
         .flat_map(|&a| PLACEMENTS.map(|p| (a, p)))
         .collect()
 }
 
-pub fn runs_of(
-    runs: &[PlacementRun],
-    (a, p): (ActivationChoice, PlacementChoice),
-) -> Vec<&PlacementRun> {
+pub fn runs_of(runs: &[PlacementRun], (a, p): Config) -> Vec<&PlacementRun> {
     runs.iter()
         .filter(|r| r.activation == a && r.placement == p)
         .collect()
 }
 
-pub fn label((a, p): (ActivationChoice, PlacementChoice)) -> String {
+pub fn label((a, p): Config) -> String {
     format!("{}, BN {} activation", a.activation().name(), p.name())
 }
 
-/// Rows: configurations; columns: each seed's final test accuracy (moving averages in
-/// brackets), the medians, the last epoch's train accuracy.
+/// `0.8512 [0.8490–0.8533]`, or `-`.
+fn fmt_spread(s: Option<Spread>) -> String {
+    match s {
+        Some(s) => format!(
+            "{} [{}–{}]",
+            fmt_acc(Some(s.median)),
+            fmt_acc(Some(s.min)),
+            fmt_acc(Some(s.max))
+        ),
+        None => "-".into(),
+    }
+}
+
+/// Rows: configurations; columns: the chosen rate, its validation accuracy, the final test
+/// accuracy over seeds (precise BN, then moving averages) and the training accuracy.
+pub fn summary_table(args: &PlacementArgs, summary: &[ConfigSummary]) -> Table {
+    let mut t = Table::new([
+        "configuration".to_string(),
+        "chosen lr".into(),
+        format!("validation acc after {} epochs (median)", args.tune_epochs),
+        format!("test acc after {} epochs, median [min–max]", args.epochs),
+        "moving-avg BN, median [min–max]".into(),
+        "train acc (median)".into(),
+        "seeds".into(),
+    ]);
+    for s in summary {
+        let seeds = if s.not_ok == 0 {
+            s.seeds.to_string()
+        } else {
+            format!("{} ({} not ok)", s.seeds, s.not_ok)
+        };
+        t.row([
+            label((s.activation, s.placement)),
+            fmt_lr(s.chosen_lr),
+            fmt_acc(Some(s.validation_acc_median)),
+            fmt_spread(s.test_acc),
+            fmt_spread(s.test_acc_moving_avg),
+            fmt_acc(s.train_acc.map(|t| t.median)),
+            seeds,
+        ]);
+    }
+    t
+}
+
+/// Rows: configurations; columns: rates; cells: validation accuracy over seeds, `*` on the
+/// chosen rate and the count of diverged seeds.
+pub fn grid_table(args: &PlacementArgs, grid: &[GridCell]) -> Table {
+    let mut t = Table::new(
+        std::iter::once("configuration".to_string())
+            .chain(args.lrs.iter().map(|&lr| format!("lr {}", fmt_lr(lr)))),
+    );
+    for config in configs(args) {
+        let mut row = vec![label(config)];
+        for &lr in &args.lrs {
+            let cell = grid
+                .iter()
+                .find(|c| (c.activation, c.placement) == config && c.lr == lr);
+            row.push(match cell {
+                Some(c) => format!(
+                    "{}{}{}",
+                    fmt_spread(c.validation_acc),
+                    if c.chosen { " *" } else { "" },
+                    if c.diverged > 0 {
+                        format!(" ({} diverged)", c.diverged)
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => "-".into(),
+            });
+        }
+        t.row(row);
+    }
+    t
+}
+
+/// Rows: configurations; columns: the rate and each seed's final test accuracy (moving
+/// averages in brackets).
 pub fn final_table(args: &PlacementArgs, runs: &[PlacementRun]) -> Table {
     let seeds = args.seeds.list();
     let mut t = Table::new(
-        std::iter::once("configuration".to_string())
-            .chain(seeds.iter().map(|s| format!("seed {s}")))
-            .chain([
-                "median".to_string(),
-                "median, moving-avg BN".to_string(),
-                "median train acc".to_string(),
-            ]),
+        ["configuration".to_string(), "lr".to_string()]
+            .into_iter()
+            .chain(seeds.iter().map(|s| format!("seed {s}"))),
     );
     for config in configs(args) {
         let cell = runs_of(runs, config);
-        let mut row = vec![label(config)];
+        let mut row = vec![
+            label(config),
+            cell.first().map_or("-".into(), |r| fmt_lr(r.lr)),
+        ];
         for seed in &seeds {
             row.push(match cell.iter().find(|r| r.seed == *seed) {
                 Some(r) => format!(
@@ -58,25 +131,18 @@ pub fn final_table(args: &PlacementArgs, runs: &[PlacementRun]) -> Table {
                 None => "-".into(),
             });
         }
-        let med = |f: fn(&PlacementRun) -> Option<f64>| {
-            let v: Vec<f64> = cell.iter().filter_map(|r| f(r)).collect();
-            fmt_acc((!v.is_empty()).then(|| median(v)))
-        };
-        row.push(med(|r| r.final_test_acc));
-        row.push(med(|r| r.final_test_acc_moving_avg));
-        row.push(med(|r| r.final_train_acc));
         t.row(row);
     }
     t
 }
 
-/// The median over seeds of `f` at each epoch of configuration `config`.
-pub fn median_per_epoch(
+/// `f` of configuration `config` at each epoch: the median, least and greatest over seeds.
+pub fn spread_per_epoch(
     runs: &[PlacementRun],
-    config: (ActivationChoice, PlacementChoice),
+    config: Config,
     epochs: usize,
     f: fn(&EpochRow) -> f64,
-) -> Vec<(f64, f64)> {
+) -> Vec<(f64, Spread)> {
     let cell = runs_of(runs, config);
     (1..=epochs)
         .filter_map(|epoch| {
@@ -85,7 +151,7 @@ pub fn median_per_epoch(
                 .filter_map(|r| r.record.epochs.iter().find(|e| e.epoch == epoch))
                 .map(f)
                 .collect();
-            (!v.is_empty()).then(|| (epoch as f64, median(v)))
+            Spread::of(&v).map(|s| (epoch as f64, s))
         })
         .collect()
 }
@@ -95,17 +161,37 @@ pub fn epoch_table(args: &PlacementArgs, runs: &[PlacementRun]) -> Table {
     let configs = configs(args);
     let mut t =
         Table::new(std::iter::once("epoch".to_string()).chain(configs.iter().map(|&c| label(c))));
-    let columns: Vec<Vec<(f64, f64)>> = configs
+    let columns: Vec<Vec<(f64, Spread)>> = configs
         .iter()
-        .map(|&c| median_per_epoch(runs, c, args.epochs, |e| e.headline_acc()))
+        .map(|&c| spread_per_epoch(runs, c, args.epochs, |e| e.headline_acc()))
         .collect();
     for epoch in 1..=args.epochs {
         let mut row = vec![epoch.to_string()];
         for column in &columns {
             let acc = column.iter().find(|(e, _)| *e as usize == epoch);
-            row.push(fmt_acc(acc.map(|(_, a)| *a)));
+            row.push(fmt_acc(acc.map(|(_, s)| s.median)));
         }
         t.row(row);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_print_median_then_range() {
+        let s = Spread::of(&[0.9, 0.8, 0.85]);
+        assert_eq!(
+            fmt_spread(s),
+            format!(
+                "{} [{}–{}]",
+                fmt_acc(Some(0.85)),
+                fmt_acc(Some(0.8)),
+                fmt_acc(Some(0.9))
+            )
+        );
+        assert_eq!(fmt_spread(None), "-");
+    }
 }

@@ -12,6 +12,7 @@ use crate::cli::choices::{default_lr, ActivationChoice, DatasetChoice, Models, O
 use crate::error::Error;
 use crate::output::files;
 use crate::run::data_parallel::DataParallel;
+use crate::run::setup;
 use crate::run::spec::{RunSpec, DEFAULT_BATCH_SIZE};
 use crate::train::args::TrainArgs;
 
@@ -38,6 +39,11 @@ pub struct TrainConfig {
     /// The folder the data was last loaded from (absolute), wherever the search found it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_found_in: Option<PathBuf>,
+    /// Images held out from the end of the training set (after `train_samples`) as a
+    /// validation split, evaluated on instead of the test set (`placement`'s tuning runs choose
+    /// a learning rate without seeing the test set); absent for the usual runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<usize>,
 }
 
 impl TrainConfig {
@@ -60,6 +66,16 @@ impl TrainConfig {
             data_parallel: None,
             resumed: Vec::new(),
             data_found_in: None,
+            validation: None,
+        }
+    }
+
+    /// The loaded `data` as this configuration trains and evaluates on it: with the validation
+    /// split in place of the test set when [`TrainConfig::validation`] asks for one.
+    pub fn data_split(&self, data: Dataset) -> Result<Dataset, Error> {
+        match self.validation {
+            Some(count) => setup::evaluate_on_validation(data, count),
+            None => Ok(data),
         }
     }
 
@@ -85,7 +101,11 @@ impl TrainConfig {
             return Err(Error::Usage("the configuration has no runs".into()));
         }
         checks::threads(self.threads)?;
-        let train_len = checks::train_samples(self.train_samples)?;
+        let mut train_len = checks::train_samples(self.train_samples)?;
+        if let Some(count) = self.validation {
+            setup::check_validation(count, train_len)?;
+            train_len -= count;
+        }
         for (i, spec) in self.runs.iter().enumerate() {
             // Each run has its checkpoint folder by model name: two would share one.
             if self.runs[..i].iter().any(|r| r.model == spec.model) {

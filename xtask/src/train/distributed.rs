@@ -119,6 +119,7 @@ fn load_data(config: &TrainConfig, job: &Job) -> Result<Option<Dataset>, Error> 
         config.train_samples,
         job.is_root(),
     )?;
+    let data = config.data_split(data)?;
     let mut stopped = [f64::from(u8::from(signals::received().is_some()))];
     job.comm().all_reduce_sum_f64(&mut stopped)?;
     if stopped[0] > 0.0 {

@@ -113,6 +113,7 @@ fn load_data(config: &TrainConfig) -> Result<Option<Dataset>, Error> {
         config.train_samples,
         true,
     )?;
+    let data = config.data_split(data)?;
     if let Some(signal) = signals::received() {
         eprintln!("{}: stopped before training", signal.name());
         return Ok(None);
