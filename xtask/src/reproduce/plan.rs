@@ -51,7 +51,7 @@ pub enum Section {
 
 impl Section {
     /// Every section, in the document's order.
-    pub const ALL: [Section; 10] = [
+    pub const ALL: [Section; 11] = [
         Section::Train,
         Section::TwentyEpochs,
         Section::Overfit,
