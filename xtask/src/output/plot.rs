@@ -142,13 +142,14 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart panel.
-pub struct Panel<X> {
+/// One chart panel: `X` and `Y` are plotters' ranges (`a..b`, or `(a..b).log_scale()` for a
+/// logarithmic axis).
+pub struct Panel<X, Y = std::ops::Range<f64>> {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub x_range: X,
-    pub y_range: std::ops::Range<f64>,
+    pub y_range: Y,
     pub series: Vec<Series>,
     /// Label only whole numbers on the x axis (epochs).
     pub integer_x: bool,
@@ -184,15 +185,23 @@ const LEGEND_FONT: u32 = 18;
 /// Dash length and gap of dashed lines, in pixels.
 const DASH: (u32, u32) = (10, 6);
 
-fn draw_panel<DB, X>(
+/// `v` rounded to 6 significant digits, so that a tick computed as 0.30000000000000004 (as
+/// logarithmic axes produce) is labelled 0.3; round ticks are unchanged.
+fn tidy(v: f64) -> f64 {
+    format!("{v:.5e}").parse().unwrap_or(v)
+}
+
+fn draw_panel<DB, X, Y>(
     area: &DrawingArea<DB, Shift>,
-    panel: Panel<X>,
+    panel: Panel<X, Y>,
     lines: &[Line],
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let mut chart = ChartBuilder::on(area)
@@ -209,11 +218,13 @@ where
             String::new()
         }
     };
-    let plain = |v: &f64| format!("{v}");
+    let plain = |v: &f64| format!("{}", tidy(*v));
+    let y_format = |v: &f64| <Y::CoordDescType as ValueFormatter<f64>>::format(&tidy(*v));
     let x_format: &dyn Fn(&f64) -> String = if panel.integer_x { &integer } else { &plain };
     chart
         .configure_mesh()
         .x_label_formatter(x_format)
+        .y_label_formatter(&y_format)
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .label_style(("sans-serif", 16))
@@ -323,20 +334,23 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_all<DB, X>(
+fn draw_all<DB, X, Y>(
     root: DrawingArea<DB, Shift>,
-    panels: Vec<Panel<X>>,
+    panels: Vec<Panel<X, Y>>,
+    columns: usize,
     legend: &Legend,
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (charts, strip) = root.split_vertically(PANEL_SIZE.1);
-    let n = panels.len().max(1);
-    for (area, panel) in charts.split_evenly((1, n)).iter().zip(panels) {
+    let rows = panels.len().max(1).div_ceil(columns);
+    let (charts, strip) = root.split_vertically(PANEL_SIZE.1 * rows as u32);
+    for (area, panel) in charts.split_evenly((rows, columns)).iter().zip(panels) {
         draw_panel(area, panel, legend.lines)?;
     }
     draw_legend(&strip, legend)?;
@@ -345,35 +359,60 @@ where
 
 /// Draws the panels side by side, with the legend of `lines` below them, into `<stem>.png`
 /// and `<stem>.svg` in `dir` (each written atomically), and returns the figure.
-pub fn render<X>(
+pub fn render<X, Y>(
     dir: &RunDir,
     stem: &str,
     caption: &str,
     lines: &[Line],
-    make_panels: impl Fn() -> Vec<Panel<X>>,
+    make_panels: impl Fn() -> Vec<Panel<X, Y>>,
 ) -> Result<Figure, Error>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let columns = make_panels().len();
+    render_grid(dir, stem, caption, lines, columns, make_panels)
+}
+
+/// As [`render`], with the panels in rows of `columns` (left to right, then down), so that
+/// four panels fit a page two by two.
+pub fn render_grid<X, Y>(
+    dir: &RunDir,
+    stem: &str,
+    caption: &str,
+    lines: &[Line],
+    columns: usize,
+    make_panels: impl Fn() -> Vec<Panel<X, Y>>,
+) -> Result<Figure, Error>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     ensure_font()?;
-    let panels = make_panels().len().max(1) as u32;
-    let width = PANEL_SIZE.0 * panels;
+    let count = make_panels().len().max(1);
+    let columns = columns.clamp(1, count);
+    let rows = count.div_ceil(columns) as u32;
+    let width = PANEL_SIZE.0 * columns as u32;
     // The legend's rows, measured with the font the backends will use.
     let font = ("sans-serif", LEGEND_FONT).into_font();
     let widths: Vec<u32> = lines
         .iter()
         .map(|l| font.box_size(&l.label).map_or(200, |(w, _)| w))
         .collect();
-    let (positions, rows) = legend_layout(&widths, width);
+    let (positions, legend_rows) = legend_layout(&widths, width);
     let legend = Legend { lines, positions };
-    let size = (width, PANEL_SIZE.1 + rows * LEGEND_ROW + 12);
+    let size = (width, PANEL_SIZE.1 * rows + legend_rows * LEGEND_ROW + 12);
     let failed = |name: &str, e: String| Error::Plot(format!("{}: {e}", dir.file(name).display()));
     let png = format!("{stem}.png");
     dir.write_via(&png, |tmp| {
         draw_all(
             BitMapBackend::new(tmp, size).into_drawing_area(),
             make_panels(),
+            columns,
             &legend,
         )
         .map_err(|e| failed(&png, e))
@@ -383,6 +422,7 @@ where
     draw_all(
         SVGBackend::with_string(&mut svg, size).into_drawing_area(),
         make_panels(),
+        columns,
         &legend,
     )
     .map_err(|e| failed(&svg_name, e))?;
