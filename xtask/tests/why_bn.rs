@@ -212,11 +212,31 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smoothness");
-    smoothness(&out, &["--steps", "20", "--every", "5", "--lr", "1"]);
-    let r = json(&out.join("smoothness.json"));
+    smoothness(
+        &out,
+        &[
+            "--steps",
+            "20",
+            "--every",
+            "5",
+            "--eval-every",
+            "5",
+            "--lr",
+            "1",
+        ],
+    );
+    let results = json(&out.join("smoothness.json"));
+    let r = &results["models"];
     for name in ["lenet", "lenet-bn"] {
-        let m = model(&r, name);
+        let m = model(r, name);
         assert_eq!(steps_of(&m["probes"]), [0, 5, 10, 15], "{name}");
+        let losses: Vec<f64> = m["batch_losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(losses.len(), 20, "{name}");
         for p in m["probes"].as_array().unwrap() {
             let etas: Vec<f64> = p["etas"]
                 .as_array()
@@ -224,7 +244,26 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
                 .iter()
                 .map(|v| v.as_f64().unwrap())
                 .collect();
-            assert_eq!(etas, [0.25, 0.5, 1.0, 2.0, 4.0]);
+            // Nine step sizes, ¼ to 4 times the lr, a factor √2 apart.
+            assert_eq!(etas.len(), 9);
+            for (k, eta) in etas.iter().enumerate() {
+                let expected = 0.25 * 2f64.powf(k as f64 / 2.0);
+                assert!((eta - expected).abs() < 1e-12, "{etas:?}");
+            }
+            // The probe at x after s steps measures the loss step s + 1 trains on; its
+            // training loss is the mean of the 50 steps around it (here all 20).
+            let step = p["step"].as_u64().unwrap() as usize;
+            // (The batch losses are stored as the f32 they are.)
+            assert_eq!(
+                p["loss"].as_f64().unwrap() as f32,
+                losses[step] as f32,
+                "{p}"
+            );
+            let mean = losses.iter().sum::<f64>() / 20.0;
+            assert!(
+                (p["train_loss"].as_f64().unwrap() - mean).abs() < 1e-6,
+                "{p}"
+            );
             let (lo, hi) = (
                 p["loss_min"].as_f64().unwrap(),
                 p["loss_max"].as_f64().unwrap(),
@@ -242,7 +281,7 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
             assert!((beta - max).abs() <= 1e-12 * max, "{p}");
         }
     }
-    assert!(model(&r, "lenet-bn-noisy")["probes"]
+    assert!(model(r, "lenet-bn-noisy")["probes"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -253,7 +292,7 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
     );
     // The noisy model is tested twice at every point: with the noise's expectation (its
     // curve) and with the noise left out; the two differ (the next layer's input halves).
-    let noisy = model(&r, "lenet-bn-noisy");
+    let noisy = model(r, "lenet-bn-noisy");
     let steps = |c: &Value| -> Vec<u64> {
         c.as_array()
             .unwrap()
@@ -269,10 +308,61 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
     let left_out = curve(&out, "lenet-bn-noisy, noise left out at test");
     assert_eq!(left_out.len(), noisy["curve"].as_array().unwrap().len());
     assert_ne!(left_out[1..], curve(&out, "lenet-bn-noisy")[1..]);
-    assert!(model(&r, "lenet-bn")["noise_left_out"]
+    assert!(model(r, "lenet-bn")["noise_left_out"]
         .as_array()
         .unwrap()
         .is_empty());
+    // The headline numbers at fixed pointers: the noisy model's final accuracies (with the
+    // noise's expectation and with it left out) and training loss, the probed models' medians.
+    let last = |c: &Value| c.as_array().unwrap().last().unwrap()["test_acc"].clone();
+    let s = &results["summary"];
+    assert_eq!(s["lenet-bn-noisy"]["final_test_acc"], last(&noisy["curve"]));
+    assert_eq!(
+        s["lenet-bn-noisy"]["final_test_acc_noise_left_out"],
+        last(&noisy["noise_left_out"])
+    );
+    let noisy_losses = noisy["batch_losses"].as_array().unwrap();
+    let mean = noisy_losses
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum::<f64>()
+        / 20.0;
+    let final_loss = s["lenet-bn-noisy"]["final_train_loss"].as_f64().unwrap();
+    assert!((final_loss - mean).abs() < 1e-6, "{final_loss} {mean}");
+    assert!(s["lenet-bn-noisy"].get("median").is_none());
+    for name in ["lenet", "lenet-bn"] {
+        let median = &s[name]["median"];
+        for measure in [
+            "train_loss",
+            "loss_range",
+            "gradient_change",
+            "beta",
+            "grad_norm",
+        ] {
+            let v = median[measure].as_f64().unwrap_or(f64::NAN);
+            assert!(v > 0.0 && v.is_finite(), "{name} {measure}: {median}");
+        }
+        assert!(s[name].get("final_test_acc_noise_left_out").is_none());
+    }
+    // Every level has its place, reached or not (null), with the ratio where both reach it.
+    let levels: Vec<String> = results["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_f64().unwrap().to_string())
+        .collect();
+    assert_eq!(levels, ["1", "0.7", "0.55", "0.45"]);
+    for level in &levels {
+        let row = &results["at_loss"][level];
+        for key in ["lenet", "lenet-bn", "ratio"] {
+            assert!(row.get(key).is_some(), "{level} {key}: {row}");
+        }
+        assert_eq!(
+            row["ratio"].is_null(),
+            row["lenet"].is_null() || row["lenet-bn"].is_null(),
+            "{row}"
+        );
+    }
     // The same LeNet-BN trained by drift (same seed, lr 1.0, batches and evaluation steps,
     // no probes) follows the same trajectory: the probes changed nothing.
     let plain = dir.path().join("drift");
@@ -293,15 +383,31 @@ fn smoothness_probes_both_models_without_changing_their_trajectory() {
     assert_eq!(curve(&out, "lenet-bn"), curve(&plain, "lenet-bn"));
     let csv = std::fs::read_to_string(out.join("smoothness.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 4, "{csv}");
+    assert!(csv.starts_with("model,step,train_loss,loss,"), "{csv}");
+    let at_loss = std::fs::read_to_string(out.join("at-loss.csv")).unwrap();
+    assert!(at_loss.starts_with("level,model,probes,train_loss,loss_range,"));
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 1 + 3, "{summary}");
     for file in [
         "smoothness.png",
         "smoothness.svg",
+        "smoothness-at-loss.png",
+        "smoothness-at-loss.svg",
         "noisy-bn.png",
         "noisy-bn.svg",
     ] {
         assert!(out.join(file).is_file(), "{file}");
     }
-    assert_report(&out, &["smoothness", "Noisy batch norm", "U(1, 3)", "β"]);
+    assert_report(
+        &out,
+        &[
+            "smoothness",
+            "Noisy batch norm",
+            "U(1, 3)",
+            "β",
+            "At equal training loss",
+        ],
+    );
 }
 
 #[test]
@@ -334,6 +440,18 @@ fn bad_options_fail_before_any_data_or_folder() {
     fails_clearly(
         &["smoothness", "--every", "0", "--data-dir", d, "--out", o],
         &["--every must be at least 1"],
+    );
+    fails_clearly(
+        &[
+            "smoothness",
+            "--eval-every",
+            "0",
+            "--data-dir",
+            d,
+            "--out",
+            o,
+        ],
+        &["--eval-every must be at least 1"],
     );
     fails_clearly(
         &["smoothness", "--lr", "0", "--data-dir", d, "--out", o],
@@ -371,6 +489,6 @@ fn overflow_ends_a_stepwise_run_as_divergence_not_as_an_error() {
         &["--lr", "1e30", "--steps", "20", "--every", "5"],
     );
     let results = json(&out.path().join("smoothness.json"));
-    diverged(&results, "lenet-bn");
+    diverged(&results["models"], "lenet-bn");
     assert_report(out.path(), &["lenet-bn"]);
 }

@@ -155,13 +155,14 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart panel.
-pub struct Panel<X> {
+/// One chart panel: `X` and `Y` are plotters' ranges (`a..b`, or `(a..b).log_scale()` for a
+/// logarithmic axis).
+pub struct Panel<X, Y = std::ops::Range<f64>> {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub x_range: X,
-    pub y_range: std::ops::Range<f64>,
+    pub y_range: Y,
     pub series: Vec<Series>,
     /// Label only whole numbers on the x axis (epochs).
     pub integer_x: bool,
@@ -197,15 +198,17 @@ const LEGEND_FONT: u32 = 18;
 /// Dash length and gap of dashed lines, in pixels.
 const DASH: (u32, u32) = (10, 6);
 
-fn draw_panel<DB, X>(
+fn draw_panel<DB, X, Y>(
     area: &DrawingArea<DB, Shift>,
-    panel: Panel<X>,
+    panel: Panel<X, Y>,
     lines: &[Line],
 ) -> Result<(), String>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let mut chart = ChartBuilder::on(area)
@@ -223,10 +226,12 @@ where
         }
     };
     let plain = |v: &f64| tick_label(*v);
+    let y_format = |v: &f64| <Y::CoordDescType as ValueFormatter<f64>>::format(&tidy(*v));
     let x_format: &dyn Fn(&f64) -> String = if panel.integer_x { &integer } else { &plain };
     chart
         .configure_mesh()
         .x_label_formatter(x_format)
+        .y_label_formatter(&y_format)
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .label_style(("sans-serif", 16))
@@ -340,9 +345,9 @@ fn draw_legend<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_all<DB, X>(
+fn draw_all<DB, X, Y>(
     root: DrawingArea<DB, Shift>,
-    panels: Vec<Panel<X>>,
+    panels: Vec<Panel<X, Y>>,
     grid: Grid,
     legend: &Legend,
 ) -> Result<(), String>
@@ -350,6 +355,8 @@ where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let rows = grid.rows(panels.len());
@@ -395,16 +402,18 @@ impl Grid {
 
 /// Draws the panels side by side, with the legend of `lines` below them, into `<stem>.png`
 /// and `<stem>.svg` in `dir` (each written atomically), and returns the figure.
-pub fn render<X>(
+pub fn render<X, Y>(
     dir: &RunDir,
     stem: &str,
     caption: &str,
     lines: &[Line],
-    make_panels: impl Fn() -> Vec<Panel<X>>,
+    make_panels: impl Fn() -> Vec<Panel<X, Y>>,
 ) -> Result<Figure, Error>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     let grid = Grid::row(make_panels().len());
     render_grid(dir, stem, caption, lines, grid, make_panels)
@@ -412,17 +421,19 @@ where
 
 /// As [`render`], with the panels laid out in `grid` (a figure of many panels stays the width
 /// of a page).
-pub fn render_grid<X>(
+pub fn render_grid<X, Y>(
     dir: &RunDir,
     stem: &str,
     caption: &str,
     lines: &[Line],
     grid: Grid,
-    make_panels: impl Fn() -> Vec<Panel<X>>,
+    make_panels: impl Fn() -> Vec<Panel<X, Y>>,
 ) -> Result<Figure, Error>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
     ensure_font()?;
     let rows = grid.rows(make_panels().len()) as u32;
@@ -464,16 +475,20 @@ where
     })
 }
 
-/// A tick label without floating-point noise: six decimals at most, trailing zeros dropped
-/// (a log axis's 0.30000000000000004 reads 0.3).
-fn tick_label(v: f64) -> String {
-    let s = format!("{v:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".into()
+/// `v` rounded to 6 significant digits, so that a tick computed as 0.30000000000000004 (as
+/// logarithmic axes produce) is labelled 0.3; round ticks are unchanged, and −0 is 0.
+fn tidy(v: f64) -> f64 {
+    let rounded: f64 = format!("{v:.5e}").parse().unwrap_or(v);
+    if rounded == 0.0 {
+        0.0
     } else {
-        s.to_string()
+        rounded
     }
+}
+
+/// A tick label without floating-point noise (see [`tidy`]).
+fn tick_label(v: f64) -> String {
+    format!("{}", tidy(v))
 }
 
 /// The largest finite value of `values` (0 if none), for a y range.

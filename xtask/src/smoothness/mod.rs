@@ -8,6 +8,9 @@
 //!   ‖∇L(x) − ∇L(x − η·g)‖ and the effective β-smoothness max ‖Δ∇L‖/‖Δx‖ for η in
 //!   [`ETA_FACTORS`] × lr ([`measures`], [`probe`]). The probes leave weights and batch-norm
 //!   statistics exactly as they were, so the trajectory is that of a run without them.
+//! - The two models do not reach the same loss at the same step, so the measures are also
+//!   compared at equal training loss ([`summary`]): at each of [`summary::LEVELS`], over the
+//!   probes whose running training loss is near it.
 //! - LeNet-BN with [`ShiftNoise`](norma_layers::ShiftNoise) after each batch norm (per channel
 //!   and step: y = a·x + b, a ~ U(1, 3), b ~ U(−1, 1)), trained the same way: its test
 //!   accuracy next to the other two.
@@ -15,8 +18,11 @@
 pub mod chart;
 pub mod measures;
 pub mod probe;
+pub mod results;
+pub mod summary;
 pub mod tables;
 
+use std::f64::consts::{FRAC_1_SQRT_2, SQRT_2};
 use std::fmt::Write as _;
 
 use norma_layers::models::{self, Activation, ModelKind};
@@ -32,7 +38,6 @@ use crate::cli::signals::{self, Signal};
 use crate::error::Error;
 use crate::output::html::Page;
 use crate::output::report::fmt_lr;
-use crate::output::run_dir::RunDir;
 use crate::run::spec::DEFAULT_BATCH_SIZE;
 use crate::steps::{self, CurvePoint, Ending, StepRun};
 
@@ -42,9 +47,12 @@ pub struct SmoothnessArgs {
     /// Training steps of each model (batch 256).
     #[arg(long, default_value_t = 600)]
     pub steps: usize,
-    /// Probe the landscape and measure the test accuracy every K steps.
+    /// Probe the landscape every K steps.
     #[arg(long, default_value_t = 25)]
     pub every: usize,
+    /// Measure the test accuracy every K steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
     /// Learning rate of all three models (SGD) [default: 0.9, d2l's rate for LeNet].
     #[arg(long, allow_negative_numbers = true, default_value_t = DEFAULT_LR)]
     pub lr: f64,
@@ -60,15 +68,28 @@ pub struct SmoothnessArgs {
 /// trains too (its own default is 1.0), so both can share it as Santurkar et al. require.
 pub const DEFAULT_LR: f64 = 0.9;
 
-/// The step sizes probed, as multiples of the learning rate: the step training takes, and
-/// two smaller and two larger ones (a factor of 2 apart).
-pub const ETA_FACTORS: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
+/// The step sizes probed, as multiples of the learning rate: ¼ to 4 times the step training
+/// takes, a factor √2 apart.
+pub const ETA_FACTORS: [f64; 9] = [
+    0.25,
+    FRAC_1_SQRT_2 / 2.0,
+    0.5,
+    FRAC_1_SQRT_2,
+    1.0,
+    SQRT_2,
+    2.0,
+    2.0 * SQRT_2,
+    4.0,
+];
 
 /// One probe along the trajectory.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeRecord {
     /// Steps taken before it.
     pub step: usize,
+    /// The mean batch loss of the steps around it ([`summary::running_loss`]).
+    pub train_loss: f64,
+    /// L(x) on the probe's batch.
     pub loss: f64,
     pub grad_norm: f64,
     pub loss_min: f64,
@@ -87,6 +108,8 @@ impl ProbeRecord {
         let (predictiveness_min, predictiveness_max) = p.predictiveness_range();
         ProbeRecord {
             step,
+            // Known once the steps after the probe are taken.
+            train_loss: f64::NAN,
             loss: p.loss,
             grad_norm: p.grad_norm,
             loss_min,
@@ -110,6 +133,8 @@ pub struct ModelTrajectory {
     pub ending: Ending,
     /// Empty for the noisy model (not probed).
     pub probes: Vec<ProbeRecord>,
+    /// The batch loss of every step ([`StepRun::batch_losses`]).
+    pub batch_losses: Vec<f32>,
     /// The noisy model's test accuracy with the noise left out at test time
     /// ([`NoiseAtEval::Identity`]) at the points of `curve`, whose accuracy applies the noise's
     /// expectation; empty for the other models.
@@ -133,6 +158,18 @@ impl ModelTrajectory {
     pub fn final_acc(&self) -> Option<f64> {
         self.curve.last().map(|p| p.test_acc)
     }
+
+    /// The headline numbers of the run ([`summary`]).
+    pub fn summary(&self) -> summary::ModelSummary {
+        let measures: Vec<summary::Measures> =
+            self.probes.iter().map(summary::Measures::of).collect();
+        summary::ModelSummary {
+            final_test_acc: self.final_acc(),
+            final_train_loss: summary::final_loss(&self.batch_losses),
+            final_test_acc_noise_left_out: self.noise_left_out.last().map(|p| p.test_acc),
+            median: (!measures.is_empty()).then(|| summary::Measures::median(&measures)),
+        }
+    }
 }
 
 /// The noisy model's name.
@@ -144,6 +181,7 @@ pub const NOISE_LEFT_OUT: &str = "lenet-bn-noisy, noise left out at test";
 /// Checks every option before anything is created or loaded.
 fn check(args: &SmoothnessArgs) -> Result<(), Error> {
     steps::check_steps(args.steps, "--every", args.every)?;
+    checks::at_least_one("--eval-every", args.eval_every as u64)?;
     checks::learning_rate("--lr", args.lr)?;
     if let Some(eta) = ETA_FACTORS
         .iter()
@@ -187,12 +225,15 @@ pub fn run(args: SmoothnessArgs) -> Result<Option<Signal>, Error> {
         )?;
         let mut probes = Vec::new();
         let mut noise_left_out = Vec::new();
+        // The probes every `--every` steps; the noisy model's second accuracy where the
+        // curve's is measured.
+        let hook_every = if probed { args.every } else { args.eval_every };
         let outcome = steps::train(
             &mut run,
             args.steps,
-            args.every,
+            args.eval_every,
             name,
-            args.every,
+            hook_every,
             |run, batch| {
                 if probed {
                     let p = probe::probe_model(&mut run.model, batch, &etas)?;
@@ -212,23 +253,45 @@ pub fn run(args: SmoothnessArgs) -> Result<Option<Signal>, Error> {
         if !probed && ending == Ending::Completed && last != Some(run.step) {
             noise_left_out.push(accuracy_without_noise(&mut run)?);
         }
+        for p in &mut probes {
+            p.train_loss = summary::running_loss(&run.batch_losses, p.step);
+        }
         models.push(ModelTrajectory {
             model: name.to_string(),
             curve,
             ending,
             probes,
+            batch_losses: std::mem::take(&mut run.batch_losses),
             noise_left_out,
         });
     }
-    write_results(&session.dir, &models)?;
-    let table = tables::smoothness_table(&models);
-    println!("\n{}", table.text());
+    let results = results::results(&models);
+    results::write(&session.dir, &results)?;
+    let table = tables::smoothness_table(&results);
+    let at_loss = tables::at_loss_table(&results);
+    println!("\n{}\n{}", table.text(), at_loss.text());
     let mut page = Page::new("smoothness: the loss landscape with and without batch norm");
     page.text(describe(&args));
     page.table(table);
     page.figure(
         "the smoothness chart",
         chart::smoothness_chart(&session.dir, &args, &models),
+    );
+    page.heading("At equal training loss");
+    page.text(format!(
+        "At the same step LeNet-BN's training loss is lower than LeNet's, and a lower loss \
+         alone may flatten the landscape. Here each probe's training loss is the mean batch \
+         loss of the {} steps around it, and the models are compared where both have the same \
+         one: at each level, the medians over the probes whose training loss is within a \
+         factor {} of it (or the nearest probe, 'probes' 0). The ratio is LeNet-BN's measure \
+         over LeNet's: below 1, LeNet-BN's landscape is smoother by that measure.",
+        summary::WINDOW,
+        summary::BAND
+    ));
+    page.table(at_loss);
+    page.figure(
+        "the measures against the training loss",
+        chart::at_loss_chart(&session.dir, &models),
     );
     page.heading("Noisy batch norm");
     page.text(format!(
@@ -270,12 +333,13 @@ pub fn build(name: &str, seed: u64) -> Result<Sequential, Error> {
 fn describe(args: &SmoothnessArgs) -> String {
     let mut s = format!(
         "LeNet and LeNet-BN (sigmoid, batch {DEFAULT_BATCH_SIZE}) trained with SGD at lr {} \
-         from seed {} for {} steps. Every {} steps, before the step and on the batch it is \
+         from seed {} for {} steps, tested every {} steps. Every {} steps, before the step and on the batch it is \
          about to train on, with batch norm in training mode: the loss L(x − η·g) along the \
          gradient g for η in",
         fmt_lr(args.lr),
         args.seed,
         args.steps,
+        args.eval_every,
         args.every
     );
     for (i, f) in ETA_FACTORS.iter().enumerate() {
@@ -287,45 +351,11 @@ fn describe(args: &SmoothnessArgs) -> String {
         );
     }
     s.push_str(
-        " (¼ to 4 times the learning rate); the gradient change ‖∇L(x) − ∇L(x − η·g)‖; and the \
+        " (¼ to 4 times the learning rate, a factor √2 apart); the gradient change ‖∇L(x) − ∇L(x − η·g)‖; and the \
          effective β-smoothness max ‖∇L(x) − ∇L(x − η·g)‖ / ‖η·g‖. The probes restore the \
          weights and batch-norm statistics, so the trajectory is the one of a run without them.",
     );
     s
-}
-
-/// `smoothness.json` (everything), `smoothness.csv` (one line per probe) and `accuracy.csv`.
-fn write_results(dir: &RunDir, models: &[ModelTrajectory]) -> Result<(), Error> {
-    dir.write_json("smoothness.json", &models)?;
-    let mut csv = String::from(
-        "model,step,loss,grad_norm,loss_min,loss_max,predictiveness_min,predictiveness_max,beta\n",
-    );
-    for m in models {
-        for p in &m.probes {
-            let _ = writeln!(
-                csv,
-                "{},{},{},{},{},{},{},{},{}",
-                m.model,
-                p.step,
-                p.loss,
-                p.grad_norm,
-                p.loss_min,
-                p.loss_max,
-                p.predictiveness_min,
-                p.predictiveness_max,
-                p.beta
-            );
-        }
-    }
-    dir.write("smoothness.csv", csv.as_bytes())?;
-    let mut curves: Vec<(&str, &[CurvePoint])> = models
-        .iter()
-        .map(|m| (m.model.as_str(), m.curve.as_slice()))
-        .collect();
-    for m in models.iter().filter(|m| !m.noise_left_out.is_empty()) {
-        curves.push((NOISE_LEFT_OUT, m.noise_left_out.as_slice()));
-    }
-    steps::write_curves(dir, "accuracy", &curves)
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub struct StepRun<'a> {
     batches: Batches<'a>,
     /// Steps taken so far.
     pub step: usize,
+    /// The batch loss of every step taken, in order (entry i: step i + 1, measured at the
+    /// weights after i steps), for experiments that follow the training loss step by step.
+    pub batch_losses: Vec<f32>,
 }
 
 /// Mixed into the seed for each epoch's order ("STEPSORD"), so that the order differs from
@@ -92,6 +95,7 @@ impl<'a> StepRun<'a> {
             epoch: 0,
             batches,
             step: 0,
+            batch_losses: Vec::new(),
         })
     }
 
@@ -126,6 +130,7 @@ impl<'a> StepRun<'a> {
         };
         self.optimizer.step()?;
         self.step += 1;
+        self.batch_losses.push(forward.value);
         Ok(forward.value)
     }
 
