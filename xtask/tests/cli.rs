@@ -61,8 +61,16 @@ fn lenet_bn_learns_fashion_mnist_in_a_few_hundred_steps() {
             "lenet-bn.safetensors",
             "metrics.csv",
             "metrics.json",
-            "report.html"
+            "report.html",
+            "targets.csv"
         ]
+    );
+    // The epochs-to-target table as a program reads it.
+    let targets = std::fs::read_to_string(dir.path().join("targets.csv")).unwrap();
+    assert!(
+        targets.starts_with("model,≥ 0.80 from epoch,")
+            && targets.contains("\nlenet-bn (precise BN),"),
+        "{targets}"
     );
     common::assert_report(dir.path(), &["Final comparison", "lenet-bn"]);
     let net = norma_layers::models::lenet_bn(

@@ -92,6 +92,21 @@ proptest! {
     fn instance_norm_gradients_match_finite_differences(shape in instance_shapes(), seed in any::<u64>()) {
         let mut rng = Rng::seed_from_u64(seed);
         let x = Tensor::rand_normal(&shape, 0.5, 2.0, &mut rng);
+        // A finite difference of a normalization is only as good as its step is small next to
+        // the instance's spread: the truncation error grows like step² / σ³, and a draw of two
+        // or three close values (σ of a few hundredths) makes the 1e-3 step in f32 miss by
+        // several percent. Such inputs are left to the float64 and group-norm tests above;
+        // here every instance has σ ≥ 0.25.
+        let positions: usize = shape[2..].iter().product();
+        let min_std = x
+            .as_slice()
+            .chunks(positions)
+            .map(|v| {
+                let mean = v.iter().map(|&a| a as f64).sum::<f64>() / v.len() as f64;
+                (v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+            })
+            .fold(f64::INFINITY, f64::min);
+        prop_assume!(min_std >= 0.25);
         let f = |v: &[Var]| instance_for(&shape, false).forward(&v[0]).map_err(op_error);
         let cfg = GradCheck { step: 1e-3, abs_tol: 2e-2, rel_tol: 2e-2, ..GradCheck::default() };
         check(f, std::slice::from_ref(&x), &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
