@@ -91,14 +91,7 @@ pub struct AffineRun {
 
 /// Checks every option before anything is created or loaded.
 fn check(args: &AffineArgs) -> Result<(), Error> {
-    for (i, a) in args.activations.iter().enumerate() {
-        if args.activations[..i].contains(a) {
-            return Err(Error::Usage(format!(
-                "--activations lists {} more than once",
-                a.activation().name()
-            )));
-        }
-    }
+    checks::distinct_activations("--activations", &args.activations)?;
     checks::at_least_one("--epochs", args.epochs as u64)?;
     if let Some(lr) = args.lr {
         checks::learning_rate("--lr", lr)?;

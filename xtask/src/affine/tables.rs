@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::affine::{affine_name, AffineArgs, AffineRun, AFFINE};
 use crate::cli::choices::ActivationChoice;
 use crate::error::Error;
-use crate::output::report::{fmt_acc, fmt_loss, spread, EpochRow};
+use crate::output::report::{fmt_acc, fmt_loss, fmt_run_cell, spread, EpochRow};
 use crate::output::run_dir::RunDir;
 use crate::output::table::Table;
 
@@ -106,16 +106,7 @@ pub fn final_table(args: &AffineArgs, runs: &[AffineRun]) -> Table {
         let mut row = vec![label(config)];
         for seed in &seeds {
             row.push(match cell.iter().find(|r| r.seed == *seed) {
-                Some(r) => format!(
-                    "{} ({}){}",
-                    fmt_acc(r.final_test_acc),
-                    fmt_acc(r.final_test_acc_moving_avg),
-                    if r.status == "ok" {
-                        String::new()
-                    } else {
-                        format!(" {}", r.status)
-                    }
-                ),
+                Some(r) => fmt_run_cell(r.final_test_acc, r.final_test_acc_moving_avg, r.status),
                 None => "-".into(),
             });
         }

@@ -3,7 +3,7 @@
 
 use norma_layers::models::ModelKind;
 
-use crate::cli::choices::OptimizerChoice;
+use crate::cli::choices::{ActivationChoice, OptimizerChoice};
 use crate::error::Error;
 use crate::output::report::fmt_lr;
 use norma_datasets::DataFile;
@@ -72,6 +72,19 @@ pub fn learning_rate(flag: &str, lr: f64) -> Result<(), Error> {
             "{flag} must be a positive number that f32 parameters can hold ({min:.1e} to {max:.1e}), got {}",
             fmt_lr(lr)
         )));
+    }
+    Ok(())
+}
+
+/// `--activations` (given as `flag`): each activation once.
+pub fn distinct_activations(flag: &str, activations: &[ActivationChoice]) -> Result<(), Error> {
+    for (i, a) in activations.iter().enumerate() {
+        if activations[..i].contains(a) {
+            return Err(Error::Usage(format!(
+                "{flag} lists {} more than once",
+                a.activation().name()
+            )));
+        }
     }
     Ok(())
 }

@@ -189,6 +189,17 @@ pub fn fmt_acc(acc: Option<f64>) -> String {
     acc.map_or("-".into(), |a| format!("{a:.4}"))
 }
 
+/// One run in a per-seed table cell: `0.8755 (0.8048)`, the test accuracy and in brackets
+/// the one with the moving averages, then the run's status unless it is `ok`.
+pub fn fmt_run_cell(test_acc: Option<f64>, moving_avg: Option<f64>, status: &str) -> String {
+    let status = if status == "ok" {
+        String::new()
+    } else {
+        format!(" {status}")
+    };
+    format!("{} ({}){status}", fmt_acc(test_acc), fmt_acc(moving_avg))
+}
+
 /// The columns of the per-epoch table and their widths on the terminal (rows are printed one
 /// at a time, as epochs end, so the widths are fixed).
 const EPOCH_COLUMNS: [(&str, usize); 11] = [

@@ -98,14 +98,7 @@ pub struct PlacementRun {
 
 /// Checks every option before anything is created or loaded.
 fn check(args: &PlacementArgs) -> Result<(), Error> {
-    for (i, a) in args.activations.iter().enumerate() {
-        if args.activations[..i].contains(a) {
-            return Err(Error::Usage(format!(
-                "--activations lists {} more than once",
-                a.activation().name()
-            )));
-        }
-    }
+    checks::distinct_activations("--activations", &args.activations)?;
     checks::at_least_one("--epochs", args.epochs as u64)?;
     checks::at_least_one("--tune-epochs", args.tune_epochs as u64)?;
     checks::distinct_learning_rates("--lrs", &args.lrs)?;

@@ -1,7 +1,7 @@
 //! The tables of `placement`: each configuration's chosen rate and final test accuracy over
 //! seeds, the tuning grid, the final accuracy per seed, and the median per epoch.
 
-use crate::output::report::{fmt_acc, fmt_lr, EpochRow};
+use crate::output::report::{fmt_acc, fmt_lr, fmt_run_cell, EpochRow};
 use crate::output::table::Table;
 use crate::placement::results::ConfigSummary;
 use crate::placement::tuning::{GridCell, Spread};
@@ -118,16 +118,7 @@ pub fn final_table(args: &PlacementArgs, runs: &[PlacementRun]) -> Table {
         ];
         for seed in &seeds {
             row.push(match cell.iter().find(|r| r.seed == *seed) {
-                Some(r) => format!(
-                    "{} ({}){}",
-                    fmt_acc(r.final_test_acc),
-                    fmt_acc(r.final_test_acc_moving_avg),
-                    if r.status == "ok" {
-                        String::new()
-                    } else {
-                        format!(" {}", r.status)
-                    }
-                ),
+                Some(r) => fmt_run_cell(r.final_test_acc, r.final_test_acc_moving_avg, r.status),
                 None => "-".into(),
             });
         }
