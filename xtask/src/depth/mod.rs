@@ -14,8 +14,8 @@
 //! nets without and with batch norm, every `--every` steps — the `drift` measures at depth.
 //!
 //! The default budget (10,000 training images, 1,000 test images, batch 64, 120 steps with
-//! an evaluation every 30, 3 seeds; 9 models per seed) fits a coffee break on 2 cores: about
-//! 12 minutes (see [`DEFAULT_STEPS`]). 120 steps are under one epoch of the 10,000 images, so
+//! an evaluation every 30, 3 seeds; 9 models per seed) fits a coffee break on 2 cores: 5½
+//! minutes measured on an idle 2-core AMD EPYC (docs/experiments.md records the run). 120 steps are under one epoch of the 10,000 images, so
 //! `--train-samples` hardly changes the cost; the steps do. A full-data run — 10 epochs of
 //! all 60,000 images at batch 64 (`--train-samples 60000 --steps 9370 --every 937
 //! --test-samples 10000`) — costs 3 seeds × 5.6 × (9,370 × 0.28 s + 10 × 14 s) ≈ 13 hours
@@ -49,7 +49,7 @@ use crate::steps::{self, CurvePoint, Ending, StepRun};
 
 /// Depths unless `--depths` says otherwise.
 pub const DEFAULT_DEPTHS: [usize; 3] = [8, 20, 32];
-/// Training steps unless `--steps` says otherwise: with 3 seeds about 12 minutes on 2 cores.
+/// Training steps unless `--steps` says otherwise: with 3 seeds 5½ minutes on 2 idle cores.
 /// Measured there (shared with other work): ResNet-32 and the plain-32 nets at batch 64 take
 /// about 0.28 s per training step, an evaluation of 1,000 test images about 1.4 s; a net's
 /// cost grows with its depth, so the nine nets of a seed (depths 8, 20, 32) cost 5.6 times a
