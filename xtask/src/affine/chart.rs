@@ -44,25 +44,11 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
     let x_range = 0.5..args.epochs as f64 + 0.5;
     let panels = || {
         let series = |f: fn(&EpochRow) -> f64| {
-            let mut bands = Vec::new();
-            let mut medians = Vec::new();
-            for (k, &c) in configs.iter().enumerate() {
-                let agg = per_epoch(runs, c, args.epochs, f);
-                let at = |g: fn(&(f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
-                    agg.iter().map(|(x, m)| (*x, g(m))).collect()
-                };
-                bands.push(Series {
-                    line: 2 * k + 1,
-                    points: plot::band(&at(|m| m.1), &at(|m| m.2)),
-                });
-                medians.push(Series {
-                    line: 2 * k,
-                    points: at(|m| m.0),
-                });
-            }
-            // Bands first, so that no band covers a median.
-            bands.extend(medians);
-            bands
+            let curves: Vec<_> = configs
+                .iter()
+                .map(|&c| per_epoch(runs, c, args.epochs, f))
+                .collect();
+            plot::median_bands(&curves)
         };
         vec![
             Panel {

@@ -124,7 +124,7 @@ pub fn per_epoch(
     config: Config,
     epochs: usize,
     f: fn(&EpochRow) -> f64,
-) -> Vec<(f64, (f64, f64, f64))> {
+) -> crate::output::plot::SpreadCurve {
     let cell = runs_of(runs, config);
     (1..=epochs)
         .filter_map(|epoch| {

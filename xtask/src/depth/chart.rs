@@ -34,7 +34,7 @@ const KINDS: [&str; 3] = ["plain, no norm", "plain, batch norm", "ResNet, batch 
 
 /// At each step some seed recorded, the (median, min, max) of `measure` over the seeds that
 /// have it (a diverged seed's curve ends early).
-pub fn over_seeds(runs: &[&DepthRun], measure: Measure) -> Vec<(f64, (f64, f64, f64))> {
+pub fn over_seeds(runs: &[&DepthRun], measure: Measure) -> plot::SpreadCurve {
     let mut steps: Vec<usize> = runs
         .iter()
         .flat_map(|r| r.curve.iter().map(|p| p.step))
@@ -86,24 +86,11 @@ pub fn curves_chart(
         args.depths
             .iter()
             .map(|&depth| {
-                let mut bands = Vec::new();
-                let mut medians = Vec::new();
-                for (k, net) in nets(depth).iter().enumerate() {
-                    let agg = over_seeds(&runs_of(runs, &net.name()), measure);
-                    let at = |f: fn(&(f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
-                        agg.iter().map(|(x, m)| (*x, f(m))).collect()
-                    };
-                    bands.push(Series {
-                        line: 2 * k + 1,
-                        points: plot::band(&at(|m| m.1), &at(|m| m.2)),
-                    });
-                    medians.push(Series {
-                        line: 2 * k,
-                        points: at(|m| m.0),
-                    });
-                }
-                // Bands first, so that no band covers a median.
-                bands.extend(medians);
+                let curves: Vec<_> = nets(depth)
+                    .iter()
+                    .map(|net| over_seeds(&runs_of(runs, &net.name()), measure))
+                    .collect();
+                let bands = plot::median_bands(&curves);
                 Panel {
                     title: format!("depth {depth}"),
                     x_label: "training step".into(),

@@ -145,6 +145,27 @@ pub fn band(lower: &[(f64, f64)], upper: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// A curve over seeds: `(x, (median, min, max))` points.
+pub type SpreadCurve = Vec<(f64, (f64, f64, f64))>;
+
+/// The series of curves given as [`SpreadCurve`]s, e.g. a measure over
+/// seeds: curve k's median on legend line 2k and its min–max band on line 2k + 1, every band
+/// before every median so that no band covers a median line.
+pub fn median_bands(curves: &[SpreadCurve]) -> Vec<Series> {
+    let at = |curve: &[(f64, (f64, f64, f64))], f: fn(&(f64, f64, f64)) -> f64| {
+        curve.iter().map(|(x, m)| (*x, f(m))).collect::<Vec<_>>()
+    };
+    let bands = curves.iter().enumerate().map(|(k, c)| Series {
+        line: 2 * k + 1,
+        points: band(&at(c, |m| m.1), &at(c, |m| m.2)),
+    });
+    let medians = curves.iter().enumerate().map(|(k, c)| Series {
+        line: 2 * k,
+        points: at(c, |m| m.0),
+    });
+    bands.chain(medians).collect()
+}
+
 /// How opaque a band's fill is.
 const BAND_OPACITY: f64 = 0.25;
 
