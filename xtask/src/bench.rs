@@ -10,7 +10,7 @@ use norma_tensor::{Rng, Tensor};
 
 use norma_layers::models::ModelKind;
 
-use crate::cli::choices::{default_lr, ActivationChoice, Models, OptimizerChoice};
+use crate::cli::choices::{ActivationChoice, Models};
 
 use crate::cli::args::DataArgs;
 use crate::cli::checks;
@@ -92,21 +92,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
 /// Wall time of each timed step of `kind` (ms), on the fixed batches.
 fn time_steps(model: ModelKind, args: &BenchArgs, batches: &[Batch]) -> Result<Vec<f64>, Error> {
     let mut run = ModelRun::new(RunSpec {
-        model,
-        activation: ActivationChoice::Sigmoid,
-        optimizer: OptimizerChoice::Sgd,
-        lr: default_lr(model, OptimizerChoice::Sgd),
-        momentum: 0.0,
-        seed: 0,
         batch_size: args.batch_size,
-        epochs: 1,
         shuffle: false,
-        steps: None,
-        init: None,
         precise_bn: 0,
-        placement: Default::default(),
-        renorm_steps: None,
-        affine: true,
+        ..RunSpec::recipe(model, ActivationChoice::Sigmoid, 0, 1)
     })?;
     let mut times = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps {

@@ -228,6 +228,8 @@ mod tests {
         };
         assert_eq!(a.batch_sizes, batch_size::DEFAULT_BATCH_SIZES);
         assert_eq!(a.norms, norma_layers::models::ModelKind::ALL);
+        assert_eq!(a.ghost_batch, norma_layers::models::DEFAULT_GHOST_BATCH);
+        assert_eq!((a.fine_tune_batch, a.fine_tune_epochs), (2, 1));
         assert_eq!(a.common.train_samples, None);
         assert_eq!(a.epochs, batch_size::DEFAULT_EPOCHS);
         let Command::BatchSize(a) = parse(&["batch-size", "--batch-sizes", "2,4", "8"]) else {

@@ -28,7 +28,7 @@ use plotters::prelude::IntoLogRange;
 
 use crate::cli::checks;
 use crate::error::Error;
-use crate::output::plot::{band, render, Figure, Line, Panel, Series};
+use crate::output::plot::{band, render, Figure, Line, Panel, Series, XTicks};
 use crate::output::run_dir::RunDir;
 
 /// Arguments of `lr-sweep`.
@@ -301,7 +301,7 @@ fn chart(
             x_range: (lo / 1.5..hi * 1.5).log_scale(),
             y_range: 0.0..1.0,
             series: series.clone(),
-            integer_x: false,
+            x_ticks: XTicks::Plain,
         }]
     };
     let caption = format!(

@@ -565,11 +565,14 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
         "1",
         "--precise-bn-images",
         "512",
+        // Ghosts of 100 at batch 256 (and 257); at 1 and 2 ghost batch norm is batch norm.
+        "--ghost-batch",
+        "100",
         "--out",
         out.to_str().unwrap(),
     ]);
     let r = json(&out.join("batch-size.json"));
-    assert_eq!(r.as_array().unwrap().len(), 15, "{r}");
+    assert_eq!(r.as_array().unwrap().len(), 16, "{r}");
     // Batch norm on one image: the cell holds the error BatchNorm returned, not a crash.
     let bn1 = cell(&r, "batch", 1);
     assert_eq!(bn1["outcome"], "cannot train", "{bn1}");
@@ -647,8 +650,46 @@ fn batch_size_trains_every_normalization_and_batch_norm_fails_on_one_image() {
         text.contains("lenet-bn (example-weighted, α = 1/b)"),
         "{text}"
     );
+    // Ghost batch norm at 256 only, with its ghost size in the cell's config.
+    let gbn = cell(&r, "ghost", 256);
+    assert!(gbn["final_test_acc"].as_f64().is_some(), "{gbn}");
+    let config = json(&out.join("runs/lenet-gbn-b256-seed0/config.json"));
+    assert_eq!(config["runs"][0]["ghost_batch"], 100, "{config}");
+    assert!(!out.join("runs/lenet-gbn-b2-seed0").exists());
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(summary.contains("= lenet-bn"), "{summary}");
+    assert!(summary.contains("lenet-gbn (precise BN)"), "{summary}");
+    let remedies = std::fs::read_to_string(out.join("remedies.csv")).unwrap();
+    assert_eq!(remedies.lines().count(), 4, "{remedies}");
+    // LeNet-BN trained at 256 fine-tuned at batch 2, live and frozen, from its precise
+    // statistics; the frozen run stores --freeze-bn and the weights it started from.
+    let tuned = json(&out.join("fine-tune.json"));
+    let tuned = &tuned[0];
+    assert_eq!(
+        (
+            tuned["trained_batch"].as_u64(),
+            tuned["batch_size"].as_u64()
+        ),
+        (Some(256), Some(2))
+    );
+    assert_eq!(
+        tuned["before_acc"],
+        cell(&r, "batch", 256)["final_test_acc"],
+        "{tuned}"
+    );
+    for key in ["live_acc", "live_acc_moving_avg", "frozen_acc"] {
+        assert!(tuned[key].as_f64().is_some(), "{key}: {tuned}");
+    }
+    let frozen = json(&out.join("runs/lenet-bn-b256-frozen-b2-seed0/config.json"));
+    assert_eq!(frozen["runs"][0]["freeze_bn"], true, "{frozen}");
+    assert!(frozen["runs"][0]["init"]
+        .as_str()
+        .unwrap()
+        .ends_with("lenet-bn-b256-seed0/lenet-bn-precise-bn.safetensors"));
+    let live = json(&out.join("runs/lenet-bn-b256-finetune-b2-seed0/config.json"));
+    assert!(live["runs"][0].get("freeze_bn").is_none(), "{live}");
     let csv = std::fs::read_to_string(out.join("batch-size.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 16, "{csv}");
+    assert_eq!(csv.lines().count(), 17, "{csv}");
     assert!(csv.contains("\nrenorm,lenet-brn,2,0,"), "{csv}");
     assert!(csv.contains(&format!(",{weighted},0.5,")), "{csv}");
     assert!(

@@ -430,3 +430,54 @@ fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
         .to_string();
     assert!(err.contains("bn1.weight"), "{err}");
 }
+
+#[test]
+fn lenet_gbn_is_lenet_bn_with_ghost_batch_norm_under_the_same_names() {
+    use norma_layers::models::{LenetOptions, DEFAULT_GHOST_BATCH};
+    let bn = ModelKind::LenetBn
+        .build(Activation::Relu, &mut Rng::seed_from_u64(7))
+        .unwrap();
+    let gbn = ModelKind::LenetGbn
+        .build(Activation::Relu, &mut Rng::seed_from_u64(7))
+        .unwrap();
+    assert_eq!(models::state_shapes(&gbn), models::state_shapes(&bn));
+    for ((name, a), (_, b)) in bn
+        .named_parameters()
+        .into_iter()
+        .zip(gbn.named_parameters())
+    {
+        assert_eq!(a.value().to_vec(), b.value().to_vec(), "{name}");
+    }
+    let types: Vec<String> = gbn
+        .children()
+        .filter(|(n, _)| n.starts_with("bn"))
+        .map(|(_, m)| m.describe())
+        .collect();
+    assert_eq!(types.len(), 4);
+    assert!(
+        types.iter().all(
+            |t| t.starts_with("GhostBatchNorm") && t.contains(&DEFAULT_GHOST_BATCH.to_string())
+        ),
+        "{types:?}"
+    );
+    assert_eq!(ModelKind::LenetGbn.norm_name(), "ghost");
+    assert_eq!("lenet-gbn".parse::<ModelKind>(), Ok(ModelKind::LenetGbn));
+    assert!(ModelKind::LenetGbn.has_batch_norm());
+    assert!(!ModelKind::STANDARD.contains(&ModelKind::LenetGbn));
+    let err = "lenet-xx".parse::<ModelKind>().unwrap_err();
+    assert!(
+        err.contains("lenet-gbn") && err.contains("lenet-xx"),
+        "{err}"
+    );
+    let zero = LenetOptions {
+        ghost_batch: 0,
+        ..LenetOptions::default()
+    };
+    assert!(ModelKind::LenetGbn
+        .build_with(Activation::Relu, &zero, &mut Rng::seed_from_u64(7))
+        .is_err());
+    // The other models ignore the ghost size.
+    assert!(ModelKind::LenetBn
+        .build_with(Activation::Relu, &zero, &mut Rng::seed_from_u64(7))
+        .is_ok());
+}

@@ -202,3 +202,50 @@ fn bad_batches_and_counts_are_errors_that_restore_the_layers() {
         }
     }
 }
+
+/// Batch Renormalization and ghost batch norm keep their statistics in the batch norm
+/// underneath: recomputing gives what the same recompute gives a plain batch norm for a ghost
+/// batch as large as the batch (the layer is then batch norm bit for bit) and for renorm in
+/// its warm-up (plain batch norm), and a ghost batch norm with smaller ghosts pools their
+/// statistics, which differ — so neither is left at the stale moving averages.
+#[test]
+fn renorm_and_ghost_batch_norm_are_recomputed_through_their_own_forward() {
+    use norma_layers::{BatchRenorm1d, GhostBatchNorm1d, RenormConfig};
+    let mut rng = Rng::seed_from_u64(4);
+    let batches: Vec<Tensor> = (0..K)
+        .map(|_| Tensor::rand_normal(&[ROWS, 3], 1.0, 2.0, &mut rng))
+        .collect();
+    let running = |m: &Sequential| {
+        let s = state_dict(m);
+        (f32s(&s, "bn.running_mean"), f32s(&s, "bn.running_var"))
+    };
+    let recomputed = |layer: Box<dyn Module>| {
+        let mut net = Sequential::new().with_boxed("bn", layer);
+        net.eval();
+        let stale = running(&net);
+        let report = recompute_batch_norm_stats(&mut net, batches.clone(), K).unwrap();
+        assert_eq!(report.batches, K);
+        assert_eq!(report.layers, vec!["bn".to_string()]);
+        let fresh = running(&net);
+        assert_ne!(fresh, stale, "still the stale statistics");
+        fresh
+    };
+    let plain = recomputed(Box::new(BatchNorm1d::new(3).unwrap()));
+    let whole_ghost = recomputed(Box::new(GhostBatchNorm1d::new(3, ROWS).unwrap()));
+    assert_eq!(whole_ghost, plain);
+    let warm_up = RenormConfig {
+        warmup_steps: K as u64,
+        d_max_at: K as u64,
+        r_max_at: K as u64,
+        ..RenormConfig::default()
+    };
+    let renorm = recomputed(Box::new(
+        BatchRenorm1d::with_config(3, Default::default(), warm_up).unwrap(),
+    ));
+    assert_eq!(renorm, plain);
+    let small_ghosts = recomputed(Box::new(GhostBatchNorm1d::new(3, 4).unwrap()));
+    assert_eq!(small_ghosts.0.len(), 3);
+    // Pooled ghost means average to the batch mean; the pooled variances are within-ghost ones.
+    close(&small_ghosts.0, &plain.0, "ghost running mean");
+    assert!(small_ghosts.1 != plain.1);
+}

@@ -6,7 +6,7 @@ use crate::affine::tables::{configs, label, per_epoch, runs_of};
 use crate::affine::{AffineArgs, AffineRun};
 use crate::cli::choices::ActivationChoice;
 use crate::error::Error;
-use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Line, Panel, Series, XTicks};
 use crate::output::report::EpochRow;
 use crate::output::run_dir::RunDir;
 
@@ -58,7 +58,7 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
                 x_range: x_range.clone(),
                 y_range: acc_range.clone(),
                 series: series(|e| e.headline_acc()),
-                integer_x: true,
+                x_ticks: XTicks::Integer,
             },
             Panel {
                 title: "Training loss".into(),
@@ -67,7 +67,7 @@ pub fn curves_chart(dir: &RunDir, args: &AffineArgs, runs: &[AffineRun]) -> Resu
                 x_range: x_range.clone(),
                 y_range: 0.0..(max_loss * 1.1).max(0.1),
                 series: series(|e| e.train_loss),
-                integer_x: true,
+                x_ticks: XTicks::Integer,
             },
         ]
     };
@@ -164,7 +164,7 @@ pub fn gamma_beta_chart(
                     x_range: x_range.clone(),
                     y_range: y,
                     series,
-                    integer_x: true,
+                    x_ticks: XTicks::Integer,
                 }
             };
         vec![

@@ -1,10 +1,12 @@
 //! `cargo xtask batch-size`: where batch norm breaks as the batch shrinks, and what the other
-//! normalizations do there (Wu & He 2018, Figure 1). The LeNet family — no normalization
-//! (`lenet`), batch (`lenet-bn`), group (`lenet-gn`) and layer norm (`lenet-ln`), and Batch
-//! Renormalization (`lenet-brn`, Ioffe 2017), the remedy that keeps batch statistics — trains at
-//! each batch size of a list for the same number of epochs over the same training images, so
-//! every cell sees the same samples; only the batch size and, through [`LrRule`], the learning
-//! rate change.
+//! normalizations and batch norm's remedies do there (Wu & He 2018, Figure 1). The LeNet
+//! family — no normalization (`lenet`), batch (`lenet-bn`), group (`lenet-gn`) and layer norm
+//! (`lenet-ln`), Batch Renormalization (`lenet-brn`, Ioffe 2017) and ghost batch norm
+//! (`lenet-gbn`, Hoffer et al. 2017), the remedies that keep batch statistics — trains at each
+//! batch size of a list for the same number of epochs over the same training images, so every
+//! cell sees the same samples; only the batch size and, through [`LrRule`], the learning rate
+//! change. Then each seed's LeNet-BN trained at the largest batch size is fine-tuned at a tiny
+//! batch with its batch norms live and frozen ([`fine_tune`]).
 //!
 //! - **Learning rate**: the rate of each model at batch [`REFERENCE_BATCH`] (`train-lenet`'s:
 //!   0.9 for LeNet, 1.0 for the normalized variants) scaled with the batch size, linearly by
@@ -17,6 +19,9 @@
 //!   five eighths. The paper's 5000-step warm-up would leave every cell at batch ≥ 32 (2 epochs
 //!   are ≤ 3750 steps there) plain batch norm throughout. Its accuracy is measured like batch
 //!   norm's, with precise statistics and with the moving averages.
+//! - **Ghost batch norm** at the batch sizes above `--ghost-batch` (16 by default): each batch
+//!   normalized in ghost batches of 16 samples, one running estimate; at or below 16 it is
+//!   batch norm bit for bit, and not run again.
 //! - **Batch of one with batch norm**: BatchNorm1d (after fc1 and fc2) sees one value per
 //!   channel and cannot compute a variance (nor can Batch Renormalization, which starts from
 //!   the batch statistics). The cell takes one real training step on one image
@@ -40,21 +45,22 @@
 //! - **Outcomes**: diverged / stalled / ok by [`crate::run::divergence::outcome`].
 //!
 //! Each cell is a `train-lenet` run in `runs/<model>-b<batch>-seed<seed>/` with its own report;
-//! `batch-size.json`/`.csv`, a table ([`tables`]) and a chart ([`chart`]) summarise them.
+//! `batch-size.json`/`.csv`, `summary.csv` (the table), `remedies.csv` (which column wins at
+//! each batch size), `fine-tune.json`/`.csv`, the tables ([`tables`]) and the chart ([`chart`])
+//! summarise them ([`results`]).
 
+pub mod cell;
 pub mod chart;
+pub mod fine_tune;
+pub mod results;
 pub mod tables;
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use norma_datasets::{Dataset, LastBatch, Order};
-use norma_kernels::KernelError;
-use norma_layers::{set_example_weight, LayerError};
 use serde::{Deserialize, Serialize};
 
-use norma_layers::models::ModelKind;
+use norma_layers::models::{ModelKind, DEFAULT_GHOST_BATCH};
 
 use crate::cli::args::{CommonArgs, SeedArgs};
 use crate::cli::checks;
@@ -65,10 +71,6 @@ use crate::cli::signals::{self, Signal};
 use crate::error::Error;
 use crate::experiment;
 use crate::output::html::Page;
-use crate::output::run_dir::RunDir;
-use crate::run::divergence;
-use crate::run::model_run::{accuracy, ModelRun};
-use crate::run::spec::RunSpec;
 
 /// Batch sizes tried unless `--batch-sizes` says otherwise.
 pub const DEFAULT_BATCH_SIZES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -82,6 +84,10 @@ pub const DEFAULT_PRECISE_IMAGES: usize = 51_200;
 
 /// Epochs per cell unless `--epochs` says otherwise.
 pub const DEFAULT_EPOCHS: usize = 2;
+
+/// The fine-tuning batch size unless `--fine-tune-batch` says otherwise: 2, detection's
+/// images per GPU and the smallest batch live batch norm can train at.
+pub const DEFAULT_FINE_TUNE_BATCH: usize = 2;
 
 /// The largest batch size at which LeNet-BN is also evaluated with example-weighted inference
 /// statistics ([`example_weight`]).
@@ -127,8 +133,8 @@ impl LrRule {
 }
 
 /// Arguments of `batch-size` (by default one seed, 2 epochs of the whole training set at each
-/// batch size: 45 cells, about 19 minutes on 2 cores; the reproduce plan's 3 seeds about an
-/// hour).
+/// batch size: 49 cells and two fine-tunings; the reproduce plan runs 3 seeds, and docs/
+/// experiments.md states the time they took).
 #[derive(Debug, clap::Args, Serialize)]
 #[command(mut_arg("seeds", |a| a.default_value("1")))]
 pub struct BatchSizeArgs {
@@ -137,13 +143,23 @@ pub struct BatchSizeArgs {
     pub batch_sizes: Vec<usize>,
     /// Normalizations, each once: none (lenet), batch (lenet-bn), group (lenet-gn), layer
     /// (lenet-ln), renorm (lenet-brn: Batch Renormalization, its schedule compressed into the
-    /// cell's steps).
-    #[arg(long, value_parser = norm_parser(), num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer", "renorm"])]
+    /// cell's steps), ghost (lenet-gbn: ghost batch norm, at batch sizes above --ghost-batch).
+    #[arg(long, value_parser = norm_parser(), num_args = 1.., value_delimiter = ',', default_values = ["none", "batch", "group", "layer", "renorm", "ghost"])]
     #[serde(serialize_with = "norm_names")]
     pub norms: Vec<ModelKind>,
     /// Epochs per cell: every batch size sees the same images this many times.
     #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     pub epochs: usize,
+    /// Samples per ghost batch of ghost batch norm (which runs at the batch sizes above it).
+    #[arg(long, default_value_t = DEFAULT_GHOST_BATCH)]
+    pub ghost_batch: usize,
+    /// The batch size LeNet-BN trained at the largest batch size is fine-tuned at, with its
+    /// batch norms live and frozen.
+    #[arg(long, default_value_t = DEFAULT_FINE_TUNE_BATCH)]
+    pub fine_tune_batch: usize,
+    /// Epochs of that fine-tuning (0: none).
+    #[arg(long, default_value_t = 1)]
+    pub fine_tune_epochs: usize,
     /// How the learning rate follows the batch size, from each model's rate at batch 256
     /// (0.9 for lenet, 1.0 for the others): linear (b/256) or sqrt (√(b/256)).
     #[arg(long, value_enum, default_value = "linear")]
@@ -190,7 +206,7 @@ pub struct BatchSizeRun {
     pub final_test_acc_example_weighted: Option<f64>,
     /// The example weight α of that accuracy ([`example_weight`]).
     pub example_weight: Option<f64>,
-    /// `ok`, `stalled`, `diverged` ([`divergence::outcome`]) or `cannot train`.
+    /// `ok`, `stalled`, `diverged` ([`crate::run::divergence::outcome`]) or `cannot train`.
     pub outcome: &'static str,
     /// Why the cell cannot train, in short (`one value per channel`).
     pub reason: Option<String>,
@@ -244,6 +260,15 @@ fn check(args: &BatchSizeArgs) -> Result<(), Error> {
     }
     checks::at_least_one("--epochs", args.epochs as u64)?;
     args.seeds.check()?;
+    if args.norms.contains(&ModelKind::LenetGbn) {
+        check_ghost_batches(args, train_len)?;
+    }
+    if fine_tune::is_run(args) && !(2..=train_len).contains(&args.fine_tune_batch) {
+        return Err(Error::Usage(format!(
+            "--fine-tune-batch must be between 2 (live batch norm needs two samples) and the training set's {train_len} images, got {}",
+            args.fine_tune_batch
+        )));
+    }
     for &n in &args.norms {
         let base = default_lr(n, OptimizerChoice::Sgd);
         for &b in &args.batch_sizes {
@@ -253,63 +278,30 @@ fn check(args: &BatchSizeArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The training run of one cell, on `data`: for Batch Renormalization with its schedule
-/// compressed into the cell's steps (see the module docs).
-fn spec(
-    args: &BatchSizeArgs,
-    model: ModelKind,
-    batch_size: usize,
-    seed: u64,
-    data: &Dataset,
-) -> Result<RunSpec, Error> {
-    let base = RunSpec::recipe(model, args.activation, seed, args.epochs);
-    let mut spec = RunSpec {
-        lr: args.lr_rule.lr(base.lr, batch_size),
-        batch_size,
-        precise_bn: args.precise_bn_images.div_ceil(batch_size),
-        ..base
-    };
-    // (At batch 1 renorm cannot train and has no batches to count: see [`cannot_train`].)
-    if model == ModelKind::LenetBrn && batch_size > 1 {
-        let steps = spec.epoch_batches(data, 0)?.len() * args.epochs;
-        spec.renorm_steps = Some(steps as u64);
+/// Ghost batch norm cannot normalize a ghost batch of one sample (its fully connected layers
+/// would see one value per channel): refuse a ghost size below 2, and a batch size whose
+/// batches — the full ones, and the last one after a single sample joined the batch before it
+/// — leave one sample over in their last ghost batch.
+fn check_ghost_batches(args: &BatchSizeArgs, train_len: usize) -> Result<(), Error> {
+    let v = args.ghost_batch;
+    if v < 2 {
+        return Err(Error::Usage(format!(
+            "--ghost-batch must be at least 2 (a ghost batch of one sample has one value per channel), got {v}"
+        )));
     }
-    Ok(spec)
-}
-
-/// Whether a model cannot train at this batch size: batch norm on batches of one image. Then
-/// one real training step on the first training image alone gives the error, in full and in
-/// short; `None` when the model can train.
-fn cannot_train(spec: &RunSpec, data: &Dataset) -> Result<Option<(String, String)>, Error> {
-    if !(spec.batch_size == 1 && spec.model.has_batch_norm()) {
-        return Ok(None);
-    }
-    let mut run = ModelRun::new(spec.clone())?;
-    let Some(batch) = data
-        .train
-        .batches(1, Order::Sequential, LastBatch::Keep)?
-        .next()
-    else {
-        return Err(Error::Usage("the training set is empty".into()));
-    };
-    match run.step(batch) {
-        Ok(_) => Err(Error::Usage(format!(
-            "{} trained on a batch of one image; batch norm should have refused it",
-            spec.model.name()
-        ))),
-        Err(e) => Ok(Some((reason(&e), e.to_string()))),
-    }
-}
-
-/// The short form of the error a model returned for a batch it cannot train on: `one value
-/// per channel` for batch norm's, else the error itself.
-pub fn reason(e: &Error) -> String {
-    match e {
-        Error::Layer(LayerError::Kernel(KernelError::SingleValuePerChannel { .. })) => {
-            "one value per channel".into()
+    for &b in args.batch_sizes.iter().filter(|&&b| b > v) {
+        let last = match train_len % b {
+            0 => b,
+            1 => b + 1,
+            r => r,
+        };
+        if let Some(m) = [b, last].into_iter().find(|m| m % v == 1) {
+            return Err(Error::Usage(format!(
+                "at batch size {b} a batch of {m} samples leaves one sample in its last ghost batch of --ghost-batch {v}; choose another --ghost-batch or batch size"
+            )));
         }
-        other => other.to_string(),
     }
+    Ok(())
 }
 
 /// Runs `batch-size`; returns the signal that interrupted it, if one did.
@@ -322,12 +314,25 @@ pub fn run(args: BatchSizeArgs) -> Result<Option<Signal>, Error> {
     let started = Instant::now();
     let runs_dir = session.dir.subdir("runs")?;
     let seeds = args.seeds.list();
-    let total = seeds.len() * args.norms.len() * args.batch_sizes.len();
+    let per_seed: usize = args
+        .batch_sizes
+        .iter()
+        .map(|&b| {
+            let run = |n: &&ModelKind| cell::is_run(&args, **n, b);
+            args.norms.iter().filter(run).count()
+        })
+        .sum();
+    let total = seeds.len() * per_seed;
+    let largest = args.batch_sizes.iter().copied().max().unwrap_or(1);
     let mut runs = Vec::new();
+    let mut fine_tunes = Vec::new();
     for &seed in &seeds {
         for &batch_size in &args.batch_sizes {
             for &norm in &args.norms {
-                let spec = spec(&args, norm, batch_size, seed, &session.data)?;
+                if !cell::is_run(&args, norm, batch_size) {
+                    continue;
+                }
+                let spec = cell::spec(&args, norm, batch_size, seed, &session.data)?;
                 let name = format!("{}-b{batch_size}-seed{seed}", spec.model.name());
                 eprintln!(
                     "\n== run {}/{total}: {name} (lr {}, {:.0} s so far)",
@@ -335,82 +340,41 @@ pub fn run(args: BatchSizeArgs) -> Result<Option<Signal>, Error> {
                     tables::short_lr(spec.lr),
                     started.elapsed().as_secs_f64()
                 );
-                let cell = match cannot_train(&spec, &session.data)? {
-                    Some((reason, error)) => {
-                        eprintln!("{name}: {CANNOT_TRAIN}: {error}");
-                        BatchSizeRun {
-                            norm,
-                            model: spec.model.name(),
-                            batch_size,
-                            seed,
-                            lr: spec.lr,
-                            steps_per_epoch: 0,
-                            final_test_acc: None,
-                            final_test_acc_moving_avg: None,
-                            final_test_acc_example_weighted: None,
-                            example_weight: None,
-                            outcome: CANNOT_TRAIN,
-                            reason: Some(reason),
-                            error: Some(error),
-                            max_batch_loss: None,
-                            train_seconds: 0.0,
-                        }
-                    }
-                    None => {
-                        let steps_per_epoch = spec.epoch_batches(&session.data, 0)?.len();
-                        let record = match session.train(&runs_dir, &name, vec![spec.clone()])? {
-                            Ok(mut records) => records.remove(0),
-                            Err(signal) => return Ok(Some(signal)),
-                        };
-                        let alpha =
-                            example_weight(batch_size).filter(|_| norm == ModelKind::LenetBn);
-                        let weighted = match alpha {
-                            Some(a) => {
-                                let weights = runs_dir
-                                    .path()
-                                    .join(&name)
-                                    .join(format!("{}.safetensors", spec.model.name()));
-                                Some(example_weighted_acc(&spec, &weights, a, &session.data)?)
-                            }
-                            None => None,
-                        };
-                        BatchSizeRun {
-                            norm,
-                            model: spec.model.name(),
-                            batch_size,
-                            seed,
-                            lr: spec.lr,
-                            steps_per_epoch,
-                            final_test_acc: record.headline_acc(),
-                            final_test_acc_moving_avg: record
-                                .final_test_acc_precise
-                                .and(record.final_test_acc),
-                            final_test_acc_example_weighted: weighted,
-                            example_weight: alpha,
-                            outcome: divergence::outcome(&record),
-                            reason: None,
-                            error: None,
-                            max_batch_loss: Some(record.max_batch_loss),
-                            train_seconds: record.epochs.iter().map(|e| e.seconds).sum(),
-                        }
-                    }
-                };
-                runs.push(cell);
+                match cell::run_cell(&session, &runs_dir, &name, &spec)? {
+                    Ok(cell) => runs.push(cell),
+                    Err(signal) => return Ok(Some(signal)),
+                }
+            }
+        }
+        if fine_tune::is_run(&args) {
+            let Some(source) = runs.iter().find(|r| {
+                r.seed == seed && r.norm == ModelKind::LenetBn && r.batch_size == largest
+            }) else {
+                continue;
+            };
+            let source_name = format!("{}-b{largest}-seed{seed}", source.model);
+            match fine_tune::fine_tune(&session, &args, &runs_dir, source, &source_name)? {
+                Ok(Some(done)) => fine_tunes.push(done),
+                Ok(None) => {}
+                Err(signal) => return Ok(Some(signal)),
             }
         }
     }
-    write_results(&session.dir, &runs)?;
+    let summary = results::write(&session.dir, &args, &runs, &fine_tunes)?;
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let table = tables::accuracy_table(&args, &runs);
-    println!("\nfinal test accuracy:\n{}", table.text());
+    println!("\nfinal test accuracy:\n{}", summary.accuracy.text());
     let errors = tables::errors(&runs);
     for line in &errors {
         println!("{line}");
     }
+    println!("\nbest at each batch size:\n{}", summary.remedies.text());
+    if let Some(t) = &summary.fine_tune {
+        println!("\nfine-tuning:\n{}", t.text());
+    }
     println!("{total} cells in {minutes:.1} min");
     let mut page = Page::new("batch-size: test accuracy against batch size, per normalization");
     page.text(tables::description(&args, minutes));
-    page.heading("Final test accuracy").table(table);
+    page.heading("Final test accuracy").table(summary.accuracy);
     for line in errors {
         page.text(line);
     }
@@ -418,70 +382,62 @@ pub fn run(args: BatchSizeArgs) -> Result<Option<Signal>, Error> {
         "the batch-size chart",
         chart::chart(&session.dir, &args, &runs),
     );
+    page.heading("Best at each batch size")
+        .table(summary.remedies);
+    if let Some(t) = summary.fine_tune {
+        page.heading("Fine-tuning at a tiny batch: live or frozen batch norm")
+            .text(tables::fine_tune_description(&args, largest))
+            .table(t);
+    }
     session.finish(page, &args)?;
     Ok(None)
-}
-
-/// The test accuracy of the trained weights `weights` of `spec`'s model with every batch norm's
-/// example weight set to `alpha` (the moving averages mixed with each example's statistics).
-fn example_weighted_acc(
-    spec: &RunSpec,
-    weights: &std::path::Path,
-    alpha: f64,
-    data: &Dataset,
-) -> Result<f64, Error> {
-    let mut run = ModelRun::new(RunSpec {
-        init: Some(weights.to_path_buf()),
-        ..spec.clone()
-    })?;
-    set_example_weight(&mut run.model, alpha)?;
-    Ok(accuracy(&run.predict(&data.test)?, data.test.labels()))
-}
-
-/// `batch-size.json` and `batch-size.csv`: one entry per cell.
-fn write_results(dir: &RunDir, runs: &[BatchSizeRun]) -> Result<(), Error> {
-    dir.write_json("batch-size.json", &runs)?;
-    let mut csv = String::from(
-        "norm,model,batch_size,seed,lr,steps_per_epoch,final_test_acc,final_test_acc_moving_avg,final_test_acc_example_weighted,example_weight,outcome,reason,max_batch_loss,train_seconds\n",
-    );
-    let opt = |v: Option<f64>| v.map_or(String::new(), |a| a.to_string());
-    for r in runs {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3}",
-            r.norm.norm_name(),
-            r.model,
-            r.batch_size,
-            r.seed,
-            r.lr,
-            r.steps_per_epoch,
-            opt(r.final_test_acc),
-            opt(r.final_test_acc_moving_avg),
-            opt(r.final_test_acc_example_weighted),
-            opt(r.example_weight),
-            r.outcome,
-            r.reason
-                .as_deref()
-                .map_or(String::new(), |s| format!("\"{}\"", s.replace('"', "\"\""))),
-            opt(r.max_batch_loss),
-            r.train_seconds
-        );
-    }
-    dir.write("batch-size.csv", csv.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> BatchSizeArgs {
+        let line = ["xtask", "batch-size"]
+            .into_iter()
+            .chain(extra.iter().copied());
+        match crate::Cli::try_parse_from(line).unwrap().command {
+            crate::Command::BatchSize(a) => a,
+            _ => unreachable!(),
+        }
+    }
 
     #[test]
-    fn batch_norms_error_is_named_in_short_and_others_in_full() {
-        let single = Error::Layer(LayerError::Kernel(KernelError::SingleValuePerChannel {
-            shape: vec![1, 120],
-        }));
-        assert_eq!(reason(&single), "one value per channel");
-        let other = Error::Layer(LayerError::Kernel(KernelError::TooFewValues { count: 1 }));
-        assert_eq!(reason(&other), other.to_string());
+    fn ghost_batches_of_one_sample_are_refused_before_training() {
+        // The defaults: batches of 32–256 over 60,000 images in ghosts of 16 never leave one.
+        assert!(check_ghost_batches(&args(&[]), 60_000).is_ok());
+        for bad in [&["--ghost-batch", "1"][..], &["--ghost-batch", "0"]] {
+            let e = check_ghost_batches(&args(bad), 60_000)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--ghost-batch must be at least 2"), "{e}");
+        }
+        // Batches of 17 in ghosts of 16 leave one sample.
+        let e = check_ghost_batches(&args(&["--batch-sizes", "17"]), 34)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("batch size 17") && e.contains("17 samples"),
+            "{e}"
+        );
+        // 60,000 = 234·256 + 96, fine; 20 images in batches of 19: the last one joins (20 = 16
+        // + 4), fine; 36 in batches of 35: 36 = 2·16 + 4, fine; 50 in batches of 32: 18 left.
+        assert!(check_ghost_batches(&args(&["--batch-sizes", "19"]), 20).is_ok());
+        let e = check_ghost_batches(&args(&["--batch-sizes", "32"]), 49)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch of 17 samples"), "{e}");
+        // Ghost batch norm at or below its ghost size is batch norm, not run.
+        let a = args(&[]);
+        assert!(!cell::is_run(&a, ModelKind::LenetGbn, 16));
+        assert!(cell::is_run(&a, ModelKind::LenetGbn, 32));
+        assert!(cell::is_run(&a, ModelKind::LenetBn, 1));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The table of `batch-size` (rows: batch sizes; columns: the learning rate and each
-//! normalization's final test accuracy), the errors of the cells that cannot train, and the
-//! report's description of the experiment.
+//! The tables of `batch-size` — the accuracies (rows: batch sizes; columns: the learning rate
+//! and each normalization's final test accuracy over seeds), the best column at each batch
+//! size, the fine-tuning — the errors of the cells that cannot train, and the report's
+//! description of the experiment.
 
+use crate::batch_size::fine_tune::FineTuneRun;
 use crate::batch_size::{
-    example_weight, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH, REFERENCE_BATCH,
+    cell, example_weight, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH, REFERENCE_BATCH,
 };
 use norma_layers::models::ModelKind;
 
@@ -49,7 +51,7 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
     for &norm in &args.norms {
         let model = norm.name();
         match norm {
-            ModelKind::LenetBn | ModelKind::LenetBrn if precise => {
+            ModelKind::LenetBn | ModelKind::LenetBrn | ModelKind::LenetGbn if precise => {
                 out.push((norm, Measure::Final, format!("{model} (precise BN)")));
                 out.push((
                     norm,
@@ -57,7 +59,7 @@ pub fn columns(args: &BatchSizeArgs) -> Vec<(ModelKind, Measure, String)> {
                     format!("{model} (moving avg)"),
                 ));
             }
-            ModelKind::LenetBn | ModelKind::LenetBrn => {
+            ModelKind::LenetBn | ModelKind::LenetBrn | ModelKind::LenetGbn => {
                 out.push((norm, Measure::Final, format!("{model} (moving avg)")));
             }
             _ => out.push((norm, Measure::Final, model.to_string())),
@@ -86,19 +88,37 @@ pub fn median_of(cell: &[&BatchSizeRun], measure: Measure) -> Option<f64> {
     (!accs.is_empty()).then(|| median(accs))
 }
 
-/// One table cell: the accuracy and, unless ok, the outcome; over several seeds the median and
-/// then each seed's.
+/// The accuracies of `measure` over the cell's seeds that trained, in seed order.
+pub fn accuracies(cell: &[&BatchSizeRun], measure: Measure) -> Vec<f64> {
+    cell.iter().filter_map(|r| measure.of(r)).collect()
+}
+
+/// One table cell: the accuracy and, unless ok, the outcome; over several seeds the median,
+/// the min–max range and how many seeds did not end ok.
 fn cell_text(cell: &[&BatchSizeRun], measure: Measure) -> String {
     match cell {
         [] => "-".into(),
         [one] => one.label(measure.of(one)),
-        several => match median_of(several, measure) {
-            None => several[0].label(None),
-            Some(med) => {
-                let each: Vec<String> = several.iter().map(|r| r.label(measure.of(r))).collect();
-                format!("{med:.4} ({})", each.join(", "))
+        several => {
+            let accs = accuracies(several, measure);
+            let Some(med) = median_of(several, measure) else {
+                return several[0].label(None);
+            };
+            let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut text = format!("{med:.4} ({lo:.4}–{hi:.4})");
+            for outcome in ["stalled", "diverged", crate::batch_size::CANNOT_TRAIN] {
+                let n = several.iter().filter(|r| r.outcome == outcome).count();
+                if n > 0 {
+                    text.push_str(&format!(
+                        ", {n} of {} {}",
+                        several.len(),
+                        outcome.to_uppercase()
+                    ));
+                }
             }
-        },
+            text
+        }
     }
 }
 
@@ -154,7 +174,11 @@ pub fn accuracy_table(args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Table {
     for &b in &args.batch_sizes {
         let mut row = vec![b.to_string(), lr_cell(args, b)];
         for (norm, measure, _) in &columns {
-            row.push(cell_text(&cell_runs(runs, *norm, b), *measure));
+            row.push(if cell::is_run(args, *norm, b) {
+                cell_text(&cell_runs(runs, *norm, b), *measure)
+            } else {
+                "= lenet-bn".into()
+            });
         }
         t.row(row);
     }
@@ -201,6 +225,16 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
     } else {
         ""
     };
+    let ghost = if args.norms.contains(&ModelKind::LenetGbn) {
+        format!(
+            "lenet-gbn is LeNet-BN with ghost batch norm (Hoffer et al. 2017): each batch \
+             normalized in ghost batches of {} samples, one running estimate; it runs at the \
+             batch sizes above {0} (at or below, it is lenet-bn bit for bit: \"= lenet-bn\"). ",
+            args.ghost_batch
+        )
+    } else {
+        String::new()
+    };
     let weighted = if args.norms.contains(&ModelKind::LenetBn)
         && args
             .batch_sizes
@@ -222,9 +256,9 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
          training images at every batch size, so every cell sees the same number of samples; \
          the learning rate is each model's rate at batch {REFERENCE_BATCH} (0.9 for lenet, 1.0 \
          for the normalized models) scaled by the {} rule ({}), seeds {}. Cells: final test \
-         accuracy (median over seeds, then each seed's); DIVERGED marks a run stopped by a \
+         accuracy, the median over seeds and their min–max range; DIVERGED marks a run stopped by a \
          batch loss above 100 or not finite, STALLED one that ended below 0.2 without \
-         diverging. {renorm}{precise}{weighted}A last batch of a single sample joins the batch before it. \
+         diverging. {renorm}{ghost}{precise}{weighted}A last batch of a single sample joins the batch before it. \
          {minutes:.1} minutes in all. Every cell's own folder, with its report, is in runs/.",
         args.activation.activation().name(),
         args.epochs,
@@ -234,6 +268,131 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
             crate::batch_size::LrRule::Sqrt => "√(b/256)",
         },
         seed_range(&args.seeds.list()),
+    )
+}
+
+/// The best column at each batch size (by the median over seeds, among the headline and
+/// example-weighted columns every seed trained in), the runner-up, whether the best beat it on every seed (same seed: same initial
+/// weights and batch order), and the best against batch norm with precise statistics.
+pub fn remedies_table(args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Table {
+    let seeds = args.seeds.list().len();
+    let columns = columns(args);
+    let mut t = Table::new([
+        "batch",
+        "best",
+        "best (median)",
+        "runner-up",
+        "runner-up (median)",
+        "best beats runner-up on every seed",
+        "lenet-bn (median)",
+        "best − lenet-bn",
+    ]);
+    for &b in &args.batch_sizes {
+        let mut ranked: Vec<(&str, f64, Vec<f64>)> = columns
+            .iter()
+            // The moving averages are another reading of a model already ranked.
+            .filter(|(norm, measure, _)| {
+                *measure != Measure::MovingAverage && cell::is_run(args, *norm, b)
+            })
+            .filter_map(|(norm, measure, header)| {
+                let cell = cell_runs(runs, *norm, b);
+                let accs = accuracies(&cell, *measure);
+                (accs.len() == seeds && seeds > 0)
+                    .then(|| (header.as_str(), median(accs.clone()), accs))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let bn = median_of(&cell_runs(runs, ModelKind::LenetBn, b), Measure::Final);
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let (best, runner) = (ranked.first(), ranked.get(1));
+        let every_seed = match (best, runner) {
+            (Some(a), Some(r)) => {
+                let wins = a.2.iter().zip(&r.2).filter(|(x, y)| x > y).count();
+                if wins == a.2.len() {
+                    "yes".to_string()
+                } else {
+                    format!("no ({wins} of {})", a.2.len())
+                }
+            }
+            _ => "-".into(),
+        };
+        t.row([
+            b.to_string(),
+            best.map_or("-".into(), |c| c.0.to_string()),
+            fmt(best.map(|c| c.1)),
+            runner.map_or("-".into(), |c| c.0.to_string()),
+            fmt(runner.map(|c| c.1)),
+            every_seed,
+            fmt(bn),
+            match (best, bn) {
+                (Some(c), Some(bn)) => format!("{:+.4}", c.1 - bn),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    t
+}
+
+/// The fine-tuning, one row per seed and a last row of medians: the accuracy before, after
+/// fine-tuning with live batch norm (precise statistics, moving averages) and with frozen
+/// batch norm.
+pub fn fine_tune_table(runs: &[FineTuneRun]) -> Table {
+    let mut t = Table::new([
+        "seed",
+        "before (precise BN)",
+        "live BN after (precise BN)",
+        "live BN after (moving avg)",
+        "frozen BN after",
+    ]);
+    let label = |acc: Option<f64>, outcome: &str| match acc {
+        Some(a) if outcome == "ok" => format!("{a:.4}"),
+        Some(a) => format!("{a:.4} {}", outcome.to_uppercase()),
+        None => "-".into(),
+    };
+    for r in runs {
+        t.row([
+            r.seed.to_string(),
+            label(r.before_acc, "ok"),
+            label(r.live_acc, r.live_outcome),
+            label(r.live_acc_moving_avg, r.live_outcome),
+            label(r.frozen_acc, r.frozen_outcome),
+        ]);
+    }
+    if runs.len() > 1 {
+        let med = |f: fn(&FineTuneRun) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(f).collect();
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.4}", median(v))
+            }
+        };
+        t.row([
+            "median".to_string(),
+            med(|r| r.before_acc),
+            med(|r| r.live_acc),
+            med(|r| r.live_acc_moving_avg),
+            med(|r| r.frozen_acc),
+        ]);
+    }
+    t
+}
+
+/// What the fine-tuning did, above its table.
+pub fn fine_tune_description(args: &BatchSizeArgs, trained_batch: usize) -> String {
+    format!(
+        "Each seed's lenet-bn trained at batch {trained_batch} (with its precise statistics) \
+         fine-tuned for {} epoch(s) at batch {} and learning rate {}: with its batch norms live \
+         (batch statistics of {1} samples, moving averages updated) or frozen (statistics, γ and \
+         β fixed at the trained model's, as torchvision's FrozenBatchNorm2d). Test accuracy \
+         before and after; live batch norm measured with precise statistics recomputed at the \
+         fine-tuning batch size and with its moving averages.",
+        args.fine_tune_epochs,
+        args.fine_tune_batch,
+        short_lr(args.lr_rule.lr(
+            default_lr(ModelKind::LenetBn, OptimizerChoice::Sgd),
+            args.fine_tune_batch
+        )),
     )
 }
 

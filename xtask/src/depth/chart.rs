@@ -5,7 +5,7 @@
 use crate::depth::tables::runs_of;
 use crate::depth::{nets, DepthArgs, DepthRun, OBSERVED};
 use crate::error::Error;
-use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Line, Panel, Series, XTicks};
 use crate::output::report::spread;
 use crate::output::run_dir::RunDir;
 use crate::steps::chart::{percentile_range, percentile_series, step_range};
@@ -98,7 +98,7 @@ pub fn curves_chart(
                     x_range: step_range(args.steps),
                     y_range: y_range.clone(),
                     series: bands,
-                    integer_x: false,
+                    x_ticks: XTicks::Plain,
                 }
             })
             .collect()
@@ -156,7 +156,7 @@ pub fn drift_chart(dir: &RunDir, args: &DepthArgs, runs: &[DepthRun]) -> Result<
                     x_range: step_range(args.steps),
                     y_range: percentile_range(records.iter().flat_map(|r| r.iter().map(|x| &x.1))),
                     series,
-                    integer_x: false,
+                    x_ticks: XTicks::Plain,
                 }
             })
             .collect()

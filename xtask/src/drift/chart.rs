@@ -6,7 +6,7 @@ use norma_layers::Summary;
 use crate::drift::measure::median_path;
 use crate::drift::{DriftArgs, ModelDrift, ProbedInput, LENETS, UNIT, UNIT_LAYER};
 use crate::error::Error;
-use crate::output::plot::{self, Figure, Grid, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Grid, Line, Panel, Series, XTicks};
 use crate::output::run_dir::RunDir;
 use crate::steps::chart::{accuracy_panel, percentile_range, step_range};
 
@@ -55,7 +55,7 @@ fn percentile_panel(
         x_range: step_range(steps),
         y_range,
         series,
-        integer_x: false,
+        x_ticks: XTicks::Plain,
     }
 }
 

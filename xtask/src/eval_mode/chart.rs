@@ -7,7 +7,7 @@ use plotters::prelude::IntoLogRange;
 use crate::error::Error;
 use crate::eval_mode::measure::BatchOutcome;
 use crate::eval_mode::Results;
-use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Line, Panel, Series, XTicks};
 use crate::output::run_dir::RunDir;
 
 /// `eval-mode.png` / `.svg`: accuracy against test batch size in training mode, with the
@@ -95,7 +95,7 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
                 x_range: (lo / 1.3..hi * 1.3).log_scale(),
                 y_range: 0.0..1.0,
                 series: accuracy,
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
             Panel {
                 title: "Images whose class depends on the company".into(),
@@ -104,7 +104,7 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
                 x_range: (lo / 1.3..hi * 1.3).log_scale(),
                 y_range: 0.0..top,
                 series: company,
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
         ]
     };

@@ -185,8 +185,34 @@ pub struct Panel<X, Y = std::ops::Range<f64>> {
     pub x_range: X,
     pub y_range: Y,
     pub series: Vec<Series>,
-    /// Label only whole numbers on the x axis (epochs).
-    pub integer_x: bool,
+    /// How the x axis is labelled.
+    pub x_ticks: XTicks,
+}
+
+/// The labels of a panel's x axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XTicks {
+    /// Each tick's value.
+    Plain,
+    /// Whole numbers only (epochs).
+    Integer,
+    /// An axis of −log₂ v, labelled with v at the whole powers of two: v decreasing to the right
+    /// on a logarithmic scale (Wu & He's batch-size axis), which plotters' log ranges cannot
+    /// reverse.
+    DecreasingPowersOfTwo,
+}
+
+impl XTicks {
+    /// The label of the tick at `v`; empty for a tick that gets none.
+    fn label(self, v: f64) -> String {
+        let whole = v.fract().abs() < 1e-9;
+        match self {
+            XTicks::Plain => tick_label(v),
+            XTicks::Integer if whole => format!("{v:.0}"),
+            XTicks::DecreasingPowersOfTwo if whole => tick_label((-v).exp2()),
+            _ => String::new(),
+        }
+    }
 }
 
 /// Tableau's ten colors: distinct, and readable by most color-blind readers.
@@ -239,19 +265,12 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(panel.x_range, panel.y_range)
         .map_err(err)?;
-    let integer = |v: &f64| {
-        if v.fract().abs() < 1e-9 {
-            format!("{v:.0}")
-        } else {
-            String::new()
-        }
-    };
-    let plain = |v: &f64| tick_label(*v);
+    let x_ticks = panel.x_ticks;
+    let x_format = |v: &f64| x_ticks.label(*v);
     let y_format = |v: &f64| <Y::CoordDescType as ValueFormatter<f64>>::format(&tidy(*v));
-    let x_format: &dyn Fn(&f64) -> String = if panel.integer_x { &integer } else { &plain };
     chart
         .configure_mesh()
-        .x_label_formatter(x_format)
+        .x_label_formatter(&x_format)
         .y_label_formatter(&y_format)
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
@@ -543,6 +562,16 @@ mod tests {
         assert_eq!((grid.rows(15), grid.rows(13), grid.rows(1)), (5, 5, 1));
         assert_eq!(grid.rows(0), 1);
         assert_eq!(Grid::row(4).rows(4), 1);
+    }
+
+    #[test]
+    fn x_ticks_label_whole_numbers_and_decreasing_powers_of_two() {
+        assert_eq!(XTicks::Integer.label(3.0), "3");
+        assert_eq!(XTicks::Integer.label(2.5), "");
+        assert_eq!(XTicks::DecreasingPowersOfTwo.label(-8.0), "256");
+        assert_eq!(XTicks::DecreasingPowersOfTwo.label(0.0), "1");
+        assert_eq!(XTicks::DecreasingPowersOfTwo.label(-0.5), "");
+        assert_eq!(XTicks::Plain.label(0.25), "0.25");
     }
 
     #[test]

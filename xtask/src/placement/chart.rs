@@ -6,7 +6,7 @@ use plotters::prelude::IntoLogRange;
 use crate::cli::args::seed_range;
 use crate::cli::choices::PlacementChoice;
 use crate::error::Error;
-use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Line, Panel, Series, XTicks};
 use crate::output::report::EpochRow;
 use crate::output::run_dir::RunDir;
 use crate::placement::tables::{configs, label, spread_per_epoch};
@@ -94,7 +94,7 @@ pub fn chart(dir: &RunDir, args: &PlacementArgs, runs: &[PlacementRun]) -> Resul
                 x_range: x_range.clone(),
                 y_range: 0.0..1.0,
                 series: series(|e| e.headline_acc()),
-                integer_x: true,
+                x_ticks: XTicks::Integer,
             },
             Panel {
                 title: format!("Training loss, {seeds}"),
@@ -103,7 +103,7 @@ pub fn chart(dir: &RunDir, args: &PlacementArgs, runs: &[PlacementRun]) -> Resul
                 x_range: x_range.clone(),
                 y_range: 0.0..(max_loss * 1.1).max(0.1),
                 series: series(|e| e.train_loss),
-                integer_x: true,
+                x_ticks: XTicks::Integer,
             },
         ]
     };
@@ -152,7 +152,7 @@ pub fn grid_chart(dir: &RunDir, args: &PlacementArgs, grid: &[GridCell]) -> Resu
                     x_range: (lo / 1.5..hi * 1.5).log_scale(),
                     y_range: 0.0..1.0,
                     series: bands_first(series),
-                    integer_x: false,
+                    x_ticks: XTicks::Plain,
                 }
             })
             .collect()

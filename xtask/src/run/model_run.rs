@@ -7,7 +7,7 @@ use norma_autograd::{no_grad, Var};
 use norma_datasets::{Batch, Dataset, Split};
 use norma_distributed::Communicator;
 use norma_layers::checkpoint;
-use norma_layers::{convert_sync_batch_norm, Module, Sequential};
+use norma_layers::{convert_sync_batch_norm, freeze_batch_norm, Module, Sequential};
 use norma_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use norma_tensor::Rng;
 
@@ -46,18 +46,35 @@ pub struct ModelRun {
 
 impl ModelRun {
     /// Builds the model (Xavier-uniform from the seed, then the `init` checkpoint if the spec
-    /// names one) and its optimizer.
+    /// names one, then its batch norms frozen if the spec freezes them: the checkpoint is a
+    /// trained model's, whose statistics and affine the frozen layers keep) and its optimizer.
     pub fn new(spec: RunSpec) -> Result<ModelRun, Error> {
-        let run = Self::fresh(spec)?;
-        if let Some(init) = &run.spec.init {
-            checkpoint::load(&run.model, init)?;
-        }
-        Ok(run)
+        let Some(init) = &spec.init else {
+            return Self::fresh(spec);
+        };
+        let unfrozen = RunSpec {
+            freeze_bn: false,
+            ..spec.clone()
+        };
+        let model = unfrozen.build_model(&mut Rng::seed_from_u64(spec.seed))?;
+        checkpoint::load(&model, init)?;
+        let model = if spec.freeze_bn {
+            freeze_batch_norm(model)?
+        } else {
+            model
+        };
+        Self::with_model(spec, model)
     }
 
-    /// Builds the model from the seed only, for weights that a checkpoint will replace.
+    /// Builds the model from the seed only (frozen as the spec says), for weights that a
+    /// checkpoint will replace.
     pub fn fresh(spec: RunSpec) -> Result<ModelRun, Error> {
         let model = spec.build_model(&mut Rng::seed_from_u64(spec.seed))?;
+        Self::with_model(spec, model)
+    }
+
+    /// `model` with the optimizer of `spec` over its parameters.
+    fn with_model(spec: RunSpec, model: Sequential) -> Result<ModelRun, Error> {
         let params = model.parameters();
         let optimizer: Box<dyn Optimizer> = match spec.optimizer {
             OptimizerChoice::Sgd => Box::new(Sgd::new(
@@ -379,5 +396,46 @@ mod tests {
         assert_eq!(first.acc, accuracy(&first.predicted, labels));
         // Cross-entropy of 10 classes near the start: about ln 10.
         assert!((first.loss - 10f64.ln()).abs() < 0.5, "{}", first.loss);
+    }
+
+    #[test]
+    fn a_frozen_run_keeps_the_trained_statistics_and_affine_and_trains_the_rest() {
+        let data = tiny_data(48, 40);
+        let mut trained = run();
+        trained.step(batch(&data, 0)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("lenet-bn.safetensors");
+        std::fs::write(&weights, state_bytes(&trained.model).unwrap()).unwrap();
+        let spec = RunSpec {
+            init: Some(weights),
+            freeze_bn: true,
+            ..trained.spec.clone()
+        };
+        assert!(!spec.tracks_batch_stats());
+        let mut frozen = ModelRun::new(spec.clone()).unwrap();
+        let state = |m: &Sequential| norma_layers::checkpoint::state_dict(m);
+        let before = state(&frozen.model);
+        // The frozen layers hold the trained model's buffers and γ, β.
+        for name in [
+            "bn1.running_mean",
+            "bn3.running_var",
+            "bn4.weight",
+            "bn2.bias",
+        ] {
+            assert_eq!(before[name], state(&trained.model)[name], "{name}");
+        }
+        assert!(!before.contains_key("bn1.num_batches_tracked"));
+        frozen.step(batch(&data, 1)).unwrap();
+        let after = state(&frozen.model);
+        for (name, value) in &before {
+            let moved = after[name] != *value;
+            assert_eq!(moved, !name.starts_with("bn"), "{name}");
+        }
+        // Resuming builds the same frozen model from the seed.
+        let fresh = ModelRun::fresh(spec).unwrap();
+        assert_eq!(
+            state(&fresh.model).keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>()
+        );
     }
 }

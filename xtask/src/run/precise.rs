@@ -31,7 +31,7 @@ const ORDER_SALT: u64 = 0x5052_4543_4953_4542;
 /// The batches precise statistics are computed from (see the module docs), or `None` when the
 /// spec asks for none: a model without batch norm, or `--precise-bn 0`.
 pub fn batches<'a>(spec: &RunSpec, data: &'a Dataset) -> Result<Option<Batches<'a>>, Error> {
-    if spec.precise_bn == 0 || !spec.model.has_batch_norm() {
+    if spec.precise_bn == 0 || !spec.tracks_batch_stats() {
         return Ok(None);
     }
     let order = Order::Shuffled(spec.seed ^ ORDER_SALT);

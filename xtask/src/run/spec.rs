@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use norma_datasets::{Batches, Dataset, LastBatch, Order};
-use norma_layers::models::{LenetOptions, ModelKind};
-use norma_layers::{RenormConfig, Sequential};
+use norma_layers::models::{LenetOptions, ModelKind, DEFAULT_GHOST_BATCH};
+use norma_layers::{freeze_batch_norm, RenormConfig, Sequential};
 use norma_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,16 @@ pub struct RunSpec {
     /// store what they stored, and runs stored before it existed read as true.
     #[serde(default = "affine_default", skip_serializing_if = "is_affine")]
     pub affine: bool,
+    /// For `lenet-gbn`: samples per ghost batch; `None`, [`DEFAULT_GHOST_BATCH`]. Left out of
+    /// `config.json` when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ghost_batch: Option<usize>,
+    /// Every batch norm frozen ([`freeze_batch_norm`]) once the model is built: fixed
+    /// statistics and affine, nothing of them trained, no precise statistics. Meant with
+    /// [`RunSpec::init`] (the trained model to fine-tune), whose checkpoint is then a frozen
+    /// model's. Left out of `config.json` when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_bn: bool,
 }
 
 fn affine_default() -> bool {
@@ -106,6 +116,8 @@ impl RunSpec {
             placement: PlacementChoice::Before,
             renorm_steps: None,
             affine: true,
+            ghost_batch: None,
+            freeze_bn: false,
         }
     }
 
@@ -117,15 +129,29 @@ impl RunSpec {
     }
 
     /// The network of the spec, fresh from `rng`: its model, activation, placement, γ and β or
-    /// not, and (for `lenet-brn`) renorm schedule.
+    /// not, (for `lenet-brn`) renorm schedule and (for `lenet-gbn`) ghost batch size; its batch
+    /// norms frozen with [`RunSpec::freeze_bn`].
     pub fn build_model(&self, rng: &mut Rng) -> Result<Sequential, norma_layers::LayerError> {
         let options = LenetOptions {
             placement: self.placement.placement(),
             affine: self.affine,
             renorm: self.renorm(),
+            ghost_batch: self.ghost_batch.unwrap_or(DEFAULT_GHOST_BATCH),
         };
-        self.model
-            .build_with(self.activation.activation(), &options, rng)
+        let model = self
+            .model
+            .build_with(self.activation.activation(), &options, rng)?;
+        if self.freeze_bn {
+            freeze_batch_norm(model)
+        } else {
+            Ok(model)
+        }
+    }
+
+    /// Whether the run keeps batch-norm running statistics that precise statistics can
+    /// replace: a model with batch norm (or a remedy of it) that is not frozen.
+    pub fn tracks_batch_stats(&self) -> bool {
+        self.model.has_batch_norm() && !self.freeze_bn
     }
 
     /// The seed of epoch `epoch`'s shuffle: distinct per epoch, fixed by the run seed.

@@ -10,7 +10,7 @@ use plotters::coord::combinators::WithKeyPoints;
 use plotters::prelude::{BindKeyPoints, IntoLogRange, LogCoord};
 
 use crate::error::Error;
-use crate::output::plot::{self, Figure, Line, Panel, Series};
+use crate::output::plot::{self, Figure, Line, Panel, Series, XTicks};
 use crate::output::run_dir::RunDir;
 use crate::smoothness::summary::{self, Measures};
 use crate::smoothness::{ModelTrajectory, ProbeRecord, SmoothnessArgs, NOISE_LEFT_OUT, NOISY};
@@ -202,7 +202,7 @@ pub fn smoothness_chart(
                 x_range: x_range.clone(),
                 y_range: log_axis(bounds(&[|p| p.loss_min, |p| p.loss_max])),
                 series: bands(|p| p.loss_min, |p| p.loss_max),
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
             Panel {
                 title: "(b) Gradient predictiveness".into(),
@@ -214,7 +214,7 @@ pub fn smoothness_chart(
                     |p| p.predictiveness_max,
                 ])),
                 series: bands(|p| p.predictiveness_min, |p| p.predictiveness_max),
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
             Panel {
                 title: "(c) Effective β-smoothness".into(),
@@ -230,7 +230,7 @@ pub fn smoothness_chart(
                         points: points(m, step_of, |p| p.beta),
                     })
                     .collect(),
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
             Panel {
                 title: "(d) Training loss".into(),
@@ -239,7 +239,7 @@ pub fn smoothness_chart(
                 x_range: x_range.clone(),
                 y_range: log_axis(loss_range.clone()),
                 series: loss_series,
-                integer_x: false,
+                x_ticks: XTicks::Plain,
             },
         ]
     };
@@ -308,7 +308,7 @@ pub fn at_loss_chart(dir: &RunDir, models: &[ModelTrajectory]) -> Result<Figure,
             x_range: log_axis(x.clone()),
             y_range: log_axis(y.clone()),
             series,
-            integer_x: false,
+            x_ticks: XTicks::Plain,
         }
     };
     let panels = || {

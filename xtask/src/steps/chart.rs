@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use norma_layers::Summary;
 
-use crate::output::plot::{self, Panel, Series};
+use crate::output::plot::{self, Panel, Series, XTicks};
 use crate::steps::CurvePoint;
 
 /// The x range of a chart of `steps` steps.
@@ -32,7 +32,7 @@ pub fn accuracy_panel(
                 points: curve.iter().map(|p| (p.step as f64, p.test_acc)).collect(),
             })
             .collect(),
-        integer_x: false,
+        x_ticks: XTicks::Plain,
     }
 }
 

@@ -55,6 +55,11 @@ pub struct TrainArgs {
     /// Start from these weights and buffers (safetensors, PyTorch state_dict names).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Freeze the batch norms of the --init model (torchvision's FrozenBatchNorm2d: its
+    /// statistics, γ and β fixed, none trained) and train the rest: fine-tuning at batches too
+    /// small for batch statistics.
+    #[arg(long, requires = "init")]
+    pub freeze_bn: bool,
     /// Batch-norm statistics in a data-parallel run (under mpirun; needs the cargo feature
     /// `mpi`): over the global batch (sync), or over each process's shard (local) [default:
     /// sync].

@@ -148,6 +148,12 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
                 .into(),
         ));
     }
+    if args.freeze_bn && !models.iter().all(|m| m.has_batch_norm()) {
+        return Err(Error::Usage(
+            "--freeze-bn freezes batch norms, which lenet does not have; use --model lenet-bn"
+                .into(),
+        ));
+    }
     if let Some(init) = &args.init {
         files::check_input_file("--init", init)?;
     }
@@ -174,6 +180,8 @@ pub fn from_args(args: &TrainArgs) -> Result<TrainConfig, Error> {
             placement: args.placement.unwrap_or_default(),
             renorm_steps: None,
             affine: true,
+            ghost_batch: None,
+            freeze_bn: args.freeze_bn,
         })
         .collect();
     let common = &args.common;

@@ -1,7 +1,7 @@
 //! The chart of a `train-lenet` run.
 
 use crate::error::Error;
-use crate::output::plot::{finite_max, render_grid, Figure, Grid, Line, Panel, Series};
+use crate::output::plot::{finite_max, render_grid, Figure, Grid, Line, Panel, Series, XTicks};
 use crate::output::report::{fmt_lr, EpochRow, RunRecord};
 use crate::output::run_dir::RunDir;
 
@@ -78,7 +78,7 @@ pub fn training_curves(dir: &RunDir, records: &[RunRecord]) -> Result<Option<Fig
             x_range: x_range.clone(),
             y_range,
             series,
-            integer_x: true,
+            x_ticks: XTicks::Integer,
         };
         vec![
             panel(

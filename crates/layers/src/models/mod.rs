@@ -39,6 +39,12 @@
 //! LeNet-BN's from the same seed. [`LenetOptions::renorm`] sets the r_max/d_max schedule (the
 //! paper's by default, [`RenormConfig::default`]).
 //!
+//! **Ghost batch norm** ([`ModelKind::LenetGbn`], `lenet-gbn`): LeNet-BN with each batch norm
+//! converted into a [`crate::GhostBatchNorm1d`]/[`crate::GhostBatchNorm2d`] of the same name and
+//! `state_dict` ([`crate::convert_ghost_batch_norm`]): training statistics over ghost batches
+//! of [`LenetOptions::ghost_batch`] samples ([`DEFAULT_GHOST_BATCH`] unless set), one running
+//! estimate; the weights are LeNet-BN's from the same seed.
+//!
 //! **Without γ and β** ([`LenetOptions::affine`] `false`): every norm only normalizes, as
 //! PyTorch's `affine=False`; the network and its random draws are otherwise the same, and the
 //! `state_dict` lacks the norms' `weight` and `bias`.
@@ -73,21 +79,24 @@ pub enum ModelKind {
     LenetLn,
     /// LeNet-BN with Batch Renormalization in the places of batch norm.
     LenetBrn,
+    /// LeNet-BN with ghost batch norm in the places of batch norm.
+    LenetGbn,
 }
 
 impl ModelKind {
-    /// Every model, plain LeNet first, then batch, group and layer norm, then Batch
-    /// Renormalization.
-    pub const ALL: [ModelKind; 5] = [
+    /// Every model, plain LeNet first, then batch, group and layer norm, then batch norm's
+    /// remedies: Batch Renormalization and ghost batch norm.
+    pub const ALL: [ModelKind; 6] = [
         ModelKind::Lenet,
         ModelKind::LenetBn,
         ModelKind::LenetGn,
         ModelKind::LenetLn,
         ModelKind::LenetBrn,
+        ModelKind::LenetGbn,
     ];
 
     /// The models without a small-batch remedy of batch norm: plain LeNet, batch, group and
-    /// layer norm ([`ModelKind::ALL`] but Batch Renormalization).
+    /// layer norm ([`ModelKind::ALL`] but Batch Renormalization and ghost batch norm).
     pub const STANDARD: [ModelKind; 4] = [
         ModelKind::Lenet,
         ModelKind::LenetBn,
@@ -102,7 +111,7 @@ impl ModelKind {
     pub const NORMALIZED: [ModelKind; 3] =
         [ModelKind::LenetBn, ModelKind::LenetGn, ModelKind::LenetLn];
 
-    /// `lenet`, `lenet-bn`, `lenet-gn`, `lenet-ln` or `lenet-brn`.
+    /// `lenet`, `lenet-bn`, `lenet-gn`, `lenet-ln`, `lenet-brn` or `lenet-gbn`.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Lenet => "lenet",
@@ -110,13 +119,16 @@ impl ModelKind {
             ModelKind::LenetGn => "lenet-gn",
             ModelKind::LenetLn => "lenet-ln",
             ModelKind::LenetBrn => "lenet-brn",
+            ModelKind::LenetGbn => "lenet-gbn",
         }
     }
 
-    /// The normalization by its own name: `none`, `batch`, `group`, `layer` or `renorm`.
+    /// The normalization by its own name: `none`, `batch`, `group`, `layer`, `renorm` or
+    /// `ghost`.
     pub fn norm_name(self) -> &'static str {
         match (self, self.norm()) {
             (ModelKind::LenetBrn, _) => "renorm",
+            (ModelKind::LenetGbn, _) => "ghost",
             (_, None) => "none",
             (_, Some(Norm::Batch)) => "batch",
             (_, Some(Norm::Group)) => "group",
@@ -129,8 +141,9 @@ impl ModelKind {
         self.norm().is_some()
     }
 
-    /// Whether the model contains batch norm or Batch Renormalization (which cannot train on
-    /// one value per channel and have running statistics).
+    /// Whether the model contains batch norm or one of its remedies, Batch Renormalization or
+    /// ghost batch norm (which cannot train on one value per channel and have running
+    /// statistics).
     pub fn has_batch_norm(self) -> bool {
         self.norm() == Some(Norm::Batch)
     }
@@ -156,11 +169,13 @@ impl ModelKind {
         self.build_with(activation, &options, rng)
     }
 
-    /// Builds the model as `options` say: where its norms sit, whether they have γ and β, and
-    /// (for [`ModelKind::LenetBrn`]) the r_max/d_max schedule. The options change no random
-    /// draw: one seed gives every variant the same initial weights.
+    /// Builds the model as `options` say: where its norms sit, whether they have γ and β, (for
+    /// [`ModelKind::LenetBrn`]) the r_max/d_max schedule and (for [`ModelKind::LenetGbn`]) the
+    /// ghost batch size. The options change no random draw: one seed gives every variant the
+    /// same initial weights.
     ///
-    /// Errors: a bad schedule ([`crate::BatchRenorm::from_batch_norm`]'s).
+    /// Errors: a bad schedule ([`crate::BatchRenorm::from_batch_norm`]'s), a ghost batch size
+    /// of 0.
     pub fn build_with(
         self,
         activation: Activation,
@@ -173,6 +188,7 @@ impl ModelKind {
         };
         match self {
             ModelKind::LenetBrn => crate::convert_batch_renorm(model, options.renorm),
+            ModelKind::LenetGbn => crate::convert_ghost_batch_norm(model, options.ghost_batch),
             _ => Ok(model),
         }
     }
@@ -181,7 +197,7 @@ impl ModelKind {
     fn norm(self) -> Option<Norm> {
         match self {
             ModelKind::Lenet => None,
-            ModelKind::LenetBn | ModelKind::LenetBrn => Some(Norm::Batch),
+            ModelKind::LenetBn | ModelKind::LenetBrn | ModelKind::LenetGbn => Some(Norm::Batch),
             ModelKind::LenetGn => Some(Norm::Group),
             ModelKind::LenetLn => Some(Norm::Layer),
         }
@@ -202,9 +218,8 @@ impl FromStr for ModelKind {
             .into_iter()
             .find(|kind| kind.name() == s.replace('_', "-"))
             .ok_or_else(|| {
-                format!(
-                    "unknown model '{s}' (expected lenet, lenet-bn, lenet-gn, lenet-ln or lenet-brn)"
-                )
+                let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown model '{s}' (expected one of {})", names.join(", "))
             })
     }
 }
@@ -262,7 +277,16 @@ pub struct LenetOptions {
     pub affine: bool,
     /// The r_max/d_max schedule of [`ModelKind::LenetBrn`] (ignored by the other models).
     pub renorm: RenormConfig,
+    /// The ghost batch size of [`ModelKind::LenetGbn`]: samples per ghost batch (ignored by the
+    /// other models).
+    pub ghost_batch: usize,
 }
+
+/// The ghost batch size of [`ModelKind::LenetGbn`] unless [`LenetOptions::ghost_batch`] says
+/// otherwise: 16 samples, a batch size at which LeNet-BN itself trains well (`cargo xtask
+/// batch-size`), so that ghost batch norm inside LeNet's batches of 64–256 keeps the noise of
+/// those small batches (Hoffer et al. used ghost batches of 128 inside batches of 4096).
+pub const DEFAULT_GHOST_BATCH: usize = 16;
 
 impl Default for LenetOptions {
     fn default() -> Self {
@@ -270,6 +294,7 @@ impl Default for LenetOptions {
             placement: Placement::BeforeActivation,
             affine: true,
             renorm: RenormConfig::default(),
+            ghost_batch: DEFAULT_GHOST_BATCH,
         }
     }
 }

@@ -22,11 +22,16 @@
 //! M_k its values per channel). With batches of equal size the running mean is exactly the
 //! mean of all K batches' activations; the running variance is the average within-batch
 //! unbiased variance, the quantity the training-mode normalization divided by.
+//!
+//! Batch Renormalization and ghost batch norm keep their statistics in the batch norm
+//! underneath; they are recomputed the same way through the layer's own training-mode forward
+//! (ghost batch norm: each batch's pooled ghost statistics; renorm: its schedule counts from
+//! `num_batches_tracked` 0 again, so the first batches are plain batch norm).
 
 use norma_autograd::{no_grad, Var};
 use norma_tensor::Tensor;
 
-use crate::norm::batch_norm::{for_each_batch_norm_mut, BatchNormLayer};
+use crate::norm::batch_norm::{for_each_running_stats_mut, BatchNormLayer};
 use crate::{LayerError, Mode, Module, Result};
 
 /// What [`recompute_batch_norm_stats`] did.
@@ -65,7 +70,7 @@ pub fn recompute_batch_norm_stats(
         });
     }
     let mut saved: Vec<(String, Saved)> = Vec::new();
-    for_each_batch_norm_mut(model, &mut |name, bn| saved.extend(prepare(name, bn)));
+    for_each_running_stats_mut(model, &mut |name, bn| saved.extend(prepare(name, bn)));
     let mut seen = 0;
     let mut result = Ok(());
     for batch in batches.into_iter().take(max_batches) {
@@ -76,7 +81,7 @@ pub fn recompute_batch_norm_stats(
         seen += 1;
     }
     let mut restore = saved.iter();
-    for_each_batch_norm_mut(model, &mut |name, bn| put_back(name, bn, &mut restore));
+    for_each_running_stats_mut(model, &mut |name, bn| put_back(name, bn, &mut restore));
     result?;
     if seen == 0 {
         return Err(LayerError::Config {

@@ -15,7 +15,10 @@ use super::{GhostBatchNorm, RenormConfig};
 use crate::module::{for_each_module_mut, join_name, Mode, Module};
 use crate::norm::batch_norm::BatchRenorm;
 use crate::norm::frozen_batch_norm::FrozenBatchNorm;
-use crate::{LayerError, Result, Sequential};
+use crate::{
+    BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d, LayerError, Result,
+    Sequential,
+};
 
 /// What the model-wide operations need of a batch norm, whatever its input kind.
 pub(crate) trait BatchNormLayer: Module {
@@ -77,6 +80,46 @@ pub(crate) fn as_batch_norm_mut(module: &mut dyn Module) -> Option<&mut dyn Batc
             .downcast_mut::<BatchNorm1d>()
             .map(|bn| bn as &mut dyn BatchNormLayer)
     }
+}
+
+/// The batch norm whose running statistics `module` updates in training mode, if any: a batch
+/// norm itself, or the one underneath a Batch Renormalization or a ghost batch norm (their
+/// training-mode forwards update it) — the statistics precise BN recomputes through the
+/// layer's own forward.
+pub(crate) fn running_stats_mut(module: &mut dyn Module) -> Option<&mut dyn BatchNormLayer> {
+    // Each kind tested before borrowing (see `as_batch_norm_mut`).
+    if module.is::<BatchRenorm1d>() {
+        module
+            .downcast_mut::<BatchRenorm1d>()
+            .map(|l| l.batch_norm_mut() as &mut dyn BatchNormLayer)
+    } else if module.is::<BatchRenorm2d>() {
+        module
+            .downcast_mut::<BatchRenorm2d>()
+            .map(|l| l.batch_norm_mut() as &mut dyn BatchNormLayer)
+    } else if module.is::<GhostBatchNorm1d>() {
+        module
+            .downcast_mut::<GhostBatchNorm1d>()
+            .map(|l| l.batch_norm_mut() as &mut dyn BatchNormLayer)
+    } else if module.is::<GhostBatchNorm2d>() {
+        module
+            .downcast_mut::<GhostBatchNorm2d>()
+            .map(|l| l.batch_norm_mut() as &mut dyn BatchNormLayer)
+    } else {
+        as_batch_norm_mut(module)
+    }
+}
+
+/// [`running_stats_mut`] of every layer inside `model`, depth first in model order, with its
+/// full name.
+pub(crate) fn for_each_running_stats_mut(
+    model: &mut dyn Module,
+    f: &mut dyn FnMut(&str, &mut dyn BatchNormLayer),
+) {
+    for_each_module_mut(model, &mut |name, module| {
+        if let Some(bn) = running_stats_mut(module) {
+            f(name, bn);
+        }
+    });
 }
 
 /// Calls `f` on every batch norm inside `model` (and on `model` itself if it is one), depth

@@ -121,6 +121,12 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
         &self.bn
     }
 
+    /// The batch norm underneath, mutably: its training-mode statistics are this layer's
+    /// (precise statistics recompute them through this layer's forward).
+    pub(crate) fn batch_norm_mut(&mut self) -> &mut BatchNorm<I> {
+        &mut self.bn
+    }
+
     /// Training mode: batch norm on each ghost batch, one running update.
     fn forward_train(&self, x: &Var) -> Result<Var> {
         let bn = &self.bn;

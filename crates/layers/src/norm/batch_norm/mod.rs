@@ -66,7 +66,8 @@ mod train;
 pub(crate) use eval::EvalBackward;
 pub use example_weighted::set_example_weight;
 pub(crate) use find::{
-    as_batch_norm_mut, for_each_batch_norm_mut, replace_batch_norms, BatchNormLayer, Replacement,
+    as_batch_norm_mut, for_each_batch_norm_mut, for_each_running_stats_mut, replace_batch_norms,
+    BatchNormLayer, Replacement,
 };
 pub use ghost::{convert_ghost_batch_norm, GhostBatchNorm, GhostBatchNorm1d, GhostBatchNorm2d};
 pub use kinds::{BatchNorm1d, BatchNorm2d, BatchNormInput, Features, Images};

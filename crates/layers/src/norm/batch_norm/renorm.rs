@@ -204,6 +204,12 @@ impl<I: BatchNormInput> BatchRenorm<I> {
         &self.bn
     }
 
+    /// The batch norm underneath, mutably: its training-mode statistics are this layer's
+    /// (precise statistics recompute them through this layer's forward).
+    pub(crate) fn batch_norm_mut(&mut self) -> &mut BatchNorm<I> {
+        &mut self.bn
+    }
+
     /// Mean 0, variance 1, no batch seen (the schedule starts again).
     pub fn reset_running_stats(&mut self) {
         self.bn.reset_running_stats();
