@@ -7,7 +7,7 @@ use ndarray::IxDyn;
 use norma_simd::{Simd, SimdLevel};
 
 use super::{gamma_or_ones, GroupShape, GroupStats, NormForward};
-use crate::layout::{fill, min_pieces, FillPiece, PIECE};
+use crate::layout::{fill, in_parallel, FillPiece, PIECE};
 use crate::precision::{inv_std, split};
 use crate::sums::{self, ShiftedSquares};
 
@@ -41,7 +41,7 @@ pub(super) fn forward(
         xs,
         xs,
         groups_per_piece * group_len,
-        min_pieces(xs.len()),
+        in_parallel(xs.len()),
         &pieces,
     );
     let (mean, var) = stats.into_iter().flatten().map(|[m, v]| (m, v)).unzip();
