@@ -226,7 +226,7 @@ pub(crate) fn fill<P: FillPiece>(
         .as_slice_mut()
         .expect("a freshly allocated array is contiguous");
     assert!(x.len() == slots.len() && y.len() == slots.len());
-    let run = |(index, (out, (x, y))): (usize, (&mut [MaybeUninit<f32>], (&[f32], &[f32])))| {
+    let run = |index: usize, out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32]| {
         let job = Job {
             piece,
             index,
@@ -243,14 +243,14 @@ pub(crate) fn fill<P: FillPiece>(
             .par_chunks_mut(piece_len)
             .zip(x.par_chunks(piece_len).zip(y.par_chunks(piece_len)))
             .enumerate()
-            .map(run)
+            .map(|(index, (out, (x, y)))| run(index, out, x, y))
             .collect()
     } else {
         slots
             .chunks_mut(piece_len)
             .zip(x.chunks(piece_len).zip(y.chunks(piece_len)))
             .enumerate()
-            .map(run)
+            .map(|(index, (out, (x, y)))| run(index, out, x, y))
             .collect()
     };
     // SAFETY: (par_)chunks_mut hands every slot to exactly one piece, and FillPiece::run
