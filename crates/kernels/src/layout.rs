@@ -32,18 +32,16 @@ pub(crate) const PIECE: usize = 1 << 14;
 pub(crate) const ROW_PIECE: usize = 1 << 16;
 /// Smallest spatial size reduced plane by plane.
 const PLANE_PATH_MIN: usize = 16;
-/// Inputs with fewer values may run on the calling thread: handing them to rayon's workers and
+/// Inputs with fewer values run on the calling thread: handing them to rayon's workers and
 /// waiting for them costs more than the work (the pieces, and so the results, are the same).
 const PARALLEL_MIN: usize = 1 << 17;
 
-/// The `with_min_len` that keeps a parallel iterator over an input of `len` values on the
-/// calling thread when the input is small.
-pub(crate) fn min_pieces(len: usize) -> usize {
-    if len < PARALLEL_MIN {
-        usize::MAX
-    } else {
-        1
-    }
+/// Whether the pieces of an input of `len` values go to rayon's workers. Not for small inputs,
+/// nor with a pool of one thread: a caller outside the pool would then hand every call to the
+/// one worker and sleep until it is done (a futex wake-up and wait per call, a quarter of the
+/// time of a 256 Ki-value group norm on one thread).
+pub(crate) fn in_parallel(len: usize) -> bool {
+    len >= PARALLEL_MIN && rayon::current_num_threads() > 1
 }
 
 /// A batch-norm input seen as (N, C, S): batch, channels, spatial positions per channel.
@@ -187,7 +185,7 @@ where
         strides,
         f,
     };
-    fill(level, dims, x, y, rows * c * s, 1, &piece).0
+    fill(level, dims, x, y, rows * c * s, true, &piece).0
 }
 
 /// One piece of [`fill`]: `run` writes the piece's slots from the matching runs of x and y.
@@ -212,14 +210,15 @@ pub(crate) unsafe trait FillPiece: Sync {
 /// A new array of shape `dims` written in parallel pieces of `piece_len` values: piece i (the
 /// slots `i·piece_len ..` and the same runs of `x` and `y`, shorter at the end) is written by
 /// `piece.run(…, i, …)` through [`dispatch`] at `level`, and the pieces' results are returned
-/// in piece order. `min_len` is the `with_min_len` of the parallel iterator ([`min_pieces`]).
+/// in piece order. `parallel`: whether the pieces run on rayon's workers ([`in_parallel`]) or
+/// one after the other on the calling thread (same pieces, same results).
 pub(crate) fn fill<P: FillPiece>(
     level: SimdLevel,
     dims: IxDyn,
     x: &[f32],
     y: &[f32],
     piece_len: usize,
-    min_len: usize,
+    parallel: bool,
     piece: &P,
 ) -> (ArrayD<f32>, Vec<P::Output>) {
     let mut out = ArrayD::<f32>::uninit(dims);
@@ -227,27 +226,34 @@ pub(crate) fn fill<P: FillPiece>(
         .as_slice_mut()
         .expect("a freshly allocated array is contiguous");
     assert!(x.len() == slots.len() && y.len() == slots.len());
+    let run = |index: usize, out: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32]| {
+        let job = Job {
+            piece,
+            index,
+            out,
+            x,
+            y,
+        };
+        dispatch(level, Width::Widest, job)
+    };
     let results = if slots.is_empty() {
         Vec::new()
-    } else {
+    } else if parallel {
         slots
             .par_chunks_mut(piece_len)
             .zip(x.par_chunks(piece_len).zip(y.par_chunks(piece_len)))
             .enumerate()
-            .with_min_len(min_len)
-            .map(|(index, (out, (x, y)))| {
-                let job = Job {
-                    piece,
-                    index,
-                    out,
-                    x,
-                    y,
-                };
-                dispatch(level, Width::Widest, job)
-            })
+            .map(|(index, (out, (x, y)))| run(index, out, x, y))
+            .collect()
+    } else {
+        slots
+            .chunks_mut(piece_len)
+            .zip(x.chunks(piece_len).zip(y.chunks(piece_len)))
+            .enumerate()
+            .map(|(index, (out, (x, y)))| run(index, out, x, y))
             .collect()
     };
-    // SAFETY: par_chunks_mut hands every slot to exactly one piece, and FillPiece::run
+    // SAFETY: (par_)chunks_mut hands every slot to exactly one piece, and FillPiece::run
     // initialises every slot it is given (the trait's contract).
     (unsafe { out.assume_init() }, results)
 }

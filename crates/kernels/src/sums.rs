@@ -161,10 +161,17 @@ pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
             }
         }
     }
-    std::array::from_fn(|j| {
-        let lanes = s.f64_to_array(acc[j].1);
-        pairwise(std::array::from_fn(|l| lanes[l] + tails[j][l]))
-    })
+    // Loops, not `std::array::from_fn`: its closure is not always inlined, and out of line it
+    // runs without the token's instructions (and calls the vector stores as functions).
+    let mut sums = [0.0f64; N];
+    for j in 0..N {
+        let mut lanes = s.f64_to_array(acc[j].1);
+        for l in 0..LANES {
+            lanes[l] += tails[j][l];
+        }
+        sums[j] = pairwise(lanes);
+    }
+    sums
 }
 
 /// One run of [`run`]: x, y and w slices of one length.

@@ -20,7 +20,7 @@ use norma_simd::{Simd, SimdLevel};
 use rayon::prelude::*;
 
 use super::{gamma_or_ones, GroupShape, GroupStats};
-use crate::layout::{fill, min_pieces, FillPiece, PIECE, ROW_PIECE};
+use crate::layout::{fill, in_parallel, FillPiece, PIECE, ROW_PIECE};
 use crate::precision::{cancels, split};
 use crate::sums::{self, GradTerms, WeightedGradTerms};
 use crate::Gradients;
@@ -55,24 +55,26 @@ pub(super) fn backward(
         xs,
         dys,
         samples_per_piece * row,
-        min_pieces(xs.len()),
+        in_parallel(xs.len()),
         &backward,
     );
     // dβ and dγ: the pieces' partial sums added in piece order, channel by channel.
     let total = |which: usize| -> Vec<f32> {
         let mut out = vec![0.0f32; c];
-        let chunks = out.par_chunks_mut(PIECE).enumerate();
-        chunks
-            .with_min_len(min_pieces(c * pieces.len()))
-            .for_each(|(i, out)| {
-                let channels = i * PIECE..i * PIECE + out.len();
-                let mut acc = vec![0.0f64; out.len()];
-                for piece in &pieces {
-                    let part = &piece[which][channels.clone()];
-                    acc.iter_mut().zip(part).for_each(|(a, v)| *a += v);
-                }
-                out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
-            });
+        let add_pieces = |(i, out): (usize, &mut [f32])| {
+            let channels = i * PIECE..i * PIECE + out.len();
+            let mut acc = vec![0.0f64; out.len()];
+            for piece in &pieces {
+                let part = &piece[which][channels.clone()];
+                acc.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+            }
+            out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
+        };
+        if in_parallel(c * pieces.len()) {
+            out.par_chunks_mut(PIECE).enumerate().for_each(add_pieces);
+        } else {
+            out.chunks_mut(PIECE).enumerate().for_each(add_pieces);
+        }
         out
     };
     Gradients {

@@ -7,7 +7,7 @@ use ndarray::IxDyn;
 use norma_simd::{Simd, SimdLevel};
 
 use super::{gamma_or_ones, GroupShape, GroupStats, NormForward};
-use crate::layout::{fill, min_pieces, FillPiece, PIECE};
+use crate::layout::{fill, in_parallel, FillPiece, PIECE};
 use crate::precision::{inv_std, split};
 use crate::sums::{self, ShiftedSquares};
 
@@ -41,7 +41,7 @@ pub(super) fn forward(
         xs,
         xs,
         groups_per_piece * group_len,
-        min_pieces(xs.len()),
+        in_parallel(xs.len()),
         &pieces,
     );
     let (mean, var) = stats.into_iter().flatten().map(|[m, v]| (m, v)).unzip();
@@ -69,6 +69,10 @@ fn group_stats<S: Simd>(simd: S, group: &[f32], centred: bool) -> [f64; 2] {
     let d_mean = sum / m;
     [k + d_mean, (sum_sq / m - d_mean * d_mean).max(0.0)]
 }
+
+/// Values of a block of groups normalized right after their statistics: 16 KiB of f32, a third
+/// of L1.
+const L1_BLOCK: usize = 1 << 12;
 
 /// The forward pieces: runs of `groups_per_piece` whole groups (counted over the batch).
 struct ForwardPieces<'a> {
@@ -101,38 +105,44 @@ unsafe impl FillPiece for ForwardPieces<'_> {
         } = self.shape;
         let (per_group, group_len) = (self.shape.channels_per_group(), self.shape.group_len());
         let first = index * self.groups_per_piece;
-        // Every group's statistics first, then the normalization: the groups' reductions and
-        // square roots are independent, so they overlap instead of waiting on each other.
-        // (A loop rather than map/collect: an adapter's closure may not be inlined into this
+        // Blocks of groups of about L1's size: every group's statistics first, then the
+        // normalization, so the groups' reductions and square roots are independent and
+        // overlap instead of waiting on each other, and the normalization reads from L1.
+        // (Loops rather than map/collect: an adapter's closure may not be inlined into this
         // function, and would then run without its vector instructions.)
+        let block = (L1_BLOCK / group_len).max(1) * group_len;
         let mut stats = Vec::with_capacity(x.len() / group_len);
-        for x in x.chunks_exact(group_len) {
-            stats.push(group_stats(simd, x, self.centred));
-        }
-        let values = out
-            .chunks_exact_mut(group_len)
-            .zip(x.chunks_exact(group_len));
-        for (j, ((out, x), &[mean, var])) in values.zip(&stats).enumerate() {
-            let inv_std = inv_std(var, self.eps);
-            let (mean, residual) = split(mean);
-            // The group's channels: their γ and β.
-            let first_channel = (first + j) % groups * per_group;
-            let gamma = &self.gamma[first_channel..first_channel + per_group];
-            let beta = &self.beta[first_channel..first_channel + per_group];
-            if spatial == 1 {
-                // One value per channel (layer norm, group norm on features): each its own γ, β.
-                let (out, x) = (&mut out[..per_group], &x[..per_group]);
-                let inv_std = inv_std as f32;
-                for i in 0..per_group {
-                    let a = gamma[i] * inv_std;
-                    out[i].write(((x[i] - mean) - residual) * a + beta[i]);
-                }
-            } else {
-                let planes = out.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial));
-                for ((out, x), (&gamma, &beta)) in planes.zip(gamma.iter().zip(beta)) {
-                    let a = (gamma as f64 * inv_std) as f32;
-                    for (o, &x) in out.iter_mut().zip(x) {
-                        o.write(((x - mean) - residual) * a + beta);
+        for (out, x) in out.chunks_mut(block).zip(x.chunks(block)) {
+            let block_first = stats.len();
+            for x in x.chunks_exact(group_len) {
+                stats.push(group_stats(simd, x, self.centred));
+            }
+            let values = out
+                .chunks_exact_mut(group_len)
+                .zip(x.chunks_exact(group_len));
+            for (j, ((out, x), &[mean, var])) in values.zip(&stats[block_first..]).enumerate() {
+                let inv_std = inv_std(var, self.eps);
+                let (mean, residual) = split(mean);
+                // The group's channels: their γ and β.
+                let first_channel = (first + block_first + j) % groups * per_group;
+                let gamma = &self.gamma[first_channel..first_channel + per_group];
+                let beta = &self.beta[first_channel..first_channel + per_group];
+                if spatial == 1 {
+                    // One value per channel (layer norm, group norm on features): each its own
+                    // γ and β.
+                    let (out, x) = (&mut out[..per_group], &x[..per_group]);
+                    let inv_std = inv_std as f32;
+                    for i in 0..per_group {
+                        let a = gamma[i] * inv_std;
+                        out[i].write(((x[i] - mean) - residual) * a + beta[i]);
+                    }
+                } else {
+                    let planes = out.chunks_exact_mut(spatial).zip(x.chunks_exact(spatial));
+                    for ((out, x), (&gamma, &beta)) in planes.zip(gamma.iter().zip(beta)) {
+                        let a = (gamma as f64 * inv_std) as f32;
+                        for (o, &x) in out.iter_mut().zip(x) {
+                            o.write(((x - mean) - residual) * a + beta);
+                        }
                     }
                 }
             }
