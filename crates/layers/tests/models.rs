@@ -293,30 +293,36 @@ fn noisy_lenet_bn_and_the_mlp_of_ioffe_and_szegedy() {
     assert!(models::mlp(&[10], false, -1.0, &mut Rng::seed_from_u64(0)).is_err());
 }
 
-#[test]
-fn lenet_brn_is_lenet_bn_with_batch_renorm_under_the_same_names() {
-    use norma_layers::models::LenetOptions;
-    use norma_layers::RenormConfig;
+/// Builds `kind` and LeNet-BN from the same seed, checks that `kind` has LeNet-BN's state
+/// shapes and initial parameters under the same names, and returns the descriptions of its
+/// four `bn*` layers.
+fn converted_lenet_bn(kind: ModelKind, activation: Activation) -> Vec<String> {
     let bn = ModelKind::LenetBn
-        .build(Activation::Sigmoid, &mut Rng::seed_from_u64(3))
+        .build(activation, &mut Rng::seed_from_u64(3))
         .unwrap();
-    let brn = ModelKind::LenetBrn
-        .build(Activation::Sigmoid, &mut Rng::seed_from_u64(3))
-        .unwrap();
-    assert_eq!(models::state_shapes(&brn), models::state_shapes(&bn));
+    let converted = kind.build(activation, &mut Rng::seed_from_u64(3)).unwrap();
+    assert_eq!(models::state_shapes(&converted), models::state_shapes(&bn));
     for ((name, a), (_, b)) in bn
         .named_parameters()
         .into_iter()
-        .zip(brn.named_parameters())
+        .zip(converted.named_parameters())
     {
         assert_eq!(a.value().to_vec(), b.value().to_vec(), "{name}");
     }
-    let types: Vec<String> = brn
+    let types: Vec<String> = converted
         .children()
         .filter(|(n, _)| n.starts_with("bn"))
         .map(|(_, m)| m.describe())
         .collect();
-    assert_eq!(types.len(), 4);
+    assert_eq!(types.len(), 4, "{types:?}");
+    types
+}
+
+#[test]
+fn lenet_brn_is_lenet_bn_with_batch_renorm_under_the_same_names() {
+    use norma_layers::models::LenetOptions;
+    use norma_layers::RenormConfig;
+    let types = converted_lenet_bn(ModelKind::LenetBrn, Activation::Sigmoid);
     assert!(
         types.iter().all(|t| t.starts_with("BatchRenorm")),
         "{types:?}"
@@ -434,26 +440,7 @@ fn without_affine_the_norms_only_normalize_and_the_rest_is_the_same() {
 #[test]
 fn lenet_gbn_is_lenet_bn_with_ghost_batch_norm_under_the_same_names() {
     use norma_layers::models::{LenetOptions, DEFAULT_GHOST_BATCH};
-    let bn = ModelKind::LenetBn
-        .build(Activation::Relu, &mut Rng::seed_from_u64(7))
-        .unwrap();
-    let gbn = ModelKind::LenetGbn
-        .build(Activation::Relu, &mut Rng::seed_from_u64(7))
-        .unwrap();
-    assert_eq!(models::state_shapes(&gbn), models::state_shapes(&bn));
-    for ((name, a), (_, b)) in bn
-        .named_parameters()
-        .into_iter()
-        .zip(gbn.named_parameters())
-    {
-        assert_eq!(a.value().to_vec(), b.value().to_vec(), "{name}");
-    }
-    let types: Vec<String> = gbn
-        .children()
-        .filter(|(n, _)| n.starts_with("bn"))
-        .map(|(_, m)| m.describe())
-        .collect();
-    assert_eq!(types.len(), 4);
+    let types = converted_lenet_bn(ModelKind::LenetGbn, Activation::Relu);
     assert!(
         types.iter().all(
             |t| t.starts_with("GhostBatchNorm") && t.contains(&DEFAULT_GHOST_BATCH.to_string())
