@@ -133,8 +133,8 @@ impl LrRule {
 }
 
 /// Arguments of `batch-size` (by default one seed, 2 epochs of the whole training set at each
-/// batch size: 49 cells and two fine-tunings; the reproduce plan runs 3 seeds, and docs/
-/// experiments.md states the time they took).
+/// batch size: 49 cells and two fine-tunings, about 12 minutes on 2 cores; the reproduce plan
+/// runs 3 seeds, and docs/experiments.md states the time they took).
 #[derive(Debug, clap::Args, Serialize)]
 #[command(mut_arg("seeds", |a| a.default_value("1")))]
 pub struct BatchSizeArgs {
