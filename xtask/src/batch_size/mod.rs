@@ -29,7 +29,7 @@
 //!   channel" and the report quotes the error in full.
 //! - **The last batch of an epoch**: a last batch of one sample (the training set size modulo
 //!   the batch size is 1, e.g. 60000 images in batches of 7) joins the batch before it, which
-//!   then holds b + 1 samples — `train-lenet`'s rule ([`RunSpec::last_batch`]), for every
+//!   then holds b + 1 samples — `train-lenet`'s rule ([`crate::run::spec::RunSpec::last_batch`]), for every
 //!   model with batch size > 1, so every sample is seen and no batch norm sees a batch of one.
 //!   At batch size 1 the models without batch norm train on every image alone.
 //! - **Batch-norm accuracy**: with precise statistics (recomputed from the same
