@@ -12,6 +12,7 @@ use crate::batch_size::tables::{accuracies, cell_runs, columns, Measure};
 use crate::batch_size::{cell, BatchSizeArgs, BatchSizeRun, CANNOT_TRAIN};
 use crate::error::Error;
 use crate::output::plot::{self, render, Figure, Line, Panel, Series, SpreadCurve, XTicks};
+use crate::output::report::spread;
 use crate::output::run_dir::RunDir;
 
 /// The legend color of a column: its model's place in [`ModelKind::ALL`]; example-weighted
@@ -81,15 +82,13 @@ pub fn chart(dir: &RunDir, args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Resul
                     .iter()
                     .map(|a| 1.0 - a)
                     .collect();
-                if errors.is_empty() {
-                    if cell.iter().any(|r| r.outcome == CANNOT_TRAIN) {
-                        failed.push((x(b), 1.0));
+                match spread(&errors) {
+                    Some(point) => curve.push((x(b), point)),
+                    None if cell.iter().any(|r| r.outcome == CANNOT_TRAIN) => {
+                        failed.push((x(b), 1.0))
                     }
-                    continue;
+                    None => {}
                 }
-                let lo = errors.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = errors.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                curve.push((x(b), (crate::output::report::median(errors), lo, hi)));
             }
             curves.push(curve);
             owners.push(k);

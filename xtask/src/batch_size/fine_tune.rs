@@ -84,18 +84,23 @@ pub fn fine_tune(
         freeze_bn: true,
         ..live.clone()
     };
-    let prefix = format!("lenet-bn-b{}", source.batch_size);
-    let mut records = Vec::new();
-    for (way, spec) in [("finetune", live.clone()), ("frozen", frozen)] {
-        let name = format!("{prefix}-{way}-b{b}-seed{seed}");
-        eprintln!("\n== fine-tuning: {name} (lr {})", live.lr);
-        match session.train(runs_dir, &name, vec![spec])? {
-            Ok(mut r) => records.push(r.remove(0)),
-            Err(signal) => return Ok(Err(signal)),
-        }
-    }
-    let [live_record, frozen_record] = <[_; 2]>::try_from(records)
-        .map_err(|_| Error::Usage("fine-tuning trains two runs".into()))?;
+    let train = |way: &str, spec: RunSpec| {
+        let name = format!("lenet-bn-b{}-{way}-b{b}-seed{seed}", source.batch_size);
+        eprintln!("\n== fine-tuning: {name} (lr {})", spec.lr);
+        Ok::<_, Error>(
+            session
+                .train(runs_dir, &name, vec![spec])?
+                .map(|mut records| records.remove(0)),
+        )
+    };
+    let live_record = match train("finetune", live.clone())? {
+        Ok(record) => record,
+        Err(signal) => return Ok(Err(signal)),
+    };
+    let frozen_record = match train("frozen", frozen)? {
+        Ok(record) => record,
+        Err(signal) => return Ok(Err(signal)),
+    };
     Ok(Ok(Some(FineTuneRun {
         seed,
         trained_batch: source.batch_size,

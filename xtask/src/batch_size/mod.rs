@@ -221,12 +221,19 @@ pub struct BatchSizeRun {
 impl BatchSizeRun {
     /// What the tables show for a cell that trained: the accuracy, and the outcome unless ok.
     pub fn label(&self, acc: Option<f64>) -> String {
-        match (&self.reason, acc) {
-            (Some(reason), _) => format!("{CANNOT_TRAIN}: {reason}"),
-            (None, Some(a)) if self.outcome == "ok" => format!("{a:.4}"),
-            (None, Some(a)) => format!("{a:.4} {}", self.outcome.to_uppercase()),
-            (None, None) => "-".into(),
+        match &self.reason {
+            Some(reason) => format!("{CANNOT_TRAIN}: {reason}"),
+            None => outcome_label(acc, self.outcome),
         }
+    }
+}
+
+/// An accuracy as the tables show it, with the run's outcome when it is not `ok`; `-` for none.
+pub fn outcome_label(acc: Option<f64>, outcome: &str) -> String {
+    match acc {
+        Some(a) if outcome == "ok" => format!("{a:.4}"),
+        Some(a) => format!("{a:.4} {}", outcome.to_uppercase()),
+        None => "-".into(),
     }
 }
 
@@ -426,8 +433,8 @@ mod tests {
             e.contains("batch size 17") && e.contains("17 samples"),
             "{e}"
         );
-        // 60,000 = 234·256 + 96, fine; 20 images in batches of 19: the last one joins (20 = 16
-        // + 4), fine; 36 in batches of 35: 36 = 2·16 + 4, fine; 50 in batches of 32: 18 left.
+        // 20 images in batches of 19: the last one joins (20 = 16 + 4), fine; 49 in batches of
+        // 32: a last batch of 17 = 16 + 1.
         assert!(check_ghost_batches(&args(&["--batch-sizes", "19"]), 20).is_ok());
         let e = check_ghost_batches(&args(&["--batch-sizes", "32"]), 49)
             .unwrap_err()

@@ -5,13 +5,14 @@
 
 use crate::batch_size::fine_tune::FineTuneRun;
 use crate::batch_size::{
-    cell, example_weight, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH, REFERENCE_BATCH,
+    cell, example_weight, outcome_label, BatchSizeArgs, BatchSizeRun, EXAMPLE_WEIGHT_MAX_BATCH,
+    REFERENCE_BATCH,
 };
 use norma_layers::models::ModelKind;
 
 use crate::cli::args::seed_range;
 use crate::cli::choices::{default_lr, OptimizerChoice};
-use crate::output::report::{fmt_lr, median};
+use crate::output::report::{fmt_lr, median, spread};
 use crate::output::table::Table;
 
 /// Which accuracy a column shows.
@@ -84,8 +85,7 @@ pub fn cell_runs(runs: &[BatchSizeRun], norm: ModelKind, batch_size: usize) -> V
 
 /// The median over seeds of `measure` (seeds that trained), if any trained.
 pub fn median_of(cell: &[&BatchSizeRun], measure: Measure) -> Option<f64> {
-    let accs: Vec<f64> = cell.iter().filter_map(|r| measure.of(r)).collect();
-    (!accs.is_empty()).then(|| median(accs))
+    spread(&accuracies(cell, measure)).map(|(median, _, _)| median)
 }
 
 /// The accuracies of `measure` over the cell's seeds that trained, in seed order.
@@ -100,12 +100,9 @@ fn cell_text(cell: &[&BatchSizeRun], measure: Measure) -> String {
         [] => "-".into(),
         [one] => one.label(measure.of(one)),
         several => {
-            let accs = accuracies(several, measure);
-            let Some(med) = median_of(several, measure) else {
+            let Some((med, lo, hi)) = spread(&accuracies(several, measure)) else {
                 return several[0].label(None);
             };
-            let lo = accs.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = accs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let mut text = format!("{med:.4} ({lo:.4}–{hi:.4})");
             for outcome in ["stalled", "diverged", crate::batch_size::CANNOT_TRAIN] {
                 let n = several.iter().filter(|r| r.outcome == outcome).count();
@@ -272,8 +269,9 @@ pub fn description(args: &BatchSizeArgs, minutes: f64) -> String {
 }
 
 /// The best column at each batch size (by the median over seeds, among the headline and
-/// example-weighted columns every seed trained in), the runner-up, whether the best beat it on every seed (same seed: same initial
-/// weights and batch order), and the best against batch norm with precise statistics.
+/// example-weighted columns every seed trained in), the runner-up, whether the best beat it on
+/// every seed (same seed: same initial weights and batch order), and the best against batch
+/// norm with precise statistics.
 pub fn remedies_table(args: &BatchSizeArgs, runs: &[BatchSizeRun]) -> Table {
     let seeds = args.seeds.list().len();
     let columns = columns(args);
@@ -344,18 +342,13 @@ pub fn fine_tune_table(runs: &[FineTuneRun]) -> Table {
         "live BN after (moving avg)",
         "frozen BN after",
     ]);
-    let label = |acc: Option<f64>, outcome: &str| match acc {
-        Some(a) if outcome == "ok" => format!("{a:.4}"),
-        Some(a) => format!("{a:.4} {}", outcome.to_uppercase()),
-        None => "-".into(),
-    };
     for r in runs {
         t.row([
             r.seed.to_string(),
-            label(r.before_acc, "ok"),
-            label(r.live_acc, r.live_outcome),
-            label(r.live_acc_moving_avg, r.live_outcome),
-            label(r.frozen_acc, r.frozen_outcome),
+            outcome_label(r.before_acc, "ok"),
+            outcome_label(r.live_acc, r.live_outcome),
+            outcome_label(r.live_acc_moving_avg, r.live_outcome),
+            outcome_label(r.frozen_acc, r.frozen_outcome),
         ]);
     }
     if runs.len() > 1 {
