@@ -465,16 +465,35 @@ fn eval_mode_trains_a_model_and_shows_what_training_mode_does_to_predictions() {
     assert_eq!(r["eval_precise"][1], 3, "{r}");
     // The class-sorted stream and the overwritten statistics, at every batch size.
     let by_class = r["train_by_class"].as_array().unwrap();
-    let overwritten = r["overwritten"].as_array().unwrap();
-    assert_eq!((by_class.len(), overwritten.len()), (3, 3), "{r}");
-    assert!(overwritten[0]["error"]
-        .as_str()
-        .unwrap()
-        .contains("value per channel"));
-    for o in &overwritten[1..] {
-        let acc = o["eval_accuracy"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&acc), "{o}");
+    assert_eq!(by_class.len(), 3, "{r}");
+    // Overwritten by a shuffled and by a class-sorted pass.
+    let mut accuracies = Vec::new();
+    for key in ["overwritten", "overwritten_by_class"] {
+        let overwritten = r[key].as_array().unwrap();
+        assert_eq!(overwritten.len(), 3, "{key}: {r}");
+        assert!(overwritten[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("value per channel"));
+        for o in &overwritten[1..] {
+            let acc = o["eval_accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc), "{o}");
+            accuracies.push(acc);
+        }
     }
+    assert_ne!(
+        accuracies[..2],
+        accuracies[2..],
+        "the passes leave other statistics: {r}"
+    );
+    let csv = std::fs::read_to_string(out.join("eval-mode.csv")).unwrap();
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("eval-after-sorted-pass,"))
+            .count(),
+        3,
+        "{csv}"
+    );
     assert!(by_class[1]["error"].is_null(), "{r}");
     assert!(
         by_class[1]["depends_on_company"].as_f64().unwrap() > 0.0,

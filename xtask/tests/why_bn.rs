@@ -63,7 +63,7 @@ fn drift_model<'a>(results: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
-fn drift_probes_all_five_models_on_fixed_images_and_reports() {
+fn drift_probes_all_five_models_on_fixed_images_in_both_modes_and_reports() {
     if !have_data() {
         return;
     }
@@ -95,7 +95,17 @@ fn drift_probes_all_five_models_on_fixed_images_and_reports() {
     assert_eq!(
         names,
         // serde_json's map sorts the keys (the file keeps the order trained).
-        ["lenet", "lenet-bn", "lenet-bn-noisy", "mlp", "mlp-bn"]
+        // Models with batch norm are probed in training mode too.
+        [
+            "lenet",
+            "lenet-bn",
+            "lenet-bn-noisy",
+            "lenet-bn-noisy-train-mode",
+            "lenet-bn-train-mode",
+            "mlp",
+            "mlp-bn",
+            "mlp-bn-train-mode"
+        ]
     );
     for name in names {
         let m = drift_model(&r, name);
@@ -165,6 +175,17 @@ fn drift_probes_all_five_models_on_fixed_images_and_reports() {
         (2.0 * a - b).abs() < 1e-4 * (1.0 + b.abs())
     };
     assert!(twice("p15") && twice("p85"), "{bn} {noisy}");
+    // In training mode batch norm normalizes the probe set with its own statistics: at step 0
+    // (γ = 1, β = 0) every channel of its output has mean 0 and standard deviation 1, and so
+    // has their union; the noisy model's noise moves it away.
+    let bn = first("lenet-bn-train-mode");
+    let (mean, std) = (bn["mean"].as_f64().unwrap(), bn["std"].as_f64().unwrap());
+    assert!(mean.abs() < 1e-3 && (std - 1.0).abs() < 1e-2, "{bn}");
+    let noisy = first("lenet-bn-noisy-train-mode");
+    assert!(
+        (noisy["std"].as_f64().unwrap() - 1.0).abs() > 0.05,
+        "{noisy}"
+    );
     let csv = std::fs::read_to_string(out.join("drift.csv")).unwrap();
     assert!(csv.starts_with("model,layer,unit,step,p15,p50,p85,mean,std,count\n"));
     assert_eq!(
@@ -177,14 +198,17 @@ fn drift_probes_all_five_models_on_fixed_images_and_reports() {
         lines[0],
         "model,layer,unit,from_step,to_step,median_shift,spread_change"
     );
-    // The two MLPs' unit and three layers, the three LeNets' four layers.
-    assert_eq!(lines.len(), 1 + 2 * 4 + 3 * 4, "{measures}");
+    // The two MLPs' unit and three layers, the three LeNets' four layers, and the training
+    // views of the three models with batch norm.
+    assert_eq!(lines.len(), 1 + 3 * 4 + 5 * 4, "{measures}");
     assert!(lines[1].starts_with("mlp,act3,0,5,20,"), "{measures}");
     for file in [
         "drift-mlp.png",
         "drift-mlp.svg",
         "drift-lenet.png",
         "drift-lenet.svg",
+        "drift-lenet-training.png",
+        "drift-lenet-training.svg",
     ] {
         assert!(out.join(file).is_file(), "{file}");
     }

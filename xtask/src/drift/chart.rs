@@ -1,10 +1,13 @@
 //! The charts of `drift`, on the probe set: Ioffe & Szegedy's Figure 1 for the MLP, and the
-//! percentiles of every activation's input of the three LeNets, as grids a page wide.
+//! percentiles of every activation's input of the three LeNets in eval and in training mode,
+//! as grids a page wide.
 
 use norma_layers::Summary;
 
 use crate::drift::measure::median_path;
-use crate::drift::{DriftArgs, ModelDrift, ProbedInput, LENETS, UNIT, UNIT_LAYER};
+use crate::drift::{
+    training_view_name, DriftArgs, ModelDrift, ProbedInput, LENETS, UNIT, UNIT_LAYER,
+};
 use crate::error::Error;
 use crate::output::plot::{self, Figure, Grid, Line, Panel, Series, XTicks};
 use crate::output::run_dir::RunDir;
@@ -149,12 +152,34 @@ pub fn mlp_chart(dir: &RunDir, args: &DriftArgs, models: &[ModelDrift]) -> Resul
     plot::render_grid(dir, "drift-mlp", &caption, &lines, grid, panels)
 }
 
-/// `drift-lenet.png` / `.svg`, three columns: the first row the test accuracy of the three
-/// LeNets and the median shift of the first and last activation's input; then one row per
-/// activation, one column per model, with its percentiles on the probe set (the same y axis
-/// along a row).
-pub fn lenet_chart(dir: &RunDir, args: &DriftArgs, models: &[ModelDrift]) -> Result<Figure, Error> {
-    let lenets: Vec<&ModelDrift> = LENETS.iter().filter_map(|n| find(models, n)).collect();
+/// How the probe set went through the LeNets of a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Eval mode: what inference sees (`drift-lenet`).
+    Eval,
+    /// Training mode: batch statistics of the probe set and noise drawn, as a training step
+    /// sees its input (`drift-lenet-training`; plain LeNet's view is the same either way).
+    Training,
+}
+
+/// `drift-lenet.png` / `.svg` (or `drift-lenet-training` for the training-mode `view`), three
+/// columns: the first row the test accuracy of the three LeNets and the median shift of the
+/// first and last activation's input; then one row per activation, one column per model,
+/// with its percentiles on the probe set (the same y axis along a row).
+pub fn lenet_chart(
+    dir: &RunDir,
+    args: &DriftArgs,
+    models: &[ModelDrift],
+    view: View,
+) -> Result<Figure, Error> {
+    let name = |n: &str| match view {
+        View::Training if n != "lenet" => training_view_name(n),
+        _ => n.to_string(),
+    };
+    let lenets: Vec<&ModelDrift> = LENETS
+        .iter()
+        .filter_map(|n| find(models, &name(n)))
+        .collect();
     if lenets.len() != LENETS.len() {
         return Err(Error::Plot("the LeNet runs are missing".into()));
     }
@@ -204,10 +229,18 @@ pub fn lenet_chart(dir: &RunDir, args: &DriftArgs, models: &[ModelDrift]) -> Res
         }
         out
     };
+    let (mode, stem) = match view {
+        View::Eval => ("eval mode", "drift-lenet"),
+        View::Training => (
+            "training mode: batch norm with the probe set's own statistics, the noise drawn \
+             afresh at every probe",
+            "drift-lenet-training",
+        ),
+    };
     let caption = format!(
         "Seed {}: the 15th, 50th and 85th percentiles of the input of each sigmoid of LeNet, \
          LeNet-BN and LeNet-BN with noise after each batch norm (all units and positions of \
-         the probe set: the first test images, eval mode), every {} steps; the first row: test \
+         the probe set: the first test images, {mode}), every {} steps; the first row: test \
          accuracy, and the median shift of the first and last sigmoid's input from the first \
          probe after warm-up, in units of the final 15–85 spread.",
         args.seed, args.lenet_every
@@ -216,5 +249,5 @@ pub fn lenet_chart(dir: &RunDir, args: &DriftArgs, models: &[ModelDrift]) -> Res
         columns: 3,
         panel: (440, 300),
     };
-    plot::render_grid(dir, "drift-lenet", &caption, &lines, grid, panels)
+    plot::render_grid(dir, stem, &caption, &lines, grid, panels)
 }

@@ -22,7 +22,7 @@ pub mod tables;
 use std::fmt::Write as _;
 
 use norma_layers::models::{self, ModelKind};
-use norma_layers::{Sequential, Summary};
+use norma_layers::{Module, Sequential, Summary};
 use norma_tensor::Rng;
 use serde::Serialize;
 
@@ -84,6 +84,10 @@ pub const MLP_HIDDEN: [usize; 3] = [100, 100, 100];
 pub const UNIT_LAYER: &str = "act3";
 /// Which of its 100 inputs (any one is "typical"; the first, fixed in advance).
 pub const UNIT: usize = 0;
+/// Appended to a model's name for its training-mode view ([`Probe::measure_training_view`]).
+pub const TRAINING_VIEW: &str = "-train-mode";
+/// Mixed into the seed for the noise the training-mode probes draw ("PROBENOI").
+const PROBE_NOISE_SEED: u64 = 0x5052_4f42_454e_4f49;
 
 /// Checks every option before anything is created or loaded.
 fn check(args: &DriftArgs) -> Result<(), Error> {
@@ -127,7 +131,7 @@ pub fn run(args: DriftArgs) -> Result<Option<Signal>, Error> {
         let model = build(args.seed, args.init_std, plan.name)?;
         let mut run = StepRun::new(model, plan.lr, plan.batch_size, args.seed, &session.data)?;
         match train_one(&mut run, &probe, &plan)? {
-            Ok(m) => models.push(m),
+            Ok(m) => models.extend(m),
             Err(signal) => return Ok(Some(signal)),
         }
     }
@@ -148,10 +152,12 @@ pub fn run(args: DriftArgs) -> Result<Option<Signal>, Error> {
         chart::mlp_chart(&session.dir, &args, &models),
     );
     if args.lenet_steps > 0 {
-        page.figure(
-            "the LeNet chart",
-            chart::lenet_chart(&session.dir, &args, &models),
-        );
+        for (what, view) in [
+            ("the LeNet chart", chart::View::Eval),
+            ("the LeNet chart in training mode", chart::View::Training),
+        ] {
+            page.figure(what, chart::lenet_chart(&session.dir, &args, &models, view));
+        }
     }
     session.finish(page, &args)?;
     Ok(None)
@@ -208,16 +214,27 @@ fn build(seed: u64, init_std: f32, name: &str) -> Result<Sequential, Error> {
     })
 }
 
-/// Trains `run` for `plan`, probing it before every K-th step and at the end.
+/// Trains `run` for `plan`, probing it before every K-th step and at the end: the model in
+/// eval mode and, if it has batch norm, also in training mode (recorded as a second model
+/// named by [`training_view_name`]).
 pub fn train_one(
     run: &mut StepRun,
     probe: &Probe,
     plan: &Plan,
-) -> Result<Result<ModelDrift, Signal>, Error> {
+) -> Result<Result<Vec<ModelDrift>, Signal>, Error> {
     let unit = plan.name.starts_with("mlp").then_some((UNIT_LAYER, UNIT));
+    // Batch norm keeps buffers (its running statistics); without them the training-mode view
+    // is the eval-mode one.
+    let training_view = !run.model.named_buffers().is_empty();
+    let mut noise = Rng::seed_from_u64(run.seed() ^ PROBE_NOISE_SEED);
     let mut probes: Vec<(usize, probe::Measurement)> = Vec::new();
+    let mut training_probes: Vec<(usize, probe::Measurement)> = Vec::new();
     let mut measure = |run: &mut StepRun| -> Result<(), Error> {
         probes.push((run.step, probe.measure(&mut run.model, unit)?));
+        if training_view {
+            let m = probe.measure_training_view(&mut run.model, unit, &mut noise)?;
+            training_probes.push((run.step, m));
+        }
         Ok(())
     };
     let outcome = steps::train(
@@ -236,19 +253,54 @@ pub fn train_one(
     if ending == Ending::Completed {
         measure(run)?;
     }
+    let final_test_acc = curve.last().map(|p| p.test_acc);
+    let model = |name: String, probes: &[(usize, probe::Measurement)]| {
+        let (unit, layers) = probed_inputs(probes, unit, plan.steps);
+        ModelDrift {
+            model: name,
+            lr: plan.lr,
+            batch_size: plan.batch_size,
+            steps: plan.steps,
+            final_test_acc,
+            curve: curve.clone(),
+            ending,
+            unit,
+            drift: ModelDrift::summary(&layers),
+            layers,
+        }
+    };
+    let mut out = vec![model(plan.name.to_string(), &probes)];
+    if training_view {
+        out.push(model(training_view_name(plan.name), &training_probes));
+    }
+    Ok(Ok(out))
+}
+
+/// The name under which the training-mode view of model `name` is recorded.
+pub fn training_view_name(name: &str) -> String {
+    format!("{name}{TRAINING_VIEW}")
+}
+
+/// The probed unit (if one was followed) and every activation's whole input, in the order
+/// they first appear, with their drift over a run of `steps` steps.
+fn probed_inputs(
+    probes: &[(usize, probe::Measurement)],
+    unit: Option<(&str, usize)>,
+    steps: usize,
+) -> (Option<ProbedInput>, Vec<ProbedInput>) {
     let unit_records: Vec<(usize, Summary)> = probes
         .iter()
         .filter_map(|(step, m)| m.unit.map(|s| (*step, s)))
         .collect();
-    let mut names: Vec<String> = Vec::new();
-    for (_, m) in &probes {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, m) in probes {
         for (name, _) in &m.layers {
-            if !names.contains(name) {
-                names.push(name.clone());
+            if !names.contains(&name.as_str()) {
+                names.push(name);
             }
         }
     }
-    let layers: Vec<ProbedInput> = names
+    let layers = names
         .iter()
         .map(|name| {
             let records = probes
@@ -260,21 +312,11 @@ pub fn train_one(
                         .map(|(_, s)| (*step, *s))
                 })
                 .collect();
-            ProbedInput::new(name, None, records, plan.steps)
+            ProbedInput::new(name, None, records, steps)
         })
         .collect();
-    Ok(Ok(ModelDrift {
-        model: plan.name.to_string(),
-        lr: plan.lr,
-        batch_size: plan.batch_size,
-        steps: plan.steps,
-        final_test_acc: curve.last().map(|p| p.test_acc),
-        curve,
-        ending,
-        unit: unit.map(|(layer, u)| ProbedInput::new(layer, Some(u), unit_records, plan.steps)),
-        drift: ModelDrift::summary(&layers),
-        layers,
-    }))
+    let unit = unit.map(|(layer, u)| ProbedInput::new(layer, Some(u), unit_records, steps));
+    (unit, layers)
 }
 
 /// The drift measure, in words, for the page.
@@ -312,7 +354,12 @@ fn describe(args: &DriftArgs, probe_images: usize) -> String {
              noisy batch norm: per channel and step y = a·x + b, a ~ U({}, {}), b ~ U(−{}, {}); \
              in eval mode its expectation y = {}·x), sigmoid, batch {DEFAULT_BATCH_SIZE}, lr {}, \
              {} and {}, {} steps each, probed every {} steps: the same percentiles of each \
-             activation's whole input (all units and positions of the probe images).",
+             activation's whole input (all units and positions of the probe images). Models \
+             with batch norm are probed a second time in training mode, recorded as \
+             '<model>{TRAINING_VIEW}': each batch norm normalizes the probe set with its own \
+             statistics (restored afterwards) and the noise is drawn afresh at every probe \
+             (from the probe's generator, so training's noise is untouched) — the input as a \
+             training step sees it, Santurkar et al.'s view.",
             NOISE.min_scale,
             NOISE.max_scale,
             NOISE.max_shift,
@@ -335,7 +382,6 @@ mod tests {
 
     /// Every parameter and buffer of `model`, as bits.
     fn state(model: &Sequential) -> Vec<(String, Vec<u32>)> {
-        use norma_layers::Module;
         let params = model.named_parameters().into_iter().map(|(n, p)| {
             (
                 n,
@@ -371,7 +417,15 @@ mod tests {
                 StepRun::new(model, plan.lr, plan.batch_size, 3, &data).unwrap()
             };
             let mut probed = new_run();
-            let m = train_one(&mut probed, &probe, &plan).unwrap().unwrap();
+            let views = train_one(&mut probed, &probe, &plan).unwrap().unwrap();
+            // Batch norm's models have a training-mode view too.
+            let names: Vec<&str> = views.iter().map(|m| m.model.as_str()).collect();
+            assert_eq!(
+                names,
+                [name.to_string(), training_view_name(name)],
+                "{name}"
+            );
+            let m = &views[0];
             let mut plain = new_run();
             let (curve, _) = steps::train(&mut plain, 7, 2, name, 0, |_, _| Ok(()))
                 .unwrap()
@@ -383,6 +437,30 @@ mod tests {
             assert_eq!(steps, [0, 2, 4, 6, 7], "{name}");
             assert_eq!(m.layers[0].records[0].1.count % 16, 0, "{name}");
             assert_eq!(m.unit.is_some(), name == "mlp-bn");
+            // The training view probes the same steps and sees other inputs: batch statistics
+            // of the probe set instead of running ones (and, noisy, the noise).
+            let training = &views[1];
+            assert_eq!(training.curve, m.curve, "{name}");
+            for (eval, train) in m.layers.iter().zip(&training.layers) {
+                assert_eq!(eval.layer, train.layer);
+                let steps = |l: &ProbedInput| l.records.iter().map(|r| r.0).collect::<Vec<_>>();
+                assert_eq!(steps(eval), steps(train));
+            }
+            assert_ne!(
+                m.layers[0].records, training.layers[0].records,
+                "{name}: the views differ"
+            );
         }
+        // Without batch norm there is only the one view.
+        let plan = Plan {
+            name: "lenet",
+            steps: 2,
+            every: 1,
+            lr: 0.5,
+            batch_size: 8,
+        };
+        let mut run = StepRun::new(build(3, 0.1, "lenet").unwrap(), 0.5, 8, 3, &data).unwrap();
+        let views = train_one(&mut run, &probe, &plan).unwrap().unwrap();
+        assert_eq!(views.len(), 1);
     }
 }

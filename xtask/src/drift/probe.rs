@@ -1,21 +1,30 @@
-//! The fixed probe of `drift`: the same images, every K steps, through the model in eval mode
-//! (running statistics, noise replaced by its expectation: what inference sees), summarizing
+//! The fixed probe of `drift`: the same images, every K steps, through the model, summarizing
 //! the input of every activation.
 //!
 //! Ioffe & Szegedy's Figure 1 follows a fixed set of inputs, so that the lines move only
 //! because the weights below moved; percentiles of each training batch would move with the
 //! batch too. The probe set is the first [`PROBE_IMAGES`] test images: fixed in advance, the
-//! same for every model and seed, and never trained on. The probe runs without a graph and
-//! in eval mode, which neither updates batch-norm statistics nor draws noise, so the training
-//! trajectory is bitwise the one of a run without it (the next step switches back to training
-//! mode).
+//! same for every model and seed, and never trained on. Two views:
+//!
+//! - [`Probe::measure`], eval mode (running statistics, noise replaced by its expectation):
+//!   what inference sees. It runs without a graph and neither updates batch-norm statistics
+//!   nor draws noise.
+//! - [`Probe::measure_training_view`], training mode: batch norm normalizes with the probe
+//!   set's own statistics and noisy batch norm's noise is drawn, as a training step sees its
+//!   inputs — Santurkar et al.'s view, in which noisy batch norm's inputs move at every step.
+//!   The statistics it updates are put back and the noise comes from the probe's own
+//!   generator, not the layer's.
+//!
+//! Either way the training trajectory is bitwise the one of a run without probes (the next
+//! step switches back to training mode).
 
 use norma_autograd::{no_grad, Var};
 use norma_datasets::Split;
-use norma_layers::{Module, Relu, Sequential, Sigmoid, Summary};
-use norma_tensor::Tensor;
+use norma_layers::{Module, Relu, Sequential, ShiftNoise, Sigmoid, Summary};
+use norma_tensor::{Rng, Tensor};
 
 use crate::error::Error;
+use crate::run::snapshot::Snapshot;
 
 /// Images in the probe set (the first of the test split; fewer if the test split is smaller).
 pub const PROBE_IMAGES: usize = 1000;
@@ -62,6 +71,46 @@ impl Probe {
         unit: Option<(&str, usize)>,
     ) -> Result<Measurement, Error> {
         model.eval();
+        self.walk(model, unit, |child, x| Ok(child.forward(x)?))
+    }
+
+    /// The probe set through `model` in training mode, as [`Probe::measure`] otherwise:
+    /// batch norm uses the probe set's statistics (the running statistics it updates are
+    /// restored afterwards, bit for bit) and each [`ShiftNoise`] draws its scale and shift
+    /// from a generator forked from `noise` instead of its own, so that the layer's noise
+    /// sequence, and with it the training trajectory, stays untouched. Leaves `model` in eval
+    /// mode.
+    pub fn measure_training_view(
+        &self,
+        model: &mut Sequential,
+        unit: Option<(&str, usize)>,
+        noise: &mut Rng,
+    ) -> Result<Measurement, Error> {
+        let before = Snapshot::take(model);
+        model.train();
+        let result = self.walk(model, unit, |child, x| {
+            match child.downcast_ref::<ShiftNoise>() {
+                Some(layer) => {
+                    let mut stand_in =
+                        ShiftNoise::new(layer.channels(), layer.config(), noise.fork())?;
+                    Ok(stand_in.forward(x)?)
+                }
+                None => Ok(child.forward(x)?),
+            }
+        });
+        model.eval();
+        before.restore(model)?;
+        result
+    }
+
+    /// The probe set through `model`'s children, each applied by `forward` without a graph,
+    /// the input of every activation summarized on the way.
+    fn walk(
+        &self,
+        model: &mut Sequential,
+        unit: Option<(&str, usize)>,
+        mut forward: impl FnMut(&mut dyn Module, &Var) -> Result<Var, Error>,
+    ) -> Result<Measurement, Error> {
         let mut out = Measurement {
             layers: Vec::new(),
             unit: None,
@@ -77,7 +126,7 @@ impl Probe {
                     out.unit = column_summary(input, column);
                 }
             }
-            x = no_grad(|| child.forward(&x))?;
+            x = no_grad(|| forward(child, &x))?;
         }
         Ok(out)
     }

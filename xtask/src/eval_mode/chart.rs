@@ -36,6 +36,11 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
     lines.push(Line::dashed("training mode, test set sorted by class", 3));
     let overwritten = lines.len();
     lines.push(Line::dashed("eval mode after a training-mode pass", 4));
+    let overwritten_by_class = lines.len();
+    lines.push(Line::dashed(
+        "eval mode after a class-sorted training-mode pass",
+        5,
+    ));
     let sorted_ok: Vec<&BatchOutcome> = r
         .train_by_class
         .iter()
@@ -67,14 +72,18 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
                 .map(|o| (o.batch_size as f64, o.mean_accuracy()))
                 .collect(),
         });
-        accuracy.push(Series {
-            line: overwritten,
-            points: r
-                .overwritten
-                .iter()
-                .filter_map(|o| Some((o.batch_size as f64, o.eval_accuracy?)))
-                .collect(),
-        });
+        for (line, outcomes) in [
+            (overwritten, &r.overwritten),
+            (overwritten_by_class, &r.overwritten_by_class),
+        ] {
+            accuracy.push(Series {
+                line,
+                points: outcomes
+                    .iter()
+                    .filter_map(|o| Some((o.batch_size as f64, o.eval_accuracy?)))
+                    .collect(),
+            });
+        }
         let company = vec![
             train(|o| o.depends_on_company),
             Series {
@@ -119,7 +128,7 @@ pub fn chart(dir: &RunDir, r: &Results) -> Result<Figure, Error> {
                        right: the fraction of test images whose class changes with the random \
                        order, i.e. with the other images in the batch. Dashed: training mode on \
                        the test set sorted by class, and eval mode once a training-mode pass \
-                       has overwritten the running statistics."
+                       (shuffled, or sorted by class) has overwritten the running statistics."
         .to_string();
     if !failed.is_empty() {
         let _ = write!(

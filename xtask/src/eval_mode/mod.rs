@@ -128,6 +128,9 @@ pub struct Results {
     /// Eval mode after the test set went through training mode in batches of each size
     /// (shuffled) without the running statistics being put back, as PyTorch leaves them.
     pub overwritten: Vec<Overwritten>,
+    /// The same after a training-mode pass over the test set sorted by class: the moving
+    /// averages end dominated by the last classes' statistics (momentum 0.1 per batch).
+    pub overwritten_by_class: Vec<Overwritten>,
 }
 
 /// The eval-mode accuracy once a training-mode pass over the test set in batches of
@@ -244,6 +247,7 @@ fn measure_all(
         train: Vec::new(),
         train_by_class: Vec::new(),
         overwritten: Vec::new(),
+        overwritten_by_class: Vec::new(),
     };
     for &b in &args.batch_sizes {
         for (mode, by_class, what, out) in [
@@ -277,24 +281,49 @@ fn measure_all(
             );
             out.push(outcome);
         }
-        let order = Order::Shuffled(measure::order_seed(args.seed, 0));
-        let overwritten = match measure::eval_after_training_pass(model, test, b, order) {
-            Ok(acc) => Overwritten {
-                batch_size: b,
-                eval_accuracy: Some(accuracy(&acc, labels)),
+        let first = measure::order_seed(args.seed, 0);
+        for (order, what, out) in [
+            (Order::Shuffled(first), "", &mut results.overwritten),
+            (
+                Order::ByClass(first),
+                " sorted by class",
+                &mut results.overwritten_by_class,
+            ),
+        ] {
+            let outcome = overwritten(model, test, b, order)?;
+            if let Some(acc) = outcome.eval_accuracy {
+                eprintln!(
+                    "eval mode after a training-mode pass{what} in batches of {b}: accuracy {acc:.4}"
+                );
+            }
+            out.push(outcome);
+        }
+    }
+    Ok(results)
+}
+
+/// Eval mode's accuracy on `test` once a training-mode pass in batches of `batch` in `order`
+/// has overwritten the running statistics (the model is put back afterwards); a pass that
+/// cannot run (batches of one image) is recorded with its error.
+fn overwritten(
+    model: &mut Sequential,
+    test: &norma_datasets::Split,
+    batch: usize,
+    order: Order,
+) -> Result<Overwritten, Error> {
+    Ok(
+        match measure::eval_after_training_pass(model, test, batch, order) {
+            Ok(classes) => Overwritten {
+                batch_size: batch,
+                eval_accuracy: Some(accuracy(&classes, test.labels())),
                 error: None,
             },
             Err(e @ (Error::Layer(_) | Error::Autograd(_))) => Overwritten {
-                batch_size: b,
+                batch_size: batch,
                 eval_accuracy: None,
                 error: Some(e.to_string()),
             },
             Err(e) => return Err(e),
-        };
-        if let Some(acc) = overwritten.eval_accuracy {
-            eprintln!("eval mode after a training-mode pass in batches of {b}: accuracy {acc:.4}");
-        }
-        results.overwritten.push(overwritten);
-    }
-    Ok(results)
+        },
+    )
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::error::Error;
-use crate::eval_mode::{EvalModeArgs, Results, DEFAULT_EPOCHS};
+use crate::eval_mode::{EvalModeArgs, Overwritten, Results, DEFAULT_EPOCHS};
 use crate::output::run_dir::RunDir;
 use crate::output::table::Table;
 
@@ -96,10 +96,10 @@ pub fn table(r: &Results, args: &EvalModeArgs) -> Table {
         }
         t.row(row);
     }
-    for o in &r.overwritten {
+    for (statistics, o) in overwritten(r) {
         t.row([
             "eval, after a training-mode pass".to_string(),
-            "overwritten by the test batches".into(),
+            statistics.into(),
             o.batch_size.to_string(),
             o.eval_accuracy
                 .map_or("fails (see below)".into(), |a| format!("{a:.4}")),
@@ -109,6 +109,19 @@ pub fn table(r: &Results, args: &EvalModeArgs) -> Table {
         ]);
     }
     t
+}
+
+/// The eval-mode outcomes after a training-mode pass, each with what overwrote the statistics.
+fn overwritten(r: &Results) -> impl Iterator<Item = (&'static str, &Overwritten)> {
+    let shuffled = r
+        .overwritten
+        .iter()
+        .map(|o| ("overwritten by shuffled test batches", o));
+    let sorted = r
+        .overwritten_by_class
+        .iter()
+        .map(|o| ("overwritten by class-sorted test batches", o));
+    shuffled.chain(sorted)
 }
 
 /// Why training mode failed at some batch sizes, one line each.
@@ -146,10 +159,10 @@ pub fn describe(args: &EvalModeArgs) -> String {
          mode with the reference statistics of the second row. 'Sorted by class': the same \
          with the test set grouped by class, so that each batch holds one or two classes (a \
          stream that is not shuffled): the worst case of training mode. 'After a training-mode \
-         pass': the test set went through training mode in shuffled batches of that size \
-         without the running statistics being restored (in PyTorch, forgetting model.eval() \
-         also overwrites them, momentum 0.1 per batch), then eval mode predicts with what is \
-         left.",
+         pass': the test set went through training mode in batches of that size, shuffled or \
+         sorted by class, without the running statistics being restored (in PyTorch, \
+         forgetting model.eval() also overwrites them, momentum 0.1 per batch), then eval mode \
+         predicts with what is left: after a sorted pass, mostly the last classes' statistics.",
         args.orders
     )
 }
@@ -186,14 +199,15 @@ pub fn write_csv(dir: &RunDir, r: &Results) -> Result<(), Error> {
             );
         }
     }
-    for o in &r.overwritten {
-        let acc = o.eval_accuracy.map_or(String::new(), |a| a.to_string());
-        let error = o.error.as_deref().unwrap_or("").replace([',', '\n'], ";");
-        let _ = writeln!(
-            csv,
-            "eval-after-train-pass,{},{acc},{acc},{acc},,,{error}",
-            o.batch_size
-        );
+    for (mode, outcomes) in [
+        ("eval-after-train-pass", &r.overwritten),
+        ("eval-after-sorted-pass", &r.overwritten_by_class),
+    ] {
+        for o in outcomes {
+            let acc = o.eval_accuracy.map_or(String::new(), |a| a.to_string());
+            let error = o.error.as_deref().unwrap_or("").replace([',', '\n'], ";");
+            let _ = writeln!(csv, "{mode},{},{acc},{acc},{acc},,,{error}", o.batch_size);
+        }
     }
     dir.write("eval-mode.csv", csv.as_bytes())
 }

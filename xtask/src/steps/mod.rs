@@ -65,6 +65,11 @@ impl<'a> StepRun<'a> {
         StepRun::with_optimizer(model, config, batch_size, seed, data)
     }
 
+    /// The seed the batches are shuffled from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// As [`StepRun::new`] with SGD configured by `config` (momentum, weight decay, ...).
     ///
     /// Errors: as [`StepRun::new`], or an invalid `config`.

@@ -121,6 +121,16 @@ impl ShiftNoise {
     pub fn at_eval(&self) -> NoiseAtEval {
         self.at_eval
     }
+
+    /// The channels it draws noise for.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The distribution it draws from.
+    pub fn config(&self) -> ShiftNoiseConfig {
+        self.config
+    }
 }
 
 impl Module for ShiftNoise {
