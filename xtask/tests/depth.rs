@@ -109,6 +109,39 @@ fn depth_writes_every_output_for_every_model_and_seed() {
     let first = json(&out.join("depth.json"));
     assert_eq!(curve(&first, 5), curve(&json(&again.join("depth.json")), 5));
     assert_ne!(curve(&first, 4), curve(&first, 5));
+
+    // Augmentation is off by default; asked for, it trains on other images (another curve),
+    // is recorded in config.json and said on the page.
+    let augmented = dir.path().join("augmented");
+    run(
+        &augmented,
+        &[
+            "--seed",
+            "5",
+            "--seeds",
+            "1",
+            "--crop-padding",
+            "2",
+            "--flip",
+        ],
+    );
+    let config = json(&augmented.join("config.json"));
+    assert_eq!(
+        (
+            config["options"]["crop_padding"].as_u64(),
+            config["options"]["flip"].as_bool()
+        ),
+        (Some(2), Some(true))
+    );
+    assert_eq!(json(&out.join("config.json"))["options"]["crop_padding"], 0);
+    assert_ne!(
+        curve(&first, 5),
+        curve(&json(&augmented.join("depth.json")), 5)
+    );
+    assert_report(
+        &augmented,
+        &["padded by 2 pixels and cropped back at random"],
+    );
 }
 
 #[test]
@@ -129,6 +162,10 @@ fn depth_options_are_checked_before_the_data_loads() {
             "--test-samples must be at least 1",
         ),
         (&["--batch-size", "1"], "--batch-size"),
+        (
+            &["--crop-padding", "29"],
+            "--crop-padding 29 is larger than the 28×28 images",
+        ),
     ];
     for (args, expected) in cases {
         let all = [&["depth"][..], args, &["--data-dir", data]].concat();

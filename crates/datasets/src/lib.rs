@@ -69,6 +69,7 @@
 
 #![warn(missing_docs)]
 
+mod augment;
 mod batches;
 mod cache;
 mod dataset;
@@ -82,6 +83,7 @@ mod source;
 mod split;
 mod tempfiles;
 
+pub use augment::Augment;
 pub use batches::{Batch, Batches, LastBatch, Order};
 pub use dataset::Dataset;
 pub use error::{DatasetError, Result};

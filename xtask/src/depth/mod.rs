@@ -29,7 +29,7 @@
 pub mod chart;
 pub mod tables;
 
-use norma_datasets::Dataset;
+use norma_datasets::{Augment, Dataset, IMAGE_SIDE};
 use norma_layers::models::{blocks_per_stage, DeepNet};
 use norma_layers::{ActivationStats, NormKind};
 use norma_optim::SgdConfig;
@@ -94,6 +94,15 @@ pub struct DepthArgs {
     /// them).
     #[arg(long, default_value_t = DEFAULT_TEST_SAMPLES)]
     pub test_samples: usize,
+    /// Training-time augmentation: pad each training image with P zero pixels on each side
+    /// and crop it back to 28×28 at a random offset (He et al. pad 4 on CIFAR's 32×32); 0:
+    /// no crop.
+    #[arg(long, default_value_t = 0)]
+    pub crop_padding: usize,
+    /// Training-time augmentation: flip each training image left to right with probability
+    /// ½.
+    #[arg(long)]
+    pub flip: bool,
     #[command(flatten)]
     #[serde(flatten)]
     pub seeds: SeedArgs,
@@ -154,6 +163,13 @@ fn check(args: &DepthArgs) -> Result<(), Error> {
     checks::learning_rate("--lr", args.lr)?;
     checks::momentum(Some(args.momentum), OptimizerChoice::Sgd)?;
     checks::at_least_one("--test-samples", args.test_samples as u64)?;
+    if args.crop_padding > IMAGE_SIDE {
+        return Err(Error::Usage(format!(
+            "--crop-padding {} is larger than the {IMAGE_SIDE}×{IMAGE_SIDE} images; use at most \
+             {IMAGE_SIDE} (He et al. pad 4 on 32×32)",
+            args.crop_padding
+        )));
+    }
     args.seeds.check()?;
     let train = args.common.check()?;
     if args.batch_size < 2 {
@@ -250,7 +266,8 @@ fn train_one(
         momentum: args.momentum,
         ..SgdConfig::default()
     };
-    let mut run = StepRun::with_optimizer(model, config, args.batch_size, seed, data)?;
+    let mut run = StepRun::with_optimizer(model, config, args.batch_size, seed, data)?
+        .with_augment(augment(args));
     let label = format!("{} seed {seed}", net.name());
     let (curve, ending) =
         match steps::train(&mut run, args.steps, args.every, &label, 0, |_, _| Ok(()))? {
@@ -269,15 +286,35 @@ fn train_one(
     }))
 }
 
+/// The training-time augmentation `args` ask for.
+fn augment(args: &DepthArgs) -> Augment {
+    Augment {
+        crop_padding: args.crop_padding,
+        horizontal_flip: args.flip,
+    }
+}
+
 /// The page's opening paragraph.
 fn describe(args: &DepthArgs) -> String {
+    let augment = match (args.crop_padding, args.flip) {
+        (0, false) => "no augmentation".to_string(),
+        (0, true) => "training images flipped left to right at random".to_string(),
+        (p, flip) => format!(
+            "training images padded by {p} pixels and cropped back at random{}",
+            if flip {
+                ", and flipped left to right at random"
+            } else {
+                ""
+            }
+        ),
+    };
     format!(
         "He et al.'s CIFAR-style networks on 1×28×28 images (widths 16, 32, 64; depth 6n + 2 \
          counts the convolutions and the classifier) at depths {}: plain without \
          normalization, plain with batch norm after every convolution, and the ResNet with \
          batch norm. ReLU, SGD at lr {} with momentum {}, batch {}, {} steps on {} training \
-         images, the same batches and initial draws per seed; seeds {}. Test accuracy on the \
-         first {} test images every {} steps.",
+         images ({augment}), the same batches and initial draws per seed; seeds {}. Test \
+         accuracy on the first {} test images every {} steps.",
         args.depths
             .iter()
             .map(usize::to_string)

@@ -1,7 +1,8 @@
 //! Training by steps rather than epochs, for the experiments that follow a model along its
 //! trajectory (`drift`, `smoothness`, `depth`): any [`Sequential`] with SGD (plain by
-//! default; [`StepRun::with_optimizer`] takes any [`SgdConfig`], e.g. momentum) on batches of a fixed size, reshuffled every epoch from the seed, with the
-//! test accuracy measured every few steps. `train-lenet`'s loop ([`crate::train`]) is tied to
+//! default; [`StepRun::with_optimizer`] takes any [`SgdConfig`], e.g. momentum) on batches of a
+//! fixed size, reshuffled every epoch from the seed and augmented if asked
+//! ([`StepRun::with_augment`]), with the test accuracy measured every few steps. `train-lenet`'s loop ([`crate::train`]) is tied to
 //! its two models, its checkpoints and its epochs; these runs are short, have no checkpoints,
 //! and need a hook before each step ([`train`]). [`chart`] draws what such runs share: test
 //! accuracy against steps and percentile bands.
@@ -9,9 +10,10 @@
 pub mod chart;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use norma_datasets::{Batch, Batches, Dataset, LastBatch, Order};
+use norma_datasets::{Augment, Batch, Batches, Dataset, LastBatch, Order};
 use norma_layers::{Module, Sequential};
 use norma_optim::{Optimizer, Sgd, SgdConfig};
+use norma_tensor::Rng;
 use serde::Serialize;
 
 use crate::cli::signals::{self, Signal};
@@ -34,11 +36,17 @@ pub struct StepRun<'a> {
     /// The batch loss of every step taken, in order (entry i: step i + 1, measured at the
     /// weights after i steps), for experiments that follow the training loss step by step.
     pub batch_losses: Vec<f32>,
+    /// Applied to every training batch ([`StepRun::with_augment`]; none unless asked for).
+    augment: Augment,
+    /// The augmentation's draws, seeded from the run's seed: the same seed, the same images.
+    augment_rng: Rng,
 }
 
 /// Mixed into the seed for each epoch's order ("STEPSORD"), so that the order differs from
 /// the weights' draws of the same seed.
 const ORDER_SALT: u64 = 0x5354_4550_534f_5244;
+/// Mixed into the seed for the augmentation's draws ("AUGMENTS").
+const AUGMENT_SEED: u64 = 0x4155_474d_454e_5453;
 
 /// The order of epoch `epoch`: a permutation from the seed, distinct per epoch.
 fn order(seed: u64, epoch: u64) -> Order {
@@ -101,24 +109,40 @@ impl<'a> StepRun<'a> {
             batches,
             step: 0,
             batch_losses: Vec::new(),
+            augment: Augment::NONE,
+            augment_rng: Rng::seed_from_u64(seed ^ AUGMENT_SEED),
         })
     }
 
-    /// The batch the next step trains on (a new epoch's order when one runs out).
+    /// Augments every training batch with `augment` (random crop with padding, horizontal
+    /// flip), drawn from a generator seeded from the run's seed.
+    pub fn with_augment(mut self, augment: Augment) -> StepRun<'a> {
+        self.augment = augment;
+        self
+    }
+
+    /// The batch the next step trains on (a new epoch's order when one runs out), augmented
+    /// if asked for.
     pub fn next_batch(&mut self) -> Result<Batch, Error> {
-        if let Some(batch) = self.batches.next() {
-            return Ok(batch);
-        }
-        self.epoch += 1;
-        self.batches = self.data.train.batches(
-            self.batch_size,
-            order(self.seed, self.epoch),
-            LastBatch::Drop,
-        )?;
-        // Cannot be empty: the training set holds at least one batch (checked in `new`).
-        self.batches
-            .next()
-            .ok_or_else(|| Error::Usage("the training set holds no full batch".into()))
+        let mut batch = match self.batches.next() {
+            Some(batch) => batch,
+            None => {
+                self.epoch += 1;
+                self.batches = self.data.train.batches(
+                    self.batch_size,
+                    order(self.seed, self.epoch),
+                    LastBatch::Drop,
+                )?;
+                // Cannot be empty: the training set holds at least one batch (checked in
+                // `new`).
+                self.batches
+                    .next()
+                    .ok_or_else(|| Error::Usage("the training set holds no full batch".into()))?
+            }
+        };
+        self.augment
+            .apply(&mut batch.images, &mut self.augment_rng)?;
+        Ok(batch)
     }
 
     /// One SGD step on `batch` in training mode; returns the batch's mean cross-entropy
@@ -304,6 +328,33 @@ pub mod tests {
                 downloaded: 0,
             },
         }
+    }
+
+    #[test]
+    fn augmentation_changes_the_images_not_the_batches_and_follows_the_seed() {
+        let data = tiny_data(25, 10);
+        let run = |augment, seed| {
+            let model =
+                norma_layers::models::mlp(&[8], false, 0.1, &mut Rng::seed_from_u64(0)).unwrap();
+            let mut run = StepRun::new(model, 0.1, 10, seed, &data)
+                .unwrap()
+                .with_augment(augment);
+            (0..3)
+                .map(|_| run.next_batch().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let crop = Augment {
+            crop_padding: 2,
+            horizontal_flip: true,
+        };
+        let (plain, augmented) = (run(Augment::NONE, 3), run(crop, 3));
+        for (p, a) in plain.iter().zip(&augmented) {
+            assert_eq!(p.labels, a.labels, "the same images in the same order");
+            assert_ne!(p.images, a.images);
+        }
+        assert_eq!(run(crop, 3), augmented, "the same seed, the same images");
+        // Another seed: other batches, so other images anyway; the labels tell.
+        assert_ne!(run(crop, 4)[0].labels, augmented[0].labels);
     }
 
     #[test]
