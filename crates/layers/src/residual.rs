@@ -174,6 +174,28 @@ impl BasicBlock {
         self.config
     }
 
+    /// The block with `f` applied to its main path and to its projection shortcut (if it has
+    /// one), the names kept: [`crate::fold_batch_norm`] folds each path's batch norms into
+    /// its convolutions this way, after which the block has no normalization (its
+    /// configuration says [`NormKind::None`], as for convolutions with a bias).
+    pub(crate) fn map_sequentials(
+        self,
+        mut f: impl FnMut(Sequential) -> Result<Sequential>,
+    ) -> Result<BasicBlock> {
+        let shortcut = match self.shortcut {
+            Shortcut::Projection(p) => Shortcut::Projection(f(p)?),
+            other => other,
+        };
+        Ok(BasicBlock {
+            main: f(self.main)?,
+            shortcut,
+            config: BasicBlockConfig {
+                norm: NormKind::None,
+                ..self.config
+            },
+        })
+    }
+
     /// Whether the shortcut is a 1×1 convolution (stride or width change) rather than `x`.
     pub fn has_projection(&self) -> bool {
         matches!(self.shortcut, Shortcut::Projection(_))

@@ -468,3 +468,68 @@ fn lenet_gbn_is_lenet_bn_with_ghost_batch_norm_under_the_same_names() {
         .build_with(Activation::Relu, &zero, &mut Rng::seed_from_u64(7))
         .is_ok());
 }
+
+#[test]
+fn folding_reaches_the_batch_norms_inside_resnet_blocks_and_stages() {
+    // ResNet-8: the stem, three stages of one block each (two with projection shortcuts);
+    // plain-8 the same chain without shortcuts.
+    for net in ["resnet8-batch", "plain8-batch"] {
+        let deep: models::DeepNet = net.parse().unwrap();
+        let mut model = deep.build(&mut Rng::seed_from_u64(3)).unwrap();
+        let (x, labels) = small_batch(16, 4);
+        let mut opt = Sgd::new(
+            model.parameters(),
+            SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                ..SgdConfig::default()
+            },
+        )
+        .unwrap();
+        // Steps move γ, β and the running statistics away from their initial values.
+        fit(&mut model, &mut opt, &x, &labels, 5);
+        model.eval();
+        let want = no_grad(|| model.forward(&Var::constant(x.clone())))
+            .unwrap()
+            .value()
+            .clone();
+        let mut folded = fold_batch_norm(model).unwrap();
+        assert!(
+            folded.named_buffers().is_empty(),
+            "{net}: no batch norm left: {:?}",
+            folded
+                .named_buffers()
+                .iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        );
+        let names: Vec<String> = folded
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            names.contains(&"layer2.0.conv1.bias".to_string()),
+            "{net}: {names:?}"
+        );
+        if net.starts_with("resnet") {
+            assert!(
+                names.contains(&"layer2.0.shortcut.0.bias".to_string()),
+                "{names:?}"
+            );
+        }
+        folded.eval();
+        let got = no_grad(|| folded.forward(&Var::constant(x.clone())))
+            .unwrap()
+            .value()
+            .clone();
+        // Float32 rounding of the folded weights through 8 layers (and the shortcuts' sums):
+        // relative to the logits' size.
+        let scale = want.as_slice().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = got.max_abs_diff(&want).unwrap();
+        assert!(
+            diff < 1e-4 * scale,
+            "{net}: folded model differs by {diff} (scale {scale})"
+        );
+    }
+}

@@ -16,15 +16,19 @@ use std::any::Any;
 use norma_tensor::Tensor;
 
 use crate::norm::batch_norm::as_batch_norm_mut;
-use crate::{Conv2d, LayerError, Linear, Module, Result, Sequential};
+use crate::{BasicBlock, Conv2d, LayerError, Linear, Module, Result, Sequential};
 
-/// Returns `model` with every batch norm folded into the Conv2d or Linear right before it.
-/// The result matches the eval-mode model up to float32 rounding.
+/// Returns `model` with every batch norm folded into the Conv2d or Linear right before it,
+/// inside nested [`Sequential`]s and [`BasicBlock`]s too (a ResNet's stages, each block's two
+/// convolutions and its projection shortcut). The result matches the eval-mode model up to
+/// float32 rounding; convolutions built without a bias (as they are before a batch norm)
+/// get one.
 ///
 /// Errors when a batch norm does not follow a Conv2d/Linear, or has no running statistics.
 pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
     let mut out: Vec<(String, Box<dyn Module>)> = Vec::new();
-    for (name, mut child) in model.into_children() {
+    for (name, child) in model.into_children() {
+        let mut child = fold_nested(child)?;
         let Some(bn) = as_batch_norm_mut(child.as_mut()) else {
             out.push((name, child));
             continue;
@@ -53,6 +57,29 @@ pub fn fold_batch_norm(model: Sequential) -> Result<Sequential> {
         seq.push(name, child);
     }
     Ok(seq)
+}
+
+/// A nested [`Sequential`] or [`BasicBlock`] with its batch norms folded; any other layer as
+/// it is.
+fn fold_nested(child: Box<dyn Module>) -> Result<Box<dyn Module>> {
+    if child.is::<Sequential>() {
+        let seq = downcast::<Sequential>(child)?;
+        Ok(Box::new(fold_batch_norm(*seq)?))
+    } else if child.is::<BasicBlock>() {
+        let block = downcast::<BasicBlock>(child)?;
+        Ok(Box::new(block.map_sequentials(fold_batch_norm)?))
+    } else {
+        Ok(child)
+    }
+}
+
+/// `layer` as the `T` it was checked to be.
+fn downcast<T: Module>(layer: Box<dyn Module>) -> Result<Box<T>> {
+    let any: Box<dyn Any> = layer;
+    any.downcast::<T>().map_err(|_| LayerError::Config {
+        layer: "fold_batch_norm".into(),
+        reason: format!("expected a {}", std::any::type_name::<T>()),
+    })
 }
 
 /// Scales each output channel of a Conv2d or Linear (the caller checked it is one).
