@@ -45,7 +45,15 @@ fn depth_writes_every_output_for_every_model_and_seed() {
     ] {
         assert!(out.join(file).is_file(), "{file}");
     }
-    assert_report(&out, &["plain8-none", "plain8-batch", "resnet8-batch"]);
+    assert_report(
+        &out,
+        &[
+            "plain8-none",
+            "plain8-batch",
+            "resnet8-batch",
+            "β-smoothness",
+        ],
+    );
     let runs = json(&out.join("depth.json"));
     let runs = runs.as_array().unwrap();
     // Three networks per seed, seeds 4 and 5.
@@ -80,7 +88,27 @@ fn depth_writes_every_output_for_every_model_and_seed() {
         let observed = !r["layers"].as_array().unwrap().is_empty();
         let plain = r["model"].as_str().unwrap().starts_with("plain");
         assert_eq!(observed, plain && r["seed"] == 4, "{}", r["model"]);
+        // Smoothness probes: the deepest plain nets (here depth 8) on every seed, before
+        // steps 0 and 3, each with the nine step sizes.
+        let probes = r["probes"].as_array().map_or(0, Vec::len);
+        assert_eq!(probes, if plain { 2 } else { 0 }, "{}", r["model"]);
+        if plain {
+            let p = &r["probes"][1];
+            assert_eq!(p["step"], 3);
+            assert_eq!(p["etas"].as_array().unwrap().len(), 9, "{p}");
+            assert!(p["beta"].as_f64().unwrap() > 0.0, "{p}");
+        }
     }
+    let smooth = std::fs::read_to_string(out.join("smoothness.csv")).unwrap();
+    let lines: Vec<&str> = smooth.lines().collect();
+    assert!(
+        lines[0].starts_with("model,seeds,train_loss,train_loss_min,train_loss_max,loss_range,")
+    );
+    assert_eq!(lines.len(), 3, "{smooth}");
+    assert!(
+        lines[1].starts_with("plain8-none,2,") && lines[2].starts_with("plain8-batch,2,"),
+        "{smooth}"
+    );
     let csv = std::fs::read_to_string(out.join("depth.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert!(

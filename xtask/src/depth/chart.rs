@@ -190,6 +190,7 @@ mod tests {
                 .collect(),
             ending: Ending::Completed,
             layers: Vec::new(),
+            probes: Vec::new(),
         }
     }
 

@@ -12,6 +12,9 @@
 //! [`steps::train`] stops it there). For the first seed, the percentiles of each stage's
 //! input ([`ActivationStats`] on `layer2`, `layer3` and `fc`) of the deepest plain
 //! nets without and with batch norm, every `--every` steps — the `drift` measures at depth.
+//! For every seed, Santurkar et al.'s smoothness measures of the same two nets along their
+//! trajectories ([`smoothness`]).
+//! Training images can be augmented (`--crop-padding`, `--flip`; off by default).
 //!
 //! The default budget (10,000 training images, 1,000 test images, batch 64, 120 steps with
 //! an evaluation every 30, 3 seeds; 9 models per seed) fits a coffee break on 2 cores: 5½
@@ -24,9 +27,11 @@
 //! Outputs: `depth.json` (everything), `depth.csv` (final test accuracy per model: median,
 //! min and max over seeds), `curves.csv` (every curve point), `depth-error` and `depth-loss`
 //! (test error and training loss against steps, median and min–max band over seeds, one
-//! panel per depth), `depth-drift` (stage inputs of the deepest plain nets) and `report.html`.
+//! panel per depth), `depth-drift` (stage inputs of the deepest plain nets),
+//! `smoothness.csv` and `report.html`.
 
 pub mod chart;
+pub mod smoothness;
 pub mod tables;
 
 use norma_datasets::{Augment, Dataset, IMAGE_SIDE};
@@ -45,6 +50,9 @@ use crate::error::Error;
 use crate::experiment;
 use crate::output::html::Page;
 use crate::output::report::fmt_lr;
+use crate::smoothness::probe;
+use crate::smoothness::summary::{running_loss, WINDOW};
+use crate::smoothness::{ProbeRecord, ETA_FACTORS};
 use crate::steps::{self, CurvePoint, Ending, StepRun};
 
 /// Depths unless `--depths` says otherwise.
@@ -122,6 +130,10 @@ pub struct DepthRun {
     pub ending: Ending,
     /// The stage inputs (first seed, deepest plain nets only; empty otherwise).
     pub layers: Vec<LayerDrift>,
+    /// Santurkar et al.'s smoothness probes every `--every` steps (deepest plain nets, every
+    /// seed; empty otherwise): [`smoothness`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeRecord>,
 }
 
 impl DepthRun {
@@ -209,15 +221,26 @@ pub fn run(mut args: DepthArgs) -> Result<Option<Signal>, Error> {
             net.name(),
             args.steps
         );
-        let observe = seed == seeds[0] && net.depth == deepest && !net.residual;
-        match train_one(&args, &session.data, net, seed, observe)? {
+        let deepest_plain = net.depth == deepest && !net.residual;
+        let watch = Watch {
+            stage_inputs: deepest_plain && seed == seeds[0],
+            smoothness: deepest_plain,
+        };
+        match train_one(&args, &session.data, net, seed, watch)? {
             Ok(r) => runs.push(r),
             Err(signal) => return Ok(Some(signal)),
         }
     }
     tables::write_results(&session.dir, &args, &runs)?;
+    smoothness::write_csv(&session.dir, &args, &runs)?;
     let table = tables::final_table(&args, &runs);
+    let smooth = smoothness::table(&args, &runs);
     println!("\nfinal test accuracy over seeds:\n{}", table.text());
+    println!(
+        "smoothness of the deepest plain nets (median over probes; median (min–max) over \
+         seeds):\n{}",
+        smooth.text()
+    );
     let mut page = Page::new("depth: batch norm and shortcuts in deep networks");
     page.text(describe(&args));
     page.heading("Final test accuracy").table(table);
@@ -229,6 +252,9 @@ pub fn run(mut args: DepthArgs) -> Result<Option<Signal>, Error> {
         "the training loss chart",
         chart::curves_chart(&session.dir, &args, &runs, chart::Measure::TrainLoss),
     );
+    page.heading("Smoothness of the deepest plain nets");
+    page.text(smoothness_text(&args));
+    page.table(smooth);
     page.heading("Stage inputs of the deepest plain nets");
     page.figure(
         "the stage input chart",
@@ -247,18 +273,27 @@ fn first(split: norma_datasets::Split, n: usize) -> Result<norma_datasets::Split
     Ok(split.split_tail(len - n)?.0)
 }
 
-/// Trains one network from `seed` (weights and batch order), recording its stage inputs if
-/// `observe`.
+/// What a run records besides its curve.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// The percentiles of the [`OBSERVED`] stage inputs every `--every` steps.
+    stage_inputs: bool,
+    /// The [`smoothness`] probes every `--every` steps.
+    smoothness: bool,
+}
+
+/// Trains one network from `seed` (weights and batch order), recording what `watch` asks.
 fn train_one(
     args: &DepthArgs,
     data: &Dataset,
     net: DeepNet,
     seed: u64,
-    observe: bool,
+    watch: Watch,
 ) -> Result<Result<DepthRun, Signal>, Error> {
     let mut model = net.build(&mut Rng::seed_from_u64(seed))?;
     let names: Vec<String> = OBSERVED.iter().map(|s| s.to_string()).collect();
-    let stats = observe
+    let stats = watch
+        .stage_inputs
         .then(|| ActivationStats::attach(&mut model, &names, args.every))
         .transpose()?;
     let config = SgdConfig {
@@ -269,11 +304,28 @@ fn train_one(
     let mut run = StepRun::with_optimizer(model, config, args.batch_size, seed, data)?
         .with_augment(augment(args));
     let label = format!("{} seed {seed}", net.name());
-    let (curve, ending) =
-        match steps::train(&mut run, args.steps, args.every, &label, 0, |_, _| Ok(()))? {
-            Ok(done) => done,
-            Err(signal) => return Ok(Err(signal)),
-        };
+    let etas = smoothness::etas(args.lr);
+    let mut probes = Vec::new();
+    let hook_every = if watch.smoothness { args.every } else { 0 };
+    let outcome = steps::train(
+        &mut run,
+        args.steps,
+        args.every,
+        &label,
+        hook_every,
+        |run, batch| {
+            let p = probe::probe_model(&mut run.model, batch, &etas)?;
+            probes.push(ProbeRecord::new(run.step, p));
+            Ok(())
+        },
+    )?;
+    let (curve, ending) = match outcome {
+        Ok(done) => done,
+        Err(signal) => return Ok(Err(signal)),
+    };
+    for p in &mut probes {
+        p.train_loss = running_loss(&run.batch_losses, p.step);
+    }
     run.model.clear_observers();
     let layers = stats.map_or_else(Vec::new, |s| LayerDrift::group(s.borrow().records()));
     Ok(Ok(DepthRun {
@@ -283,7 +335,28 @@ fn train_one(
         curve,
         ending,
         layers,
+        probes,
     }))
+}
+
+/// What the smoothness table shows, for the page.
+fn smoothness_text(args: &DepthArgs) -> String {
+    format!(
+        "Santurkar et al.'s measures on the deepest plain nets, every seed: every {} steps, \
+         before the step and on its batch, with batch norm in training mode, the loss \
+         L(x − η·g) along the gradient g for η from {} to {} (¼ to 4 times the learning \
+         rate), the loss range (max − min over η), the largest gradient change \
+         ‖∇L(x) − ∇L(x − η·g)‖ and the effective β-smoothness (max ‖Δ∇L‖ / ‖η·g‖); 'train \
+         loss' is the mean batch loss of the {} steps around each probe. Each run's median \
+         over its probes, then median (min–max) over seeds. The probes put weights and \
+         statistics back, so the trajectories are those without them. Smaller is smoother; a \
+         net that does not learn has a flat landscape for that reason alone, so read the \
+         measures with the training loss beside them.",
+        args.every,
+        fmt_lr(smoothness::etas(args.lr)[0]),
+        fmt_lr(smoothness::etas(args.lr)[ETA_FACTORS.len() - 1]),
+        WINDOW
+    )
 }
 
 /// The training-time augmentation `args` ask for.

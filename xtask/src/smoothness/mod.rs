@@ -103,7 +103,7 @@ pub struct ProbeRecord {
 }
 
 impl ProbeRecord {
-    fn new(step: usize, p: measures::GradientProbe) -> ProbeRecord {
+    pub fn new(step: usize, p: measures::GradientProbe) -> ProbeRecord {
         let (loss_min, loss_max) = p.loss_range();
         let (predictiveness_min, predictiveness_max) = p.predictiveness_range();
         ProbeRecord {
