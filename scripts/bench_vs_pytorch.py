@@ -13,6 +13,13 @@ For each thread count, runs back to back (norma, PyTorch, norma, PyTorch, ...):
 and prints each median and the ratio PyTorch ms / norma ms (above 1: norma is faster). Each
 pair is repeated `--rounds` times and the ratio of the medians over rounds is reported.
 
+Deep networks (`--model resnet20-batch --batch-size 128`, any name of scripts/norma_models.py's
+`build_deep`) are timed the same way with SGD at lr 0.1 and momentum 0.9 (`cargo xtask bench
+--net`; PyTorch's He-normal init as norma's), and the memory is compared too: norma's peak
+resident memory while stepping (the whole process, its dataset already freed) against what the
+steps add to PyTorch's process (its peak while stepping minus its resident size before the model
+was built). Both peaks are Linux's VmHWM, reset through /proc/self/clear_refs before the steps.
+
 Machines are shared: run it under the project's lock so that nothing compiles meanwhile,
 
     flock /tmp/norma-cargo.lock /tmp/norma-torch-venv/bin/python scripts/bench_vs_pytorch.py
@@ -37,7 +44,38 @@ from pathlib import Path
 
 MODELS = ("lenet", "lenet-bn")
 LR = {"lenet": 0.9, "lenet-bn": 1.0}
+DEEP_LR, DEEP_MOMENTUM = 0.1, 0.9
 BATCHES = 16
+
+
+def is_deep(name: str) -> bool:
+    return name not in MODELS
+
+
+def model_name(name: str) -> str:
+    """argparse type: lenet, lenet-bn or a deep network norma_models knows."""
+    if name in MODELS:
+        return name
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from norma_models import parse_deep
+        parse_deep(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return name
+
+
+def reset_peak() -> None:
+    """Sets VmHWM back to the current resident size (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def status_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def read_idx(path: Path):
@@ -98,9 +136,18 @@ def torch_worker(args) -> None:
                for i in range(0, n, args.batch_size)]
     result = {}
     for name in args.model:
-        model = torch_model(name)
+        before = status_mib("VmRSS")
+        reset_peak()
+        if is_deep(name):
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from norma_models import build_deep, init_deep
+            model = build_deep(name)
+            init_deep(model)
+            opt = torch.optim.SGD(model.parameters(), lr=DEEP_LR, momentum=DEEP_MOMENTUM)
+        else:
+            model = torch_model(name)
+            opt = torch.optim.SGD(model.parameters(), lr=LR[name])
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=LR[name])
         loss_fn = nn.CrossEntropyLoss()
         times = []
         for i in range(args.warmup + args.steps):
@@ -112,7 +159,7 @@ def torch_worker(args) -> None:
             opt.step()
             if i >= args.warmup:
                 times.append((time.perf_counter() - start) * 1e3)
-        result[name] = statistics.median(times)
+        result[name] = {"ms": statistics.median(times), "mib": status_mib("VmHWM") - before}
     print(json.dumps(result))
 
 
@@ -126,29 +173,38 @@ def run_torch(args, threads: int) -> dict:
 
 
 def run_norma(args, threads: int) -> dict:
-    cmd = args.xtask + ["bench", "--threads", str(threads), "--steps", str(args.steps),
-                        "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-                        "--data-dir", str(args.data_dir),
-                        "--model", args.model[0] if len(args.model) == 1 else "both"]
+    """{model: {"ms": median step, "mib": peak resident memory}}; one process per deep network,
+    one for the LeNets (their peak is the process's over both)."""
+    lenets = [m for m in args.model if not is_deep(m)]
+    invocations = [["--net", m] for m in args.model if is_deep(m)]
+    if lenets:
+        invocations.append(["--model", lenets[0] if len(lenets) == 1 else "both"])
     env = dict(os.environ)
     if args.simd:
         env["NORMA_SIMD"] = args.simd
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     result = {}
-    for line in out.splitlines():
-        m = re.match(r"^(lenet(?:-bn)?)\s+([0-9.]+)\s", line)
-        if m:
-            result[m.group(1)] = float(m.group(2))
+    for which in invocations:
+        cmd = args.xtask + ["bench", "--threads", str(threads), "--steps", str(args.steps),
+                            "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+                            "--data-dir", str(args.data_dir), *which]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        peak = re.search(r"^peak resident memory while stepping: ([0-9.]+) MiB", out, re.M)
+        for line in out.splitlines():
+            m = re.match(r"^(\S+)\s+([0-9.]+)\s", line)
+            if m and m.group(1) in args.model:
+                result[m.group(1)] = {"ms": float(m.group(2)),
+                                      "mib": float(peak.group(1)) if peak else float("nan")}
     missing = set(args.model) - set(result)
     if missing:
-        sys.exit(f"no timing for {missing} in the output of {' '.join(cmd)}:\n{out}")
+        sys.exit(f"no timing for {missing} in the output of norma's bench")
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--model", nargs="+", choices=MODELS, default=list(MODELS))
+    ap.add_argument("--model", nargs="+", type=model_name, default=list(MODELS),
+                    help="lenet, lenet-bn, or a deep network: resnet<6n+2>-<norm>, plain<6n+2>-<norm>")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -162,14 +218,15 @@ def main() -> None:
     if args.torch_worker:
         torch_worker(args)
         return
-    args.model = [m for m in MODELS if m in args.model]
+    args.model = list(dict.fromkeys(args.model))
     args.xtask = [args.xtask] if args.xtask else ["cargo", "xtask"]
     if args.xtask == ["cargo", "xtask"]:
         subprocess.run(["cargo", "build", "--release", "-p", "xtask"], check=True)
 
     print(f"batch {args.batch_size}, median of {args.steps} steps after {args.warmup} warm-up, "
           f"{args.rounds} rounds; NORMA_SIMD={args.simd or os.environ.get('NORMA_SIMD', '(auto)')}")
-    print(f"{'model':<9} {'threads':>7} {'norma ms':>9} {'torch ms':>9} {'ratio':>6}   per round", flush=True)
+    print(f"{'model':<14} {'threads':>7} {'norma ms':>9} {'torch ms':>9} {'ratio':>6} "
+          f"{'norma MiB':>10} {'torch +MiB':>11}   per round", flush=True)
     for threads in args.threads:
         norma = {m: [] for m in args.model}
         torch = {m: [] for m in args.model}
@@ -179,9 +236,13 @@ def main() -> None:
             for m, t in run_torch(args, threads).items():
                 torch[m].append(t)
         for m in args.model:
-            a, b = statistics.median(norma[m]), statistics.median(torch[m])
-            rounds = " ".join(f"{t / n:.2f}" for n, t in zip(norma[m], torch[m]))
-            print(f"{m:<9} {threads:>7} {a:>9.2f} {b:>9.2f} {b / a:>5.2f}x   {rounds}", flush=True)
+            a = statistics.median(r["ms"] for r in norma[m])
+            b = statistics.median(r["ms"] for r in torch[m])
+            ours = statistics.median(r["mib"] for r in norma[m])
+            theirs = statistics.median(r["mib"] for r in torch[m])
+            rounds = " ".join(f"{t['ms'] / n['ms']:.2f}" for n, t in zip(norma[m], torch[m]))
+            print(f"{m:<14} {threads:>7} {a:>9.2f} {b:>9.2f} {b / a:>5.2f}x {ours:>10.1f} {theirs:>11.1f}"
+                  f"   {rounds}", flush=True)
 
 
 if __name__ == "__main__":

@@ -602,3 +602,48 @@ fn bench_counts_are_bounded() {
         common::stdout(&out)
     );
 }
+
+/// bench times a deep network with --net, reports its peak memory, and refuses a bad name or
+/// a --net beside --model.
+#[test]
+fn bench_times_a_deep_network_and_its_memory() {
+    let text = common::stdout(&xtask(&[
+        "bench",
+        "--synthetic",
+        "--net",
+        "resnet8-batch",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+    ]));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("resnet8-batch "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let median: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(median > 0.0, "{row}");
+    let memory = text
+        .lines()
+        .find_map(|l| l.strip_prefix("peak resident memory while stepping: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let mib: f64 = memory.trim_end_matches(" MiB").parse().unwrap();
+    assert!(mib > 1.0, "{memory}");
+    fails_clearly(
+        &["bench", "--synthetic", "--net", "resnet9-batch"],
+        &["resnet9-batch"],
+    );
+    fails_clearly(
+        &[
+            "bench",
+            "--synthetic",
+            "--net",
+            "resnet8-batch",
+            "--model",
+            "lenet",
+        ],
+        &["--model"],
+    );
+}
