@@ -12,6 +12,14 @@ pub enum AutogradError {
     /// `backward()` was called on a value that is not a scalar.
     #[error("backward() needs a scalar (one-element) output, got shape {shape:?}")]
     NotScalar { shape: Vec<usize> },
+    /// `backward_with()` was given an output gradient of another shape than the output.
+    #[error(
+        "backward_with(): the output has shape {output:?} but its gradient has shape {grad:?}"
+    )]
+    OutputGradShape {
+        output: Vec<usize>,
+        grad: Vec<usize>,
+    },
     /// An operation's backward returned the wrong number of gradients.
     #[error("{op}: backward returned {got} gradients for {expected} inputs")]
     GradientCount {

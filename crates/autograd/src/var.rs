@@ -123,9 +123,37 @@ impl Var {
                 shape: self.shape().to_vec(),
             });
         }
+        self.propagate(Tensor::ones(self.shape()))
+    }
+
+    /// Back-propagates from this value with `grad` as ∂L/∂self for some scalar L (PyTorch's
+    /// `y.backward(gradient)`): adds ∂L/∂p to the gradient of every parameter `p` this value
+    /// depends on. `grad` has the value's shape.
+    ///
+    /// ```
+    /// use norma_autograd::{Param, Var};
+    /// use norma_tensor::Tensor;
+    /// let p = Param::new(Tensor::from_vec(&[2], vec![1.0, 2.0])?);
+    /// let y = p.var().mul(&p.var())?; // y = p², ∂y/∂p = 2p
+    /// y.backward_with(Tensor::from_vec(&[2], vec![1.0, 10.0])?)?;
+    /// assert_eq!(p.grad().unwrap().as_slice(), &[2.0, 40.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backward_with(&self, grad: Tensor) -> Result<()> {
+        if grad.shape() != self.shape() {
+            return Err(AutogradError::OutputGradShape {
+                output: self.shape().to_vec(),
+                grad: grad.shape().to_vec(),
+            });
+        }
+        self.propagate(grad)
+    }
+
+    /// The backward pass from this node, seeded with `seed` (its shape checked by the caller).
+    fn propagate(&self, seed: Tensor) -> Result<()> {
         let order = self.reachable_requiring_grad();
         let mut grads: HashMap<u64, Tensor> = HashMap::new();
-        grads.insert(self.node.id, Tensor::ones(self.shape()));
+        grads.insert(self.node.id, seed);
         for var in order {
             // A node absent from `grads` does not influence the output.
             let Some(grad) = grads.remove(&var.node.id) else {

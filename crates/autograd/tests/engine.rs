@@ -48,6 +48,35 @@ fn backward_needs_a_scalar() {
 }
 
 #[test]
+fn backward_with_an_output_gradient_equals_backward_of_the_weighted_sum() {
+    let x = t(&[2, 3], &[1.0, -2.0, 3.0, 0.5, 4.0, -1.0]);
+    let dy = t(&[2, 3], &[0.1, 2.0, -1.0, 3.0, 0.0, 7.0]);
+    let (a, b) = (Param::new(x.clone()), Param::new(x));
+    let y = |p: &Param| p.var().mul(&p.var()).unwrap().sigmoid();
+    y(&a).backward_with(dy.clone()).unwrap();
+    y(&b)
+        .mul(&Var::constant(dy))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let (ga, gb) = (a.grad().unwrap(), b.grad().unwrap());
+    for (u, v) in ga.as_slice().iter().zip(gb.as_slice()) {
+        assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{ga:?} vs {gb:?}");
+    }
+    let err = y(&a).backward_with(Tensor::zeros(&[3, 2])).unwrap_err();
+    assert!(
+        matches!(err, AutogradError::OutputGradShape { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("[2, 3]") && err.to_string().contains("[3, 2]"),
+        "{err}"
+    );
+}
+
+#[test]
 fn no_grad_records_nothing_and_restores_recording() {
     let p = Param::new(t(&[2], &[1., 2.]));
     let y = no_grad(|| p.var().sigmoid().sum_all().unwrap());
