@@ -26,6 +26,15 @@ venv that scripts/setup-torch-venv.sh makes; on a shared machine, under the benc
 
 Each thread count takes about two minutes (--measurement-time sets the seconds per benchmark on
 both sides; --markdown prints the table for docs/batch-norm.md).
+
+`--layers` compares whole layers instead (`cargo bench -p norma-layers --bench norm_layers`:
+Module::forward and the autograd backward with a fixed output gradient) for the layers built on
+those kernels — BatchNorm, Batch Renormalization (past its warm-up: r_max 3, d_max 5), ghost batch
+norm (ghosts of 16), frozen batch norm, InstanceNorm2d, RMSNorm — against PyTorch modules:
+nn.BatchNorm, nn.InstanceNorm2d and nn.RMSNorm where PyTorch has the layer, and for the others
+the usual PyTorch code: Batch Renormalization written out from Ioffe (2017) with r and d
+detached, ghost batch norm as F.batch_norm on each chunk of 16 samples (composer's
+GhostBatchNorm), frozen batch norm as torchvision's FrozenBatchNorm2d (x · scale + shift).
 """
 
 from __future__ import annotations
@@ -79,7 +88,7 @@ class Row:
         numel = 1
         for d in self.shape:
             numel *= d
-        factor = 5 if "bwd" in self.op else 2
+        factor = 5 if "bwd" in self.op or "backward" in self.op else 2
         return factor * numel * 4 / (self.norma_us * 1e-6) / 1e9
 
 
@@ -103,6 +112,117 @@ def norma_medians(threads: int, warm_up: float, measure: float) -> dict[tuple[tu
         sys.exit(f"error: expected {len(SHAPES) * len(OPS)} results from criterion, parsed {len(medians)}:\n"
                  f"{result.stdout}")
     return medians
+
+
+def norma_layer_medians(threads: int, warm_up: float, measure: float) -> dict[tuple[tuple[int, ...], str], float]:
+    """Median µs of each of norma-layers' norm_layers benchmarks, keyed by (shape, function)."""
+    cmd = ["cargo", "bench", "-p", "norma-layers", "--bench", "norm_layers", "--",
+           "--output-format", "bencher", "--warm-up-time", str(warm_up), "--measurement-time", str(measure)]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    medians = {}
+    for line in result.stdout.splitlines():
+        m = BENCH_LINE.match(line)
+        if m and m[1] == "norm_layers":
+            shape = tuple(int(d) for d in m[2].split(","))
+            medians[(shape, m[3])] = int(m[4].replace(",", "")) / 1e3
+    if not medians:
+        sys.exit(f"error: no results parsed from criterion:\n{result.stdout}")
+    return medians
+
+
+def torch_layer_ops(shape: tuple[int, ...]) -> dict[str, object]:
+    """PyTorch's counterparts of norma's norm_layers benchmarks at one shape, keyed by the
+    benchmark's function name."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    c, conv, eps = shape[1], len(shape) == 4, 1e-5
+    dims, view = ((0, 2, 3), (1, c, 1, 1)) if conv else ((0,), (1, c))
+    x = torch.randn(shape) * 2 + 3
+    dy = torch.randn(shape)
+    xg = x.clone().requires_grad_(True)
+
+    def grads(f, params):
+        return lambda: torch.autograd.grad(f(xg), (xg, *params), dy)
+
+    def no_grad(f):
+        def run():
+            with torch.no_grad():
+                f(x)
+        return run
+
+    class Renorm(nn.Module):
+        """Ioffe (2017), Algorithm 1, with r and d treated as constants."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+            self.register_buffer("running_mean", torch.zeros(c))
+            self.register_buffer("running_var", torch.ones(c))
+
+        def forward(self, inp):
+            if not self.training:
+                return F.batch_norm(inp, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, eps)
+            mean, var = inp.mean(dims), inp.var(dims, unbiased=False)
+            std, running_std = (var + eps).sqrt(), (self.running_var + eps).sqrt()
+            r = (std.detach() / running_std).clamp(1 / 3, 3)
+            d = ((mean.detach() - self.running_mean) / running_std).clamp(-5, 5)
+            y = (inp - mean.reshape(view)) / std.reshape(view) * r.reshape(view) + d.reshape(view)
+            with torch.no_grad():
+                n = inp.numel() // c
+                self.running_mean.lerp_(mean, 0.1)
+                self.running_var.lerp_(var * n / (n - 1), 0.1)
+            return y * self.weight.reshape(view) + self.bias.reshape(view)
+
+    class Ghost(nn.BatchNorm1d):
+        """composer's GhostBatchNorm: batch norm on each chunk of 16 samples."""
+
+        def forward(self, inp):
+            if not self.training:
+                return F.batch_norm(inp, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, eps)
+            return torch.cat([F.batch_norm(chunk, self.running_mean, self.running_var, self.weight, self.bias,
+                                           True, 0.1, eps) for chunk in inp.split(16)])
+
+    class Frozen(nn.Module):
+        """torchvision's FrozenBatchNorm2d: fixed statistics and affine."""
+
+        def __init__(self):
+            super().__init__()
+            for name, value in (("weight", torch.ones(c)), ("bias", torch.zeros(c)),
+                                ("running_mean", torch.zeros(c)), ("running_var", torch.ones(c))):
+                self.register_buffer(name, value)
+
+        def forward(self, inp):
+            scale = self.weight * (self.running_var + eps).rsqrt()
+            shift = self.bias - self.running_mean * scale
+            return inp * scale.reshape(view) + shift.reshape(view)
+
+    layers = {
+        "BatchNorm": nn.BatchNorm2d(c) if conv else nn.BatchNorm1d(c),
+        "BatchRenorm": Renorm(),
+        "GhostBatchNorm": Ghost(c),
+        "FrozenBatchNorm": Frozen(),
+        "RMSNorm": nn.RMSNorm(shape[1:]),
+    }
+    if conv:
+        layers["InstanceNorm"] = nn.InstanceNorm2d(c)
+    def in_mode(layer, training, f):
+        """`f` with `layer` put in training or eval mode first (one module serves all three)."""
+        def run():
+            layer.train(training)
+            return f()
+        return run
+
+    ops = {}
+    for name, layer in layers.items():
+        params = tuple(layer.parameters())
+        ops[f"{name} train forward"] = in_mode(layer, True, no_grad(layer))
+        ops[f"{name} train forward+backward"] = in_mode(layer, True, grads(layer, params))
+        ops[f"{name} eval forward"] = in_mode(layer, False, no_grad(layer))
+    return ops
 
 
 def median_us(fn, seconds: float) -> float:
@@ -179,19 +299,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="thread counts (default: 2 1)")
     ap.add_argument("--measurement-time", type=float, default=2.0, help="seconds per benchmark (default 2)")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--layers", action="store_true",
+                    help="whole layers (renorm, ghost, frozen, instance, RMS, BN) instead of the GN/LN/BN kernels")
     args = ap.parse_args()
     if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, **MALLOC_ENV))
-    build = subprocess.run(["cargo", "bench", "-p", "norma-kernels", "--no-run"], cwd=REPO,
+    crate = "norma-layers" if args.layers else "norma-kernels"
+    build = subprocess.run(["cargo", "bench", "-p", crate, "--no-run"], cwd=REPO,
                            capture_output=True, text=True)
     if build.returncode != 0:
         sys.exit(f"error: building norma's benches failed:\n{build.stderr[-3000:]}")
     for threads in args.threads:
-        norma = norma_medians(threads, args.measurement_time / 2, args.measurement_time)
+        measured = norma_layer_medians if args.layers else norma_medians
+        norma = measured(threads, args.measurement_time / 2, args.measurement_time)
         torch.set_num_threads(threads)
         rows = []
         for shape in SHAPES:
-            for op, fn in torch_ops(shape).items():
+            ops = torch_layer_ops(shape) if args.layers else torch_ops(shape)
+            for op, fn in ops.items():
+                if (shape, op) not in norma:
+                    continue  # a mode norma's layer does not have (frozen batch norm trains nothing)
                 rows.append(Row(shape, op, median_us(fn, args.measurement_time), norma[(shape, op)]))
         print_table(threads, rows, args.markdown)
 
