@@ -22,10 +22,13 @@ use norma_tensor::{Conv2dGeometry, Rng, Tensor};
 
 const BATCH: usize = 128;
 
-/// (name, input (C, H, W), output channels, kernel, stride, padding): each distinct
-/// convolution of ResNet-20 at 28×28 (the stem, the three stages' 3×3 convolutions, the
-/// strided first convolutions of stages 2 and 3, and their 1×1 projection shortcuts).
-const CONVS: &[(&str, [usize; 3], usize, usize, usize, usize)] = &[
+/// (name, input (C, H, W), output channels, kernel, stride, padding).
+type Conv = (&'static str, [usize; 3], usize, usize, usize, usize);
+
+/// Each distinct convolution of ResNet-20 at 28×28 (the stem, the three stages' 3×3
+/// convolutions, the strided first convolutions of stages 2 and 3, and their 1×1 projection
+/// shortcuts).
+const CONVS: &[Conv] = &[
     ("stem 1->16 28x28", [1, 28, 28], 16, 3, 1, 1),
     ("16->16 28x28", [16, 28, 28], 16, 3, 1, 1),
     ("16->32 stride 2", [16, 28, 28], 32, 3, 2, 1),

@@ -40,8 +40,14 @@ pub fn probed_models(args: &DepthArgs) -> Vec<String> {
         .collect()
 }
 
-/// The measures in the table's and the csv's order: (column name, csv name, the measure).
-const MEASURES: [(&str, &str, fn(&Measures) -> f64); 4] = [
+/// One measure: (column name, csv name, how to read it from a probe's [`Measures`]).
+type Measure = (&'static str, &'static str, fn(&Measures) -> f64);
+
+/// (median, min, max) over seeds.
+type Spread = (f64, f64, f64);
+
+/// The measures in the table's and the csv's order.
+const MEASURES: [Measure; 4] = [
     ("train loss", "train_loss", |m| m.train_loss),
     ("loss range", "loss_range", |m| m.loss_range),
     ("max gradient change", "gradient_change", |m| {
@@ -57,7 +63,7 @@ fn run_median(run: &DepthRun) -> Option<Measures> {
 }
 
 /// (median, min, max) over the seeds of `model` of each of [`MEASURES`].
-fn over_seeds(runs: &[DepthRun], model: &str) -> (usize, Vec<Option<(f64, f64, f64)>>) {
+fn over_seeds(runs: &[DepthRun], model: &str) -> (usize, Vec<Option<Spread>>) {
     let medians: Vec<Measures> = runs_of(runs, model)
         .into_iter()
         .filter_map(run_median)
@@ -124,7 +130,7 @@ mod tests {
     #[test]
     fn four_significant_digits_at_any_magnitude() {
         assert_eq!(sig(1234.4), "1234");
-        assert_eq!(sig(2.30258), "2.303");
+        assert_eq!(sig(2.31258), "2.313");
         assert_eq!(sig(0.000123456), "0.0001235");
         assert_eq!(sig(0.0), "0");
         assert_eq!(sig(f64::INFINITY), "inf");
