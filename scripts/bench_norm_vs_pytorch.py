@@ -92,25 +92,31 @@ class Row:
         return factor * numel * 4 / (self.norma_us * 1e-6) / 1e9
 
 
+def run_bench(cmd: list[str], threads: int) -> str:
+    """criterion's stdout of `cmd` run with RAYON_NUM_THREADS=threads; exits on failure."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
 def norma_medians(threads: int, warm_up: float, measure: float) -> dict[tuple[tuple[int, ...], str], float]:
     """Median µs of each of norma's benchmarks at LeNet's shapes, keyed by (shape, op)."""
     shapes = "|".join(re.escape(str(list(s))) for s in SHAPES)
     cmd = ["cargo", "bench", "-p", "norma-kernels", "--bench", "batch_norm", "--bench", "group_norm", "--",
            "--output-format", "bencher", "--warm-up-time", str(warm_up), "--measurement-time", str(measure),
            f"^(batch|group|layer)_norm ({shapes})"]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    stdout = run_bench(cmd, threads)
     medians = {}
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         m = BENCH_LINE.match(line)
         if m and (m[1], m[3]) in OPS:
             shape = tuple(int(d) for d in m[2].split(","))
             medians[(shape, OPS[(m[1], m[3])])] = int(m[4].replace(",", "")) / 1e3
     if len(medians) != len(SHAPES) * len(OPS):
         sys.exit(f"error: expected {len(SHAPES) * len(OPS)} results from criterion, parsed {len(medians)}:\n"
-                 f"{result.stdout}")
+                 f"{stdout}")
     return medians
 
 
@@ -118,18 +124,15 @@ def norma_layer_medians(threads: int, warm_up: float, measure: float) -> dict[tu
     """Median µs of each of norma-layers' norm_layers benchmarks, keyed by (shape, function)."""
     cmd = ["cargo", "bench", "-p", "norma-layers", "--bench", "norm_layers", "--",
            "--output-format", "bencher", "--warm-up-time", str(warm_up), "--measurement-time", str(measure)]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    stdout = run_bench(cmd, threads)
     medians = {}
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         m = BENCH_LINE.match(line)
         if m and m[1] == "norm_layers":
             shape = tuple(int(d) for d in m[2].split(","))
             medians[(shape, m[3])] = int(m[4].replace(",", "")) / 1e3
     if not medians:
-        sys.exit(f"error: no results parsed from criterion:\n{result.stdout}")
+        sys.exit(f"error: no results parsed from criterion:\n{stdout}")
     return medians
 
 
