@@ -55,6 +55,23 @@ impl Augment {
         *self == Augment::NONE
     }
 
+    /// Checks that the augmentation suits `height` × `width` images (what [`Augment::apply`]
+    /// checks first), so that a caller can refuse it before any data is loaded.
+    ///
+    /// Errors: a padding larger than the height or width (a crop could miss the image
+    /// entirely).
+    pub fn check(&self, height: usize, width: usize) -> Result<()> {
+        let p = self.crop_padding;
+        if p > height || p > width {
+            return Err(DatasetError::InvalidArgument(format!(
+                "crop padding {p} is larger than the {height}×{width} images: a crop could miss \
+                 the image entirely; use a padding of at most {}",
+                height.min(width)
+            )));
+        }
+        Ok(())
+    }
+
     /// Augments every image of `images`, shape (N, C, H, W), in place, drawing from `rng`.
     ///
     /// Errors: `images` not 4-D, or a padding larger than the image's height or width (the
@@ -66,14 +83,8 @@ impl Augment {
                 "augmentation needs images of shape (N, C, H, W); got {shape:?}"
             )));
         };
+        self.check(h, w)?;
         let p = self.crop_padding;
-        if p > h || p > w {
-            return Err(DatasetError::InvalidArgument(format!(
-                "crop padding {p} is larger than the {h}×{w} images: a crop could miss the \
-                 image entirely; use a padding of at most {}",
-                h.min(w)
-            )));
-        }
         if self.is_none() || n == 0 {
             return Ok(());
         }

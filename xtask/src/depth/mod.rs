@@ -175,7 +175,8 @@ fn check(args: &DepthArgs) -> Result<(), Error> {
     checks::learning_rate("--lr", args.lr)?;
     checks::momentum(Some(args.momentum), OptimizerChoice::Sgd)?;
     checks::at_least_one("--test-samples", args.test_samples as u64)?;
-    if args.crop_padding > IMAGE_SIDE {
+    // Augment's own rule, said in the option's terms.
+    if augment(args).check(IMAGE_SIDE, IMAGE_SIDE).is_err() {
         return Err(Error::Usage(format!(
             "--crop-padding {} is larger than the {IMAGE_SIDE}×{IMAGE_SIDE} images; use at most \
              {IMAGE_SIDE} (He et al. pad 4 on 32×32)",
@@ -202,7 +203,7 @@ pub fn run(mut args: DepthArgs) -> Result<Option<Signal>, Error> {
     };
     session.write_config(&args)?;
     session.data.test = first(session.data.test.clone(), args.test_samples)?;
-    let deepest = args.depths.iter().copied().max().unwrap_or(0);
+    let probed = smoothness::probed_models(&args);
     let seeds = args.seeds.list();
     let plans: Vec<(u64, DeepNet)> = seeds
         .iter()
@@ -221,7 +222,9 @@ pub fn run(mut args: DepthArgs) -> Result<Option<Signal>, Error> {
             net.name(),
             args.steps
         );
-        let deepest_plain = net.depth == deepest && !net.residual;
+        // The deepest plain nets: their stage inputs on the first seed, their smoothness on
+        // every seed.
+        let deepest_plain = probed.contains(&net.name());
         let watch = Watch {
             stage_inputs: deepest_plain && seed == seeds[0],
             smoothness: deepest_plain,

@@ -30,7 +30,7 @@ pub fn etas(lr: f64) -> Vec<f64> {
 }
 
 /// The probed models in table order: the plain nets of the deepest depth, without then with
-/// batch norm.
+/// batch norm (also the nets whose stage inputs `depth` records).
 pub fn probed_models(args: &DepthArgs) -> Vec<String> {
     let deepest = args.depths.iter().copied().max().unwrap_or(0);
     crate::depth::nets(deepest)
