@@ -31,7 +31,7 @@ impl Default for Conv2dConfig {
 /// - bias `b`: (C_out), zeros (optional)
 /// - output: (N, C_out, (H + 2p − k)/s + 1, (W + 2p − k)/s + 1)
 ///
-/// Runs as im2col + GEMM (see `norma_tensor::Tensor::conv2d`).
+/// Runs on norma-tensor's direct convolution kernels (see `norma_tensor::Tensor::conv2d`).
 pub struct Conv2d {
     weight: Param,
     bias: Option<Param>,

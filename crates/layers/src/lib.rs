@@ -6,7 +6,7 @@
 //! | layer | computes |
 //! | --- | --- |
 //! | [`Linear`] | `y = x·Wᵀ + b` |
-//! | [`Conv2d`] | 2-D convolution (stride, zero padding), im2col + GEMM |
+//! | [`Conv2d`] | 2-D convolution (stride, zero padding), direct SIMD kernels |
 //! | [`BatchNorm1d`], [`BatchNorm2d`] | batch normalization, fused kernels from `norma-kernels` |
 //! | synchronized batch norm | [`BatchNorm::synchronized`], [`convert_sync_batch_norm`]: statistics over every process ([`sync_batch_norm`]) |
 //! | [`BatchRenorm1d`], [`BatchRenorm2d`] | Batch Renormalization (Ioffe 2017): batch statistics corrected towards the moving averages |

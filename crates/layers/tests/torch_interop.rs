@@ -15,7 +15,7 @@
 //!   `plain8-layer`, ...; `models::DeepNet`), which the script loads into `build_deep`.
 //!
 //! Tolerance 1e-5 absolute on logits of size up to ~7: both sides compute in f32, with different
-//! convolution and matrix-product algorithms (PyTorch's oneDNN, norma's im2col + GEMM), so they
+//! convolution and matrix-product algorithms (PyTorch's oneDNN, norma's direct convolution and GEMM), so they
 //! differ by a few ulps per layer; measured differences are at most 1e-6 (a few ulps of the
 //! largest logit). A wrong layer order, a
 //! misplaced normalization or wrong group count is off by far more than 1e-2.

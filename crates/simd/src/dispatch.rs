@@ -37,6 +37,22 @@ pub fn vector_shape(level: SimdLevel, width: Width) -> (usize, usize) {
     }
 }
 
+/// What one vector operation of `width` costs at `level`, in 8-lane operations: 2 for 16-lane
+/// AVX-512 vectors on a CPU that executes 512-bit arithmetic as two 256-bit halves (AMD Zen 4,
+/// see [`SimdLevel::splits_512`]), else 1.
+///
+/// Kernels whose results do not depend on the vector width (each output one dot product summed
+/// in a fixed order) pick the width that costs least, vectors × this; kernels that keep one
+/// partial sum per lane must not, or their results would depend on the CPU model.
+pub fn vector_cost(level: SimdLevel, width: Width) -> usize {
+    let (lanes, _) = vector_shape(level, width);
+    if lanes > 8 && SimdLevel::splits_512() {
+        lanes / 8
+    } else {
+        1
+    }
+}
+
 /// Runs `kernel` compiled for `level` (or for the CPU's [`SimdLevel::detected`] level if that
 /// is lower) with the level's widest vectors or 8-lane ones; the token the kernel receives
 /// says which level ran ([`Simd::LEVEL`]).
@@ -120,6 +136,17 @@ mod tests {
         type Output = (SimdLevel, usize, usize);
         fn run<S: Simd>(self, _: S) -> Self::Output {
             (S::LEVEL, S::LANES, S::REGISTERS)
+        }
+    }
+
+    #[test]
+    fn a_vector_costs_its_halves_only_where_512_bits_are_split() {
+        for level in SimdLevel::ALL {
+            assert_eq!(vector_cost(level, Width::Narrow), 1, "{level}");
+            let (lanes, _) = vector_shape(level, Width::Widest);
+            let split = lanes == 16 && SimdLevel::splits_512();
+            let want = if split { 2 } else { 1 };
+            assert_eq!(vector_cost(level, Width::Widest), want, "{level}");
         }
     }
 

@@ -62,6 +62,16 @@ impl SimdLevel {
         *DETECTED.get_or_init(detect)
     }
 
+    /// Whether this CPU executes a 512-bit vector operation as two 256-bit halves, so that
+    /// 16-lane AVX-512 vectors give no more arithmetic per cycle than 8-lane ones: AMD's Zen 4
+    /// (family 19h, the only family of that vendor with AVX-512 and halved execution; Zen 5,
+    /// family 1Ah, executes 512 bits at once). Intel CPUs are taken as full width. Read once
+    /// from CPUID.
+    pub fn splits_512() -> bool {
+        static SPLITS: OnceLock<bool> = OnceLock::new();
+        *SPLITS.get_or_init(|| cpu_family() == Some(("AuthenticAMD", 0x19)))
+    }
+
     /// The levels this CPU can run, lowest first (for tests that compare them).
     pub fn supported() -> Vec<SimdLevel> {
         let top = SimdLevel::detected();
@@ -142,6 +152,38 @@ fn detect() -> SimdLevel {
     } else {
         SimdLevel::Portable
     }
+}
+
+/// The CPU's vendor string and family (base plus extended family, as CPUID leaf 1 defines it).
+#[cfg(target_arch = "x86_64")]
+fn cpu_family() -> Option<(&'static str, u32)> {
+    use std::arch::x86_64::__cpuid;
+    let vendor = __cpuid(0);
+    let bytes: Vec<u8> = [vendor.ebx, vendor.edx, vendor.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    let name = match bytes.as_slice() {
+        b"AuthenticAMD" => "AuthenticAMD",
+        b"GenuineIntel" => "GenuineIntel",
+        _ => return None,
+    };
+    if vendor.eax < 1 {
+        return None;
+    }
+    let eax = __cpuid(1).eax;
+    let base = (eax >> 8) & 0xf;
+    let family = if base == 0xf {
+        base + ((eax >> 20) & 0xff)
+    } else {
+        base
+    };
+    Some((name, family))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_family() -> Option<(&'static str, u32)> {
+    None
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -41,7 +41,7 @@ mod dispatch;
 mod level;
 mod vector;
 
-pub use dispatch::{dispatch, vector_shape, vectorized, Kernel, Width};
+pub use dispatch::{dispatch, vector_cost, vector_shape, vectorized, Kernel, Width};
 pub use level::{ParseLevelError, SimdLevel};
 #[cfg(target_arch = "x86_64")]
 pub use vector::{Avx2, Avx512};

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::{Result, TensorError};
 use crate::microkernel::{broadcast_tile, padded, pick_tile, tile_shape, InPlace, Strided, TileFn};
 use crate::scratch::with_buffers;
-use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
+use norma_simd::{dispatch, vector_cost, vector_shape, Kernel, Simd, SimdLevel, Width};
 
 /// Multiply-adds below which a product runs on the calling thread.
 const SERIAL_WORK: usize = 1 << 18;
@@ -54,23 +54,11 @@ pub fn gemm(
             &[a.shape(), b.shape(), c.shape()],
         ));
     }
-    gemm_in(true, alpha, a, b, beta, c);
+    gemm_in(alpha, a, b, beta, c);
     Ok(())
 }
 
-/// [`gemm`] on the calling thread only (for callers that are already parallel tasks).
-pub(crate) fn gemm_serial(
-    alpha: f32,
-    a: ArrayView2<'_, f32>,
-    b: ArrayView2<'_, f32>,
-    beta: f32,
-    c: ArrayViewMut2<'_, f32>,
-) {
-    gemm_in(false, alpha, a, b, beta, c);
-}
-
 fn gemm_in(
-    parallel: bool,
     alpha: f32,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
@@ -118,7 +106,7 @@ fn gemm_in(
             dispatch(level, width, task)
         };
         let rows_per_task = TILES_PER_TASK * mr;
-        if !parallel || m * n * k < SERIAL_WORK || m <= rows_per_task {
+        if m * n * k < SERIAL_WORK || m <= rows_per_task {
             block(a, c);
         } else {
             let a_blocks: Vec<_> = a.axis_chunks_iter(Axis(0), rows_per_task).collect();
@@ -133,11 +121,14 @@ fn gemm_in(
 
 /// On AVX-512, 8-lane vectors when they pad the columns less than 16-lane ones.
 fn choose_width(level: SimdLevel, m: usize, n: usize) -> Width {
-    let padded_cols = |width| {
+    // Vectors of one row of C, weighted by what one costs on this CPU; the result is the same
+    // at either width.
+    let cost = |width| {
         let (lanes, registers) = vector_shape(level, width);
-        padded(n, tile_shape(registers, m, n.div_ceil(lanes)).1 * lanes)
+        let vectors = padded(n, tile_shape(registers, m, n.div_ceil(lanes)).1 * lanes) / lanes;
+        vectors * vector_cost(level, width)
     };
-    if padded_cols(Width::Narrow) < padded_cols(Width::Widest) {
+    if cost(Width::Narrow) < cost(Width::Widest) {
         Width::Narrow
     } else {
         Width::Widest

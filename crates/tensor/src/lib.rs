@@ -10,7 +10,7 @@
 //! | reductions | [`Tensor::sum_axes`], [`Tensor::mean_axes`], [`Tensor::sum_to_shape`] |
 //! | shape | [`Tensor::reshape`], [`Tensor::permute`], [`Tensor::t`] |
 //! | linear algebra | [`Tensor::matmul`], [`Tensor::matmul_t`], [`gemm`] (our SIMD kernels, split over rayon) |
-//! | convolution | [`Tensor::conv2d`] and its two gradients: direct SIMD kernels for stride 1, im2col + GEMM otherwise |
+//! | convolution | [`Tensor::conv2d`] and its two gradients: direct SIMD kernels at every stride (strided ones on the image's phases) |
 //! | pooling | [`Tensor::avg_pool2d`], [`Tensor::max_pool2d`] and their gradients |
 //! | losses | [`Tensor::log_softmax`], [`Tensor::cross_entropy`] with integer labels |
 //!

@@ -1,4 +1,5 @@
-//! Per-thread scratch buffers for kernels that need temporary matrices (im2col).
+//! Per-thread scratch buffers for kernels that need temporary matrices (padded images, gradient
+//! planes, partial sums).
 //!
 //! A training step runs the same kernels with the same shapes hundreds of times; allocating
 //! and zeroing the unrolled matrices each time cost a tenth of a convolution. Each thread

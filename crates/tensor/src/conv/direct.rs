@@ -1,10 +1,17 @@
-//! Stride-1 convolution computed straight from the image, without im2col.
+//! Convolution computed straight from the image, without im2col.
 //!
 //! With stride 1, the input pixel `(c, oy + ki, ox + kj)` of output `(oy, ox)` sits at the fixed
 //! offset `tap = c·Hp·Wp + ki·Wp + kj` from position `oy·Wp + ox` of the (zero-padded, Hp × Wp)
 //! image. A vector of L outputs `(oy, ox .. ox + L)` therefore reads L consecutive input values
 //! at each tap: the taps are the rows of a GEMM operand that is never built, read in place
 //! through an offset table ([`Offsets`]).
+//!
+//! A stride s > 1 is brought back to that case by splitting the padded image into its s × s
+//! *phases* (space-to-depth): phase (a, b) of channel c holds the pixels `(s·y + a, s·x + b)` as a
+//! ⌈Hp/s⌉ × ⌈Wp/s⌉ plane. Output `(oy, ox)` reads `(s·oy + ki, s·ox + kj)`, which is pixel
+//! `(oy + ki / s, ox + kj / s)` of phase `(ki mod s, kj mod s)`: again a fixed offset from position
+//! `oy·Wq + ox`, so consecutive outputs read consecutive values. Only the phases some tap reads
+//! are stored (one for a 1×1 stride-2 projection). With s = 1 there is one phase, the image.
 //!
 //! - forward: `y[o][q] = b[o] + Σ_t W[o][t] · x[tap_t + pos_q]`, a broadcast tile with rows o
 //!   and depth t;
@@ -13,16 +20,19 @@
 //! - weight gradient: `dW[o][t] = Σ_n Σ_q dy[o][q] · x[tap_t + pos_q]`, dot tiles over the
 //!   batch, with per-lane partial sums added in a fixed order and reduced once.
 //!
+//! The forward pass sums the taps in (c, ki, kj) order with one FMA each, as a GEMM over im2col
+//! columns would.
+//!
 //! When the output rows are short and the output channels many, the forward pass and the weight
 //! gradient vectorize over output channels instead ([`channels`]).
 //!
 //! The output vectors cover an output plane in one of two layouts ([`Plan`]), whichever needs
-//! fewer: *rows* (each output row split into ⌈OW / L⌉ vectors) or *flat* (positions `oy·Wp + ox`
+//! fewer: *rows* (each output row split into ⌈OW / L⌉ vectors) or *flat* (positions `oy·Wq + ox`
 //! as one long row). Lanes past the end of a row are computed on scratch values and never
 //! stored; the output gradient is copied into the same layout with zeros there. When the layout
 //! is exactly the tensor's (rows of a multiple of L values: LeNet-BN's 24 and 8 columns with
-//! 8-lane vectors) outputs and gradients are read and written in place, and an unpadded image
-//! whose reads stay inside it is read in place too.
+//! 8-lane vectors) outputs and gradients are read and written in place, and an unpadded stride-1
+//! image whose reads stay inside it is read in place too.
 
 mod channels;
 
@@ -33,10 +43,10 @@ use rayon::prelude::*;
 use super::Conv2dGeometry;
 use crate::microkernel::{
     broadcast_tile, dot_step, dot_tile_shape, pick_dot_tile, pick_tile, pick_tile_shape,
-    tile_shape, tile_shape_within, Offsets, Packed, Strided, TileFn,
+    tile_shape, tile_shape_within, tile_shapes, Offsets, Packed, Strided, TileFn,
 };
 use crate::scratch::with_buffers;
-use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
+use norma_simd::{dispatch, vector_cost, vector_shape, Kernel, Simd, SimdLevel, Width};
 
 /// Samples per task of the forward pass and the input gradient (each sample is independent).
 const SAMPLES_PER_TASK: usize = 8;
@@ -46,23 +56,64 @@ const PARTIAL_FLOATS: usize = 1 << 16;
 /// Bounds on the samples per partial weight gradient.
 const PARTIAL_SAMPLES: (usize, usize) = (4, 32);
 
-/// How one convolution's output planes are covered by vectors of `lanes` values.
+/// How a pass weighs one vector of a width when it chooses between layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    /// By what the vector costs on this CPU ([`vector_cost`]): for the passes whose results are
+    /// the same at either width and in either layout (every value one sum in a fixed order):
+    /// the forward pass, and the input gradient when [`distinct_tap_channels`] holds.
+    Cheapest,
+    /// By its lanes: for the weight gradient, whose per-lane partial sums (and partials of as
+    /// many samples as fit a cache, counted in the layout's values) make its result depend on
+    /// the width, which must therefore follow from the shapes and the level only, not from the
+    /// CPU model.
+    FewestLanes,
+}
+
+impl Choice {
+    /// The weight of one vector of `width` at `level`.
+    fn unit(self, level: SimdLevel, width: Width) -> usize {
+        match self {
+            Choice::Cheapest => vector_cost(level, width),
+            Choice::FewestLanes => vector_shape(level, width).0,
+        }
+    }
+}
+
+/// Whether the input gradient's tiles hold taps of `channels` distinct input channels at every
+/// width of `level` (see [`input_tile_shape`]): then no two taps of a tile add into the same
+/// value, each value receives its terms in tap order, and the result does not depend on the
+/// width. With fewer channels than a tile's rows, taps of one plane share a tile and the order
+/// of their additions follows the vectors.
+fn distinct_tap_channels(level: SimdLevel, channels: usize) -> bool {
+    [Width::Widest, Width::Narrow].into_iter().all(|width| {
+        let registers = vector_shape(level, width).1;
+        tile_shapes(registers).iter().any(|&(mr, _)| mr <= channels)
+    })
+}
+
+/// How one convolution's output planes are covered by vectors of `lanes` values, and where the
+/// taps read the image in its phase layout.
 #[derive(Debug, Clone)]
 struct Plan {
     g: Conv2dGeometry,
-    /// Width of the padded image.
-    wp: usize,
+    /// Width of one phase plane of the image layout (the padded width when the stride is 1).
+    wq: usize,
+    /// Height of one phase plane.
+    hq: usize,
+    /// Phases stored per channel: row phases × column phases (only those some tap reads).
+    phases: (usize, usize),
     lanes: usize,
-    /// Input position (in the padded image) of each output vector; vector q sits at `q · lanes`
+    /// Input position (in a phase plane) of each output vector; vector q sits at `q · lanes`
     /// in the output layout.
     ipos: Vec<usize>,
     /// Distance between output rows in the output layout.
     out_row: usize,
-    /// Offset of each tap (c, ki, kj) in the padded image.
+    /// Offset of each tap (c, ki, kj) in the image layout.
     taps: Vec<usize>,
-    /// Values of the padded image including the slack that the last vectors read.
+    /// Values of the image layout including the slack that the last vectors read.
     image_len: usize,
-    /// The input tensor itself can be read (no padding, every read inside the sample).
+    /// The input tensor itself can be read (stride 1, no padding, every read inside the sample).
     in_place_input: bool,
     /// The output layout is the tensor's (O, OH, OW).
     in_place_output: bool,
@@ -70,36 +121,44 @@ struct Plan {
 
 impl Plan {
     fn new(g: &Conv2dGeometry, lanes: usize) -> Plan {
-        debug_assert_eq!(g.stride, 1);
+        let s = g.stride;
         let (hp, wp) = (g.height + 2 * g.padding, g.width + 2 * g.padding);
+        let (hq, wq) = (hp.div_ceil(s), wp.div_ceil(s));
+        // Tap (ki, kj) reads phase (ki mod s, kj mod s): the first min(k, s) phases of each axis.
+        let phases = (g.kernel_h.min(s), g.kernel_w.min(s));
         let (oh, ow) = (g.out_h, g.out_w);
         let per_row = ow.div_ceil(lanes);
-        let flat = ((oh - 1) * wp + ow).div_ceil(lanes);
+        let flat = ((oh - 1) * wq + ow).div_ceil(lanes);
         let (ipos, out_row): (Vec<usize>, usize) = if oh * per_row <= flat {
             let ipos = (0..oh)
-                .flat_map(|r| (0..per_row).map(move |j| r * wp + j * lanes))
+                .flat_map(|r| (0..per_row).map(move |j| r * wq + j * lanes))
                 .collect();
             (ipos, per_row * lanes)
         } else {
-            ((0..flat).map(|q| q * lanes).collect(), wp)
+            ((0..flat).map(|q| q * lanes).collect(), wq)
         };
+        let plane = hq * wq;
         let mut taps = Vec::with_capacity(g.patch_len());
         for c in 0..g.in_channels {
             for ki in 0..g.kernel_h {
                 for kj in 0..g.kernel_w {
-                    taps.push((c * hp + ki) * wp + kj);
+                    let phase = (c * phases.0 + ki % s) * phases.1 + kj % s;
+                    taps.push(phase * plane + (ki / s) * wq + kj / s);
                 }
             }
         }
-        // Taps and positions both increase: the last of each gives the furthest read.
-        let reach = taps[taps.len() - 1] + ipos[ipos.len() - 1] + lanes;
-        let image = g.in_channels * hp * wp;
+        // Positions increase, so the last one with the furthest tap gives the furthest read.
+        let far_tap = taps.iter().copied().max().unwrap_or(0);
+        let reach = far_tap + ipos[ipos.len() - 1] + lanes;
+        let image = g.in_channels * phases.0 * phases.1 * plane;
         Plan {
             g: *g,
-            wp,
+            wq,
+            hq,
+            phases,
             lanes,
             in_place_output: out_row == ow && ipos.len() * lanes == oh * ow,
-            in_place_input: g.padding == 0 && reach <= image,
+            in_place_input: s == 1 && g.padding == 0 && reach <= image,
             image_len: reach.max(image),
             ipos,
             out_row,
@@ -107,15 +166,15 @@ impl Plan {
         }
     }
 
-    /// The plan for `level`, and the vector width: on AVX-512, 8-lane vectors when they cover
-    /// the planes with fewer lanes than 16-lane ones.
-    fn choose(g: &Conv2dGeometry, level: SimdLevel) -> (Plan, Width) {
-        let lanes = |p: &Plan| p.ipos.len() * p.lanes;
+    /// The plan for `level` and its vector width: the level's widest vectors, or 8-lane ones on
+    /// AVX-512 when `choice` prefers them.
+    fn choose(g: &Conv2dGeometry, level: SimdLevel, choice: Choice) -> (Plan, Width) {
+        let cost = |p: &Plan, width| p.count() * choice.unit(level, width);
         let (widest, _) = vector_shape(level, Width::Widest);
         let wide = Plan::new(g, widest);
         if widest > 8 {
             let narrow = Plan::new(g, 8);
-            if lanes(&narrow) < lanes(&wide) {
+            if cost(&narrow, Width::Narrow) < cost(&wide, Width::Widest) {
                 return (narrow, Width::Narrow);
             }
         }
@@ -165,39 +224,93 @@ impl Plan {
         self.g.out_channels * self.g.out_h * self.g.out_w
     }
 
-    /// Writes sample `x` (C, H, W) into `image` (`image_len` values): zero border and slack.
+    /// Writes sample `x` (C, H, W) into `image` (`image_len` values) in the phase layout:
+    /// zero border and slack.
     fn fill_image(&self, x: &[f32], image: &mut [f32]) {
-        let (p, w, wp) = (self.g.padding, self.g.width, self.wp);
-        let plane = (self.g.height + 2 * p) * wp;
-        if p == 0 {
+        let (p, w) = (self.g.padding, self.g.width);
+        if p == 0 && self.g.stride == 1 {
             image[..x.len()].copy_from_slice(x);
             image[x.len()..].fill(0.0);
             return;
         }
         image.fill(0.0);
-        for (src, dst) in x
-            .chunks_exact(self.g.height * w)
-            .zip(image.chunks_exact_mut(plane))
-        {
-            for (row, line) in src.chunks_exact(w).enumerate() {
-                copy_short(&mut dst[(row + p) * wp + p..][..w], line);
+        self.for_each_row(image.len(), |row, at| {
+            let line = &x[row * w..][..w];
+            if self.g.stride == 1 {
+                copy_short(&mut image[at..][..w], line);
+            } else {
+                self.deinterleave(line, image, at);
+            }
+        });
+    }
+
+    /// Adds the inside of an image gradient in the phase layout onto `dx` (C, H, W).
+    fn crop_add(&self, image: &[f32], dx: &mut [f32]) {
+        let w = self.g.width;
+        self.for_each_row(image.len(), |row, at| {
+            let line = &mut dx[row * w..][..w];
+            if self.g.stride == 1 {
+                line.iter_mut().zip(&image[at..]).for_each(|(d, s)| *d += s);
+            } else {
+                self.interleave_add(image, at, line);
+            }
+        });
+    }
+
+    /// Calls `f(row, at)` for every input row (`row` counts the rows of all channels) whose
+    /// pixels some tap reads, with `at` the image-layout position of its first pixel's column
+    /// phase 0 (stride 1: the pixel itself).
+    fn for_each_row(&self, image_len: usize, mut f: impl FnMut(usize, usize)) {
+        let (s, p) = (self.g.stride, self.g.padding);
+        let plane = self.hq * self.wq;
+        debug_assert!(image_len >= self.g.in_channels * self.phases.0 * self.phases.1 * plane);
+        for c in 0..self.g.in_channels {
+            for iy in 0..self.g.height {
+                let (row_phase, y) = ((iy + p) % s, (iy + p) / s);
+                if row_phase >= self.phases.0 {
+                    continue;
+                }
+                let phase = (c * self.phases.0 + row_phase) * self.phases.1;
+                // Column phase 0 of this row; stride 1 points at the first pixel itself.
+                let first = if s == 1 { p } else { 0 };
+                f(c * self.g.height + iy, phase * plane + y * self.wq + first);
             }
         }
     }
 
-    /// Adds the inside of a padded image gradient onto `dx` (C, H, W).
-    fn crop_add(&self, image: &[f32], dx: &mut [f32]) {
-        let (p, w, wp) = (self.g.padding, self.g.width, self.wp);
-        let plane = (self.g.height + 2 * p) * wp;
-        for (dst, src) in dx
-            .chunks_exact_mut(self.g.height * w)
-            .zip(image.chunks_exact(plane))
-        {
-            for (row, line) in dst.chunks_exact_mut(w).enumerate() {
-                let src = &src[(row + p) * wp + p..][..w];
-                line.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    /// Pixel `ix` of an input row goes to column `(ix + p) / s` of column phase `(ix + p) mod s`
+    /// (dropped when no tap reads that phase); `at` is the row in column phase 0.
+    fn deinterleave(&self, line: &[f32], image: &mut [f32], at: usize) {
+        let plane = self.hq * self.wq;
+        for (phase, first, col) in self.column_phases() {
+            let dst = &mut image[at + phase * plane + col..];
+            for (d, &v) in dst.iter_mut().zip(line[first..].iter().step_by(self.g.stride)) {
+                *d = v;
             }
         }
+    }
+
+    /// The transpose of [`Self::deinterleave`], added onto `line`.
+    fn interleave_add(&self, image: &[f32], at: usize, line: &mut [f32]) {
+        let plane = self.hq * self.wq;
+        for (phase, first, col) in self.column_phases() {
+            let src = &image[at + phase * plane + col..];
+            for (d, &v) in line[first..].iter_mut().step_by(self.g.stride).zip(src) {
+                *d += v;
+            }
+        }
+    }
+
+    /// For each stored column phase b: (b, the first input column `ix` with `(ix + p) mod s = b`,
+    /// its column `(ix + p) / s` in the phase plane). Columns of one phase are s apart.
+    fn column_phases(&self) -> impl Iterator<Item = (usize, usize, usize)> + use<'_> {
+        let (s, p) = (self.g.stride, self.g.padding);
+        (0..self.phases.1)
+            .map(move |b| {
+                let first = (b + s - p % s) % s;
+                (b, first, (first + p) / s)
+            })
+            .filter(|&(_, first, _)| first < self.g.width)
     }
 
     /// Copies one sample's output gradient (O, OH, OW) into the output layout, with zeros in the
@@ -266,7 +379,7 @@ fn pack(rows: usize, depth: usize, mr: usize, at: impl Fn(usize, usize) -> f32) 
     out
 }
 
-/// Writes `conv2d(x, w) + bias` (stride 1) into every element of `out` (N, O, OH, OW).
+/// Writes `conv2d(x, w) + bias` into every element of `out` (N, O, OH, OW).
 pub(super) fn forward(
     g: &Conv2dGeometry,
     x: &[f32],
@@ -275,9 +388,23 @@ pub(super) fn forward(
     out: &mut [MaybeUninit<f32>],
 ) {
     let level = SimdLevel::current();
-    let (plan, width) = Plan::choose(g, level);
-    if let Some(width) = channels::worthwhile(&plan, width, level) {
-        return channels::forward(&plan, level, width, x, w, bias, out);
+    let (plan, width) = Plan::choose(g, level, Choice::Cheapest);
+    forward_with(&plan, level, width, x, w, bias, out);
+}
+
+/// [`forward`] with the given plan and width.
+fn forward_with(
+    plan: &Plan,
+    level: SimdLevel,
+    width: Width,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let g = &plan.g;
+    if let Some(width) = channels::worthwhile(&plan, width, level, Choice::FewestLanes) {
+        return channels::forward(plan, level, width, x, w, bias, out);
     }
     let (o, k) = (g.out_channels, g.patch_len());
     let mr = tile_shape(vector_shape(level, width).1, o, plan.count()).0;
@@ -292,7 +419,7 @@ pub(super) fn forward(
             // entry point and the vector instructions must be inlined into it.
             with_buffers([image_len, planes_len], |[image, planes]| {
                 let task = Forward {
-                    plan: &plan,
+                    plan,
                     x,
                     weights: &weights,
                     mr,
@@ -398,10 +525,28 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
     }
 }
 
-/// Adds the input gradient of `dy` (N, O, OH, OW) onto `dx` (N, C, H, W) (stride 1).
+/// Adds the input gradient of `dy` (N, O, OH, OW) onto `dx` (N, C, H, W).
 pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let level = SimdLevel::current();
-    let (plan, width) = Plan::choose(g, level);
+    let choice = if distinct_tap_channels(level, g.in_channels) {
+        Choice::Cheapest
+    } else {
+        Choice::FewestLanes
+    };
+    let (plan, width) = Plan::choose(g, level, choice);
+    backward_input_with(&plan, level, width, dy, w, dx);
+}
+
+/// [`backward_input`] with the given plan and width.
+fn backward_input_with(
+    plan: &Plan,
+    level: SimdLevel,
+    width: Width,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    let g = &plan.g;
     let (o, k) = (g.out_channels, g.patch_len());
     // The taps in channel-minor order (ki, kj, c): the MR taps of a tile are then a plane apart
     // when MR <= C, and the tile's additions into dx never overlap each other. Overlapping
@@ -421,7 +566,7 @@ pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut
         .for_each(|(dy, dx)| {
             with_buffers([planes_len, image_len], |[planes, image]| {
                 let task = BackwardInput {
-                    plan: &plan,
+                    plan,
                     shape,
                     taps: &taps,
                     dy,
@@ -539,12 +684,11 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
     }
 }
 
-/// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`
-/// (stride 1).
+/// The weight gradient (O, C·kh·kw) and bias gradient (O) of `dy` for the input `x`.
 pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let level = SimdLevel::current();
-    let (plan, width) = Plan::choose(g, level);
-    if let Some(width) = channels::worthwhile(&plan, width, level) {
+    let (plan, width) = Plan::choose(g, level, Choice::FewestLanes);
+    if let Some(width) = channels::worthwhile(&plan, width, level, Choice::FewestLanes) {
         return channels::backward_params(&plan, level, width, x, dy);
     }
     let (o, k, lanes) = (g.out_channels, g.patch_len(), plan.lanes);
@@ -711,6 +855,68 @@ impl Kernel for LaneSums<'_> {
                 acc = s.add(acc, unsafe { s.load(v.as_ptr()) });
             }
             *out = s.reduce_sum(acc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+
+    fn values(len: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.normal()).collect()
+    }
+
+    /// The forward pass, and the input gradient with enough input channels, give the same bits
+    /// at either vector width (so their width may follow the CPU's costs); with one input
+    /// channel the input gradient does not. LeNet's, LeNet-BN's and ResNet-20's shapes.
+    #[test]
+    fn forward_and_input_gradient_do_not_depend_on_the_width() {
+        if SimdLevel::detected() < SimdLevel::Avx512 {
+            eprintln!("only AVX-512 has two widths; nothing to compare on this CPU");
+            return;
+        }
+        let level = SimdLevel::Avx512;
+        // (input (N, C, H, W), weight (O, C, k, k), stride, padding)
+        let shapes = [
+            ([3, 1, 28, 28], [6, 1, 5, 5], 1, 2),
+            ([3, 6, 14, 14], [16, 6, 5, 5], 1, 0),
+            ([3, 1, 28, 28], [6, 1, 5, 5], 1, 0),
+            ([3, 6, 12, 12], [16, 6, 5, 5], 1, 0),
+            ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1),
+            ([2, 16, 28, 28], [32, 16, 3, 3], 2, 1),
+            ([2, 32, 14, 14], [64, 32, 3, 3], 2, 1),
+            ([2, 64, 7, 7], [64, 64, 3, 3], 1, 1),
+            ([2, 16, 28, 28], [32, 16, 1, 1], 2, 0),
+        ];
+        let mut rng = Rng::seed_from_u64(5);
+        for (input, weight, stride, padding) in shapes {
+            let g = Conv2dGeometry::new(&input, &weight, stride, padding).unwrap();
+            let x = values(input.iter().product(), &mut rng);
+            let w = values(weight.iter().product(), &mut rng);
+            let b = values(g.out_channels, &mut rng);
+            let dy = values(g.output_shape().iter().product(), &mut rng);
+            let run = |lanes: usize, width: Width| {
+                let plan = Plan::new(&g, lanes);
+                let mut y = vec![MaybeUninit::new(0.0f32); dy.len()];
+                forward_with(&plan, level, width, &x, &w, Some(&b), &mut y);
+                // SAFETY: the forward pass writes every output value.
+                let y: Vec<u32> = y.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
+                let mut dx = vec![0.0f32; x.len()];
+                backward_input_with(&plan, level, width, &dy, &w, &mut dx);
+                let dx: Vec<u32> = dx.iter().map(|v| v.to_bits()).collect();
+                (y, dx)
+            };
+            let (narrow, wide) = (run(8, Width::Narrow), run(16, Width::Widest));
+            assert!(narrow.0 == wide.0, "forward {input:?} {weight:?} s{stride}");
+            // The rule that lets the input gradient's width follow the CPU, checked both ways.
+            let distinct = distinct_tap_channels(level, input[1]);
+            assert_eq!(
+                narrow.1 == wide.1,
+                distinct,
+                "input gradient {input:?} {weight:?} s{stride}"
+            );
         }
     }
 }

@@ -1,13 +1,13 @@
 //! 2-D convolution (cross-correlation, as in PyTorch) and its two gradients.
 //!
-//! Stride-1 convolutions (LeNet's) run directly on the image ([`direct`]): the receptive field
-//! of a vector of outputs is read in place at fixed offsets, with run-time-dispatched SIMD
-//! kernels. Other strides go through im2col and a GEMM ([`im2col`]). Both split the batch over
-//! rayon in pieces fixed by the shapes and sum partial weight gradients in piece order, so
-//! results do not depend on the number of threads.
+//! Every convolution runs directly on the image ([`direct`]): the receptive field of a vector
+//! of outputs is read in place at fixed offsets, with run-time-dispatched SIMD kernels; a stride
+//! above 1 first splits the image into its stride × stride phases, so that consecutive outputs
+//! read consecutive values again. The batch is split over rayon in pieces fixed by the shapes
+//! and partial weight gradients are summed in piece order, so results do not depend on the
+//! number of threads.
 
 mod direct;
-mod im2col;
 
 use crate::{Result, Tensor, TensorError};
 
@@ -115,10 +115,6 @@ impl Conv2dGeometry {
         self.out_h * self.out_w
     }
 
-    fn in_pixels(&self) -> usize {
-        self.height * self.width
-    }
-
     /// Multiply-adds of the forward pass (for GFLOP/s reports: FLOPs = 2 × this).
     pub fn forward_macs(&self) -> usize {
         self.batch * self.out_channels * self.out_pixels() * self.patch_len()
@@ -155,11 +151,7 @@ impl Tensor {
         );
         // Both paths write every output value once.
         Ok(Tensor::from_fill(&g.output_shape(), |out| {
-            if g.stride == 1 {
-                direct::forward(&g, x, w, b, out)
-            } else {
-                im2col::forward(&g, x, w, b, out)
-            }
+            direct::forward(&g, x, w, b, out)
         }))
     }
 
@@ -176,11 +168,7 @@ impl Tensor {
         self.expect_shape("conv2d_backward_input", &g.output_shape())?;
         let mut dx = Tensor::zeros(&g.input_shape());
         let (dy, w) = (self.as_slice(), weight.as_slice());
-        if g.stride == 1 {
-            direct::backward_input(&g, dy, w, dx.as_slice_mut());
-        } else {
-            im2col::backward_input(&g, dy, w, dx.as_slice_mut());
-        }
+        direct::backward_input(&g, dy, w, dx.as_slice_mut());
         Ok(dx)
     }
 
@@ -196,11 +184,7 @@ impl Tensor {
         let g = Conv2dGeometry::new(input.shape(), weight_shape, stride, padding)?;
         self.expect_shape("conv2d_backward_params", &g.output_shape())?;
         let (x, dy) = (input.as_slice(), self.as_slice());
-        let (dw, db) = if g.stride == 1 {
-            direct::backward_params(&g, x, dy)
-        } else {
-            im2col::backward_params(&g, x, dy)
-        };
+        let (dw, db) = direct::backward_params(&g, x, dy);
         Ok((
             Tensor::from_parts(weight_shape, dw),
             Tensor::from_parts(&[g.out_channels], db),

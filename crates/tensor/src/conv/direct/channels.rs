@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{Plan, SAMPLES_PER_TASK};
+use super::{Choice, Plan, SAMPLES_PER_TASK};
 use crate::microkernel::{
     broadcast_tile, broadcast_tile_into, channel_tile_shape, padded, pick_channel_tile, tile_shape,
     Gather, Strided, TileFn,
@@ -30,25 +30,31 @@ use norma_simd::{dispatch, vector_shape, Kernel, Simd, SimdLevel, Width};
 /// scatters its results into planes (forward) or transposes the gradient (weight gradient).
 const MARGIN: f64 = 0.9;
 
-/// The channel layout's vector width on `level`, when it computes fewer lanes than `plan`'s
-/// pixel layout.
-pub(super) fn worthwhile(plan: &Plan, plan_width: Width, level: SimdLevel) -> Option<Width> {
+/// The channel layout's vector width on `level`, when its vectors weigh less by `choice` than
+/// those of `plan`'s pixel layout.
+pub(super) fn worthwhile(
+    plan: &Plan,
+    plan_width: Width,
+    level: SimdLevel,
+    choice: Choice,
+) -> Option<Width> {
     let g = &plan.g;
     let (lanes, registers) = vector_shape(level, Width::Widest);
     let vectors = g.out_channels.div_ceil(lanes);
     let (_, nv) = channel_tile_shape(registers, vectors);
-    let channels = g.out_h * g.out_w * padded(g.out_channels, nv * lanes);
+    let channels = g.out_h * g.out_w * padded(g.out_channels, nv * lanes) / lanes
+        * choice.unit(level, Width::Widest);
     let (_, pixel_registers) = vector_shape(level, plan_width);
     let (mr, _) = tile_shape(pixel_registers, g.out_channels, plan.count());
-    let pixels = padded(g.out_channels, mr) * plan.plane();
+    let pixels = padded(g.out_channels, mr) * plan.count() * choice.unit(level, plan_width);
     ((channels as f64) < MARGIN * pixels as f64).then_some(Width::Widest)
 }
 
-/// Output pixels `(oy, ox)` as positions `oy · Wp + ox` of the padded image, in output order.
+/// Output pixels `(oy, ox)` as positions `oy · Wq + ox` of a phase plane, in output order.
 fn pixels(plan: &Plan) -> Vec<usize> {
-    let (oh, ow, wp) = (plan.g.out_h, plan.g.out_w, plan.wp);
+    let (oh, ow, wq) = (plan.g.out_h, plan.g.out_w, plan.wq);
     (0..oh)
-        .flat_map(|oy| (0..ow).map(move |ox| oy * wp + ox))
+        .flat_map(|oy| (0..ow).map(move |ox| oy * wq + ox))
         .collect()
 }
 
