@@ -228,31 +228,43 @@ impl Plan {
     /// zero border and slack.
     fn fill_image(&self, x: &[f32], image: &mut [f32]) {
         let (p, w) = (self.g.padding, self.g.width);
-        if p == 0 && self.g.stride == 1 {
-            image[..x.len()].copy_from_slice(x);
-            image[x.len()..].fill(0.0);
+        if self.g.stride == 1 {
+            // Every value is written once: the rows with their borders, then the slack.
+            let (h, wq) = (self.g.height, self.wq);
+            let plane = self.hq * wq;
+            for (src, dst) in x.chunks_exact(h * w).zip(image.chunks_exact_mut(plane)) {
+                dst[..p * wq + p].fill(0.0);
+                for (row, line) in src.chunks_exact(w).enumerate() {
+                    let at = (row + p) * wq + p;
+                    copy_short(&mut dst[at..][..w], line);
+                    // This row's right border and the next row's left one.
+                    dst[at + w..][..2 * p].fill(0.0);
+                }
+                dst[(h + p) * wq + p..].fill(0.0);
+            }
+            image[self.g.in_channels * plane..].fill(0.0);
             return;
         }
         image.fill(0.0);
         self.for_each_row(image.len(), |row, at| {
-            let line = &x[row * w..][..w];
-            if self.g.stride == 1 {
-                copy_short(&mut image[at..][..w], line);
-            } else {
-                self.deinterleave(line, image, at);
-            }
+            self.deinterleave(&x[row * w..][..w], image, at);
         });
     }
 
-    /// Adds the inside of an image gradient in the phase layout onto `dx` (C, H, W).
-    fn crop_add(&self, image: &[f32], dx: &mut [f32]) {
+    /// Writes the inside of an image gradient in the phase layout into every value of `dx`
+    /// (C, H, W).
+    fn crop(&self, image: &[f32], dx: &mut [MaybeUninit<f32>]) {
         let w = self.g.width;
+        if self.g.stride > 1 {
+            // Rows and columns of phases that no tap reads get no gradient.
+            dx.fill(MaybeUninit::new(0.0));
+        }
         self.for_each_row(image.len(), |row, at| {
             let line = &mut dx[row * w..][..w];
             if self.g.stride == 1 {
-                line.iter_mut().zip(&image[at..]).for_each(|(d, s)| *d += s);
+                copy_short(line, as_uninit(&image[at..][..w]));
             } else {
-                self.interleave_add(image, at, line);
+                self.interleave(image, at, line);
             }
         });
     }
@@ -284,19 +296,22 @@ impl Plan {
         let plane = self.hq * self.wq;
         for (phase, first, col) in self.column_phases() {
             let dst = &mut image[at + phase * plane + col..];
-            for (d, &v) in dst.iter_mut().zip(line[first..].iter().step_by(self.g.stride)) {
+            for (d, &v) in dst
+                .iter_mut()
+                .zip(line[first..].iter().step_by(self.g.stride))
+            {
                 *d = v;
             }
         }
     }
 
-    /// The transpose of [`Self::deinterleave`], added onto `line`.
-    fn interleave_add(&self, image: &[f32], at: usize, line: &mut [f32]) {
+    /// The transpose of [`Self::deinterleave`], written into `line`.
+    fn interleave(&self, image: &[f32], at: usize, line: &mut [MaybeUninit<f32>]) {
         let plane = self.hq * self.wq;
         for (phase, first, col) in self.column_phases() {
             let src = &image[at + phase * plane + col..];
             for (d, &v) in line[first..].iter_mut().step_by(self.g.stride).zip(src) {
-                *d += v;
+                d.write(v);
             }
         }
     }
@@ -317,14 +332,18 @@ impl Plan {
     /// lanes no output maps to.
     fn fill_planes(&self, dy: &[f32], planes: &mut [f32]) {
         let (oh, ow) = (self.g.out_h, self.g.out_w);
-        planes.fill(0.0);
         for (src, dst) in dy
             .chunks_exact(oh * ow)
             .zip(planes.chunks_exact_mut(self.plane()))
         {
+            // Every value is written once: each row, the gap to the next, the tail.
             for (row, line) in src.chunks_exact(ow).enumerate() {
-                copy_short(&mut dst[row * self.out_row..][..ow], line);
+                let at = row * self.out_row;
+                copy_short(&mut dst[at..][..ow], line);
+                let gap = if row + 1 < oh { self.out_row - ow } else { 0 };
+                dst[at + ow..][..gap].fill(0.0);
             }
+            dst[(oh - 1) * self.out_row + ow..].fill(0.0);
         }
     }
 
@@ -525,8 +544,13 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
     }
 }
 
-/// Adds the input gradient of `dy` (N, O, OH, OW) onto `dx` (N, C, H, W).
-pub(super) fn backward_input(g: &Conv2dGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// Writes the input gradient of `dy` (N, O, OH, OW) into every element of `dx` (N, C, H, W).
+pub(super) fn backward_input(
+    g: &Conv2dGeometry,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+) {
     let level = SimdLevel::current();
     let choice = if distinct_tap_channels(level, g.in_channels) {
         Choice::Cheapest
@@ -544,7 +568,7 @@ fn backward_input_with(
     width: Width,
     dy: &[f32],
     w: &[f32],
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
 ) {
     let g = &plan.g;
     let (o, k) = (g.out_channels, g.patch_len());
@@ -600,7 +624,7 @@ struct BackwardInput<'a> {
     dy: &'a [f32],
     weights: &'a [f32],
     mr: usize,
-    dx: &'a mut [f32],
+    dx: &'a mut [MaybeUninit<f32>],
     /// Scratch for one sample's gradient planes and padded image gradient (empty when in
     /// place).
     planes: &'a mut [f32],
@@ -641,8 +665,10 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
                 plan.fill_planes(dy, task.planes);
                 task.planes.as_ptr()
             };
-            let dst = if plan.in_place_input {
-                dx.as_mut_ptr()
+            let dst: *mut f32 = if plan.in_place_input {
+                // The terms are added in place, onto zeros.
+                dx.fill(MaybeUninit::new(0.0));
+                dx.as_mut_ptr().cast()
             } else {
                 task.image.fill(0.0);
                 task.image.as_mut_ptr()
@@ -678,7 +704,7 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
                 }
             }
             if !plan.in_place_input {
-                plan.crop_add(task.image, dx);
+                plan.crop(task.image, dx);
             }
         }
     }
@@ -902,10 +928,17 @@ mod tests {
                 let mut y = vec![MaybeUninit::new(0.0f32); dy.len()];
                 forward_with(&plan, level, width, &x, &w, Some(&b), &mut y);
                 // SAFETY: the forward pass writes every output value.
-                let y: Vec<u32> = y.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
-                let mut dx = vec![0.0f32; x.len()];
+                let y: Vec<u32> = y
+                    .iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect();
+                let mut dx = vec![MaybeUninit::new(f32::NAN); x.len()];
                 backward_input_with(&plan, level, width, &dy, &w, &mut dx);
-                let dx: Vec<u32> = dx.iter().map(|v| v.to_bits()).collect();
+                // SAFETY: the input gradient writes every value (over the NaNs put there).
+                let dx: Vec<u32> = dx
+                    .iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect();
                 (y, dx)
             };
             let (narrow, wide) = (run(8, Width::Narrow), run(16, Width::Widest));

@@ -166,10 +166,11 @@ impl Tensor {
     ) -> Result<Tensor> {
         let g = Conv2dGeometry::new(input_shape, weight.shape(), stride, padding)?;
         self.expect_shape("conv2d_backward_input", &g.output_shape())?;
-        let mut dx = Tensor::zeros(&g.input_shape());
         let (dy, w) = (self.as_slice(), weight.as_slice());
-        direct::backward_input(&g, dy, w, dx.as_slice_mut());
-        Ok(dx)
+        // The pass writes every input-gradient value once.
+        Ok(Tensor::from_fill(&g.input_shape(), |dx| {
+            direct::backward_input(&g, dy, w, dx)
+        }))
     }
 
     /// Gradients of [`Tensor::conv2d`] with respect to weight and bias: `self` is the output
