@@ -422,7 +422,7 @@ fn forward_with(
     out: &mut [MaybeUninit<f32>],
 ) {
     let g = &plan.g;
-    if let Some(width) = channels::worthwhile(&plan, width, level, Choice::FewestLanes) {
+    if let Some(width) = channels::worthwhile(plan, width, level, Choice::FewestLanes) {
         return channels::forward(plan, level, width, x, w, bias, out);
     }
     let (o, k) = (g.out_channels, g.patch_len());
