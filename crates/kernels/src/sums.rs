@@ -16,7 +16,7 @@
 //! pairs the two sums of one element instead of one sum of many elements), hence the explicit
 //! lanes.
 
-use norma_simd::{sum_tree, Simd, WIDE as LANES};
+use norma_simd::{Simd, WIDE as LANES};
 
 /// The arithmetic a [`Term`] needs, on one f64 or on [`LANES`] of them.
 pub(crate) trait Arith: Copy {
@@ -168,17 +168,14 @@ pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
     // runs without the token's instructions (and calls the vector stores as functions).
     let mut sums = [0.0f64; N];
     for j in 0..N {
-        sums[j] = if tailed {
-            let mut lanes = s.f64_to_array(acc[j].1);
-            for l in 0..LANES {
-                lanes[l] += tails[j][l];
-            }
-            sum_tree(lanes)
+        // Without a tail, adding the scalar lanes' zeros would change nothing (a lane that
+        // starts at +0 is never −0).
+        let lanes = if tailed {
+            acc[j].add(Wide(s, s.f64_load(&tails[j])))
         } else {
-            // No tail: adding the scalar lanes' zeros would change nothing (a lane that starts
-            // at +0 is never −0), so the tree runs on the vector lanes directly.
-            s.f64_sum_tree(acc[j].1)
+            acc[j]
         };
+        sums[j] = s.f64_sum_tree(lanes.1);
     }
     sums
 }

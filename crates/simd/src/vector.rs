@@ -84,6 +84,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
 
     /// [`WIDE`] copies of `v`.
     fn f64_splat(self, v: f64) -> Self::F64s;
+    /// [`WIDE`] f64 values, in order.
+    fn f64_load(self, x: &[f64; WIDE]) -> Self::F64s;
     /// [`WIDE`] f32 values, widened to f64 (exactly).
     fn f64_widen(self, x: &[f32; WIDE]) -> Self::F64s;
     /// Lane by lane `a + b`, rounded once.
@@ -173,6 +175,10 @@ impl Simd for Portable {
         [v; WIDE]
     }
     #[inline(always)]
+    fn f64_load(self, x: &[f64; WIDE]) -> [f64; WIDE] {
+        *x
+    }
+    #[inline(always)]
     fn f64_widen(self, x: &[f32; WIDE]) -> [f64; WIDE] {
         std::array::from_fn(|l| x[l] as f64)
     }
@@ -248,7 +254,8 @@ mod x86 {
 
     // SAFETY (every `unsafe` block below): the token exists only if the CPU supports AVX2 and
     // FMA (see `new_unchecked`); pointer bounds are the caller's contract, stated on the trait,
-    // and `&[f32; WIDE]` references hold the 16 values the widening loads read.
+    // and `&[f32; WIDE]` (`&[f64; WIDE]`) references hold the 16 values the widening loads (the
+    // f64 loads) read.
     impl<const REGS: usize> Simd for Avx2<REGS> {
         /// The 32-register token runs inside code compiled for AVX-512 (its narrow vectors).
         const LEVEL: SimdLevel = if REGS == 32 {
@@ -293,6 +300,19 @@ mod x86 {
         #[inline(always)]
         fn f64_splat(self, v: f64) -> [__m256d; 4] {
             unsafe { [_mm256_set1_pd(v); 4] }
+        }
+        #[inline(always)]
+        fn f64_load(self, x: &[f64; WIDE]) -> [__m256d; 4] {
+            // Offsets 0, 4, 8 and 12 of the 16-value array.
+            let p = x.as_ptr();
+            unsafe {
+                [
+                    _mm256_loadu_pd(p),
+                    _mm256_loadu_pd(p.add(4)),
+                    _mm256_loadu_pd(p.add(8)),
+                    _mm256_loadu_pd(p.add(12)),
+                ]
+            }
         }
         #[inline(always)]
         fn f64_widen(self, x: &[f32; WIDE]) -> [__m256d; 4] {
@@ -378,7 +398,8 @@ mod x86 {
 
     // SAFETY (every `unsafe` block below): the token exists only if the CPU supports AVX-512F
     // (see `new_unchecked`); pointer bounds are the caller's contract, stated on the trait, and
-    // `&[f32; WIDE]` references hold the 16 values the widening loads read.
+    // `&[f32; WIDE]` (`&[f64; WIDE]`) references hold the 16 values the widening loads (the f64
+    // loads) read.
     impl Simd for Avx512 {
         const LEVEL: SimdLevel = SimdLevel::Avx512;
         type V = __m512;
@@ -432,6 +453,16 @@ mod x86 {
         #[inline(always)]
         fn f64_splat(self, v: f64) -> [__m512d; 2] {
             unsafe { [_mm512_set1_pd(v); 2] }
+        }
+        #[inline(always)]
+        fn f64_load(self, x: &[f64; WIDE]) -> [__m512d; 2] {
+            // Offsets 0 and 8 of the 16-value array.
+            unsafe {
+                [
+                    _mm512_loadu_pd(x.as_ptr()),
+                    _mm512_loadu_pd(x.as_ptr().add(8)),
+                ]
+            }
         }
         #[inline(always)]
         fn f64_widen(self, x: &[f32; WIDE]) -> [__m512d; 2] {
