@@ -119,9 +119,10 @@ impl<S: Simd> Arith for Wide<S> {
 /// the term does not read), on the widest lanes `level` allows.
 ///
 /// Within each run, value i goes to lane `i % LANES`: whole groups of LANES values into vector
-/// accumulators, the last `len % LANES` into scalar ones; both sets of lanes are added pairwise
-/// at the end. The order depends only on the runs' lengths. Call it inside a
-/// [`norma_simd::Kernel`] so that it is compiled with the token's instructions.
+/// accumulators, the last `len % LANES` into scalar ones; both sets of lanes are added lane by
+/// lane at the end, then summed as a balanced tree ([`Simd::f64_sum_tree`]). The order depends
+/// only on the runs' lengths. Call it inside a [`norma_simd::Kernel`] so that it is compiled
+/// with the token's instructions.
 #[inline(always)]
 pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
     s: S,
@@ -132,6 +133,7 @@ pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
     let kv = Wide(s, s.f64_splat(k));
     let mut acc = [Wide(s, s.f64_splat(0.0)); N];
     let mut tails = [[0.0f64; LANES]; N];
+    let mut tailed = false;
     let load = |v: &[f32]| Wide(s, s.f64_widen(v.try_into().expect("chunks are LANES long")));
     for (x, y, w) in runs {
         let (y, w) = (&y[..x.len()], &w[..x.len()]);
@@ -155,6 +157,7 @@ pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
             }
         }
         for (l, ((&xv, &yv), &wv)) in tail.enumerate() {
+            tailed = true;
             let t = term.one(xv, yv, wv, k);
             for j in 0..N {
                 tails[j][l] += t[j];
@@ -165,30 +168,20 @@ pub(crate) fn run<'a, S: Simd, const N: usize, T: Term<N>>(
     // runs without the token's instructions (and calls the vector stores as functions).
     let mut sums = [0.0f64; N];
     for j in 0..N {
-        let mut lanes = s.f64_to_array(acc[j].1);
-        for l in 0..LANES {
-            lanes[l] += tails[j][l];
-        }
-        sums[j] = pairwise(lanes);
+        // Without a tail, adding the scalar lanes' zeros would change nothing (a lane that
+        // starts at +0 is never −0).
+        let lanes = if tailed {
+            acc[j].add(Wide(s, s.f64_load(&tails[j])))
+        } else {
+            acc[j]
+        };
+        sums[j] = s.f64_sum_tree(lanes.1);
     }
     sums
 }
 
 /// One run of [`run`]: x, y and w slices of one length.
 pub(crate) type Run<'a> = (&'a [f32], &'a [f32], &'a [f32]);
-
-/// Adds the lanes as a balanced tree: ((l0 + l8) + (l4 + l12)) + ...
-#[inline(always)]
-fn pairwise(mut lanes: [f64; LANES]) -> f64 {
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            lanes[i] += lanes[i + width];
-        }
-    }
-    lanes[0]
-}
 
 /// Adds the terms of a run of (N, C) rows into per-channel accumulators: row r holds its C
 /// values at `x[r·C ..]`, `y[r·C ..]`; channel c's terms, with constant `k[c]`, go into

@@ -186,6 +186,38 @@ mod tests {
     }
 
     #[test]
+    fn the_sum_tree_adds_in_one_order_at_every_level() {
+        /// The tree of the lanes, widened from f32 and loaded as f64.
+        struct Tree([f32; crate::WIDE]);
+        impl Kernel for Tree {
+            type Output = [f64; 2];
+            #[inline(always)]
+            fn run<S: Simd>(self, s: S) -> [f64; 2] {
+                let wide: [f64; crate::WIDE] = std::array::from_fn(|i| self.0[i] as f64);
+                [
+                    s.f64_sum_tree(s.f64_widen(&self.0)),
+                    s.f64_sum_tree(s.f64_load(&wide)),
+                ]
+            }
+        }
+        // ±2^60 in lanes 0 and 1 and ones elsewhere: each big lane absorbs (and loses) the 7
+        // ones of its half of the tree before they cancel, so the tree gives 0 where adding
+        // from lane 0 up gives 14.
+        let mut x = [1.0f32; crate::WIDE];
+        (x[0], x[1]) = (2f32.powi(60), -(2f32.powi(60)));
+        let want = crate::sum_tree(std::array::from_fn(|i| x[i] as f64));
+        assert_eq!(want, 0.0);
+        assert_eq!(x.iter().map(|&v| v as f64).sum::<f64>(), 14.0);
+        for level in SimdLevel::supported() {
+            for width in [Width::Widest, Width::Narrow] {
+                for got in dispatch(level, width, Tree(x)) {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{level} {width:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn f64_lanes_are_exact_and_ordered_at_every_level() {
         struct Lanes;
         impl Kernel for Lanes {

@@ -43,6 +43,6 @@ mod vector;
 
 pub use dispatch::{dispatch, vector_cost, vector_shape, vectorized, Kernel, Width};
 pub use level::{ParseLevelError, SimdLevel};
+pub use vector::{sum_tree, Portable, Simd, WIDE};
 #[cfg(target_arch = "x86_64")]
 pub use vector::{Avx2, Avx512};
-pub use vector::{Portable, Simd, WIDE};

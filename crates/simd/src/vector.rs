@@ -84,6 +84,8 @@ pub trait Simd: Copy + Send + Sync + 'static {
 
     /// [`WIDE`] copies of `v`.
     fn f64_splat(self, v: f64) -> Self::F64s;
+    /// [`WIDE`] f64 values, in order.
+    fn f64_load(self, x: &[f64; WIDE]) -> Self::F64s;
     /// [`WIDE`] f32 values, widened to f64 (exactly).
     fn f64_widen(self, x: &[f32; WIDE]) -> Self::F64s;
     /// Lane by lane `a + b`, rounded once.
@@ -94,6 +96,27 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn f64_mul(self, a: Self::F64s, b: Self::F64s) -> Self::F64s;
     /// The lanes, in order.
     fn f64_to_array(self, v: Self::F64s) -> [f64; WIDE];
+
+    /// The sum of the lanes as a balanced tree: lane i + lane i+8, then i + i+4, i + i+2 and
+    /// the last two, ((l0 + l8) + (l4 + l12)) + ((l2 + l10) + (l6 + l14)) + …, the same
+    /// additions in the same order at every level (on vector halves where the level has them).
+    #[inline(always)]
+    fn f64_sum_tree(self, v: Self::F64s) -> f64 {
+        sum_tree(self.f64_to_array(v))
+    }
+}
+
+/// The sum of [`WIDE`] values as the balanced tree of [`Simd::f64_sum_tree`], in plain f64.
+#[inline(always)]
+pub fn sum_tree(mut lanes: [f64; WIDE]) -> f64 {
+    let mut width = WIDE;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0]
 }
 
 /// Plain Rust on 4-lane arrays, which the compiler maps to the target's baseline vectors
@@ -150,6 +173,10 @@ impl Simd for Portable {
     #[inline(always)]
     fn f64_splat(self, v: f64) -> [f64; WIDE] {
         [v; WIDE]
+    }
+    #[inline(always)]
+    fn f64_load(self, x: &[f64; WIDE]) -> [f64; WIDE] {
+        *x
     }
     #[inline(always)]
     fn f64_widen(self, x: &[f32; WIDE]) -> [f64; WIDE] {
@@ -212,9 +239,23 @@ mod x86 {
         }
     }
 
+    /// Sum of 4 f64 lanes: (l0 + l2) + (l1 + l3).
+    ///
+    /// # Safety
+    /// The CPU must support AVX (callers hold a token that proves it).
+    #[inline(always)]
+    unsafe fn sum4(v: __m256d) -> f64 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe {
+            let pair = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+            _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)))
+        }
+    }
+
     // SAFETY (every `unsafe` block below): the token exists only if the CPU supports AVX2 and
     // FMA (see `new_unchecked`); pointer bounds are the caller's contract, stated on the trait,
-    // and `&[f32; WIDE]` references hold the 16 values the widening loads read.
+    // and `&[f32; WIDE]` (`&[f64; WIDE]`) references hold the 16 values the widening loads (the
+    // f64 loads) read.
     impl<const REGS: usize> Simd for Avx2<REGS> {
         /// The 32-register token runs inside code compiled for AVX-512 (its narrow vectors).
         const LEVEL: SimdLevel = if REGS == 32 {
@@ -259,6 +300,19 @@ mod x86 {
         #[inline(always)]
         fn f64_splat(self, v: f64) -> [__m256d; 4] {
             unsafe { [_mm256_set1_pd(v); 4] }
+        }
+        #[inline(always)]
+        fn f64_load(self, x: &[f64; WIDE]) -> [__m256d; 4] {
+            // Offsets 0, 4, 8 and 12 of the 16-value array.
+            let p = x.as_ptr();
+            unsafe {
+                [
+                    _mm256_loadu_pd(p),
+                    _mm256_loadu_pd(p.add(4)),
+                    _mm256_loadu_pd(p.add(8)),
+                    _mm256_loadu_pd(p.add(12)),
+                ]
+            }
         }
         #[inline(always)]
         fn f64_widen(self, x: &[f32; WIDE]) -> [__m256d; 4] {
@@ -315,6 +369,17 @@ mod x86 {
             }
             out
         }
+        #[inline(always)]
+        fn f64_sum_tree(self, v: [__m256d; 4]) -> f64 {
+            // Lanes 0..4 of v[0] + v[2] and v[1] + v[3] are lane i + lane i+8; their sum is
+            // i + i+4; then the 128-bit halves (i + i+2) and the last two.
+            unsafe {
+                sum4(_mm256_add_pd(
+                    _mm256_add_pd(v[0], v[2]),
+                    _mm256_add_pd(v[1], v[3]),
+                ))
+            }
+        }
     }
 
     /// AVX-512F: 16 lanes, 32 registers.
@@ -333,7 +398,8 @@ mod x86 {
 
     // SAFETY (every `unsafe` block below): the token exists only if the CPU supports AVX-512F
     // (see `new_unchecked`); pointer bounds are the caller's contract, stated on the trait, and
-    // `&[f32; WIDE]` references hold the 16 values the widening loads read.
+    // `&[f32; WIDE]` (`&[f64; WIDE]`) references hold the 16 values the widening loads (the f64
+    // loads) read.
     impl Simd for Avx512 {
         const LEVEL: SimdLevel = SimdLevel::Avx512;
         type V = __m512;
@@ -389,6 +455,16 @@ mod x86 {
             unsafe { [_mm512_set1_pd(v); 2] }
         }
         #[inline(always)]
+        fn f64_load(self, x: &[f64; WIDE]) -> [__m512d; 2] {
+            // Offsets 0 and 8 of the 16-value array.
+            unsafe {
+                [
+                    _mm512_loadu_pd(x.as_ptr()),
+                    _mm512_loadu_pd(x.as_ptr().add(8)),
+                ]
+            }
+        }
+        #[inline(always)]
         fn f64_widen(self, x: &[f32; WIDE]) -> [__m512d; 2] {
             let p = x.as_ptr();
             // Two loads of 8 floats, both inside the 16-float array.
@@ -420,6 +496,15 @@ mod x86 {
                 _mm512_storeu_pd(out.as_mut_ptr().add(8), v[1]);
             }
             out
+        }
+        #[inline(always)]
+        fn f64_sum_tree(self, v: [__m512d; 2]) -> f64 {
+            // v[0] + v[1] is lane i + lane i+8; then the 256-bit halves (i + i+4), and so on.
+            unsafe {
+                let eight = _mm512_add_pd(v[0], v[1]);
+                let lo = _mm512_castpd512_pd256(eight);
+                sum4(_mm256_add_pd(lo, _mm512_extractf64x4_pd::<1>(eight)))
+            }
         }
     }
 }
