@@ -164,12 +164,22 @@ def torch_worker(args) -> None:
 
 
 def run_torch(args, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--torch-worker", "--threads", str(threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--batch-size", str(args.batch_size), "--data-dir", str(args.data_dir), "--model", *args.model]
+    """{model: {"ms", "mib"}}; like norma's side, one process per deep network (a network's
+    memory is measured from a process's resident size before it was built, which in a process
+    that already stepped another network includes that network's freed but retained memory), one
+    for the LeNets."""
+    lenets = [m for m in args.model if not is_deep(m)]
+    groups = [[m] for m in args.model if is_deep(m)] + ([lenets] if lenets else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = {}
+    for models in groups:
+        cmd = [sys.executable, __file__, "--torch-worker", "--threads", str(threads),
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--batch-size", str(args.batch_size), "--data-dir", str(args.data_dir),
+               "--model", *models]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        result.update(json.loads(out.strip().splitlines()[-1]))
+    return result
 
 
 def run_norma(args, threads: int) -> dict:
