@@ -44,6 +44,16 @@ pub(crate) fn in_parallel(len: usize) -> bool {
     len >= PARALLEL_MIN && rayon::current_num_threads() > 1
 }
 
+/// `[f(0), f(1), …, f(count − 1)]`, on rayon's workers when `parallel` ([`in_parallel`]), else
+/// on the calling thread: the same pieces either way, so the same results.
+fn pieces<T: Send>(count: usize, parallel: bool, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if parallel {
+        (0..count).into_par_iter().map(f).collect()
+    } else {
+        (0..count).map(f).collect()
+    }
+}
+
 /// A batch-norm input seen as (N, C, S): batch, channels, spatial positions per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BnShape {
@@ -94,27 +104,25 @@ pub(crate) fn channel_sums<const N: usize>(
     if shape.len() == 0 {
         return totals;
     }
+    let parallel = in_parallel(shape.len());
     if shape.plane_path() {
         let per_piece = (PIECE / s).max(1);
         let pieces_per_channel = n.div_ceil(per_piece);
-        let partial: Vec<[f64; N]> = (0..c * pieces_per_channel)
-            .into_par_iter()
-            .map(|piece| {
-                let (ch, j) = (piece / pieces_per_channel, piece % pieces_per_channel);
-                let images = j * per_piece..((j + 1) * per_piece).min(n);
-                let first = (images.start * c + ch) * s;
-                let piece = PlaneSums {
-                    x: &x[first..],
-                    y: &y[first..],
-                    planes: images.len(),
-                    stride: c * s,
-                    len: s,
-                    k: k[ch],
-                    term,
-                };
-                dispatch(level, Width::Widest, piece)
-            })
-            .collect();
+        let partial: Vec<[f64; N]> = pieces(c * pieces_per_channel, parallel, |piece| {
+            let (ch, j) = (piece / pieces_per_channel, piece % pieces_per_channel);
+            let images = j * per_piece..((j + 1) * per_piece).min(n);
+            let first = (images.start * c + ch) * s;
+            let piece = PlaneSums {
+                x: &x[first..],
+                y: &y[first..],
+                planes: images.len(),
+                stride: c * s,
+                len: s,
+                k: k[ch],
+                term,
+            };
+            dispatch(level, Width::Widest, piece)
+        });
         for (ch, total) in totals.iter_mut().enumerate() {
             for p in &partial[ch * pieces_per_channel..(ch + 1) * pieces_per_channel] {
                 for q in 0..N {
@@ -124,24 +132,22 @@ pub(crate) fn channel_sums<const N: usize>(
         }
     } else {
         let piece_len = shape.rows_per_piece() * c * s;
-        let partial: Vec<[Vec<f64>; N]> = x
-            .par_chunks(piece_len)
-            .zip(y.par_chunks(piece_len))
-            .map(|(x, y)| {
-                dispatch(
-                    level,
-                    Width::Widest,
-                    RowSums {
-                        x,
-                        y,
-                        c,
-                        s,
-                        k,
-                        term,
-                    },
-                )
-            })
-            .collect();
+        let partial: Vec<[Vec<f64>; N]> = pieces(x.len().div_ceil(piece_len), parallel, |i| {
+            let run = i * piece_len..((i + 1) * piece_len).min(x.len());
+            let (x, y) = (&x[run.clone()], &y[run]);
+            dispatch(
+                level,
+                Width::Widest,
+                RowSums {
+                    x,
+                    y,
+                    c,
+                    s,
+                    k,
+                    term,
+                },
+            )
+        });
         for acc in &partial {
             for (ch, total) in totals.iter_mut().enumerate() {
                 for q in 0..N {
@@ -185,7 +191,16 @@ where
         strides,
         f,
     };
-    fill(level, dims, x, y, rows * c * s, true, &piece).0
+    fill(
+        level,
+        dims,
+        x,
+        y,
+        rows * c * s,
+        in_parallel(shape.len()),
+        &piece,
+    )
+    .0
 }
 
 /// One piece of [`fill`]: `run` writes the piece's slots from the matching runs of x and y.

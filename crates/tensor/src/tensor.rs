@@ -174,6 +174,41 @@ impl Tensor {
         self.array.view()
     }
 
+    /// A read-only view of `count` consecutive samples starting at sample `start`: the
+    /// sub-tensor `[start .. start + count]` along the first dimension (PyTorch's
+    /// `narrow(0, start, count)`), contiguous, without a copy.
+    ///
+    /// Errors: a rank-0 tensor, or a range past the first dimension.
+    ///
+    /// ```
+    /// use norma_tensor::Tensor;
+    /// let t = Tensor::from_vec(&[3, 2], vec![1., 2., 3., 4., 5., 6.])?;
+    /// let v = t.samples(1, 2)?;
+    /// assert_eq!(v.shape(), &[2, 2]);
+    /// assert_eq!(v.as_slice(), Some(&[3., 4., 5., 6.][..]));
+    /// assert!(t.samples(2, 2).is_err());
+    /// # Ok::<(), norma_tensor::TensorError>(())
+    /// ```
+    pub fn samples(&self, start: usize, count: usize) -> Result<ArrayViewD<'_, f32>> {
+        let shape = self.shape();
+        let end = start.checked_add(count);
+        match (shape.first(), end) {
+            (Some(&n), Some(end)) if end <= n => {
+                let per_sample: usize = shape[1..].iter().product();
+                let mut sub = shape.to_vec();
+                sub[0] = count;
+                let values = &self.as_slice()[start * per_sample..end * per_sample];
+                Ok(ArrayViewD::from_shape(IxDyn(&sub), values)
+                    .expect("internal: a run of whole samples fills its shape"))
+            }
+            _ => Err(TensorError::shape(
+                "samples",
+                format!("samples {start}..{start}+{count} are not inside the first dimension"),
+                &[shape],
+            )),
+        }
+    }
+
     /// A mutable ndarray view (the layout stays contiguous: views cannot change it).
     pub fn view_mut(&mut self) -> ArrayViewMutD<'_, f32> {
         self.array.view_mut()

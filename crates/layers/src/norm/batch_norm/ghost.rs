@@ -28,6 +28,7 @@
 //! channel (a last ghost batch of one sample of (N, C) features) is batch norm's error, naming
 //! that ghost batch's shape.
 
+use ndarray::{ArrayD, ArrayViewD};
 use norma_autograd::{Backward, BackwardContext, Var};
 use norma_kernels::{BatchStats, KernelError};
 use norma_tensor::{Tensor, TensorError};
@@ -141,8 +142,8 @@ impl<I: BatchNormInput> GhostBatchNorm<I> {
             .into());
         }
         for ghost in ghosts(x.value(), self.virtual_batch_size)? {
-            let out = norma_kernels::forward_train(ghost.view(), gamma, beta, bn.config.eps)?;
-            output.extend(out.output.iter());
+            let out = norma_kernels::forward_train(ghost, gamma, beta, bn.config.eps)?;
+            append(&mut output, &out.output);
             stats.push(out.stats);
         }
         if let Some(running) = &bn.running {
@@ -172,22 +173,22 @@ pub fn convert_ghost_batch_norm(
     replace_batch_norms(model, Replacement::Ghost(virtual_batch_size))
 }
 
-/// The ghost batches of `x`, in order: runs of `v` samples, the last one shorter if v does not
-/// divide N (copies; the kernels take contiguous inputs).
-fn ghosts(x: &Tensor, v: usize) -> std::result::Result<Vec<Tensor>, TensorError> {
-    let shape = x.shape();
-    let per_sample: usize = shape[1..].iter().product();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < shape[0] {
-        let n = v.min(shape[0] - start);
-        let mut ghost_shape = shape.to_vec();
-        ghost_shape[0] = n;
-        let values = &x.as_slice()[start * per_sample..(start + n) * per_sample];
-        out.push(Tensor::from_vec(&ghost_shape, values.to_vec())?);
-        start += n;
+/// The ghost batches of `x`, in order: views of runs of `v` samples, the last one shorter if v
+/// does not divide N.
+fn ghosts(x: &Tensor, v: usize) -> std::result::Result<Vec<ArrayViewD<'_, f32>>, TensorError> {
+    let n = x.shape()[0];
+    (0..n.div_ceil(v))
+        .map(|g| x.samples(g * v, v.min(n - g * v)))
+        .collect()
+}
+
+/// Appends `values` in row-major order (by slice: the kernels' outputs are contiguous, and an
+/// element-by-element walk of a dynamic-rank array costs nanoseconds per value).
+fn append(out: &mut Vec<f32>, values: &ArrayD<f32>) {
+    match values.as_slice() {
+        Some(slice) => out.extend_from_slice(slice),
+        None => out.extend(values.iter()),
     }
-    Ok(out)
 }
 
 /// The statistics the running update takes (module docs): a single ghost batch's own, or the
@@ -252,10 +253,10 @@ impl Backward for GhostBackward {
         let c = self.stats[0].channels();
         let mut dx = Vec::with_capacity(x.len());
         let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for ((x, dy), stats) in xs.iter().zip(&dys).zip(&self.stats) {
-            let g = norma_kernels::backward_train(x.view(), dy.view(), stats, gamma)
+        for ((x, dy), stats) in xs.into_iter().zip(dys).zip(&self.stats) {
+            let g = norma_kernels::backward_train(x, dy, stats, gamma)
                 .map_err(|e| kernel_error("ghost_batch_norm", e))?;
-            dx.extend(g.dx.iter());
+            append(&mut dx, &g.dx);
             for ch in 0..c {
                 dgamma[ch] += g.dgamma[ch] as f64;
                 dbeta[ch] += g.dbeta[ch] as f64;
