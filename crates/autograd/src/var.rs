@@ -38,7 +38,8 @@ pub struct Var {
 
 struct Node {
     id: u64,
-    value: Tensor,
+    /// Shared with the parameter for a leaf: recording a parameter does not copy it.
+    value: Rc<Tensor>,
     origin: Origin,
 }
 
@@ -52,7 +53,7 @@ enum Origin {
 }
 
 impl Var {
-    fn new(value: Tensor, origin: Origin) -> Var {
+    fn new(value: Rc<Tensor>, origin: Origin) -> Var {
         Var {
             node: Rc::new(Node {
                 id: next_id(),
@@ -64,16 +65,18 @@ impl Var {
 
     /// A value that needs no gradient (input data, labels, frozen statistics).
     pub fn constant(value: Tensor) -> Var {
-        Var::new(value, Origin::Constant)
+        Var::new(Rc::new(value), Origin::Constant)
     }
 
     /// A leaf that accumulates its gradient into `param` (use [`Param::var`]).
     pub(crate) fn leaf(param: &Param) -> Var {
-        let value = Tensor::clone(&param.value());
+        // The value the parameter holds now, shared: an update replaces the parameter's `Rc`
+        // (see `Param::update`), so this snapshot does not change.
+        let value = param.value();
         if is_grad_enabled() && param.requires_grad() {
             Var::new(value, Origin::Param(param.clone()))
         } else {
-            Var::constant(value)
+            Var::new(value, Origin::Constant)
         }
     }
 
@@ -84,7 +87,7 @@ impl Var {
     pub fn from_op(inputs: &[&Var], output: Tensor, backward: impl Backward) -> Var {
         if is_grad_enabled() && inputs.iter().any(|v| v.requires_grad()) {
             Var::new(
-                output,
+                Rc::new(output),
                 Origin::Op {
                     inputs: inputs.iter().map(|&v| v.clone()).collect(),
                     backward: Box::new(backward),

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use norma_autograd::{no_grad, Param, Var};
 use norma_layers::{
     BatchNorm1d, BatchNorm2d, BatchNormConfig, BatchRenorm1d, BatchRenorm2d, FrozenBatchNorm1d,
@@ -117,17 +117,25 @@ fn bench_layers(c: &mut Criterion) {
                     b.iter(|| no_grad(|| layer.forward(black_box(&input)).unwrap()))
                 });
                 group.throughput(Throughput::Bytes(5 * numel as u64 * 4));
+                // The input's gradient too, as PyTorch's autograd.grad of x, γ, β; x is one
+                // leaf for every call, as PyTorch's `x.requires_grad_()`, and the copy of the
+                // output gradient `backward_with` takes is made outside the timing.
+                let leaf = Param::new(x.clone());
                 group.bench_function(format!("{name} train forward+backward"), |b| {
-                    b.iter(|| {
-                        // The input's gradient too, as PyTorch's autograd.grad of x, γ, β.
-                        let leaf = Param::new(x.clone());
-                        let y = layer.forward(&leaf.var()).unwrap();
-                        y.backward_with(dy.clone()).unwrap();
-                        for p in layer.parameters() {
-                            p.zero_grad();
-                        }
-                        leaf.grad()
-                    })
+                    b.iter_batched(
+                        || dy.clone(),
+                        |dy| {
+                            let y = layer.forward(&leaf.var()).unwrap();
+                            y.backward_with(dy).unwrap();
+                            for p in layer.parameters() {
+                                p.zero_grad();
+                            }
+                            let grad = leaf.grad();
+                            leaf.zero_grad();
+                            grad
+                        },
+                        BatchSize::LargeInput,
+                    )
                 });
             }
             layer.eval();
