@@ -304,6 +304,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn samples_are_views_of_whole_samples_and_ranges_are_checked() {
+        let t = Tensor::from_vec(&[3, 2, 2], (0..12).map(|v| v as f32).collect()).unwrap();
+        let v = t.samples(2, 1).unwrap();
+        assert_eq!(v.shape(), &[1, 2, 2]);
+        assert_eq!(v.as_slice(), Some(&[8., 9., 10., 11.][..]));
+        assert_eq!(t.samples(3, 0).unwrap().len(), 0);
+        for (start, count) in [(0, 4), (3, 1), (usize::MAX, 2)] {
+            let err = t.samples(start, count).unwrap_err().to_string();
+            assert!(
+                err.contains("samples") && err.contains("[3, 2, 2]"),
+                "{err}"
+            );
+        }
+        assert!(Tensor::scalar(1.0).samples(0, 0).is_err());
+    }
+
+    #[test]
     fn from_vec_checks_length() {
         let err = Tensor::from_vec(&[2, 3], vec![1.0; 5]).unwrap_err();
         assert_eq!(
