@@ -168,6 +168,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recorded_value_is_shared_and_survives_later_updates() {
+        let p = Param::new(Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap());
+        let v = p.var();
+        // Recording shares the parameter's tensor instead of copying it...
+        assert!(std::ptr::eq(v.value(), &*p.value()));
+        // ...and an update or a new value leaves the recorded one as it was.
+        p.update(|t| t.as_slice_mut()[0] = 5.0).unwrap();
+        assert_eq!(v.value().as_slice(), &[1.0, 2.0]);
+        assert_eq!(p.value().as_slice(), &[5.0, 2.0]);
+        p.set_value(Tensor::zeros(&[2])).unwrap();
+        assert_eq!(v.value().as_slice(), &[1.0, 2.0]);
+    }
+
+    #[test]
     fn a_set_gradient_replaces_the_accumulated_one_and_keeps_its_shape() {
         let p = Param::new(Tensor::ones(&[2]));
         p.var().sum_all().unwrap().backward().unwrap();

@@ -70,8 +70,8 @@ impl Var {
 
     /// A leaf that accumulates its gradient into `param` (use [`Param::var`]).
     pub(crate) fn leaf(param: &Param) -> Var {
-        // The value the parameter holds now, shared: an update replaces the parameter's `Rc`
-        // (see `Param::update`), so this snapshot does not change.
+        // The value the parameter holds now, shared, not copied: `Param::update` copies a shared
+        // value before changing it and `set_value` replaces it, so this snapshot never changes.
         let value = param.value();
         if is_grad_enabled() && param.requires_grad() {
             Var::new(value, Origin::Param(param.clone()))
