@@ -140,6 +140,19 @@ proptest! {
         let mut rng = Rng::seed_from_u64(seed);
         let shape: Vec<usize> = lead.iter().chain(&trail).copied().collect();
         let x = Tensor::rand_normal(&shape, -1.0, 2.0, &mut rng);
+        // As for instance norm above: the step must be small next to each row's root mean
+        // square. A row of one value near 0 is y = γ·x/sqrt(x² + eps), a smoothed sign whose
+        // slope γ/sqrt(eps) changes within |x| ~ sqrt(eps) = 3e-4, far inside a 1e-3 step (one
+        // draw of a single-value row gave -22 analytic against -40 from the differences, the
+        // case saved in the regressions file). Such rows are left to the float64 test above;
+        // here every row has an RMS of at least 0.25.
+        let d: usize = trail.iter().product();
+        let min_rms = x
+            .as_slice()
+            .chunks(d)
+            .map(|row| (row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64).sqrt())
+            .fold(f64::INFINITY, f64::min);
+        prop_assume!(min_rms >= 0.25);
         let gamma = Tensor::rand_normal(&trail, 1.0, 0.5, &mut rng);
         let f = |v: &[Var]| {
             let mut rms = RmsNorm::new(&trail).unwrap();
