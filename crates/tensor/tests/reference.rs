@@ -200,7 +200,7 @@ fn check_conv(case: &Case) {
     }
 }
 
-/// Shapes that reach every layout of the direct kernels: LeNet's four convolutions (in place,
+/// Shapes that reach every layout and path of the direct kernels: LeNet's four convolutions (in place,
 /// padded, flat, output-channel vectors), rows that are a multiple of 8 or 16 lanes or not,
 /// channel and tap counts that leave partial tiles, and batches that leave partial tasks.
 #[test]
@@ -220,6 +220,12 @@ fn conv2d_matches_direct_loops_at_lenet_and_edge_shapes() {
         (3, 4, 32, 9, 9, 3, 1, 0),
         (5, 2, 17, 9, 9, 3, 1, 1),
         (5, 2, 4, 13, 11, 4, 2, 1),
+        // Same-size convolutions with 8+ input channels: the input gradient as a forward pass
+        // (ResNet's 3×3 with padding 1, a 5×5 with padding 2, non-square, partial tiles).
+        (3, 8, 5, 9, 9, 3, 1, 1),
+        (2, 16, 32, 14, 14, 3, 1, 1),
+        (2, 9, 6, 7, 7, 5, 1, 2),
+        (2, 8, 17, 6, 11, 3, 1, 1),
     ];
     for (i, &(n, c, o, h, w, k, stride, pad)) in cases.iter().enumerate() {
         check_conv(&Case {
@@ -352,6 +358,7 @@ fn conv2d_and_matmul_are_bitwise_identical_across_thread_counts() {
     let shapes = [
         ([37, 3, 12, 12], [5, 3, 5, 5], 2),
         ([70, 6, 12, 12], [16, 6, 5, 5], 0),
+        ([20, 16, 14, 14], [32, 16, 3, 3], 1),
     ];
     let a = Tensor::rand_normal(&[300, 130], 0.0, 1.0, &mut rng);
     let b = Tensor::rand_normal(&[130, 70], 0.0, 1.0, &mut rng);
