@@ -22,7 +22,7 @@ impl Backward for BinaryBackward {
                 BinaryOp::Mul => g.mul(b)?,
                 BinaryOp::Div => g.div(b)?,
             };
-            Ok(full.sum_to_shape(a.shape())?)
+            reduce_to(full, a.shape())
         })?;
         let db = ctx.grad_if(1, || {
             let full = match self.0 {
@@ -31,9 +31,19 @@ impl Backward for BinaryBackward {
                 BinaryOp::Mul => g.mul(a)?,
                 BinaryOp::Div => g.mul(a)?.div(&b.mul(b)?)?.neg(),
             };
-            Ok(full.sum_to_shape(b.shape())?)
+            reduce_to(full, b.shape())
         })?;
         Ok(vec![da, db])
+    }
+}
+
+/// `full` summed over the axes an input of `shape` was broadcast along; moved, not copied,
+/// when nothing was broadcast (a residual connection's sum: every step, both inputs).
+fn reduce_to(full: Tensor, shape: &[usize]) -> Result<Tensor> {
+    if full.shape() == shape {
+        Ok(full)
+    } else {
+        Ok(full.sum_to_shape(shape)?)
     }
 }
 
