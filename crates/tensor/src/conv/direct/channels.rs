@@ -87,6 +87,11 @@ pub(super) fn forward(
             *v = w[ch * k + t];
         }
     }
+    let mut padded_bias = vec![0.0f32; cols];
+    if let Some(bias) = bias {
+        padded_bias[..o].copy_from_slice(bias);
+    }
+    let bias = padded_bias.as_slice();
     let pixels = pixels(plan);
     let (sin, sout) = (plan.sample_in(), plan.sample_out());
     let image_len = plan.image_scratch();
@@ -124,7 +129,8 @@ struct Forward<'a> {
     images: &'a [f32],
     weights: &'a [f32],
     cols: usize,
-    bias: Option<&'a [f32]>,
+    /// The bias, `cols` values (zeros past O, or all zeros without a bias).
+    bias: &'a [f32],
     y: &'a mut [MaybeUninit<f32>],
 }
 
@@ -183,20 +189,24 @@ impl<S: Simd> TileFn for WithSimd<S, Forward<'_>> {
                 // SAFETY: pixel position plus tap is inside the padded image (or the sample,
                 // read in place); the weights hold k rows of `cols >= c0 + NV · LANES`.
                 let acc = unsafe { broadcast_tile::<S, _, _, MR, NV>(s, k, a, b, &pos) };
+                let stored = panel.min(o - c0);
                 for (r, acc_r) in acc.iter().enumerate().take(valid) {
                     let mut lanes = [0.0f32; 32];
                     for (v, &value) in acc_r.iter().enumerate() {
-                        // SAFETY: `lanes` holds NV · LANES <= 32 values.
-                        unsafe { s.store(lanes[v * S::LANES..].as_mut_ptr(), value) };
+                        // SAFETY: `lanes` holds NV · LANES <= 32 values; `bias` holds `cols`
+                        // values, and `c0 + NV · LANES <= cols`.
+                        unsafe {
+                            let b = s.load(task.bias[c0 + v * S::LANES..].as_ptr());
+                            s.store(lanes[v * S::LANES..].as_mut_ptr(), s.add(value, b));
+                        }
                     }
                     let (n, q) = ((i0 + r) / p, (i0 + r) % p);
-                    for (j, &value) in lanes[..panel.min(o - c0)].iter().enumerate() {
-                        let ch = c0 + j;
-                        let at = (n * o + ch) * p + q;
-                        let b = task.bias.map_or(0.0, |b| b[ch]);
-                        // SAFETY: sample `n < samples`, channel `ch < O`, pixel `q < p`: inside
-                        // the task's outputs, each written once.
-                        unsafe { y.add(at).write(value + b) };
+                    // Channel c0 + j of this pixel, planes p values apart.
+                    let first = (n * o + c0) * p + q;
+                    for (j, &value) in lanes[..stored].iter().enumerate() {
+                        // SAFETY: sample `n < samples`, channel `c0 + j < O`, pixel `q < p`:
+                        // inside the task's outputs, each written once.
+                        unsafe { y.add(first + j * p).write(value) };
                     }
                 }
             }
