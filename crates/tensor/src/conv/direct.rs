@@ -606,15 +606,13 @@ fn same_size_transpose(g: &Conv2dGeometry, w: &[f32]) -> Option<(Conv2dGeometry,
     let input = [g.batch, o, g.out_h, g.out_w];
     let weight = [c, o, kh, kw];
     let transposed = Conv2dGeometry::new(&input, &weight, 1, g.padding).ok()?;
-    let mut flipped = vec![0.0f32; w.len()];
-    for (at, v) in flipped.iter_mut().enumerate() {
-        let (j, i, oc, ic) = (
-            at % kw,
-            (at / kw) % kh,
-            (at / (kw * kh)) % o,
-            at / (kw * kh * o),
-        );
-        *v = w[((oc * c + ic) * kh + kh - 1 - i) * kw + kw - 1 - j];
+    // Kernel (ic, oc) of the result is kernel (oc, ic) of `w` read backwards.
+    let kk = kh * kw;
+    let mut flipped = Vec::with_capacity(w.len());
+    for ic in 0..c {
+        for oc in 0..o {
+            flipped.extend(w[(oc * c + ic) * kk..][..kk].iter().rev());
+        }
     }
     Some((transposed, flipped))
 }
