@@ -770,7 +770,7 @@ impl<S: Simd> TileFn for WithSimd<S, BackwardInput<'_>> {
 pub(super) fn backward_params(g: &Conv2dGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let level = SimdLevel::current();
     let (plan, width) = Plan::choose(g, level, Choice::FewestLanes);
-    if let Some(width) = channels::worthwhile(&plan, width, level, Choice::FewestLanes) {
+    if let Some(width) = channels::worthwhile_for_weights(&plan, width, level) {
         return channels::backward_params(&plan, level, width, x, dy);
     }
     let (o, k, lanes) = (g.out_channels, g.patch_len(), plan.lanes);
