@@ -290,13 +290,8 @@ pub(super) fn backward_params(
                             }
                             images
                         };
-                        grads.fill(0.0);
                         for (dy, t) in dy.chunks_exact(sout).zip(grads.chunks_exact_mut(p * cols)) {
-                            for (ch, plane) in dy.chunks_exact(p).enumerate() {
-                                for (q, &g) in plane.iter().enumerate() {
-                                    t[q * cols + ch] = g;
-                                }
-                            }
+                            transpose(dy, p, t, cols);
                         }
                         let task = BackwardParams {
                             plan,
@@ -329,6 +324,30 @@ pub(super) fn backward_params(
         db.truncate(o);
         (dw, db)
     })
+}
+
+/// Writes the (O, p) planes `dy` transposed into the (p, cols) rows of `t`, zeros past O.
+///
+/// By blocks of 64 pixels, channel by channel within a block: each channel's pixels are read
+/// in order and the block's rows (64 · cols values) stay in L1 while every channel writes
+/// into them. Written channel by channel over all pixels, the rows left L1 between channels
+/// and the transpose took a fifth of the 16→16 weight gradient's time at 28×28; pixel by
+/// pixel, the O read streams did.
+fn transpose(dy: &[f32], p: usize, t: &mut [f32], cols: usize) {
+    const BLOCK: usize = 64;
+    let o = dy.len() / p;
+    for q0 in (0..p).step_by(BLOCK) {
+        let n = BLOCK.min(p - q0);
+        let rows = &mut t[q0 * cols..(q0 + n) * cols];
+        for (ch, plane) in dy.chunks_exact(p).enumerate() {
+            for (row, &g) in rows.chunks_exact_mut(cols).zip(&plane[q0..q0 + n]) {
+                row[ch] = g;
+            }
+        }
+        for row in rows.chunks_exact_mut(cols) {
+            row[o..].fill(0.0);
+        }
+    }
 }
 
 impl Kernel for BackwardParams<'_> {
