@@ -975,25 +975,28 @@ mod tests {
     use super::*;
     use crate::Rng;
 
-    /// The weight gradient's width on AVX-512: LeNet's and LeNet-BN's convolutions keep the
-    /// width of the plain "fewer lanes" rule (their published results were computed with it),
-    /// and the near tie of ResNet-20's 28×28 convolutions goes to the wide vectors.
+    /// The weight gradient's width and layout on AVX-512: LeNet's and LeNet-BN's convolutions
+    /// keep the width of the plain "fewer lanes" rule and the layouts they had (their
+    /// published results were computed with them), the near tie of ResNet-20's 28×28
+    /// convolutions goes to the wide vectors, and the stem's 9 taps stay on pixel vectors.
     #[test]
     fn weight_gradient_width_follows_the_lanes() {
         let level = SimdLevel::Avx512;
-        // (input (N, C, H, W), weight (O, C, k, k), stride, padding, width)
+        // (input (N, C, H, W), weight (O, C, k, k), stride, padding, width, channel layout)
         let shapes = [
-            ([2, 1, 28, 28], [6, 1, 5, 5], 1, 2, Width::Widest),
-            ([2, 6, 14, 14], [16, 6, 5, 5], 1, 0, Width::Narrow),
-            ([2, 1, 28, 28], [6, 1, 5, 5], 1, 0, Width::Narrow),
-            ([2, 6, 12, 12], [16, 6, 5, 5], 1, 0, Width::Narrow),
-            ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1, Width::Widest),
-            ([2, 1, 28, 28], [16, 1, 3, 3], 1, 1, Width::Widest),
+            ([2, 1, 28, 28], [6, 1, 5, 5], 1, 2, Width::Widest, false),
+            ([2, 6, 14, 14], [16, 6, 5, 5], 1, 0, Width::Narrow, true),
+            ([2, 1, 28, 28], [6, 1, 5, 5], 1, 0, Width::Narrow, false),
+            ([2, 6, 12, 12], [16, 6, 5, 5], 1, 0, Width::Narrow, false),
+            ([2, 16, 28, 28], [16, 16, 3, 3], 1, 1, Width::Widest, true),
+            ([2, 1, 28, 28], [16, 1, 3, 3], 1, 1, Width::Widest, false),
         ];
-        for (input, weight, stride, padding, expected) in shapes {
+        for (input, weight, stride, padding, expected, in_channels) in shapes {
             let g = Conv2dGeometry::new(&input, &weight, stride, padding).unwrap();
-            let (_, width) = Plan::choose(&g, level, Choice::FewestLanes);
+            let (plan, width) = Plan::choose(&g, level, Choice::FewestLanes);
             assert_eq!(width, expected, "{input:?} {weight:?}");
+            let layout = channels::worthwhile_for_weights(&plan, width, level);
+            assert_eq!(layout.is_some(), in_channels, "layout {input:?} {weight:?}");
             // The plain rule: narrow whenever it computes fewer lanes.
             let lanes = |lanes: usize| Plan::new(&g, lanes).plane();
             let fewer = if lanes(8) < lanes(16) {
