@@ -16,7 +16,9 @@
 //! - forward: `y[o][q] = b[o] + Σ_t W[o][t] · x[tap_t + pos_q]`, a broadcast tile with rows o
 //!   and depth t;
 //! - input gradient: `dx[tap_t + pos_q] += Σ_o W[o][t] · dy[o][q]`, a broadcast tile with rows t
-//!   and depth o whose results are added at the taps' offsets: col2im fused into the GEMM;
+//!   and depth o whose results are added at the taps' offsets: col2im fused into the GEMM; for a
+//!   same-size stride-1 convolution with 8 or more input channels, a forward pass over `dy`
+//!   with the weights transposed and flipped instead ([`same_size_transpose`]);
 //! - weight gradient: `dW[o][t] = Σ_n Σ_q dy[o][q] · x[tap_t + pos_q]`, dot tiles over the
 //!   batch, with per-lane partial sums added in a fixed order and reduced once.
 //!
