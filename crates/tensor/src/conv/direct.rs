@@ -400,7 +400,7 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
         for at in (0..n - 7).step_by(8) {
             block::<T, 8>(dst, src, at);
         }
-        if n % 8 != 0 {
+        if !n.is_multiple_of(8) {
             block::<T, 8>(dst, src, n - 8);
         }
     } else if n >= 4 {
